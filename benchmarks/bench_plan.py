@@ -1,0 +1,48 @@
+"""Cold wall time of `llmdeploy plan` beside `python -c "import click"` (the floor any click CLI pays).
+
+Run: python benchmarks/bench_plan.py [--runs 15]
+Prints medians and the ratio; the target is plan ≤ 0.5 s here. No assertion: a number to watch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+
+def cold(cmd: list[str], runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=15)
+    args = parser.parse_args()
+    exe = shutil.which("llmdeploy")
+    plan_cmd = [exe] if exe else [sys.executable, "-m", "llmdeploy.cli.main"]
+    cases = {
+        'python -c "import click"': [sys.executable, "-c", "import click"],
+        "llmdeploy plan --mode reserved": plan_cmd + ["plan", "--mode", "reserved"],
+        "llmdeploy plan --mode auto --json": plan_cmd + ["plan", "--mode", "auto", "--json"],
+        "llmdeploy estimate flan-t5-xxl --json": plan_cmd + ["estimate", "flan-t5-xxl", "--json"],
+    }
+    results = {name: statistics.median(cold(cmd, args.runs)) for name, cmd in cases.items()}
+    base = results['python -c "import click"']
+    print(f"{'command':42} {'median s':>9} {'x import click':>14}")
+    for name, t in results.items():
+        print(f"{name:42} {t:9.3f} {t / base:14.2f}")
+    plan_t = results["llmdeploy plan --mode reserved"]
+    print(f"\nplan cold wall time {plan_t:.3f} s (target <= 0.5 s): {'OK' if plan_t <= 0.5 else 'OVER TARGET'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""`llmdeploy estimate`: memory, fit, fine-tune needs and speed of a model, from its config."""
+
+from __future__ import annotations
+
+import click
+
+from llmdeploy.cli import options as opt
+from llmdeploy.cli.render import gib, table
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  llmdeploy estimate                         # FLAN-T5-XL, its own dtype (fp32)
+  llmdeploy estimate flan-t5-xxl --dtype bf16 --batch 8
+  llmdeploy estimate ./my-model/config.json --loading streaming --json
+  llmdeploy estimate --list-models
+"""
+)
+@opt.model_argument()
+@opt.dtype_option
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Requests served together.")
+@click.option("--input-tokens", type=click.IntRange(min=1), default=256, show_default=True, help="Prompt length.")
+@click.option("--output-tokens", type=click.IntRange(min=1), default=64, show_default=True, help="Generated tokens.")
+@opt.buffer_option
+@opt.loading_option
+@click.option("--finetune-batch", type=click.IntRange(min=1), default=8, show_default=True, help="Micro-batch for the fine-tune estimate.")
+@click.option("--finetune-seq", type=click.IntRange(min=1), default=512, show_default=True, help="Sequence length for the fine-tune estimate.")
+@click.option("--list-models", is_flag=True, help="List the bundled model configs and exit.")
+@opt.region_option
+@opt.catalog_option
+@opt.json_option
+def estimate(model, dtype, batch, input_tokens, output_tokens, buffer, loading, finetune_batch, finetune_seq, list_models,
+             region, catalog_dir, as_json):
+    """Size MODEL from its config: parameters, memory per dtype, fit per instance, fine-tune needs, speed.
+
+    MODEL is a bundled name (default flan-t5-xl), the Hugging Face id of one, or a
+    path to a config.json or a model folder. No weights are read or downloaded.
+    """
+    from llmdeploy import estimate as est
+    from llmdeploy.catalog import load_catalog
+    from llmdeploy.models import bundled_index
+
+    if list_models:
+        index = bundled_index()
+        if as_json:
+            opt.emit_json([{"name": n, **{k: str(v) for k, v in row.items()}} for n, row in index.items()])
+        else:
+            click.echo(table(["name", "hugging face id", "parameters"], [[n, r["hf_id"], f"{r['parameters']:,}"] for n, r in index.items()], right=[2]))
+        return
+    report = est.estimate(
+        model, cat=load_catalog(catalog_dir), region=region, dtype=dtype, batch=batch, input_tokens=input_tokens,
+        output_tokens=output_tokens, buffer=buffer, loading=loading, finetune_batch=finetune_batch, finetune_seq=finetune_seq,
+    )
+    if as_json:
+        opt.emit_json(report)
+        return
+    _render(report)
+
+
+def _render(r: dict) -> None:
+    m = r["model"]
+    click.echo(f"{m['name']}  ({m['model_type']}, {'encoder-decoder' if m['encoder_decoder'] else 'decoder-only'}, config: {m['origin']})")
+    click.echo(f"Parameters: {r['parameters']:,}  (embedding {r['parameter_breakdown']['embedding']:,}, "
+               f"lm_head {r['parameter_breakdown']['lm_head']:,}{' tied' if not r['parameter_breakdown']['lm_head'] else ''})")
+    click.echo("Weights:    " + "   ".join(f"{d} {gib(b)}" for d, b in r["bytes_per_dtype"].items()))
+    inf = r["inference"]
+    click.echo(
+        f"Inference ({r['dtype']}, batch {inf['batch']}, {inf['input_tokens']}+{inf['output_tokens']} tokens): "
+        f"weights {gib(inf['weights_bytes'])} + KV cache {gib(inf['kv_cache_bytes'])} + activations {gib(inf['activation_bytes'])} "
+        f"+ {inf['buffer_fraction']:.0%} buffer = {gib(r['inference_bytes'])}"
+    )
+    click.echo(f"Host RAM to load ({r['loading']}): {gib(r['host_ram_bytes'])}")
+    click.echo("")
+    click.echo(f"Fit in {r['region']} (cheapest on-demand first):")
+    click.echo(table(
+        ["instance", "GPUs", "GPU mem", "RAM", "fits", "TP", "why"],
+        [[f["instance_type"], f"{f['gpu_count']} × {f['gpu']}", f"{f['gpu_memory_gib']:g} GiB", f"{f['ram_gib']:g} GiB",
+          "yes" if f["fits"] else "no", f["tensor_parallel"] or "-", f["reason"]] for f in r["fits"]],
+    ))
+    click.echo("")
+    click.echo("Full fine-tune with Adam:")
+    click.echo(table(
+        ["precision", "weights", "gradients", "optimizer", "activations", "total", "A100-40GB", "p4d.24xlarge"],
+        [[ft["precision"], gib(ft["weights_bytes"]), gib(ft["gradients_bytes"]), gib(ft["optimizer_bytes"]),
+          gib(ft["activation_bytes"]), gib(ft["total_bytes"]), ft["a100_40gb_gpus"], ft["p4d_instances"]] for ft in r["finetune"]],
+        right=[1, 2, 3, 4, 5, 6, 7],
+    ))
+    click.echo(f"  counted: {r['finetune'][0]['counted']}")
+    click.echo("")
+    click.echo(f"Speed per request (batch {inf['batch']}, roofline estimate):")
+    click.echo(table(
+        ["GPU", "on", "prefill", "per token", "total", "tokens/s", "decode bound by"],
+        [[s["gpu"], s["instance_type"], f"{s['prefill_s'] * 1000:,.0f} ms", f"{s['decode_step_s'] * 1000:,.1f} ms",
+          f"{s['total_s']:,.2f} s", f"{s['tokens_per_s']:,.1f}", s["bound"]] for s in r["latency"]],
+        right=[2, 3, 4, 5],
+    ))
+    click.echo("")
+    click.echo("Assumptions: " + "; ".join(r["assumptions"]))

@@ -1,0 +1,54 @@
+"""`llmdeploy instances`: the catalog's GPU instances in a region, with hardware and prices."""
+
+from __future__ import annotations
+
+import click
+
+from llmdeploy.cli import options as opt
+from llmdeploy.cli.render import table
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  llmdeploy instances
+  llmdeploy instances --region eu-west-1 --family g5 --family g6e
+  llmdeploy instances --json | jq '.[] | select(.gpu == "A100-40GB")'
+"""
+)
+@opt.region_option
+@click.option("--family", "families", multiple=True, metavar="FAMILY", help="Only these families (g4dn, g5, p4d...); repeatable.")
+@opt.catalog_option
+@opt.json_option
+def instances(region, families, catalog_dir, as_json):
+    """List GPU instances priced in REGION, cheapest on-demand first, with SageMaker hosting prices."""
+    from llmdeploy import catalog as cat_mod
+
+    cat = cat_mod.load_catalog(catalog_dir)
+    rows = []
+    for inst in cat_mod.gpu_instances(cat, region, families or None):
+        price = cat.ec2[(region, inst.type)]
+        hosting = cat.hosting.get((region, cat_mod.SAGEMAKER_PREFIX + inst.type))
+        rows.append({
+            "instance_type": inst.type, "gpu": inst.gpu.name, "gpu_count": inst.gpu_count, "gpu_memory_gib": inst.gpu.memory_gib,
+            "vcpus": inst.vcpus, "ram_gib": inst.ram_gib, "efa": inst.efa, "on_demand_hourly": price.on_demand,
+            "ri_1y_hourly": price.ri_1y, "ri_3y_hourly": price.ri_3y,
+            "sagemaker_hourly": hosting.hourly if hosting else None, "source": price.source.url,
+            "source_date": price.source.retrieved.isoformat(),
+        })
+    if families and not rows:
+        from llmdeploy.errors import UnknownChoiceError
+
+        known = {i.family for i in cat_mod.gpu_instances(cat, region)}
+        raise UnknownChoiceError(f"GPU family in {region}", ",".join(families), known)
+    if as_json:
+        opt.emit_json(rows)
+        return
+    money = (lambda x: "-" if x is None else f"{x:.3f}")
+    click.echo(table(
+        ["instance", "GPUs", "GPU mem", "vCPU", "RAM", "on-demand $/h", "1y RI $/h", "3y RI $/h", "SageMaker $/h"],
+        [[r["instance_type"], f"{r['gpu_count']} × {r['gpu']}", f"{r['gpu_memory_gib']:g} GiB", r["vcpus"], f"{r['ram_gib']:g} GiB",
+          money(r["on_demand_hourly"]), money(r["ri_1y_hourly"]), money(r["ri_3y_hourly"]), money(r["sagemaker_hourly"])] for r in rows],
+        right=[3, 5, 6, 7, 8],
+    ))
+    click.echo(f"\nPrices: {cat.origin} of {cat.snapshot_date} (EC2 Linux on-demand; RI = standard, no upfront, effective hourly).")

@@ -1,0 +1,121 @@
+"""`llmdeploy plan`: what every hosting mode costs for a traffic profile, which one to use, and its stack config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from llmdeploy.cli import options as opt
+from llmdeploy.cli.render import table, usd
+
+MODES = ("reserved", "realtime", "async", "serverless", "auto")  # llmdeploy.plan.PLAN_MODES, without importing it for --help
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  llmdeploy plan --mode reserved                      # FLAN-T5-XL, us-east-1, 10k requests/day
+  llmdeploy plan --model flan-t5-small --mode serverless --requests-per-day 2000
+  llmdeploy plan --mode auto --requests-per-day 200000 --active-hours 24 --json
+  llmdeploy plan --mode async --stack dev             # also writes Pulumi.dev.yaml
+  llmdeploy plan --markdown >> $GITHUB_STEP_SUMMARY
+"""
+)
+@click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True, envvar="LLMDEPLOY_MODE",
+              help="Hosting mode to plan for; auto picks the cheapest feasible one.")
+@click.option("--term", type=click.Choice(["on-demand", "1y", "3y"]), default="1y", show_default=True,
+              help="EC2 pricing term for reserved mode (self-hosted).")
+@opt.model_option
+@opt.dtype_option
+@opt.region_option
+@click.option("--requests-per-day", type=float, default=10_000, show_default=True, help="Average daily requests.")
+@click.option("--peak-rps", type=float, default=None, help="Peak requests per second (default: twice the active-hours average).")
+@click.option("--input-tokens", type=int, default=256, show_default=True, help="Prompt tokens per request.")
+@click.option("--output-tokens", type=int, default=64, show_default=True, help="Generated tokens per request.")
+@click.option("--active-hours", type=int, default=12, show_default=True, help="Hours a day that see traffic (1-24).")
+@click.option("--latency-target", type=float, default=5.0, show_default=True, help="Seconds one request may take.")
+@opt.buffer_option
+@opt.loading_option
+@opt.stack_option
+@click.option("--project-dir", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="Where --stack writes Pulumi.NAME.yaml (the folder with Pulumi.yaml).")
+@click.option("--owner", envvar="LLMDEPLOY_OWNER", default="unknown", show_default=True, help="Owner tag for the stack.")
+@click.option("--cost-center", envvar="LLMDEPLOY_COST_CENTER", default="unassigned", show_default=True, help="Cost-center tag.")
+@click.option("--markdown", is_flag=True, help="Print a Markdown table (for pull-request comments).")
+@click.option("--chart", type=click.Path(dir_okay=False, writable=True), help="Also draw monthly cost against traffic to this PNG.")
+@opt.catalog_option
+@opt.json_option
+def plan(mode, term, model, dtype, region, requests_per_day, peak_rps, input_tokens, output_tokens, active_hours, latency_target,
+         buffer, loading, stack, project_dir, owner, cost_center, markdown, chart, catalog_dir, as_json):
+    """Cost every way of hosting MODEL for a traffic profile and pick one.
+
+    Options: self-hosted EC2 (reserved: on-demand, 1-year and 3-year RI),
+    SageMaker real-time, SageMaker async (scales to zero) and SageMaker
+    serverless. With --stack, writes the Pulumi stack config that
+    `llmdeploy deploy` / `pulumi up` read; without it, writes nothing.
+    """
+    from llmdeploy import plan as plan_mod
+    from llmdeploy import report
+    from llmdeploy.catalog import load_catalog
+    from llmdeploy.models import load_model_config
+    from llmdeploy.stackconfig import stack_file, write_stack_file
+
+    if as_json and markdown:
+        raise click.UsageError("--json and --markdown are exclusive: pick one.")
+    cat = load_catalog(catalog_dir)
+    traffic = plan_mod.Traffic(requests_per_day=requests_per_day, input_tokens=input_tokens, output_tokens=output_tokens,
+                               active_hours=active_hours, latency_target_s=latency_target, peak_rps=peak_rps)
+    result = plan_mod.make_plan(load_model_config(model), cat=cat, region=region, mode=mode, term=term, dtype=dtype,
+                                traffic=traffic, loading=loading, buffer=buffer)
+    written = None
+    if stack:
+        config = plan_mod.stack_config_for(result, owner=owner, cost_center=cost_center)
+        path = stack_file(Path(project_dir), stack)
+        written = write_stack_file(path, config, header=report.stack_header(result))
+    chart_path = None
+    if chart:
+        from llmdeploy import chart as chart_mod
+
+        chart_path = chart_mod.draw(result, cat, chart)
+    data = report.plan_to_dict(result)
+    data["stack_file"] = None if written is None else str(written)
+    data["chart"] = None if chart_path is None else str(chart_path)
+    if as_json:
+        opt.emit_json(data)
+    elif markdown:
+        click.echo(report.plan_markdown(data))
+    else:
+        _render(data)
+        if written:
+            click.echo(f"\nWrote {written}: deploy it with 'llmdeploy deploy --stack {stack}' or 'pulumi up -s {stack}'.")
+        if chart_path:
+            click.echo(f"Drew {chart_path}.")
+
+
+def _render(d: dict) -> None:
+    t = d["traffic"]
+    click.echo(
+        f"Plan for {d['model']['name']} ({d['dtype']}, {d['model']['parameters']:,} parameters) in {d['region']}: "
+        f"{t['requests_per_day']:,.0f} requests/day over {t['active_hours']} h, peak {t['peak_rps']:.2f} req/s, "
+        f"{t['input_tokens']}→{t['output_tokens']} tokens, latency target {t['latency_target_s']:g} s"
+    )
+    click.echo(f"Prices: {d['catalog']['origin']} of {d['catalog']['date']} (USD, {d['region']})\n")
+    rows = []
+    for o in d["options"]:
+        rows.append([
+            o["label"], o["instance_type"] or (f"{o['serverless_memory_mb']} MB" if o["serverless_memory_mb"] else "-"),
+            o["instance_count"] or "-", usd(o["monthly_usd"]), usd(o["annual_usd"]),
+            "-" if o["latency_s"] is None else f"{o['latency_s']:.2f} s @{o['batch_size']}", "yes" if o["feasible"] else "no", o["reason"],
+        ])
+    click.echo(table(["option", "instance", "count", "per month", "per year", "latency @batch", "ok", "why"], rows, right=[2, 3, 4, 5]))
+    c = d["choice"]
+    click.echo(f"\nChoice (--mode {d['mode']}): {c['label']} on {c['instance_type'] or 'serverless'}"
+               f"{' × ' + str(c['instance_count']) if c['instance_count'] else ''}: {usd(c['monthly_usd'])}/month, "
+               f"{usd(c['annual_usd'])}/year")
+    click.echo(f"Recommended: {d['recommended']['label']}")
+    for reason in d["reasons"]:
+        click.echo(f"  - {reason}")
+    click.echo("Break-even:")
+    for b in d["break_even"]:
+        click.echo(f"  - {b['note']}")

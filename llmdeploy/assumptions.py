@@ -1,0 +1,51 @@
+"""Modelling assumptions, read once from ``data/assumptions.toml`` (their one home)."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+PATH = Path(__file__).parent / "data" / "assumptions.toml"
+
+
+@dataclass(frozen=True)
+class Assumptions:
+    buffer: float
+    host_overhead_gib: float
+    streaming_shard_gib: float
+    gpu_usable_fraction: float
+    bandwidth_efficiency: float
+    compute_efficiency: float
+    max_batch_size: int
+    serverless_cpu_bandwidth_gbs: float
+    serverless_cpu_gflops: float
+    peak_to_average: float
+    bytes_per_token: float
+    json_overhead_bytes: int
+    finetune_activation_recompute: bool
+    finetune_gpu_usable_fraction: float
+
+
+@cache
+def load_assumptions() -> Assumptions:
+    with PATH.open("rb") as fh:
+        raw = tomllib.load(fh)
+    m, s, t, f = raw["memory"], raw["speed"], raw["traffic"], raw["finetune"]
+    return Assumptions(
+        buffer=m["buffer"],
+        host_overhead_gib=m["host_overhead_gib"],
+        streaming_shard_gib=m["streaming_shard_gib"],
+        gpu_usable_fraction=m["gpu_usable_fraction"],
+        bandwidth_efficiency=s["bandwidth_efficiency"],
+        compute_efficiency=s["compute_efficiency"],
+        max_batch_size=s["max_batch_size"],
+        serverless_cpu_bandwidth_gbs=s["serverless_cpu_bandwidth_gbs"],
+        serverless_cpu_gflops=s["serverless_cpu_gflops"],
+        peak_to_average=t["peak_to_average"],
+        bytes_per_token=t["bytes_per_token"],
+        json_overhead_bytes=t["json_overhead_bytes"],
+        finetune_activation_recompute=f["activation_recompute"],
+        finetune_gpu_usable_fraction=f["gpu_usable_fraction"],
+    )

@@ -1,0 +1,381 @@
+"""The price, instance and limits catalog: data files loaded by this one module.
+
+Like SkyPilot's catalog, every number lives in a data file under
+``llmdeploy/data/catalog/`` with the source and the date it was read, and every
+query takes the loaded ``Catalog`` as its first argument, so tests can pass a
+three-row table. ``load_catalog()`` reads the bundled snapshot (or a refreshed
+user cache, see ``llmdeploy.prices``) once per process.
+
+File layout (all TOML, each with ``schema_version``):
+- ``sources.toml``: ``[sources.KEY] url, retrieved (date), note`` — every other row names a KEY.
+- ``gpus.toml``: ``[gpus.NAME]`` memory, bandwidth, tensor TFLOPs, compute capability.
+- ``instances.toml``: ``[instances."TYPE"]`` gpu, gpu_count, vcpus, ram_gib, efa.
+- ``ec2_prices.toml``: ``[ec2."REGION"] "TYPE" = {on_demand, ri_1y, ri_3y, source}`` (USD/hour).
+- ``sagemaker_prices.toml``: ``[hosting."REGION"] "ml.TYPE" = {hourly, source}``,
+  ``[serverless."REGION"] usd_per_gb_second, usd_per_gb_processed, source``,
+  ``[other."REGION"] alb_hourly, kms_key_monthly, source``.
+- ``limits.toml``: ``[serverless]`` and ``[async]`` service limits, each with a source.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from llmdeploy.errors import ConfigError, UnknownChoiceError
+
+SCHEMA_VERSION = 1
+BUNDLED_DIR = Path(__file__).parent / "data" / "catalog"
+TERMS = ("on-demand", "1y", "3y")
+SAGEMAKER_PREFIX = "ml."
+
+
+@dataclass(frozen=True)
+class Source:
+    key: str
+    url: str
+    retrieved: dt.date
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    memory_gib: float
+    bandwidth_gbs: float  # memory bandwidth, GB/s
+    fp16_tflops: float  # dense tensor-core FP16
+    bf16_tflops: float  # dense tensor-core BF16; 0 where the GPU has no bf16
+    fp32_tflops: float
+    int8_tops: float
+    compute_capability: str
+    source: Source
+
+    @property
+    def supports_bf16(self) -> bool:
+        return self.bf16_tflops > 0
+
+
+@dataclass(frozen=True)
+class Instance:
+    type: str
+    gpu: Gpu | None
+    gpu_count: int
+    vcpus: int
+    ram_gib: float
+    efa: bool
+    source: Source
+
+    @property
+    def family(self) -> str:
+        return self.type.split(".", 1)[0]
+
+    @property
+    def gpu_memory_gib(self) -> float:
+        return self.gpu.memory_gib if self.gpu else 0.0
+
+    @property
+    def total_gpu_memory_gib(self) -> float:
+        return self.gpu_memory_gib * self.gpu_count
+
+
+@dataclass(frozen=True)
+class Ec2Price:
+    region: str
+    instance_type: str
+    on_demand: float  # USD per hour, Linux, shared tenancy
+    ri_1y: float | None  # effective USD per hour, standard RI, no upfront
+    ri_3y: float | None
+    source: Source
+
+    def hourly(self, term: str) -> float | None:
+        return {"on-demand": self.on_demand, "1y": self.ri_1y, "3y": self.ri_3y}[term]
+
+
+@dataclass(frozen=True)
+class HostingPrice:
+    """SageMaker real-time / asynchronous hosting: the same per-instance-hour price."""
+
+    region: str
+    instance_type: str  # ml.* name
+    hourly: float
+    source: Source
+
+
+@dataclass(frozen=True)
+class ServerlessPrice:
+    region: str
+    usd_per_gb_second: float
+    usd_per_gb_processed: float
+    source: Source
+
+
+@dataclass(frozen=True)
+class OtherPrices:
+    region: str
+    alb_hourly: float
+    kms_key_monthly: float
+    source: Source
+
+
+@dataclass(frozen=True)
+class ServerlessLimits:
+    memory_sizes_mb: tuple[int, ...]
+    max_concurrency: int  # per endpoint
+    max_provisioned_concurrency: int
+    max_payload_mb: float
+    timeout_s: int
+    max_image_gb: float
+    gpu: bool
+    source: Source
+
+
+@dataclass(frozen=True)
+class AsyncLimits:
+    max_payload_gb: float
+    max_processing_s: int
+    max_concurrent_invocations_per_instance: int
+    source: Source
+
+
+@dataclass(frozen=True)
+class Catalog:
+    schema_version: int
+    origin: str  # "bundled snapshot" or the cache path it came from
+    sources: Mapping[str, Source]
+    gpus: Mapping[str, Gpu]
+    instances: Mapping[str, Instance]
+    ec2: Mapping[tuple[str, str], Ec2Price]
+    hosting: Mapping[tuple[str, str], HostingPrice]
+    serverless: Mapping[str, ServerlessPrice]
+    other: Mapping[str, OtherPrices]
+    serverless_limits: ServerlessLimits
+    async_limits: AsyncLimits
+    regions: tuple[str, ...] = field(default=())
+
+    @property
+    def snapshot_date(self) -> dt.date:
+        """The newest date any price in this catalog was read (specs and limits do not count)."""
+        rows = [*self.ec2.values(), *self.hosting.values(), *self.serverless.values(), *self.other.values()]
+        return max(row.source.retrieved for row in rows)
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+
+def _read(directory: Path, name: str) -> dict:
+    path = directory / name
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"catalog file {path} is missing.", hint="Reinstall llmdeploy or run 'llmdeploy prices refresh'.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"catalog file {path} is not valid TOML: {exc}.", hint="Delete it and run 'llmdeploy prices refresh'.") from None
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ConfigError(
+            f"catalog file {path} has schema_version {version!r}; this llmdeploy reads {SCHEMA_VERSION}.",
+            hint="Upgrade llmdeploy or run 'llmdeploy prices refresh'.",
+        )
+    return data
+
+
+def _source(sources: Mapping[str, Source], key: str, where: str) -> Source:
+    try:
+        return sources[key]
+    except KeyError:
+        raise ConfigError(f"catalog row {where} names source {key!r}, which sources.toml does not define.") from None
+
+
+def load_catalog_from(directory: Path, origin: str | None = None) -> Catalog:
+    """Parse one catalog directory. Raises ConfigError on anything malformed."""
+    directory = Path(directory)
+    raw_sources = _read(directory, "sources.toml")["sources"]
+    sources = {
+        key: Source(key=key, url=row["url"], retrieved=row["retrieved"], note=row.get("note", ""))
+        for key, row in raw_sources.items()
+    }
+    gpus = {
+        name: Gpu(
+            name=name,
+            memory_gib=row["memory_gib"],
+            bandwidth_gbs=row["bandwidth_gbs"],
+            fp16_tflops=row["fp16_tflops"],
+            bf16_tflops=row.get("bf16_tflops", 0.0),
+            fp32_tflops=row["fp32_tflops"],
+            int8_tops=row.get("int8_tops", 0.0),
+            compute_capability=str(row["compute_capability"]),
+            source=_source(sources, row["source"], f"gpus.{name}"),
+        )
+        for name, row in _read(directory, "gpus.toml")["gpus"].items()
+    }
+    instances = {}
+    for itype, row in _read(directory, "instances.toml")["instances"].items():
+        gpu_name = row.get("gpu")
+        if gpu_name is not None and gpu_name not in gpus:
+            raise ConfigError(f"catalog instance {itype!r} names GPU {gpu_name!r}, which gpus.toml does not define.")
+        instances[itype] = Instance(
+            type=itype,
+            gpu=gpus[gpu_name] if gpu_name else None,
+            gpu_count=row.get("gpu_count", 0),
+            vcpus=row["vcpus"],
+            ram_gib=row["ram_gib"],
+            efa=row.get("efa", False),
+            source=_source(sources, row["source"], f"instances.{itype}"),
+        )
+    ec2 = {}
+    for region, rows in _read(directory, "ec2_prices.toml")["ec2"].items():
+        for itype, row in rows.items():
+            ec2[(region, itype)] = Ec2Price(
+                region=region,
+                instance_type=itype,
+                on_demand=row["on_demand"],
+                ri_1y=row.get("ri_1y"),
+                ri_3y=row.get("ri_3y"),
+                source=_source(sources, row["source"], f"ec2.{region}.{itype}"),
+            )
+    sm = _read(directory, "sagemaker_prices.toml")
+    hosting = {
+        (region, itype): HostingPrice(region, itype, row["hourly"], _source(sources, row["source"], f"hosting.{region}.{itype}"))
+        for region, rows in sm["hosting"].items()
+        for itype, row in rows.items()
+    }
+    serverless = {
+        region: ServerlessPrice(
+            region, row["usd_per_gb_second"], row["usd_per_gb_processed"], _source(sources, row["source"], f"serverless.{region}")
+        )
+        for region, row in sm["serverless"].items()
+    }
+    other = {
+        region: OtherPrices(region, row["alb_hourly"], row["kms_key_monthly"], _source(sources, row["source"], f"other.{region}"))
+        for region, row in sm["other"].items()
+    }
+    limits = _read(directory, "limits.toml")
+    sl, al = limits["serverless"], limits["async"]
+    serverless_limits = ServerlessLimits(
+        memory_sizes_mb=tuple(sl["memory_sizes_mb"]),
+        max_concurrency=sl["max_concurrency"],
+        max_provisioned_concurrency=sl["max_provisioned_concurrency"],
+        max_payload_mb=sl["max_payload_mb"],
+        timeout_s=sl["timeout_s"],
+        max_image_gb=sl["max_image_gb"],
+        gpu=sl["gpu"],
+        source=_source(sources, sl["source"], "limits.serverless"),
+    )
+    async_limits = AsyncLimits(
+        max_payload_gb=al["max_payload_gb"],
+        max_processing_s=al["max_processing_s"],
+        max_concurrent_invocations_per_instance=al["max_concurrent_invocations_per_instance"],
+        source=_source(sources, al["source"], "limits.async"),
+    )
+    regions = tuple(sorted({r for r, _ in ec2} | {r for r, _ in hosting}))
+    return Catalog(
+        schema_version=SCHEMA_VERSION,
+        origin=origin or str(directory),
+        sources=MappingProxyType(sources),
+        gpus=MappingProxyType(gpus),
+        instances=MappingProxyType(instances),
+        ec2=MappingProxyType(ec2),
+        hosting=MappingProxyType(hosting),
+        serverless=MappingProxyType(serverless),
+        other=MappingProxyType(other),
+        serverless_limits=serverless_limits,
+        async_limits=async_limits,
+        regions=regions,
+    )
+
+
+def user_cache_dir() -> Path:
+    """Where ``llmdeploy prices refresh`` writes a refreshed catalog."""
+    base = os.environ.get("LLMDEPLOY_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "llmdeploy"
+    )
+    return Path(base) / "catalog"
+
+
+@functools.cache
+def load_catalog(directory: str | None = None) -> Catalog:
+    """The catalog for this process: ``directory`` if given, else the user cache when present, else bundled."""
+    if directory:
+        return load_catalog_from(Path(directory))
+    cache = user_cache_dir()
+    if (cache / "sources.toml").is_file() and os.environ.get("LLMDEPLOY_BUNDLED_PRICES") != "1":
+        return load_catalog_from(cache, origin=f"refreshed cache {cache}")
+    return load_catalog_from(BUNDLED_DIR, origin="bundled snapshot")
+
+
+# -- queries: each takes the catalog as its first argument ----------------------------------------
+
+
+def check_region(cat: Catalog, region: str) -> str:
+    if region not in cat.regions:
+        raise UnknownChoiceError("region", region, cat.regions, fix="Pass --region with one of these.")
+    return region
+
+
+def instance(cat: Catalog, instance_type: str) -> Instance:
+    """The hardware of an EC2 type; ``ml.`` SageMaker names resolve to the same hardware."""
+    bare = instance_type.removeprefix(SAGEMAKER_PREFIX)
+    try:
+        return cat.instances[bare]
+    except KeyError:
+        raise UnknownChoiceError("instance type", instance_type, cat.instances, fix="See 'llmdeploy instances'.") from None
+
+
+def ec2_price(cat: Catalog, region: str, instance_type: str) -> Ec2Price:
+    check_region(cat, region)
+    instance(cat, instance_type)
+    try:
+        return cat.ec2[(region, instance_type)]
+    except KeyError:
+        offered = [t for r, t in cat.ec2 if r == region]
+        raise UnknownChoiceError(
+            f"instance type in {region}", instance_type, offered, fix="Pick a type offered in this region or another --region."
+        ) from None
+
+
+def hosting_price(cat: Catalog, region: str, instance_type: str) -> HostingPrice:
+    """SageMaker hosting price for an ``ml.`` type (a bare EC2 name is accepted and prefixed)."""
+    check_region(cat, region)
+    ml = instance_type if instance_type.startswith(SAGEMAKER_PREFIX) else SAGEMAKER_PREFIX + instance_type
+    try:
+        return cat.hosting[(region, ml)]
+    except KeyError:
+        offered = [t for r, t in cat.hosting if r == region]
+        raise UnknownChoiceError(
+            f"SageMaker instance type in {region}", ml, offered, fix="Pick an ml.* type offered in this region."
+        ) from None
+
+
+def serverless_price(cat: Catalog, region: str) -> ServerlessPrice:
+    check_region(cat, region)
+    try:
+        return cat.serverless[region]
+    except KeyError:
+        raise UnknownChoiceError("region for SageMaker serverless", region, cat.serverless) from None
+
+
+def other_prices(cat: Catalog, region: str) -> OtherPrices:
+    check_region(cat, region)
+    try:
+        return cat.other[region]
+    except KeyError:
+        raise UnknownChoiceError("region for load balancer / KMS prices", region, cat.other) from None
+
+
+def gpu_instances(cat: Catalog, region: str, families: Iterable[str] | None = None) -> list[Instance]:
+    """GPU instance types priced on EC2 in ``region``, cheapest on-demand first."""
+    check_region(cat, region)
+    wanted = set(families) if families else None
+    rows = [
+        cat.instances[t]
+        for (r, t) in cat.ec2
+        if r == region and t in cat.instances and cat.instances[t].gpu and (wanted is None or cat.instances[t].family in wanted)
+    ]
+    return sorted(rows, key=lambda i: (cat.ec2[(region, i.type)].on_demand, i.type))

@@ -1,0 +1,85 @@
+"""What one billable thing costs per month, priced from the catalog.
+
+The plan's monthly figure for an option is the sum of these line items, and
+``llmdeploy preview --offline`` prices each resource the Pulumi program would
+create with the same functions, so the two agree by construction when the
+program creates what the plan assumed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from llmdeploy import catalog as cat_mod
+from llmdeploy.catalog import Catalog
+from llmdeploy.errors import UsageError
+
+# AWS's own convention (Pricing Calculator, price pages): a month is 730 hours.
+HOURS_PER_MONTH = 730.0
+DAYS_PER_MONTH = HOURS_PER_MONTH / 24
+GB = 1e9  # SageMaker serverless bills data processed per GB (10^9 bytes) and memory per GB configured
+
+
+@dataclass(frozen=True)
+class LineItem:
+    kind: str  # ec2-instance | load-balancer | sagemaker-instance | serverless-compute | serverless-data | kms-key
+    description: str
+    quantity: float  # units per month
+    unit: str
+    unit_usd: float
+    source: str  # catalog source key the unit price came from
+
+    @property
+    def monthly_usd(self) -> float:
+        return self.quantity * self.unit_usd
+
+
+def total(items: list[LineItem] | tuple[LineItem, ...]) -> float:
+    return sum(i.monthly_usd for i in items)
+
+
+def ec2_instances(cat: Catalog, region: str, instance_type: str, count: int, term: str) -> LineItem:
+    """Always-on EC2 instances: a reservation is paid every hour whether used or not."""
+    price = cat_mod.ec2_price(cat, region, instance_type)
+    hourly = price.hourly(term)
+    if hourly is None:
+        raise UsageError(f"the catalog has no {term} price for {instance_type} in {region}.", hint="Use --term on-demand.")
+    label = {"on-demand": "on-demand", "1y": "1-year RI", "3y": "3-year RI"}[term]
+    return LineItem("ec2-instance", f"{count} × {instance_type} ({label})", count * HOURS_PER_MONTH, "instance-hour", hourly, price.source.key)
+
+
+def load_balancer(cat: Catalog, region: str) -> LineItem:
+    other = cat_mod.other_prices(cat, region)
+    return LineItem("load-balancer", "application load balancer (hours; LCUs not counted)", HOURS_PER_MONTH, "hour", other.alb_hourly, other.source.key)
+
+
+def sagemaker_instances(cat: Catalog, region: str, instance_type: str, count: int, hours_per_day: float = 24) -> LineItem:
+    """SageMaker hosting instances (real-time, or async while scaled out) for ``hours_per_day``."""
+    price = cat_mod.hosting_price(cat, region, instance_type)
+    hours = count * hours_per_day * DAYS_PER_MONTH
+    when = "always on" if hours_per_day >= 24 else f"{hours_per_day:g} h/day, scaled to zero otherwise"
+    return LineItem("sagemaker-instance", f"{count} × {price.instance_type} ({when})", hours, "instance-hour", price.hourly, price.source.key)
+
+
+def kms_key(cat: Catalog, region: str) -> LineItem:
+    other = cat_mod.other_prices(cat, region)
+    return LineItem("kms-key", "customer managed KMS key", 1, "key-month", other.kms_key_monthly, other.source.key)
+
+
+def serverless(cat: Catalog, region: str, memory_mb: int, requests_per_month: float, ms_per_request: float, bytes_per_request: float) -> list[LineItem]:
+    """Serverless inference: memory-seconds of compute plus data processed in and out."""
+    price = cat_mod.serverless_price(cat, region)
+    gb_seconds = requests_per_month * (ms_per_request / 1000) * (memory_mb / 1024)
+    gb_processed = requests_per_month * bytes_per_request / GB
+    return [
+        LineItem("serverless-compute", f"serverless compute at {memory_mb} MB", gb_seconds, "GB-second", price.usd_per_gb_second, price.source.key),
+        LineItem("serverless-data", "serverless data processed (in + out)", gb_processed, "GB", price.usd_per_gb_processed, price.source.key),
+    ]
+
+
+def instances_for(peak_rps: float, per_instance_rps: float) -> int:
+    """Instances needed to serve a peak, at least one."""
+    if per_instance_rps <= 0:
+        return 0
+    return max(1, math.ceil(peak_rps / per_instance_rps - 1e-9))

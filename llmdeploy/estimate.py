@@ -1,0 +1,104 @@
+"""The whole sizing report for one model, as plain data (what `llmdeploy estimate` prints or dumps)."""
+
+from __future__ import annotations
+
+from llmdeploy import catalog as cat_mod
+from llmdeploy import sizing
+from llmdeploy.assumptions import load_assumptions
+from llmdeploy.catalog import Catalog
+from llmdeploy.models import load_model_config
+
+FINETUNE_GPU = "A100-40GB"
+FINETUNE_INSTANCE = "p4d.24xlarge"
+
+
+def estimate(
+    model: str,
+    *,
+    cat: Catalog,
+    region: str = "us-east-1",
+    dtype: str | None = None,
+    batch: int = 1,
+    input_tokens: int = 256,
+    output_tokens: int = 64,
+    buffer: float | None = None,
+    loading: str = "in-memory",
+    finetune_batch: int = 8,
+    finetune_seq: int = 512,
+) -> dict:
+    a = load_assumptions()
+    m = load_model_config(model)
+    dtype = dtype or m.native_dtype
+    sizing.dtype_bytes(dtype)
+    cat_mod.check_region(cat, region)
+    params = sizing.parameter_count(m)
+    mem = sizing.inference_memory(m, dtype, batch=batch, input_tokens=input_tokens, output_tokens=output_tokens, buffer=buffer)
+    host = sizing.host_ram_to_load(m, dtype, loading, a)
+
+    fits = []
+    for inst in cat_mod.gpu_instances(cat, region):
+        f = sizing.fit_on_instance(mem, host, inst, a)
+        fits.append({
+            "instance_type": inst.type, "gpu": inst.gpu.name, "gpu_count": inst.gpu_count, "gpu_memory_gib": inst.gpu.memory_gib,
+            "ram_gib": inst.ram_gib, "fits": f.fits, "tensor_parallel": f.tensor_parallel, "gpu_bytes_per_gpu": f.gpu_bytes_per_gpu,
+            "reason": f.reason,
+        })
+
+    # One speed row per GPU model, on the cheapest instance of it that fits.
+    latency, seen = [], set()
+    for row in fits:
+        if not row["fits"] or row["gpu"] in seen:
+            continue
+        seen.add(row["gpu"])
+        gpu = cat.gpus[row["gpu"]]
+        if dtype == "bf16" and not gpu.supports_bf16:
+            continue
+        lat = sizing.gpu_latency(m, dtype, gpu, row["tensor_parallel"], batch=batch, input_tokens=input_tokens,
+                                 output_tokens=output_tokens, a=a)
+        latency.append({
+            "gpu": gpu.name, "instance_type": row["instance_type"], "tensor_parallel": row["tensor_parallel"],
+            "prefill_s": lat.prefill_s, "decode_step_s": lat.decode_step_s, "total_s": lat.total_s,
+            "tokens_per_s": lat.tokens_per_s, "bound": lat.bound,
+        })
+
+    ft_gpu = cat.gpus.get(FINETUNE_GPU)
+    ft_inst = cat.instances.get(FINETUNE_INSTANCE)
+    finetune = []
+    for precision in sizing.FINETUNE_PRECISIONS:
+        ft = sizing.finetune_memory(m, precision, batch=finetune_batch, seq_len=finetune_seq)
+        gpus = sizing.gpus_for_finetune(ft, ft_gpu, a) if ft_gpu else None
+        per_instance = ft_inst.gpu_count if ft_inst else 8
+        finetune.append({
+            "precision": precision, "weights_bytes": ft.weights, "gradients_bytes": ft.gradients, "optimizer_bytes": ft.optimizer,
+            "activation_bytes": ft.activations, "total_bytes": ft.total, "a100_40gb_gpus": gpus,
+            "p4d_instances": None if gpus is None else -(-gpus // per_instance), "counted": ft.counted,
+        })
+
+    return {
+        "model": {"name": m.name, "hf_id": m.hf_id, "model_type": m.model_type, "encoder_decoder": m.encoder_decoder,
+                  "origin": m.origin, "native_dtype": m.native_dtype},
+        "region": region,
+        "dtype": dtype,
+        "parameters": params.total,
+        "parameter_breakdown": {"embedding": params.embedding, "encoder": params.encoder, "decoder": params.decoder,
+                                "lm_head": params.lm_head, "other": params.other},
+        "weights_bytes": mem.weights,
+        "bytes_per_dtype": {d: sizing.weights_bytes(m, d) for d in sizing.DTYPE_BYTES},
+        "inference_bytes": mem.total,
+        "inference": {"batch": batch, "input_tokens": input_tokens, "output_tokens": output_tokens, "weights_bytes": mem.weights,
+                      "kv_cache_bytes": mem.kv_cache, "activation_bytes": mem.activations, "buffer_fraction": mem.buffer_fraction,
+                      "buffer_bytes": mem.buffer, "total_bytes": mem.total},
+        "loading": loading,
+        "host_ram_bytes": host,
+        "fits": fits,
+        "finetune": finetune,
+        "latency": latency,
+        "assumptions": [
+            f"buffer {mem.buffer_fraction:.0%} on weights + KV cache + activations",
+            f"host RAM adds {a.host_overhead_gib:g} GiB for OS, Python and CUDA; 'in-memory' loading holds two copies of the weights",
+            f"decode reaches {a.bandwidth_efficiency:.0%} of peak memory bandwidth, prefill {a.compute_efficiency:.0%} of peak tensor FLOP/s",
+            "tensor parallel speed assumes ideal scaling",
+            f"fine-tune GPUs: model states sharded (ZeRO-3/FSDP), {a.finetune_gpu_usable_fraction:.0%} of each GPU usable",
+            f"catalog: {cat.origin} of {cat.snapshot_date}",
+        ],
+    }

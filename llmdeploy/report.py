@@ -1,0 +1,77 @@
+"""A plan as plain data (the documented JSON), as Markdown, and as the stack file's header."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from llmdeploy.plan import Option, Plan
+
+JSON_SCHEMA_VERSION = 1
+
+
+def option_to_dict(o: Option) -> dict:
+    return {"label": o.label, **o.to_dict()}
+
+
+def plan_to_dict(p: Plan) -> dict:
+    """Stable keys; documented in README ("plan --json")."""
+    from llmdeploy.sizing import parameter_count
+
+    a = p.assumptions
+    return {
+        "schema_version": JSON_SCHEMA_VERSION,
+        "model": {"name": p.model.name, "hf_id": p.model.hf_id, "parameters": parameter_count(p.model).total},
+        "dtype": p.dtype,
+        "region": p.region,
+        "mode": p.mode,
+        "term": p.term,
+        "traffic": {
+            "requests_per_day": p.traffic.requests_per_day,
+            "peak_rps": p.traffic.peak(a),
+            "input_tokens": p.traffic.input_tokens,
+            "output_tokens": p.traffic.output_tokens,
+            "active_hours": p.traffic.active_hours,
+            "latency_target_s": p.traffic.latency_target_s,
+        },
+        "catalog": {"origin": p.catalog_origin, "date": p.catalog_date},
+        "options": [option_to_dict(o) for o in p.options],
+        "choice": option_to_dict(p.choice),
+        "recommended": option_to_dict(p.recommended),
+        "reasons": list(p.reasons),
+        "break_even": [
+            {"managed": b.managed, "versus": b.versus, "variable": b.variable, "value": b.value, "note": b.note}
+            for b in p.break_even
+        ],
+    }
+
+
+def plan_markdown(d: dict) -> str:
+    t = d["traffic"]
+    lines = [
+        f"### llmdeploy plan: {d['model']['name']} ({d['dtype']}) in {d['region']}",
+        "",
+        f"{t['requests_per_day']:,.0f} requests/day over {t['active_hours']} h, peak {t['peak_rps']:.2f} req/s, "
+        f"{t['input_tokens']}→{t['output_tokens']} tokens, latency target {t['latency_target_s']:g} s. "
+        f"Prices: {d['catalog']['origin']} of {d['catalog']['date']}.",
+        "",
+        "| option | instance | count | per month | per year | feasible |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for o in d["options"]:
+        money = (lambda x: "-" if x is None else f"${x:,.2f}")
+        mark = " **(choice)**" if o["label"] == d["choice"]["label"] else ""
+        ok = "yes" if o["feasible"] else f"no: {o['reason']}"
+        lines.append(f"| {o['label']}{mark} | {o['instance_type'] or '-'} | {o['instance_count'] or '-'} | "
+                     f"{money(o['monthly_usd'])} | {money(o['annual_usd'])} | {ok} |")
+    lines += ["", f"**Recommended:** {d['recommended']['label']}"]
+    lines += [f"- {r}" for r in d["reasons"]]
+    return "\n".join(lines)
+
+
+def stack_header(p: Plan) -> str:
+    c = p.choice
+    return (
+        f"Written by `llmdeploy plan` on {dt.date.today().isoformat()}: {c.label} for {p.model.name} in {p.region},\n"
+        f"${c.monthly_usd:,.2f}/month at {p.traffic.requests_per_day:,.0f} requests/day (prices: {p.catalog_origin} of {p.catalog_date}).\n"
+        "Re-run plan to change it; 'llmdeploy preview --offline' prices what the program would create."
+    )

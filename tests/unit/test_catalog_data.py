@@ -1,0 +1,269 @@
+"""Checks on the bundled price / instance / limits catalog data (llmdeploy/data/catalog/*.toml).
+
+These test the data itself, not the loader: every row is sourced and dated, prices are ordered
+sensibly, instance hardware matches what AWS publishes, and a few anchor figures hold.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from llmdeploy import catalog as c
+
+REGIONS = ("us-east-1", "us-west-2", "eu-west-1")
+HOURS_PER_YEAR = 8760
+
+
+@pytest.fixture(scope="module")
+def cat() -> c.Catalog:
+    return c.load_catalog_from(c.BUNDLED_DIR)
+
+
+def _all_rows(cat: c.Catalog):
+    yield from cat.gpus.values()
+    yield from cat.instances.values()
+    yield from cat.ec2.values()
+    yield from cat.hosting.values()
+    yield from cat.serverless.values()
+    yield from cat.other.values()
+    yield cat.serverless_limits
+    yield cat.async_limits
+
+
+# -- sources -------------------------------------------------------------------------------------
+
+
+def test_every_source_has_url_date_and_note(cat):
+    today = dt.date.today()
+    assert cat.sources
+    for key, src in cat.sources.items():
+        assert src.url.startswith("https://"), key
+        assert isinstance(src.retrieved, dt.date), key
+        assert src.retrieved <= today, f"{key} is dated in the future: {src.retrieved}"
+        assert src.retrieved >= dt.date(2018, 1, 1), key
+        assert len(src.note) > 40, f"{key} needs a note saying what its numbers mean"
+        assert "SEED" not in src.note, f"{key} still carries a seed placeholder"
+
+
+def test_every_row_names_a_defined_source(cat):
+    for row in _all_rows(cat):
+        assert row.source.key in cat.sources
+        assert cat.sources[row.source.key] is row.source
+
+
+def test_every_source_is_used(cat):
+    used = {row.source.key for row in _all_rows(cat)}
+    assert set(cat.sources) == used, f"unused sources: {set(cat.sources) - used}"
+
+
+def test_reserved_price_sources_state_the_payment_option(cat):
+    for price in cat.ec2.values():
+        if price.ri_1y is not None or price.ri_3y is not None:
+            note = price.source.note.lower()
+            assert "standard" in note and "no upfront" in note, price.source.key
+
+
+# -- EC2 prices ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("region", REGIONS)
+@pytest.mark.parametrize("itype", ["g4dn.xlarge", "g4dn.2xlarge", "g5.xlarge", "g5.12xlarge", "p4d.24xlarge"])
+def test_core_types_priced_in_every_region(cat, region, itype):
+    assert (region, itype) in cat.ec2
+
+
+@pytest.mark.parametrize("itype", ["g6.xlarge", "g6e.xlarge", "p5.48xlarge", "p3.2xlarge"])
+def test_newer_and_big_types_priced_in_us_east_1(cat, itype):
+    assert ("us-east-1", itype) in cat.ec2
+
+
+def test_every_family_has_prices_in_us_east_1(cat):
+    families = {t.split(".")[0] for (r, t) in cat.ec2 if r == "us-east-1"}
+    assert {"g4dn", "g5", "g6", "g6e", "p3", "p3dn", "p4d", "p5"} <= families
+
+
+def test_prices_are_positive_and_ordered(cat):
+    for (region, itype), p in cat.ec2.items():
+        assert p.on_demand > 0, (region, itype)
+        if p.ri_1y is not None:
+            assert 0 < p.ri_1y < p.on_demand, (region, itype)
+        if p.ri_3y is not None:
+            assert 0 < p.ri_3y < p.on_demand, (region, itype)
+            if p.ri_1y is not None:
+                assert p.ri_3y < p.ri_1y, (region, itype)
+
+
+def test_every_ec2_priced_type_has_a_gpu_instance_row(cat):
+    for _, itype in cat.ec2:
+        inst = cat.instances[itype]
+        assert inst.gpu is not None and inst.gpu_count >= 1, itype
+
+
+def test_g4dn_2xlarge_anchor_prices(cat):
+    p = cat.ec2[("us-east-1", "g4dn.2xlarge")]
+    assert p.on_demand == pytest.approx(0.752)
+    annual_1y = p.ri_1y * HOURS_PER_YEAR
+    assert 3900 <= annual_1y <= 4300, annual_1y
+
+
+def test_sizes_within_a_family_cost_more_when_bigger(cat):
+    # same GPU count, more vCPUs/RAM: never cheaper (single-GPU sizes of g4dn/g5/g6/g6e)
+    for family in ("g4dn", "g5", "g6", "g6e"):
+        sizes = ["xlarge", "2xlarge", "4xlarge", "8xlarge", "16xlarge"]
+        prices = [cat.ec2[("us-east-1", f"{family}.{s}")].on_demand for s in sizes]
+        assert prices == sorted(prices), family
+
+
+def test_2025_gpu_price_cut_is_reflected(cat):
+    # AWS cut P4d/P5 On-Demand prices in June 2025 (p4d.24xlarge was $32.7726/h, p5.48xlarge $98.32/h).
+    assert cat.ec2[("us-east-1", "p4d.24xlarge")].on_demand < 25
+    assert cat.ec2[("us-east-1", "p5.48xlarge")].on_demand < 70
+
+
+def test_us_east_1_is_not_dearer_than_eu_west_1(cat):
+    for (region, itype), p in cat.ec2.items():
+        if region == "eu-west-1" and ("us-east-1", itype) in cat.ec2:
+            assert cat.ec2[("us-east-1", itype)].on_demand <= p.on_demand, itype
+
+
+# -- instances and GPUs --------------------------------------------------------------------------
+
+
+def test_bf16_support_flags(cat):
+    for name in ("T4", "V100", "V100-32GB"):
+        assert not cat.gpus[name].supports_bf16, name
+    for name in ("A10G", "L4", "L40S", "A100-40GB", "A100-80GB", "H100"):
+        assert cat.gpus[name].supports_bf16, name
+
+
+def test_gpu_figures_are_dense_and_consistent(cat):
+    for name, g in cat.gpus.items():
+        assert g.memory_gib > 0 and g.bandwidth_gbs > 0 and g.fp32_tflops > 0, name
+        assert g.fp16_tflops > g.fp32_tflops, f"{name}: tensor fp16 should beat plain fp32"
+        if g.supports_bf16:
+            assert g.bf16_tflops == g.fp16_tflops, name
+        major, minor = g.compute_capability.split(".")
+        assert major.isdigit() and minor.isdigit(), name
+    # dense, not the 2:4-sparsity figures NVIDIA prints first
+    assert cat.gpus["H100"].bf16_tflops < 1000
+    assert cat.gpus["A100-40GB"].bf16_tflops == pytest.approx(312)
+    assert cat.gpus["L4"].bf16_tflops < 200
+
+
+def test_compute_capabilities(cat):
+    expected = {"T4": "7.5", "V100": "7.0", "A10G": "8.6", "L4": "8.9", "L40S": "8.9", "A100-40GB": "8.0", "H100": "9.0"}
+    for name, cc in expected.items():
+        assert cat.gpus[name].compute_capability == cc, name
+
+
+def test_p4d_24xlarge(cat):
+    i = cat.instances["p4d.24xlarge"]
+    assert i.gpu.name == "A100-40GB" and i.gpu_count == 8
+    assert i.total_gpu_memory_gib == 320
+    assert i.efa
+    assert i.vcpus == 96 and i.ram_gib == 1152
+
+
+def test_p5_and_p3dn(cat):
+    p5 = cat.instances["p5.48xlarge"]
+    assert p5.gpu.name == "H100" and p5.gpu_count == 8 and p5.efa and p5.ram_gib == 2048
+    p3dn = cat.instances["p3dn.24xlarge"]
+    assert p3dn.gpu.name == "V100-32GB" and p3dn.gpu_count == 8 and p3dn.efa
+
+
+def test_g4dn_sizes(cat):
+    g = cat.instances["g4dn.2xlarge"]
+    assert (g.gpu.name, g.gpu_count, g.gpu_memory_gib, g.ram_gib, g.vcpus) == ("T4", 1, 16, 32, 8)
+    assert cat.instances["g4dn.xlarge"].ram_gib == 16
+    assert cat.instances["g4dn.12xlarge"].gpu_count == 4
+    assert not cat.instances["g4dn.2xlarge"].efa
+
+
+def test_gpu_per_family(cat):
+    expected = {"g4dn": "T4", "g5": "A10G", "g6": "L4", "g6e": "L40S", "p3": "V100", "p4d": "A100-40GB", "p5": "H100"}
+    for itype, inst in cat.instances.items():
+        if inst.family in expected:
+            assert inst.gpu.name == expected[inst.family], itype
+
+
+def test_multi_gpu_sizes(cat):
+    for family in ("g5", "g6", "g6e"):
+        assert cat.instances[f"{family}.12xlarge"].gpu_count == 4
+        assert cat.instances[f"{family}.24xlarge"].gpu_count == 4
+        assert cat.instances[f"{family}.48xlarge"].gpu_count == 8
+
+
+def test_cpu_types_have_no_gpu(cat):
+    for itype in ("c5.xlarge", "c5.2xlarge", "m5.xlarge", "m5.2xlarge"):
+        inst = cat.instances[itype]
+        assert inst.gpu is None and inst.gpu_count == 0 and inst.total_gpu_memory_gib == 0
+    assert c.instance(cat, "ml.c5.xlarge").vcpus == 4
+
+
+# -- SageMaker -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "ml", ["ml.g4dn.xlarge", "ml.g4dn.2xlarge", "ml.g5.xlarge", "ml.g6.xlarge", "ml.g6e.xlarge", "ml.p4d.24xlarge", "ml.p5.48xlarge"]
+)
+def test_core_hosting_types_in_us_east_1(cat, ml):
+    assert ("us-east-1", ml) in cat.hosting
+
+
+def test_every_hosting_type_resolves_to_hardware(cat):
+    for _, ml in cat.hosting:
+        assert ml.startswith("ml.")
+        c.instance(cat, ml)  # raises if instances.toml lacks the bare type
+
+
+def test_sagemaker_premium_over_ec2(cat):
+    for (region, ml), h in cat.hosting.items():
+        bare = ml.removeprefix("ml.")
+        if (region, bare) in cat.ec2:
+            assert h.hourly > cat.ec2[(region, bare)].on_demand, (region, ml)
+    assert cat.hosting[("us-east-1", "ml.g4dn.2xlarge")].hourly > cat.ec2[("us-east-1", "g4dn.2xlarge")].on_demand
+
+
+def test_estimated_hosting_rows_say_so(cat):
+    for h in cat.hosting.values():
+        if h.source.key.endswith("derived"):
+            assert "ESTIMATE" in h.source.note
+
+
+def test_serverless_and_other_prices(cat):
+    s = cat.serverless["us-east-1"]
+    assert 0 < s.usd_per_gb_second < 0.001
+    assert 0 < s.usd_per_gb_processed < 1
+    # a 6 GB endpoint busy for a full month stays within sane bounds
+    assert 100 < s.usd_per_gb_second * 6 * 3600 * 730 < 1000
+    for region in REGIONS:
+        o = cat.other[region]
+        assert 0.01 < o.alb_hourly < 0.05
+        assert o.kms_key_monthly == pytest.approx(1.0)
+
+
+# -- limits --------------------------------------------------------------------------------------
+
+
+def test_serverless_limits(cat):
+    sl = cat.serverless_limits
+    assert sl.memory_sizes_mb == (1024, 2048, 3072, 4096, 5120, 6144)
+    assert max(sl.memory_sizes_mb) == 6144
+    assert not sl.gpu
+    assert sl.max_concurrency == 200
+    assert 1 <= sl.max_provisioned_concurrency <= sl.max_concurrency
+    assert sl.max_payload_mb == 4 and sl.timeout_s == 60 and sl.max_image_gb == 10
+
+
+def test_async_limits(cat):
+    al = cat.async_limits
+    assert al.max_payload_gb == 1
+    assert al.max_processing_s == 3600
+    assert al.max_concurrent_invocations_per_instance == 1000
+
+
+def test_regions(cat):
+    assert set(REGIONS) <= set(cat.regions)
+    assert cat.snapshot_date <= dt.date.today()

@@ -1,0 +1,164 @@
+"""The cost model and recommendation, on the bundled catalog and on a three-row table."""
+
+from __future__ import annotations
+
+import datetime as dt
+from types import MappingProxyType
+
+import pytest
+
+from llmdeploy import catalog as c
+from llmdeploy import costs
+from llmdeploy.errors import InfeasibleError, UnknownChoiceError, UsageError
+from llmdeploy.models import load_model_config
+from llmdeploy.plan import Traffic, make_plan, stack_config_for
+
+
+@pytest.fixture(scope="module")
+def cat():
+    return c.load_catalog_from(c.BUNDLED_DIR)
+
+
+def _option(plan, mode, term=None):
+    return next(o for o in plan.options if o.mode == mode and o.term == term)
+
+
+def test_reserved_g4dn_2xlarge_one_year_ri_per_year_comes_from_the_catalog(cat):
+    plan = make_plan(load_model_config("flan-t5-xl"), cat=cat, mode="reserved", term="1y")
+    choice = plan.choice
+    assert (choice.mode, choice.term, choice.instance_type, choice.instance_count) == ("reserved", "1y", "g4dn.2xlarge", 1)
+    ri = c.ec2_price(cat, "us-east-1", "g4dn.2xlarge").ri_1y
+    instances = next(i for i in choice.line_items if i.kind == "ec2-instance")
+    assert instances.unit_usd == ri
+    annual_instance = instances.monthly_usd * 12
+    assert annual_instance == pytest.approx(ri * 8760)
+    assert 3900 < annual_instance < 4300, "a 1-year RI g4dn.2xlarge is about $4.1K a year"
+    alb = next(i for i in choice.line_items if i.kind == "load-balancer")
+    assert choice.monthly_usd == pytest.approx(instances.monthly_usd + alb.monthly_usd, abs=0.01)
+
+
+def test_serverless_refuses_flan_t5_xl_and_accepts_flan_t5_small(cat):
+    xl = make_plan(load_model_config("flan-t5-xl"), cat=cat, mode="auto")
+    serverless = _option(xl, "serverless")
+    assert not serverless.feasible and "6144 MB" in serverless.reason
+    with pytest.raises(InfeasibleError, match="mode 'serverless' cannot host flan-t5-xl"):
+        make_plan(load_model_config("flan-t5-xl"), cat=cat, mode="serverless")
+    small = make_plan(load_model_config("flan-t5-small"), cat=cat, mode="serverless")
+    assert small.choice.feasible and small.choice.mode == "serverless"
+    assert small.choice.serverless_memory_mb in cat.serverless_limits.memory_sizes_mb
+
+
+def test_serverless_needs_a_gpu_when_cpu_latency_misses_the_target(cat):
+    plan = make_plan(load_model_config("flan-t5-xl"), cat=cat, dtype="int8", traffic=Traffic(latency_target_s=2))
+    option = _option(plan, "serverless")
+    assert not option.feasible and "needs a GPU" in option.reason
+
+
+def test_serverless_cost_is_linear_in_requests(cat):
+    m = load_model_config("flan-t5-small")
+    one = make_plan(m, cat=cat, mode="serverless", traffic=Traffic(requests_per_day=1000)).choice.monthly_usd
+    ten = make_plan(m, cat=cat, mode="serverless", traffic=Traffic(requests_per_day=10000)).choice.monthly_usd
+    assert ten == pytest.approx(10 * one, rel=0.01)
+
+
+def test_instances_scale_with_peak_traffic(cat):
+    m = load_model_config("flan-t5-xl")
+    low = make_plan(m, cat=cat, mode="realtime", traffic=Traffic(peak_rps=0.5)).choice
+    high = make_plan(m, cat=cat, mode="realtime", traffic=Traffic(peak_rps=50)).choice
+    assert low.instance_count == 1
+    assert high.instance_count > 1
+    assert high.instance_count * high.requests_per_s_per_instance >= 50 > (high.instance_count - 1) * high.requests_per_s_per_instance
+
+
+def test_async_pays_only_for_active_hours_and_realtime_for_all(cat):
+    m = load_model_config("flan-t5-xl")
+    short = make_plan(m, cat=cat, traffic=Traffic(active_hours=6))
+    full = make_plan(m, cat=cat, traffic=Traffic(active_hours=24))
+    assert _option(short, "async").monthly_usd < _option(full, "async").monthly_usd
+    assert _option(full, "realtime").line_items[0].quantity == pytest.approx(costs.HOURS_PER_MONTH)
+
+
+def test_recommendation_is_the_cheapest_feasible_and_says_why(cat):
+    plan = make_plan(load_model_config("flan-t5-xl"), cat=cat, mode="auto")
+    comparable = [o for o in plan.options if o.feasible and (o.mode != "reserved" or o.term == "1y")]
+    assert plan.recommended.monthly_usd == min(o.monthly_usd for o in comparable)
+    assert plan.choice is plan.recommended
+    assert any("serverless is not possible" in r for r in plan.reasons)
+
+
+def test_break_even_between_serverless_and_self_hosting(cat):
+    plan = make_plan(load_model_config("flan-t5-small"), cat=cat, mode="auto", traffic=Traffic(requests_per_day=1000))
+    be = next(b for b in plan.break_even if b.managed == "serverless")
+    assert be.value is not None
+    below = make_plan(load_model_config("flan-t5-small"), cat=cat, traffic=Traffic(requests_per_day=be.value * 0.8))
+    above = make_plan(load_model_config("flan-t5-small"), cat=cat, traffic=Traffic(requests_per_day=be.value * 1.25))
+    assert _option(below, "serverless").monthly_usd < _option(below, "reserved", "1y").monthly_usd
+    # Above the crossing, serverless is either dearer or no longer possible.
+    s_above = _option(above, "serverless")
+    assert not s_above.feasible or s_above.monthly_usd > _option(above, "reserved", "1y").monthly_usd
+
+
+def _tiny_catalog():
+    """Three rows: enough to see the cost model pick by price, independent of the bundled data."""
+    src = c.Source("t", "https://example.com", dt.date(2026, 1, 1))
+    t4 = c.Gpu("T4", 16, 320, 65, 0, 8.1, 130, "7.5", src)
+    a10 = c.Gpu("A10G", 24, 600, 125, 125, 31, 250, "8.6", src)
+    inst = {
+        "g4dn.xlarge": c.Instance("g4dn.xlarge", t4, 1, 4, 16, False, src),
+        "g4dn.2xlarge": c.Instance("g4dn.2xlarge", t4, 1, 8, 32, False, src),
+        "g5.2xlarge": c.Instance("g5.2xlarge", a10, 1, 8, 32, False, src),
+    }
+    r = "us-east-1"
+    ec2 = {(r, "g4dn.xlarge"): c.Ec2Price(r, "g4dn.xlarge", 0.5, 0.3, 0.2, src),
+           (r, "g4dn.2xlarge"): c.Ec2Price(r, "g4dn.2xlarge", 0.75, 0.47, 0.32, src),
+           (r, "g5.2xlarge"): c.Ec2Price(r, "g5.2xlarge", 1.2, 0.76, 0.52, src)}
+    hosting = {(r, "ml.g4dn.2xlarge"): c.HostingPrice(r, "ml.g4dn.2xlarge", 0.94, src)}
+    base = c.load_catalog_from(c.BUNDLED_DIR)
+    return c.Catalog(1, "test", MappingProxyType({"t": src}), MappingProxyType({"T4": t4, "A10G": a10}), MappingProxyType(inst),
+                     MappingProxyType(ec2), MappingProxyType(hosting), MappingProxyType({r: c.ServerlessPrice(r, 0.00002, 0.016, src)}),
+                     MappingProxyType({r: c.OtherPrices(r, 0.0, 0.0, src)}), base.serverless_limits, base.async_limits, (r,))
+
+
+def test_cost_model_on_a_three_row_table():
+    cat = _tiny_catalog()
+    plan = make_plan(load_model_config("flan-t5-xl"), cat=cat, mode="reserved", term="3y")
+    # g4dn.xlarge is cheapest but its 16 GiB RAM cannot load XL in fp32: the next cheapest wins.
+    assert plan.choice.instance_type == "g4dn.2xlarge"
+    assert plan.choice.monthly_usd == pytest.approx(0.32 * 730)
+    small = make_plan(load_model_config("flan-t5-small"), cat=cat, mode="reserved", term="3y")
+    assert small.choice.instance_type == "g4dn.xlarge"
+
+
+def test_bad_inputs_raise_usage_errors(cat):
+    m = load_model_config("flan-t5-xl")
+    with pytest.raises(UsageError, match="requests-per-day must be greater than 0, got 0"):
+        make_plan(m, cat=cat, traffic=Traffic(requests_per_day=0))
+    with pytest.raises(UsageError, match="got -5"):
+        make_plan(m, cat=cat, traffic=Traffic(requests_per_day=-5))
+    with pytest.raises(UsageError, match="active-hours must be 1..24"):
+        make_plan(m, cat=cat, traffic=Traffic(active_hours=25))
+    with pytest.raises(UnknownChoiceError, match="Did you mean 'us-west-2'"):
+        make_plan(m, cat=cat, region="us-west-3")
+    with pytest.raises(UnknownChoiceError, match="unknown mode"):
+        make_plan(m, cat=cat, mode="spot")
+    with pytest.raises(UnknownChoiceError, match="dtype"):
+        make_plan(m, cat=cat, dtype="fp8")
+
+
+def test_bf16_is_refused_on_gpus_without_it(cat):
+    plan = make_plan(load_model_config("flan-t5-xl"), cat=cat, dtype="bf16", mode="reserved")
+    assert cat.instances[plan.choice.instance_type].gpu.supports_bf16, "a T4 has no bf16: the plan must not pick it"
+
+
+def test_stack_config_deploys_exactly_the_choice(cat):
+    for mode in ("reserved", "realtime", "async"):
+        plan = make_plan(load_model_config("flan-t5-xl"), cat=cat, mode=mode)
+        cfg = stack_config_for(plan, owner="ml-platform")
+        cfg.validate(cat)
+        assert (cfg.mode, cfg.instance_type, cfg.instance_count) == (mode, plan.choice.instance_type, plan.choice.instance_count)
+        assert cfg.owner == "ml-platform"
+    asy = stack_config_for(make_plan(load_model_config("flan-t5-xl"), cat=cat, mode="async"))
+    assert asy.min_instances == 0, "async must be allowed to scale to zero"
+    sl = stack_config_for(make_plan(load_model_config("flan-t5-small"), cat=cat, mode="serverless"))
+    assert sl.mode == "serverless" and sl.serverless_memory_mb in cat.serverless_limits.memory_sizes_mb
+    assert sl.usage_ms_per_request > 0 and sl.usage_requests_per_month > 0
