@@ -79,8 +79,22 @@ Examples:
 """,
 )
 @click.version_option(__version__, "--version", prog_name="llmdeploy")
-def cli() -> None:
-    """Size, price, provision and serve LLMs on AWS."""
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Size, price, provision and serve LLMs on AWS.
+
+    Options come from flags, then LLMDEPLOY_* environment variables, then the
+    user config file (see 'llmdeploy config show'), then built-in defaults.
+    """
+    from llmdeploy.userconfig import default_map, load_user_config
+
+    try:
+        raw = load_user_config()
+    except LlmdeployError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        ctx.exit(exc.exit_code)
+    if raw:
+        ctx.default_map = default_map(raw, list(COMMANDS))
 
 
 def main(argv: list[str] | None = None) -> None:

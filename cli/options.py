@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json as _json
 import sys
+from pathlib import Path
 
 import click
 
@@ -91,3 +92,16 @@ catalog_option = click.option(
     envvar="LLMDEPLOY_CATALOG",
     help="Directory of catalog TOML files to use instead of the bundled (or refreshed) one.",
 )
+
+
+# Where stack configs live: `plan --stack` writes there and preview / deploy / destroy read there.
+project_dir_option = click.option(
+    "--project-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="LLMDEPLOY_PROJECT_DIR",
+    help="Folder of Pulumi.yaml and Pulumi.NAME.yaml [default: the current folder].",
+)
+
+
+def resolve_project_dir(explicit: Path | None) -> Path:
+    return Path(explicit).expanduser().resolve() if explicit is not None else Path.cwd()

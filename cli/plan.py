@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from llmdeploy.cli import options as opt
@@ -38,8 +36,7 @@ Examples:
 @opt.buffer_option
 @opt.loading_option
 @opt.stack_option
-@click.option("--project-dir", type=click.Path(file_okay=False), default=".", show_default=True,
-              help="Where --stack writes Pulumi.NAME.yaml (the folder with Pulumi.yaml).")
+@opt.project_dir_option
 @click.option("--owner", envvar="LLMDEPLOY_OWNER", default="unknown", show_default=True, help="Owner tag for the stack.")
 @click.option("--cost-center", envvar="LLMDEPLOY_COST_CENTER", default="unassigned", show_default=True, help="Cost-center tag.")
 @click.option("--markdown", is_flag=True, help="Print a Markdown table (for pull-request comments).")
@@ -71,7 +68,7 @@ def plan(mode, term, model, dtype, region, requests_per_day, peak_rps, input_tok
     written = None
     if stack:
         config = plan_mod.stack_config_for(result, owner=owner, cost_center=cost_center)
-        path = stack_file(Path(project_dir), stack)
+        path = stack_file(opt.resolve_project_dir(project_dir), stack)
         written = write_stack_file(path, config, header=report.stack_header(result))
     chart_path = None
     if chart:

@@ -251,6 +251,9 @@ def _name_for(mode: str, instance_type: str) -> str:
 
 def _serverless_option(m: ModelConfig, dtype: str, cat: Catalog, region: str, traffic: Traffic, *, buffer, a: Assumptions) -> Option:
     limits = cat.serverless_limits
+    if region not in cat.serverless:
+        return Option("serverless", None, None, 0, False,
+                      f"the catalog has no SageMaker serverless price for {region} (run 'llmdeploy prices refresh')")
     mem = sizing.inference_memory(m, dtype, batch=1, input_tokens=traffic.input_tokens, output_tokens=traffic.output_tokens, buffer=buffer)
     needed = mem.total + int(a.host_overhead_gib * sizing.GIB)
     sizes = [s for s in limits.memory_sizes_mb if s * 1024**2 >= needed]

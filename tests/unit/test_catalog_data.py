@@ -128,6 +128,26 @@ def test_us_east_1_is_not_dearer_than_eu_west_1(cat):
             assert cat.ec2[("us-east-1", itype)].on_demand <= p.on_demand, itype
 
 
+def test_three_year_reserved_prices(cat):
+    # 3-year Standard RI, No Upfront (vantage-ec2-ri3y): present where read, cheaper than 1-year, sane discount.
+    with_3y = {key: p for key, p in cat.ec2.items() if p.ri_3y is not None}
+    assert len(with_3y) >= 60
+    for (region, itype), p in with_3y.items():
+        assert p.ri_1y is not None, (region, itype)
+        assert p.on_demand > p.ri_1y > p.ri_3y > 0, (region, itype)
+        assert 0.25 < p.ri_3y / p.on_demand < 0.75, (region, itype)
+        assert p.source.key == "vantage-ec2-ri3y", (region, itype)
+        assert "3-year" in p.source.note and "no upfront" in p.source.note.lower()
+    for region in ("us-east-1", "us-west-2"):
+        for (r, itype), p in cat.ec2.items():
+            if r == region and itype.split(".")[0] in ("g5", "g6", "g6e", "p4d"):
+                assert p.ri_3y is not None, (region, itype)
+    # anchor figures read from the dump
+    assert cat.ec2[("us-east-1", "p4d.24xlarge")].ri_3y == pytest.approx(9.374219)
+    assert cat.ec2[("us-east-1", "g5.xlarge")].ri_3y == pytest.approx(0.43459)
+    assert cat.ec2[("eu-west-1", "g5.12xlarge")].ri_3y == pytest.approx(2.73528)
+
+
 # -- instances and GPUs --------------------------------------------------------------------------
 
 
@@ -230,6 +250,23 @@ def test_estimated_hosting_rows_say_so(cat):
     for h in cat.hosting.values():
         if h.source.key.endswith("derived"):
             assert "ESTIMATE" in h.source.note
+
+
+def test_billed_hosting_rows_match_the_derived_ratio(cat):
+    # eu-west-1 rows taken from an AWS bill agree with EC2 on-demand x 1.25 to within 0.5%.
+    billed = {k: h for k, h in cat.hosting.items() if h.source.key == "sagemaker-hosting-euw1-bill-2023-12"}
+    assert set(billed) == {("eu-west-1", "ml.g4dn.4xlarge"), ("eu-west-1", "ml.g4dn.12xlarge"), ("eu-west-1", "ml.g5.12xlarge")}
+    for (region, ml), h in billed.items():
+        ec2 = cat.ec2[(region, ml.removeprefix("ml."))].on_demand
+        assert h.hourly == pytest.approx(ec2 * 1.25, rel=0.005), ml
+
+
+def test_every_serverless_region_is_complete(cat):
+    assert "us-east-1" in cat.serverless
+    for region, s in cat.serverless.items():
+        assert region in REGIONS
+        assert 0 < s.usd_per_gb_second < 0.001, region
+        assert 0 < s.usd_per_gb_processed < 1, region
 
 
 def test_serverless_and_other_prices(cat):

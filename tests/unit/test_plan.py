@@ -162,3 +162,12 @@ def test_stack_config_deploys_exactly_the_choice(cat):
     sl = stack_config_for(make_plan(load_model_config("flan-t5-small"), cat=cat, mode="serverless"))
     assert sl.mode == "serverless" and sl.serverless_memory_mb in cat.serverless_limits.memory_sizes_mb
     assert sl.usage_ms_per_request > 0 and sl.usage_requests_per_month > 0
+
+
+def test_a_region_without_serverless_prices_marks_serverless_infeasible_not_an_error():
+    import dataclasses
+
+    cat = dataclasses.replace(_tiny_catalog(), serverless=MappingProxyType({}))
+    plan = make_plan(load_model_config("flan-t5-small"), cat=cat, region="us-east-1")
+    option = _option(plan, "serverless")
+    assert not option.feasible and "no SageMaker serverless price for us-east-1" in option.reason

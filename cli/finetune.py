@@ -1,0 +1,223 @@
+"""`llmdeploy finetune up|status|down`: fine-tune GPU clusters that go away on their own.
+
+Parsing and rendering only: validation and cost live in ``llmdeploy.finetune``,
+EC2 reads in ``llmdeploy.aws.cluster``, Pulumi in ``llmdeploy.infra``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+
+import click
+
+from llmdeploy.cli.options import emit_json, json_option, region_option, stack_option, yes_option
+
+DEFAULT_OWNER_ENV = "LLMDEPLOY_OWNER"
+
+
+def _owner_default() -> str:
+    try:
+        return os.environ.get(DEFAULT_OWNER_ENV) or getpass.getuser()
+    except Exception:  # no login name in some containers
+        return "unknown"
+
+
+def _usd(value: float | None) -> str:
+    return "?" if value is None else f"${value:,.2f}"
+
+
+def _echo_pulumi(line: str) -> None:
+    click.echo(line.rstrip("\n"), err=True)
+
+
+@click.group()
+def finetune() -> None:
+    """Bring fine-tune GPU clusters up, watch them, take them down.
+
+    \b
+    Every cluster has a deadline (--ttl) and optionally an idle limit (--idle):
+    each node powers itself off (and so terminates) when either is reached,
+    and `llmdeploy reap` deletes whatever is past its deadline even if no
+    node could. `finetune down` ends it now.
+
+    \b
+    Examples:
+      llmdeploy finetune up --instances 2 --ttl 6h --idle 30m --ssh-cidr 203.0.113.7/32
+      llmdeploy finetune status
+      llmdeploy finetune down --yes
+    """
+
+
+@finetune.command("up")
+@click.option("--instances", type=int, default=None, metavar="N", help="Number of nodes (default: sized from --model).")
+@click.option("--ttl", required=True, metavar="DURATION", help="Deadline from now: 6h, 90m, 1d2h. Nodes terminate at it.")
+@click.option("--idle", metavar="DURATION", default=None, help="Also terminate a node whose GPUs sat idle this long (e.g. 30m).")
+@click.option("--instance-type", default="p4d.24xlarge", show_default=True, metavar="TYPE", help="EC2 GPU instance type.")
+@region_option
+@click.option("--model", default=None, metavar="NAME", help="Size the cluster for fine-tuning this model when --instances is not given.")
+@click.option("--ssh-cidr", default=None, metavar="CIDR", help="Allow SSH from this CIDR only (never 0.0.0.0/0). Default: no SSH.")
+@click.option("--key-name", default=None, metavar="NAME", help="EC2 key pair for SSH.")
+@click.option("--owner", default=_owner_default, show_default="$LLMDEPLOY_OWNER or your login", help="Owner tag.")
+@click.option("--cost-center", envvar="LLMDEPLOY_COST_CENTER", default="unassigned", show_default=True, help="Cost-center tag.")
+@click.option("--ami", "ami_id", default=None, metavar="AMI", help="AMI id (default: newest Deep Learning AMI GPU PyTorch).")
+@click.option("--subnet", "subnet_id", default=None, metavar="SUBNET", help="Subnet for all nodes (default: default VPC).")
+@stack_option
+@yes_option
+def up(instances, ttl, idle, instance_type, region, model, ssh_cidr, key_name, owner, cost_center, ami_id, subnet_id, stack, yes):
+    """Create a fine-tune cluster that terminates itself at its deadline.
+
+    \b
+    Examples:
+      llmdeploy finetune up --instances 2 --ttl 6h --idle 30m
+      llmdeploy finetune up --model flan-t5-xxl --ttl 1d --instance-type p4d.24xlarge
+    """
+    from llmdeploy import finetune as ft
+    from llmdeploy.catalog import load_catalog
+    from llmdeploy.infra import automation
+    from llmdeploy.tags import format_expiry
+
+    stack = stack or ft.DEFAULT_STACK
+    cat = load_catalog()
+    now = ft.utcnow().replace(microsecond=0)
+    plan = ft.plan_cluster(
+        cat, stack=stack, region=region, instance_type=instance_type, instances=instances, ttl=ttl, idle=idle, model=model, now=now
+    )
+    ssh = ft.check_ssh_cidr(ssh_cidr) if ssh_cidr is not None else None
+
+    click.echo(f"Stack {plan.stack} in {plan.region}: {plan.instances} x {plan.instance_type} ({plan.instances * plan.gpus_per_instance} GPU{'s' if plan.instances * plan.gpus_per_instance != 1 else ''}"
+               f"{', EFA' if plan.efa else ''}{', sized for ' + model if model and instances is None else ''})")
+    click.echo(f"  Cost:     {_usd(plan.hourly_each)}/hour each, {_usd(plan.hourly_total)}/hour in all (on-demand, catalog)")
+    click.echo(f"  Expires:  {format_expiry(plan.expires_at)} (in {ft.format_duration(plan.expires_at - now)}); at most {_usd(plan.max_cost(now))} if it runs to the end")
+    click.echo(f"  Idle:     " + (f"a node terminates after {plan.idle_minutes} min with GPUs idle" if plan.idle_minutes else "no idle limit (only the deadline)"))
+    click.echo(f"  SSH:      {ssh or 'closed (use SSM Session Manager)'}")
+
+    automation.pulumi_cli()  # fail before asking, not after
+    if not yes:
+        click.confirm("Create it?", abort=True)
+
+    from llmdeploy.infra.finetune_cluster import FinetuneClusterArgs, program
+
+    args = FinetuneClusterArgs(
+        expires_at=plan.expires_at,
+        instance_type=plan.instance_type,
+        instance_count=plan.instances,
+        ami_id=ami_id,
+        subnet_id=subnet_id,
+        ssh_cidr=ssh,
+        key_name=key_name,
+        idle_minutes=plan.idle_minutes,
+        owner=owner,
+        cost_center=cost_center,
+        stack=plan.stack,
+        efa=plan.efa,
+        catalog=cat,
+    )
+    handle = automation.select_stack(
+        plan.stack,
+        project_name=ft.PROJECT_NAME,
+        program=program(args, name=plan.stack),
+        config={"aws:region": plan.region, "llmdeploy:expires-at": format_expiry(plan.expires_at)},
+    )
+    outputs = automation.up(handle, on_output=_echo_pulumi)
+    ids = outputs.get("instance_ids") or []
+    click.echo(f"Up: {len(ids)} instance(s) {', '.join(map(str, ids))}; placement group {outputs.get('placement_group_name')}.")
+    click.echo(f"They terminate by {format_expiry(plan.expires_at)}. Watch: llmdeploy finetune status --stack {plan.stack} --region {plan.region}")
+
+
+@finetune.command("status")
+@stack_option
+@region_option
+@json_option
+@click.option("--now", "now_text", default=None, metavar="ISO", hidden=True, help="Pretend it is this time (tests).")
+def status(stack, region, as_json, now_text):
+    """Instances of a fine-tune stack: state, age, time left, accrued cost.
+
+    \b
+    Examples:
+      llmdeploy finetune status
+      llmdeploy finetune status --stack llama-ft --region us-west-2 --json
+    """
+    from llmdeploy import finetune as ft
+    from llmdeploy.aws import cluster
+    from llmdeploy.catalog import check_region, load_catalog
+    from llmdeploy.tags import format_expiry
+
+    stack = stack or ft.DEFAULT_STACK
+    cat = load_catalog()
+    check_region(cat, region)
+    now = ft.parse_now(now_text)
+    rows = cluster.cluster_status(stack, region, now=now, cat=cat)
+    total = ft.total_accrued(rows)
+    hourly = sum(r.hourly or 0.0 for r in rows if r.state in ("pending", "running"))
+    if as_json:
+        emit_json({"stack": stack, "region": region, "now": format_expiry(now),
+                   "instances": [r.as_dict() for r in rows], "usd_per_hour": hourly, "accrued_usd": round(total, 4)})
+        return
+    if not rows:
+        click.echo(f"No llmdeploy instances of stack {stack!r} in {region}.")
+        return
+    header = f"{'INSTANCE':<20} {'TYPE':<15} {'STATE':<13} {'AGE':>7} {'TIME LEFT':>9} {'USD/H':>8} {'ACCRUED':>10}"
+    click.echo(header)
+    for r in rows:
+        left = "-" if r.time_left is None else ("expired" if r.time_left.total_seconds() <= 0 else ft.format_duration(r.time_left))
+        click.echo(
+            f"{r.instance_id:<20} {r.instance_type:<15} {r.state:<13} {ft.format_duration(r.age):>7} {left:>9} "
+            f"{('?' if r.hourly is None else f'{r.hourly:.2f}'):>8} {_usd(r.accrued_usd):>10}"
+        )
+    click.echo(f"{len(rows)} instance(s); {_usd(hourly)}/hour now; accrued so far {_usd(total)}.")
+
+
+@finetune.command("down")
+@stack_option
+@region_option
+@yes_option
+def down(stack, region, yes):
+    """Destroy a fine-tune stack, then make sure no instance of it is left running.
+
+    \b
+    Examples:
+      llmdeploy finetune down
+      llmdeploy finetune down --stack llama-ft --region us-west-2 --yes
+    """
+    from llmdeploy import finetune as ft
+    from llmdeploy.aws import cluster
+    from llmdeploy.catalog import check_region, load_catalog
+    from llmdeploy.errors import CloudError, LlmdeployError
+    from llmdeploy.infra import automation
+
+    stack = stack or ft.DEFAULT_STACK
+    cat = load_catalog()
+    check_region(cat, region)
+    before = cluster.cluster_status(stack, region, now=ft.utcnow(), cat=cat)
+    click.echo(f"Stack {stack} in {region}: {len(before)} instance(s) running or stopped.")
+    if not yes:
+        click.confirm(f"Destroy stack {stack!r} and terminate its instances?", abort=True)
+
+    problem: LlmdeployError | None = None
+    try:
+        automation.pulumi_cli()
+        handle = automation.select_stack(stack, project_name=ft.PROJECT_NAME, program=lambda: None, config={"aws:region": region})
+        automation.destroy(handle, on_output=_echo_pulumi, remove=True)
+        click.echo(f"Destroyed Pulumi stack {stack}.")
+    except LlmdeployError as exc:
+        problem = exc
+        click.echo(f"Could not destroy the Pulumi stack: {exc}", err=True)
+        click.echo("Terminating the stack's instances directly; its security group and placement group stay until a destroy succeeds.", err=True)
+
+    left = cluster.terminate_leftovers(stack, region)
+    end = ft.utcnow()
+    for iid in left.terminated:
+        click.echo(f"Terminated leftover instance {iid} (managed by llmdeploy, stack {stack}).")
+    for iid, why in left.untouched:
+        click.echo(f"Left alone {iid}: {why}. Check it by hand.", err=True)
+    for iid, why in left.failed:
+        click.echo(f"Could not terminate {iid}: {why}", err=True)
+    if not left.terminated and left.clean:
+        click.echo(f"EC2 check: no instance of stack {stack} left running in {region}.")
+    cost = sum(ft.accrued_cost(r.launched, end, r.hourly) for r in before if r.hourly is not None and r.state in ft.BILLED_STATES)
+    click.echo(f"Final accrued cost (EC2 on-demand, catalog prices): {_usd(cost)}.")
+    if problem is not None:
+        raise problem
+    if not left.clean:
+        raise CloudError(f"{len(left.untouched) + len(left.failed)} instance(s) of stack {stack!r} are still running; see above.")

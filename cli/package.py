@@ -1,0 +1,79 @@
+"""`llmdeploy package`: a reproducible model.tar.gz for the LMI container."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from llmdeploy.cli.options import emit_json, json_option
+
+DTYPES = ("auto", "fp32", "fp16", "bf16", "int8")
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  llmdeploy package --model ./flan-t5-xl --out model.tar.gz
+  llmdeploy package --model ./flan-t5-xl --out model.tar.gz --dtype bf16 --batch-size 16
+  llmdeploy package --model-id google/flan-t5-xl --out code-only.tar.gz
+""",
+)
+@click.option("--model", "model_dir", metavar="DIR", help="Model folder (save_pretrained output) to put under weights/.")
+@click.option("--model-id", metavar="ID", help="Hub id or path for LMI to load instead of packaged weights.")
+@click.option("--out", "out", default="model.tar.gz", show_default=True, metavar="FILE", help="Tarball to write.")
+@click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True,
+              help="Weights dtype; auto = bf16 on compute capability >= 8.0, fp16 (wo in fp32) below, fp32 on CPU.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Requests DJL batches together.")
+@click.option("--max-batch-delay-ms", type=click.IntRange(min=0), default=50, show_default=True,
+              help="Longest wait for a batch to fill.")
+@click.option("--tensor-parallel-degree", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Cap on max_new_tokens per request.")
+@click.option("--backend", type=click.Choice(("transformers", "ctranslate2")), default="transformers",
+              show_default=True)
+@json_option
+def package(model_dir, model_id, out, dtype, batch_size, max_batch_delay_ms, tensor_parallel_degree,
+            max_new_tokens, backend, as_json):
+    """Build a reproducible model.tar.gz (serving.properties + handler + optional weights)."""
+    from llmdeploy.containers.package import PackageSettings, build_model_tarball
+    from llmdeploy.errors import UsageError
+
+    if not model_dir and not model_id:
+        raise UsageError("give --model DIR (weights to package) or --model-id ID (weights loaded by LMI).")
+    if model_dir and model_id:
+        raise UsageError("give either --model or --model-id, not both.")
+    settings = PackageSettings(dtype=dtype, batch_size=batch_size, max_batch_delay_ms=max_batch_delay_ms,
+                               tensor_parallel_degree=tensor_parallel_degree, max_new_tokens=max_new_tokens,
+                               backend=backend, model_id=model_id)
+    interactive = sys.stdout.isatty() and not as_json
+    if interactive:
+        bar_cm = click.progressbar(length=1, label="Packaging", show_percent=True, show_eta=True)
+    else:
+        bar_cm = None
+
+    state = {"last_pct": -1}
+
+    def progress(done: int, total: int, name: str) -> None:
+        if bar_cm is not None:
+            bar_cm.length = max(total, 1)
+            bar_cm.update(done - bar_cm.pos)
+        elif not as_json and total >= (256 << 20):  # plain lines for large folders when not a TTY
+            pct = int(done * 100 / total) // 10 * 10
+            if pct != state["last_pct"]:
+                state["last_pct"] = pct
+                click.echo(f"packaging {pct}% ({done >> 20} of {total >> 20} MiB)", err=True)
+
+    if bar_cm is not None:
+        with bar_cm:
+            result = build_model_tarball(out, settings, weights_dir=model_dir, progress=progress)
+    else:
+        result = build_model_tarball(out, settings, weights_dir=model_dir, progress=progress)
+
+    if as_json:
+        emit_json({"path": str(result.path), "sha256": result.sha256, "bytes": result.size,
+                   "members": list(result.members)})
+        return
+    click.echo(f"wrote {result.path} ({result.size:,} bytes, {len(result.members)} files)")
+    click.echo(f"sha256 {result.sha256}")

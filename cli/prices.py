@@ -1,0 +1,133 @@
+"""`llmdeploy prices`: show, refresh (AWS Price List API) or clear the price catalog in use."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from llmdeploy.cli import options as opt
+from llmdeploy.cli.render import table
+
+
+@click.group(
+    epilog="""\b
+Examples:
+  llmdeploy prices show
+  llmdeploy prices refresh                      # every catalog region; needs AWS credentials
+  llmdeploy prices refresh --region us-east-1 --json
+  llmdeploy prices clear                        # back to the bundled snapshot
+"""
+)
+def prices():
+    """Show, refresh or clear the price catalog.
+
+    llmdeploy ships a dated snapshot of AWS prices. `refresh` reads current
+    prices from the AWS Price List API into a user cache, which every command
+    then uses (LLMDEPLOY_BUNDLED_PRICES=1 ignores it); `clear` removes it.
+    """
+
+
+@prices.command(epilog="""\b
+Examples:
+  llmdeploy prices show
+  llmdeploy prices show --json | jq .origin
+""")
+@opt.json_option
+def show(as_json):
+    """Which prices are in use, their date, rows per region, and their sources."""
+    from llmdeploy import prices as lib
+
+    info = lib.describe()
+    if as_json:
+        opt.emit_json(info)
+        return
+    if info["in_use"] == "refreshed cache":
+        click.echo(f"Prices in use: refreshed cache of {info['date']} ({info['cache_dir']}).")
+    else:
+        click.echo(f"Prices in use: bundled snapshot of {info['date']}.")
+        if info["cache_present"] and info["bundled_forced"]:
+            click.echo(f"A refreshed cache exists at {info['cache_dir']} but LLMDEPLOY_BUNDLED_PRICES=1 ignores it.")
+    click.echo("")
+    click.echo(table(
+        ["region", "EC2 rows", "SageMaker rows", "serverless", "from Price List API", "from snapshot", "newest price"],
+        [[r["region"], r["ec2_rows"], r["sagemaker_hosting_rows"], "yes" if r["serverless"] else "-",
+          r["rows_from_price_list_api"], r["rows_from_snapshot"], r["newest_price_date"] or "-"] for r in info["regions"]],
+        right=[1, 2, 4, 5],
+    ))
+    click.echo("\nSources:")
+    click.echo(table(["retrieved", "key", "url"], [[s["retrieved"], s["key"], s["url"]] for s in info["sources"]]))
+
+
+@prices.command(epilog="""\b
+Examples:
+  llmdeploy prices refresh
+  AWS_PROFILE=billing llmdeploy prices refresh --region us-east-1 --region eu-west-1
+  llmdeploy prices refresh --json > refresh-summary.json
+""")
+@opt.regions_option
+@opt.json_option
+def refresh(regions, as_json):
+    """Read current EC2 and SageMaker prices from the AWS Price List API into the user cache.
+
+    Reads EC2 Linux shared-tenancy on-demand and 1-/3-year Standard No Upfront
+    reserved prices for every catalog instance type, SageMaker real-time hosting
+    prices and SageMaker serverless rates. Rows the API does not return stay as
+    they were; the summary says which. Needs AWS credentials allowed
+    pricing:GetProducts; without them nothing is written.
+    """
+    from llmdeploy import prices as lib
+
+    on_tty = sys.stderr.isatty() and not as_json
+    bar = None
+
+    def progress(phase, done, total, finished):
+        nonlocal bar
+        if on_tty:
+            if bar is None:
+                bar = click.progressbar(length=total, label=phase, file=sys.stderr, show_pos=True)
+                bar.__enter__()
+            bar.label = phase
+            bar.update(done - bar.pos)
+        elif finished:  # plain lines (logs, CI): one per finished step, so a failure prints only its error
+            click.echo(f"read {phase} ({done}/{total} queries)", err=True)
+
+    try:
+        result = lib.refresh(regions or None, progress=progress)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    if as_json:
+        opt.emit_json(result.as_dict())
+        return
+    rows = []
+    for s in result.regions:
+        changes = s.biggest()
+        refreshed = f"{s.refreshed + s.added}" + (f" ({s.added} new)" if s.added else "")
+        rows.append([s.region, refreshed, len(s.kept), str(changes[0]) if changes else "no change"])
+        rows += [["", "", "", str(c)] for c in changes[1:]]
+    click.echo(table(["region", "rows refreshed", "rows kept from snapshot", "biggest price changes"], rows, right=[1, 2]))
+    for s in result.regions:
+        if s.kept:
+            shown = ", ".join(s.kept[:8]) + (f", ... ({len(s.kept)} in all)" if len(s.kept) > 8 else "")
+            click.echo(f"{s.region}: not returned by the API, kept as before: {shown}.")
+    click.echo(f"\nWrote {result.cache_dir} (AWS Price List API, {result.retrieved}; {result.items_read} price items from "
+               f"{result.queries} queries). Load balancer and KMS prices are kept from the bundled snapshot.")
+    click.echo("Every command now uses these prices; 'llmdeploy prices clear' goes back to the bundled snapshot.")
+
+
+@prices.command(epilog="""\b
+Examples:
+  llmdeploy prices clear
+""")
+def clear():
+    """Remove the refreshed price cache: every command goes back to the bundled snapshot."""
+    from llmdeploy import catalog as cat_mod
+    from llmdeploy import prices as lib
+
+    removed = lib.clear()
+    bundled = cat_mod.load_catalog_from(cat_mod.BUNDLED_DIR)
+    if removed is None:
+        click.echo(f"No refreshed cache at {cat_mod.user_cache_dir()}; already using the bundled snapshot of {bundled.snapshot_date}.")
+    else:
+        click.echo(f"Removed {removed}; using the bundled snapshot of {bundled.snapshot_date}.")

@@ -1,0 +1,306 @@
+"""A SageMaker-compatible HTTP endpoint (``GET /ping``, ``POST /invocations``) on aiohttp.
+
+The dynamic batcher sits in front of the same service the DJL handler uses. Runs
+without the rest of llmdeploy (stdlib + aiohttp + torch + transformers), e.g. on a
+self-hosted instance:  ``python endpoint.py --model /opt/ml/model --port 8080``.
+
+Bad input never stops the server: invalid JSON, missing or wrong-typed fields -> 400
+with ``{"error": ...}``; body over the limit -> 413; no answer in time -> 504;
+shutting down -> 503. SIGTERM/SIGINT: stop accepting, finish in-flight, exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+
+try:
+    from .batching import BatcherClosed, DynamicBatcher
+    from .serving_config import RequestError, format_result, parse_request
+except ImportError:  # run as a flat file on a self-hosted instance
+    from batching import BatcherClosed, DynamicBatcher
+    from serving_config import RequestError, format_result, parse_request
+
+log = logging.getLogger("llmdeploy.handlers.endpoint")
+
+DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB
+SERVICE_KEY = web.AppKey("service", object)
+BATCHER_KEY = web.AppKey("batcher", DynamicBatcher)
+SETTINGS_KEY = web.AppKey("settings", object)
+STATE_KEY = web.AppKey("state", dict)
+
+
+@dataclass(frozen=True)
+class EndpointSettings:
+    max_batch_size: int = 8
+    max_batch_delay_ms: float = 50.0
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    request_timeout_s: float = 60.0
+    shutdown_timeout_s: float = 30.0
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _run_batch(service, requests):
+    """Runs in the batcher's worker thread: one result (or exception) per parsed request."""
+    results = service.predict(requests)
+    return [r if isinstance(r, BaseException) else format_result(req, r) for req, r in zip(requests, results)]
+
+
+async def ping(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    if request.app[STATE_KEY]["draining"]:
+        return _error(503, "shutting down")
+    if not service.ready:
+        return _error(503, "model not loaded")
+    return web.json_response({"status": "healthy"})
+
+
+async def invocations(request: web.Request) -> web.Response:
+    app = request.app
+    state = app[STATE_KEY]
+    if state["draining"]:
+        return _error(503, "server is shutting down; not accepting new requests")
+    settings: EndpointSettings = app[SETTINGS_KEY]
+    service = app[SERVICE_KEY]
+    if not service.ready:
+        return _error(503, "model not loaded")
+    state["in_flight"] += 1
+    try:
+        if request.content_length is not None and request.content_length > settings.max_body_bytes:
+            return _error(413, f"request body of {request.content_length} bytes exceeds the limit of "
+                               f"{settings.max_body_bytes} bytes")
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, f"request body exceeds the limit of {settings.max_body_bytes} bytes")
+        content_type = (request.content_type or "").lower()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return _error(400, "request body is not UTF-8")
+        if content_type.startswith("text/"):
+            body = {"inputs": text}
+        else:
+            try:
+                body = json.loads(text)
+            except json.JSONDecodeError as exc:
+                return _error(400, f"request body is not valid JSON: {exc.msg} at position {exc.pos}")
+        try:
+            parsed = parse_request(body, service.config)
+        except RequestError as exc:
+            return _error(exc.code, exc.message)
+        try:
+            result = await asyncio.wait_for(app[BATCHER_KEY].submit(parsed), settings.request_timeout_s)
+        except asyncio.TimeoutError:
+            return _error(504, f"no answer within {settings.request_timeout_s:g} s")
+        except BatcherClosed as exc:
+            return _error(503, str(exc))
+        except RequestError as exc:
+            return _error(exc.code, exc.message)
+        except Exception as exc:  # noqa: BLE001 - one request failed; keep serving
+            code = getattr(exc, "code", 500)
+            code = code if isinstance(code, int) and 400 <= code < 600 else 500
+            log.warning("request failed: %s", exc)
+            return _error(code, str(getattr(exc, "message", None) or exc))
+        return web.json_response(result)
+    finally:
+        state["in_flight"] -= 1
+
+
+def create_app(service, settings: EndpointSettings | None = None) -> web.Application:
+    settings = settings or EndpointSettings()
+    # client_max_size makes aiohttp refuse larger bodies while reading (chunked uploads too).
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[SERVICE_KEY] = service
+    app[SETTINGS_KEY] = settings
+    app[STATE_KEY] = {"draining": False, "in_flight": 0}
+    app[BATCHER_KEY] = DynamicBatcher(lambda reqs: _run_batch(service, reqs),
+                                      max_batch_size=settings.max_batch_size,
+                                      max_delay_s=settings.max_batch_delay_ms / 1000.0)
+    app.router.add_get("/ping", ping)
+    app.router.add_post("/invocations", invocations)
+
+    async def _start(app_):
+        await app_[BATCHER_KEY].start()
+
+    async def _stop(app_):
+        await app_[BATCHER_KEY].close(drain_timeout_s=settings.shutdown_timeout_s)
+
+    app.on_startup.append(_start)
+    app.on_cleanup.append(_stop)
+    return app
+
+
+async def drain(app: web.Application, timeout_s: float) -> None:
+    """Refuse new requests and wait (bounded) until in-flight ones are answered."""
+    app[STATE_KEY]["draining"] = True
+    deadline = time.monotonic() + timeout_s
+    while (app[STATE_KEY]["in_flight"] or app[BATCHER_KEY].pending) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
+class EndpointServer:
+    """Runs the app on its own event loop in a background thread (tests, benchmark, CLI).
+
+    ``start()`` returns once the port is bound; ``stop()`` drains then closes.
+    """
+
+    def __init__(self, service, settings: EndpointSettings | None = None, *, host: str = "127.0.0.1",
+                 port: int = 0):
+        self.service = service
+        self.settings = settings or EndpointSettings()
+        self.host = host
+        self.port = port
+        self.app: web.Application | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def batcher(self) -> DynamicBatcher:
+        return self.app[BATCHER_KEY]
+
+    async def _astart(self) -> None:
+        self.app = create_app(self.service, self.settings)
+        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
+                                     shutdown_timeout=self.settings.shutdown_timeout_s)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def _astop(self) -> None:
+        await drain(self.app, self.settings.shutdown_timeout_s)
+        await self._runner.cleanup()
+
+    def start(self, timeout_s: float = 30.0) -> "EndpointServer":
+        ready = threading.Event()
+        errors: list[BaseException] = []
+
+        def run():
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+            try:
+                self._loop.run_until_complete(self._astart())
+            except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
+                errors.append(exc)
+                ready.set()
+                return
+            ready.set()
+            self._loop.run_forever()
+            self._loop.run_until_complete(self._astop())
+            self._loop.close()
+            self._stopped.set()
+
+        self._thread = threading.Thread(target=run, name="llmdeploy-endpoint", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout_s):
+            raise RuntimeError("endpoint did not start in time")
+        if errors:
+            raise errors[0]
+        return self
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        if self._loop is not None and self._thread is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout_s)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+async def serve_forever(service, settings: EndpointSettings, *, host: str, port: int,
+                        on_ready=None) -> None:
+    """Serve until SIGTERM/SIGINT, then stop accepting, finish in-flight requests and return."""
+    app = create_app(service, settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_timeout_s)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-main thread / Windows
+            pass
+    if on_ready is not None:
+        on_ready(runner.addresses[0][1])
+    await stop.wait()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # a second Ctrl-C interrupts the drain
+        try:
+            loop.remove_signal_handler(sig)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover
+            pass
+    log.info("signal received: refusing new requests, finishing %d in flight", app[STATE_KEY]["in_flight"])
+    await drain(app, settings.shutdown_timeout_s)
+    await runner.cleanup()
+
+
+def build_service(model: str, *, backend: str = "transformers", dtype: str = "auto",
+                  max_batch_size: int = 8, max_new_tokens_cap: int = 256, device: str = "auto",
+                  max_input_tokens: int | None = None, ct2_dir: str | None = None):
+    """A loaded Seq2SeqService for a local model folder (what ``llmdeploy serve`` runs)."""
+    try:
+        from .lmi_service import Seq2SeqService
+        from .seq2seq import load_engine
+    except ImportError:
+        from lmi_service import Seq2SeqService
+        from seq2seq import load_engine
+
+    props = {"option.model_id": model, "option.backend": backend, "option.dtype": dtype,
+             "batch_size": str(max_batch_size), "option.max_new_tokens": str(max_new_tokens_cap),
+             "option.device": device}
+    if max_input_tokens:
+        props["option.max_input_tokens"] = str(max_input_tokens)
+    service = Seq2SeqService(engine_loader=lambda cfg: load_engine(cfg, ct2_dir=ct2_dir))
+    service.initialize(props)
+    return service
+
+
+def main(argv=None) -> None:  # pragma: no cover - thin wrapper for self-hosted use
+    parser = argparse.ArgumentParser(description="SageMaker-compatible seq2seq endpoint")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--max-batch-size", type=int, default=8)
+    parser.add_argument("--max-batch-delay-ms", type=float, default=50.0)
+    parser.add_argument("--backend", choices=("transformers", "ctranslate2"), default="transformers")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    parser.add_argument("--request-timeout", type=float, default=60.0)
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="cap on max_new_tokens per request")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--ct2-dir", default=None, help="converted CTranslate2 model folder (cache)")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    service = build_service(args.model, backend=args.backend, dtype=args.dtype, max_batch_size=args.max_batch_size,
+                            max_new_tokens_cap=args.max_new_tokens, device=args.device, ct2_dir=args.ct2_dir)
+    settings = EndpointSettings(args.max_batch_size, args.max_batch_delay_ms, args.max_body_bytes,
+                                args.request_timeout)
+    asyncio.run(serve_forever(service, settings, host=args.host, port=args.port,
+                              on_ready=lambda p: print(f"listening on http://{args.host}:{p}", flush=True)))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

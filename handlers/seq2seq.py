@@ -1,0 +1,264 @@
+"""Sequence-to-sequence engines (FLAN-T5 first): transformers, and CTranslate2 as an option.
+
+Both take a list of texts and one set of generation parameters and answer with one
+padded batch: ``engine.generate(texts, params) -> list[str]``. Inputs longer than the
+model's context (T5: 512 tokens) are truncated with a logged warning.
+Imports: stdlib + torch + transformers; ctranslate2 and bitsandbytes only when asked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+try:
+    from .precision import DeviceInfo, Precision, apply_precision, choose_precision, detect_device, torch_dtype
+    from .serving_config import DEFAULT_CONTEXT_TOKENS, MissingBackendError, ServingConfig, ServingConfigError
+except ImportError:  # copied flat next to model.py in the container
+    from precision import DeviceInfo, Precision, apply_precision, choose_precision, detect_device, torch_dtype
+    from serving_config import DEFAULT_CONTEXT_TOKENS, MissingBackendError, ServingConfig, ServingConfigError
+
+log = logging.getLogger("llmdeploy.handlers.seq2seq")
+
+_HF_GENERATE_KEYS = ("max_new_tokens", "min_new_tokens", "do_sample", "temperature", "top_k", "top_p",
+                     "num_beams", "repetition_penalty", "no_repeat_ngram_size", "length_penalty", "early_stopping")
+
+
+def context_length(model_config, tokenizer, override: int | None = None) -> int:
+    """Longest input the model was trained on: override, config n_positions, tokenizer limit, 512."""
+    if override:
+        return int(override)
+    n_positions = getattr(model_config, "n_positions", None)
+    if isinstance(n_positions, int) and n_positions > 0:
+        return n_positions
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < 1_000_000:
+        return limit
+    return DEFAULT_CONTEXT_TOKENS
+
+
+class _TokenizingEngine:
+    """Shared: tokenise with truncation to the context, count generate calls."""
+
+    name = "base"
+
+    def __init__(self, tokenizer, max_input_tokens: int):
+        self.tokenizer = tokenizer
+        self.max_input_tokens = int(max_input_tokens)
+        self.generate_calls = 0
+        self.batch_sizes: list[int] = []
+        self._lock = threading.Lock()
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        ids = self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+        eos = self.tokenizer.eos_token_id
+        out = []
+        for text_ids in ids:
+            if len(text_ids) > self.max_input_tokens:
+                log.warning("input of %d tokens truncated to the model's context of %d tokens",
+                            len(text_ids), self.max_input_tokens)
+                keep_eos = eos is not None and text_ids[-1] == eos
+                text_ids = text_ids[: self.max_input_tokens - 1] + [eos] if keep_eos else \
+                    text_ids[: self.max_input_tokens]
+            out.append(list(text_ids))
+        return out
+
+    def decode(self, ids: list[list[int]]) -> list[str]:
+        return self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+
+    def generate(self, texts: list[str], params: dict) -> list[str]:
+        return self.decode(self.generate_ids(texts, params))
+
+    def generate_ids(self, texts: list[str], params: dict) -> list[list[int]]:  # pragma: no cover
+        raise NotImplementedError
+
+
+class TransformersEngine(_TokenizingEngine):
+    name = "transformers"
+
+    def __init__(self, model, tokenizer, *, device: DeviceInfo, precision: Precision,
+                 max_input_tokens: int | None = None):
+        super().__init__(tokenizer, context_length(model.config, tokenizer, max_input_tokens))
+        self.model = model
+        self.device = device
+        self.precision = precision
+
+    @classmethod
+    def load(cls, location: str, config: ServingConfig, *, device: DeviceInfo | None = None) -> "TransformersEngine":
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        device = device or detect_device(config.device)
+        precision = choose_precision(config.dtype, device)
+        log.info("loading %s on %s (%s): %s", location, device.name, precision.dtype, precision.reason)
+        tokenizer = AutoTokenizer.from_pretrained(location)
+        kwargs: dict = {"dtype": torch_dtype(precision)}
+        if precision.load_in_8bit:
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+            kwargs["device_map"] = {"": device.index}
+        model = AutoModelForSeq2SeqLM.from_pretrained(location, **kwargs)
+        if not model.config.is_encoder_decoder:
+            raise ServingConfigError(f"{location} is not a sequence-to-sequence model "
+                                     f"({model.config.model_type}); this handler serves encoder-decoder models")
+        kept = apply_precision(model, precision)
+        if kept:
+            log.info("kept %d modules in fp32 (%s)", len(kept), ", ".join(precision.keep_in_fp32))
+        if not precision.load_in_8bit:
+            model.to(device.torch_device)
+        model.eval()
+        return cls(model, tokenizer, device=device, precision=precision, max_input_tokens=config.max_input_tokens)
+
+    def generation_kwargs(self, params: dict) -> dict:
+        kwargs = {k: params[k] for k in _HF_GENERATE_KEYS if k in params}
+        kwargs.setdefault("do_sample", False)
+        return kwargs
+
+    def generate_ids(self, texts: list[str], params: dict) -> list[list[int]]:
+        import torch
+
+        ids = self.encode(texts)
+        batch = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
+        batch = {k: v.to(self.model.device) for k, v in batch.items()}
+        with self._lock:
+            self.generate_calls += 1
+            self.batch_sizes.append(len(texts))
+        with torch.inference_mode():
+            out = self.model.generate(**batch, **self.generation_kwargs(params))
+        # Drop the decoder start token; keep the rest (pad after EOS is removed by decode).
+        return [row[1:].tolist() for row in out.cpu()]
+
+
+def _default_ct2_dir(location: str) -> Path:
+    src = Path(location).resolve()
+    stamp = "|".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}"
+                     for p in sorted(src.iterdir()) if p.is_file())
+    digest = hashlib.sha256(f"{src}|{stamp}".encode()).hexdigest()[:16]
+    base = Path(os.environ.get("LLMDEPLOY_CACHE", Path.home() / ".cache" / "llmdeploy"))
+    return base / "ct2" / digest
+
+
+def _converter_class(ctranslate2):
+    """TransformersConverter that keeps T5's output scaling consistent with transformers 5.
+
+    transformers 5 always sets ``T5Config.tie_word_embeddings = True`` and records the
+    checkpoint's real choice in ``scale_decoder_outputs`` (False for T5 v1.1 / FLAN-T5).
+    CTranslate2's T5 loader scales decoder outputs by d_model**-0.5 when tie_word_embeddings
+    is true, which would change every log-probability (beam search, sampling) relative to
+    the transformers model. Report the checkpoint's choice to the converter instead.
+    """
+
+    class _Converter(ctranslate2.converters.TransformersConverter):
+        def load_model(self, model_class, model_name_or_path, **kwargs):
+            model = super().load_model(model_class, model_name_or_path, **kwargs)
+            config = model.config
+            if getattr(config, "model_type", "") == "t5" and hasattr(config, "scale_decoder_outputs"):
+                config.tie_word_embeddings = bool(config.scale_decoder_outputs)
+            return model
+
+    return _Converter
+
+
+def convert_to_ctranslate2(location: str, output_dir: str | os.PathLike | None = None, *,
+                           quantization: str | None = None, force: bool = False) -> Path:
+    """Convert a local transformers T5 folder with ctranslate2's TransformersConverter (offline)."""
+    try:
+        import ctranslate2
+    except ImportError:
+        raise MissingBackendError("the ctranslate2 backend needs ctranslate2: pip install 'llmdeploy[ctranslate2]'") \
+            from None
+    if not Path(location).is_dir():
+        raise ServingConfigError(f"ctranslate2 conversion needs a local model folder, got {location!r}")
+    out = Path(output_dir) if output_dir else _default_ct2_dir(location)
+    if (out / "model.bin").is_file() and not force:
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        log.info("converting %s to CTranslate2 in %s", location, out)
+        _converter_class(ctranslate2)(str(location)).convert(str(tmp), quantization=quantization, force=True)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+class CTranslate2Engine(_TokenizingEngine):
+    name = "ctranslate2"
+
+    def __init__(self, translator, tokenizer, *, max_input_tokens: int):
+        super().__init__(tokenizer, max_input_tokens)
+        self.translator = translator
+
+    @classmethod
+    def load(cls, location: str, config: ServingConfig, *, ct2_dir: str | os.PathLike | None = None,
+             device: DeviceInfo | None = None, compute_type: str | None = None,
+             intra_threads: int = 0) -> "CTranslate2Engine":
+        import ctranslate2
+        from transformers import AutoConfig, AutoTokenizer
+
+        device = device or detect_device(config.device)
+        converted = convert_to_ctranslate2(location, ct2_dir)
+        if compute_type is None:
+            compute_type = {"auto": "default", "fp32": "float32", "fp16": "float16", "bf16": "bfloat16",
+                            "int8": "int8"}[config.dtype]
+            if device.kind == "cpu" and compute_type in ("float16", "bfloat16"):
+                compute_type = "default"
+            if device.kind == "cuda" and config.dtype == "auto":
+                compute_type = "bfloat16" if device.supports_bf16 else "float16"
+        if not intra_threads:
+            try:
+                import torch
+
+                intra_threads = torch.get_num_threads()
+            except ImportError:  # pragma: no cover
+                intra_threads = 0
+        translator = ctranslate2.Translator(str(converted), device=device.kind,
+                                            device_index=device.index, compute_type=compute_type,
+                                            inter_threads=1, intra_threads=intra_threads)
+        tokenizer = AutoTokenizer.from_pretrained(location)
+        ctx = context_length(AutoConfig.from_pretrained(location), tokenizer, config.max_input_tokens)
+        return cls(translator, tokenizer, max_input_tokens=ctx)
+
+    @staticmethod
+    def translate_kwargs(params: dict) -> dict:
+        kwargs = {
+            "max_decoding_length": int(params.get("max_new_tokens", 64)),
+            "min_decoding_length": int(params.get("min_new_tokens", 0)),
+            "beam_size": int(params.get("num_beams", 1)),
+            "max_batch_size": 0,
+        }
+        if params.get("do_sample"):
+            kwargs["sampling_topk"] = int(params.get("top_k", 0))
+            kwargs["sampling_topp"] = float(params.get("top_p", 1.0))
+            kwargs["sampling_temperature"] = float(params.get("temperature", 1.0))
+        if "repetition_penalty" in params:
+            kwargs["repetition_penalty"] = float(params["repetition_penalty"])
+        if "no_repeat_ngram_size" in params:
+            kwargs["no_repeat_ngram_size"] = int(params["no_repeat_ngram_size"])
+        if "length_penalty" in params:
+            kwargs["length_penalty"] = float(params["length_penalty"])
+        return kwargs
+
+    def generate_ids(self, texts: list[str], params: dict) -> list[list[int]]:
+        source = [self.tokenizer.convert_ids_to_tokens(ids) for ids in self.encode(texts)]
+        with self._lock:
+            self.generate_calls += 1
+            self.batch_sizes.append(len(texts))
+        results = self.translator.translate_batch(source, **self.translate_kwargs(params))
+        return [self.tokenizer.convert_tokens_to_ids(r.hypotheses[0]) for r in results]
+
+
+def load_engine(config: ServingConfig, *, device: DeviceInfo | None = None, ct2_dir=None):
+    location = config.model_location()
+    if config.backend == "ctranslate2":
+        return CTranslate2Engine.load(location, config, ct2_dir=ct2_dir, device=device)
+    return TransformersEngine.load(location, config, device=device)

@@ -1,0 +1,248 @@
+"""Serving settings and per-request parameters, validated once, shared by DJL and the local endpoint.
+
+This module imports only the standard library: it is copied flat next to the
+DJL entry module (``model.py``) inside the LMI container, so it must not import
+``llmdeploy`` or anything heavy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DTYPES = ("auto", "fp32", "fp16", "bf16", "int8")
+_DTYPE_ALIASES = {
+    "auto": "auto",
+    "fp32": "fp32", "float32": "fp32", "float": "fp32",
+    "fp16": "fp16", "float16": "fp16", "half": "fp16",
+    "bf16": "bf16", "bfloat16": "bf16",
+    "int8": "int8",
+}
+BACKENDS = ("transformers", "ctranslate2")
+DEFAULT_MAX_NEW_TOKENS = 256
+DEFAULT_CONTEXT_TOKENS = 512
+
+
+class HandlerError(Exception):
+    """Base for errors the handler reports; ``code`` is an HTTP-style status."""
+
+    code = 500
+
+
+class ServingConfigError(HandlerError, ValueError):
+    """serving.properties (or the serve flags) hold a value that cannot be used."""
+
+    code = 500
+
+
+class MissingBackendError(HandlerError, ImportError):
+    """An optional library (bitsandbytes, ctranslate2) needed by the chosen settings is absent."""
+
+    code = 500
+
+
+class RequestError(HandlerError):
+    """One request is malformed; only that request fails (4xx)."""
+
+    def __init__(self, message: str, code: int = 400):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """What serving.properties (or ``llmdeploy serve`` flags) say, parsed once."""
+
+    model_id: str | None = None
+    model_dir: str | None = None
+    dtype: str = "auto"
+    backend: str = "transformers"
+    batch_size: int = 8
+    max_batch_delay_ms: int = 50
+    max_new_tokens_cap: int = DEFAULT_MAX_NEW_TOKENS
+    default_max_new_tokens: int = 64
+    max_input_tokens: int | None = None  # None: the model's own context (T5: 512)
+    tensor_parallel_degree: int = 1
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+    def model_location(self) -> str:
+        """Local folder (or hub id) to load: option.model_id when it is set and not s3://, else model_dir."""
+        if self.model_id and not self.model_id.startswith("s3://"):
+            # A relative model_id (e.g. "weights", as `llmdeploy package` writes) is a folder in model_dir.
+            if self.model_dir and not os.path.isabs(self.model_id):
+                candidate = os.path.join(self.model_dir, self.model_id)
+                if os.path.isdir(candidate):
+                    return candidate
+            return self.model_id
+        if self.model_dir:
+            return self.model_dir
+        raise ServingConfigError(
+            "no model to load: set option.model_id in serving.properties or put the weights in the model folder"
+        )
+
+
+def _int(props: Mapping[str, str], keys: tuple[str, ...], default: int, *, minimum: int = 0) -> int:
+    for key in keys:
+        if key in props and str(props[key]).strip() != "":
+            raw = str(props[key]).strip()
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ServingConfigError(f"{key}={raw!r} is not an integer") from None
+            if value < minimum:
+                raise ServingConfigError(f"{key}={value} must be >= {minimum}")
+            return value
+    return default
+
+
+def normalise_dtype(raw: str) -> str:
+    value = _DTYPE_ALIASES.get(str(raw).strip().lower())
+    if value is None:
+        raise ServingConfigError(f"option.dtype={raw!r} is not supported; use one of {', '.join(DTYPES)}")
+    return value
+
+
+def parse_properties(props: Mapping[str, str] | None) -> ServingConfig:
+    """serving.properties as DJL hands them to the handler (``option.`` prefixes kept or stripped)."""
+    props = {str(k): str(v) for k, v in (props or {}).items()}
+    # DJL passes options both as "option.x" (older) and "x" (newer); accept both.
+    flat = dict(props)
+    for key, value in props.items():
+        if key.startswith("option."):
+            flat.setdefault(key[len("option."):], value)
+
+    backend = flat.get("backend", "transformers").strip().lower() or "transformers"
+    if backend not in BACKENDS:
+        raise ServingConfigError(f"option.backend={backend!r} is not supported; use one of {', '.join(BACKENDS)}")
+    cap = _int(flat, ("max_new_tokens_cap", "max_new_tokens"), DEFAULT_MAX_NEW_TOKENS, minimum=1)
+    default_new = min(_int(flat, ("default_max_new_tokens",), min(64, cap), minimum=1), cap)
+    max_input = _int(flat, ("max_input_tokens",), 0, minimum=0) or None
+    batch_size = _int(flat, ("max_batch_size", "batch_size"), 8, minimum=1)
+    device = flat.get("device", "auto").strip().lower() or "auto"
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise ServingConfigError(f"option.device={device!r} is not supported; use auto, cpu, cuda or cuda:N")
+    return ServingConfig(
+        model_id=(flat.get("model_id") or "").strip() or None,
+        model_dir=(flat.get("model_dir") or "").strip() or None,
+        dtype=normalise_dtype(flat.get("dtype", "auto") or "auto"),
+        backend=backend,
+        batch_size=batch_size,
+        max_batch_delay_ms=_int(flat, ("max_batch_delay",), 50, minimum=0),
+        max_new_tokens_cap=cap,
+        default_max_new_tokens=default_new,
+        max_input_tokens=max_input,
+        # "max" (all GPUs) is LMI's default; this handler runs one model copy per worker, so 1.
+        tensor_parallel_degree=1 if flat.get("tensor_parallel_degree", "").strip().lower() == "max"
+        else _int(flat, ("tensor_parallel_degree",), 1, minimum=1),
+        device=device,
+    )
+
+
+def replace(config: ServingConfig, **changes) -> ServingConfig:
+    return dataclasses.replace(config, **changes)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-request generation parameters
+# --------------------------------------------------------------------------------------------
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+# name -> (check, description)
+_PARAMS = {
+    "max_new_tokens": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "min_new_tokens": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "do_sample": (lambda v: isinstance(v, bool), "true or false"),
+    "temperature": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "top_k": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "top_p": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "num_beams": (lambda v: _is_int(v) and 1 <= v <= 16, "an integer from 1 to 16"),
+    "repetition_penalty": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "no_repeat_ngram_size": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "length_penalty": (lambda v: _is_number(v), "a number"),
+    "early_stopping": (lambda v: isinstance(v, bool), "true or false"),
+}
+GENERATION_PARAMETERS = tuple(_PARAMS)
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    """One client request: its texts, its generation parameters, whether it sent a list."""
+
+    texts: tuple[str, ...]
+    params: tuple[tuple[str, object], ...]  # sorted items: hashable, so identical params group together
+    is_list: bool = False
+
+    @property
+    def param_dict(self) -> dict:
+        return dict(self.params)
+
+
+def validate_parameters(raw, config: ServingConfig) -> tuple[tuple[str, object], ...]:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RequestError(f"'parameters' must be a JSON object, got {type(raw).__name__}")
+    params: dict[str, object] = {}
+    for name, value in raw.items():
+        if name not in _PARAMS:
+            raise RequestError(
+                f"unknown generation parameter {name!r}; supported: {', '.join(GENERATION_PARAMETERS)}"
+            )
+        check, description = _PARAMS[name]
+        if not check(value):
+            raise RequestError(f"parameter {name!r} must be {description}, got {value!r}")
+        params[name] = float(value) if name in ("temperature", "top_p", "repetition_penalty",
+                                                 "length_penalty") else value
+    params.setdefault("max_new_tokens", config.default_max_new_tokens)
+    if params["max_new_tokens"] > config.max_new_tokens_cap:
+        raise RequestError(
+            f"max_new_tokens={params['max_new_tokens']} exceeds this endpoint's cap of {config.max_new_tokens_cap}"
+        )
+    if params.get("min_new_tokens", 0) > params["max_new_tokens"]:
+        raise RequestError(
+            f"min_new_tokens={params['min_new_tokens']} is larger than max_new_tokens={params['max_new_tokens']}"
+        )
+    return tuple(sorted(params.items()))
+
+
+def parse_request(body, config: ServingConfig, *, max_inputs: int = 64) -> ParsedRequest:
+    """A decoded JSON body ``{"inputs": str | [str], "parameters": {...}}`` -> ParsedRequest or RequestError."""
+    if isinstance(body, str):
+        body = {"inputs": body}
+    if not isinstance(body, dict):
+        raise RequestError(f"request body must be a JSON object with 'inputs', got {type(body).__name__}")
+    unknown = sorted(set(body) - {"inputs", "parameters"})
+    if unknown:
+        raise RequestError(f"unknown field(s) {', '.join(map(repr, unknown))}; expected 'inputs' and 'parameters'")
+    if "inputs" not in body:
+        raise RequestError("missing field 'inputs' (a string or a list of strings)")
+    inputs = body["inputs"]
+    if isinstance(inputs, str):
+        texts, is_list = (inputs,), False
+    elif isinstance(inputs, list):
+        if not inputs:
+            raise RequestError("'inputs' is an empty list")
+        if len(inputs) > max_inputs:
+            raise RequestError(f"'inputs' has {len(inputs)} items; at most {max_inputs} per request", code=413)
+        if not all(isinstance(t, str) for t in inputs):
+            raise RequestError("every item of 'inputs' must be a string")
+        texts, is_list = tuple(inputs), True
+    else:
+        raise RequestError(f"'inputs' must be a string or a list of strings, got {type(inputs).__name__}")
+    return ParsedRequest(texts=texts, params=validate_parameters(body.get("parameters"), config), is_list=is_list)
+
+
+def format_result(request: ParsedRequest, generated: list[str]):
+    items = [{"generated_text": text} for text in generated]
+    return items if request.is_list else items[0]

@@ -1,0 +1,115 @@
+"""The llmdeploy Pulumi program (Pulumi.yaml: ``main: infra/``).
+
+It only reads the stack config ``llmdeploy plan --stack NAME`` wrote, validates
+it against the catalog, and wires the components for the chosen mode. Every
+check (mode, serverless limits, instance type in the region, LMI version, the
+model artifact build) runs before the first resource is registered, so bad input
+creates nothing and reads as one line, not a traceback.
+
+``main()`` is also what ``llmdeploy preview --offline`` and the tests run under
+Pulumi's mock runtime (llmdeploy.infra.offline_preview).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pulumi
+
+from llmdeploy.catalog import load_catalog
+from llmdeploy.errors import LlmdeployError
+from llmdeploy.stackconfig import BY_KEY, NAMESPACE, SETTINGS, StackConfig
+from llmdeploy.tags import base_tags
+
+SERVERLESS_TASK = "text2text-generation"  # FLAN-T5 is a seq2seq model
+
+
+def read_config() -> StackConfig:
+    """The stack's ``llmdeploy:*`` settings, validated (ConfigError / UnknownChoiceError on bad input)."""
+    cfg = pulumi.Config(NAMESPACE)
+    raw = {s.key: value for s in SETTINGS if (value := cfg.get(s.key)) is not None}
+    for key in _all_config_keys():
+        ns, _, bare = key.partition(":")
+        if ns == NAMESPACE and bare not in BY_KEY:
+            raw[bare] = ""  # from_mapping names the unknown setting and the valid ones
+    return StackConfig.from_mapping(raw, catalog=load_catalog(), origin=f"stack {pulumi.get_stack()!r} config")
+
+
+def _all_config_keys() -> list[str]:
+    # pulumi.Config can only look keys up; the whole map is needed to spot a mistyped one.
+    try:
+        from pulumi.runtime import config as runtime_config
+
+        return list(runtime_config.CONFIG.get()) + list(runtime_config.get_config_env())
+    except Exception:  # noqa: BLE001 - a private API: without it only the typo check is lost
+        return []
+
+
+def build_dir(stack: str) -> Path:
+    """Where model.tar.gz is built; it must outlive the program (the engine uploads it afterwards)."""
+    base = os.environ.get("LLMDEPLOY_BUILD_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "llmdeploy", "build")
+    return Path(base) / stack
+
+
+def main(*, artifact_dir: str | os.PathLike | None = None) -> dict[str, pulumi.Output]:
+    from llmdeploy.infra import lmi_image
+    from llmdeploy.infra.artifact import ModelArtifact, ModelArtifactArgs, build_tarball, hub_id
+
+    config = read_config()
+    stack = pulumi.get_stack()
+    # Resolve everything that can fail before registering anything.
+    if config.mode == "serverless":
+        image = config.lmi_image or lmi_image.serverless_image(config.region)
+    else:
+        image = lmi_image.lmi_image(config.region, config.lmi_version, config.lmi_image)
+    tarball, sha256 = build_tarball(config, artifact_dir or build_dir(stack))
+    tags = base_tags(stack=stack, mode=config.mode, owner=config.owner, cost_center=config.cost_center)
+
+    # Serverless' CPU image serves the Hub model itself; the bucket still holds the
+    # artifact so switching modes never replaces it.
+    artifact = ModelArtifact("model", ModelArtifactArgs(tarball=tarball, sha256=sha256, tags=tags,
+                                                        weights_uri=config.weights_uri))
+    outputs: dict[str, pulumi.Output] = {"mode": pulumi.Output.from_input(config.mode),
+                                          "model_data_url": artifact.model_data_url,
+                                          "image": pulumi.Output.from_input(image)}
+    if config.mode == "reserved":
+        from llmdeploy.infra.reserved_endpoint import ReservedEndpoint, ReservedEndpointArgs
+
+        served = ReservedEndpoint("serve", ReservedEndpointArgs(
+            region=config.region, image=image, model_data_url=artifact.model_data_url, bucket_arn=artifact.bucket_arn,
+            instance_type=config.instance_type, instance_count=config.instance_count,
+            min_instances=config.min_instances, service_port=config.service_port,
+            weights_uri=config.weights_uri, tags=tags))
+        outputs.update(url=served.url, invoke_command=served.invoke_command)
+    else:
+        from llmdeploy.infra.sagemaker_endpoint import SageMakerEndpoint, SageMakerEndpointArgs
+
+        serverless = config.mode == "serverless"
+        served = SageMakerEndpoint("serve", SageMakerEndpointArgs(
+            mode=config.mode, region=config.region, image=image,
+            bucket_name=artifact.bucket_name, bucket_arn=artifact.bucket_arn,
+            model_data_url=None if serverless else artifact.model_data_url,
+            environment={"HF_MODEL_ID": hub_id(config.model), "HF_TASK": SERVERLESS_TASK} if serverless else {},
+            weights_uri=config.weights_uri,
+            instance_type=config.instance_type, instance_count=config.instance_count,
+            min_instances=config.min_instances,
+            target_invocations_per_instance=config.target_invocations_per_instance,
+            serverless_memory_mb=config.serverless_memory_mb,
+            serverless_max_concurrency=config.serverless_max_concurrency,
+            serverless_provisioned_concurrency=config.serverless_provisioned_concurrency,
+            async_max_concurrent_invocations=config.async_max_concurrent_invocations,
+            tags=tags))
+        outputs.update(endpoint_name=served.endpoint_name, invoke_command=served.invoke_command)
+    for key, value in outputs.items():
+        pulumi.export(key, value)
+    return outputs
+
+
+if __name__ == "__main__":  # run by the Pulumi language host (runpy, run_name="__main__")
+    try:
+        main()
+    except LlmdeployError as exc:
+        # One line in Pulumi's diagnostics instead of a Python traceback.
+        raise pulumi.RunError(str(exc)) from None

@@ -1,0 +1,257 @@
+"""A fine-tune GPU cluster: N instances in a cluster placement group that take themselves down.
+
+``FinetuneCluster`` (``llmdeploy:finetune:Cluster``) declares:
+
+- a ``cluster`` placement group (all nodes in one subnet, so one AZ);
+- a security group allowing all traffic between its own members only (a
+  self-referencing rule, as NCCL/EFA need), plus SSH from one configured CIDR
+  (never ``0.0.0.0/0`` or ``::/0``); all outbound allowed;
+- per node, a network interface (``interface_type="efa"`` where the catalog says
+  the type supports EFA) and an instance with an encrypted root volume, IMDSv2
+  required, ``instance_initiated_shutdown_behavior="terminate"`` and user data
+  that installs the on-instance autodown timer (expiry / idle shutdown). The
+  node's live ``expires-at`` tag (instance-metadata tags) overrides the expiry
+  in its user data, so a new TTL re-tags nodes in place (``userData`` changes
+  are ignored: they would stop or replace a node mid-training);
+- the llmdeploy tags on every resource (managed-by, purpose fine-tune, owner,
+  cost-center, stack, expires-at).
+
+Every argument is validated in ``FinetuneClusterArgs.validate`` before any
+resource is registered.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+from llmdeploy import catalog as _catalog
+from llmdeploy import finetune as _ft
+from llmdeploy import tags as _tags
+from llmdeploy.errors import UsageError
+from llmdeploy.infra.autodown import render_user_data
+
+TYPE = "llmdeploy:finetune:Cluster"
+#: Deep Learning AMI with NVIDIA driver, CUDA, EFA and PyTorch, published by Amazon.
+DLAMI_NAME_FILTER = "Deep Learning OSS Nvidia Driver AMI GPU PyTorch * (Ubuntu 22.04) *"
+DLAMI_OWNER = "amazon"
+
+
+@dataclass
+class FinetuneClusterArgs:
+    expires_at: dt.datetime | str
+    instance_type: str = _ft.DEFAULT_INSTANCE_TYPE
+    instance_count: int = 1
+    ami_id: str | None = None  # None: newest Deep Learning AMI GPU PyTorch
+    subnet_id: str | None = None  # None: first subnet of vpc_id (or of the default VPC)
+    vpc_id: str | None = None  # None: the subnet's VPC when subnet_id is given, else the default VPC
+    ssh_cidr: str | None = None  # None: no SSH rule at all (use SSM Session Manager)
+    key_name: str | None = None
+    idle_minutes: int | None = None  # None/0: no idle shutdown, only the expiry
+    idle_threshold: float = _ft.DEFAULT_IDLE_THRESHOLD
+    owner: str = "unknown"
+    cost_center: str = "unassigned"
+    stack: str = _ft.DEFAULT_STACK
+    root_volume_gib: int = 512
+    efa: bool | None = None  # None: from the catalog
+    catalog: _catalog.Catalog | None = field(default=None, repr=False)
+
+    def validate(self) -> None:
+        """Raise UsageError for the first bad argument. Registers nothing."""
+        if isinstance(self.instance_count, bool) or not isinstance(self.instance_count, int) or self.instance_count < 1:
+            raise UsageError(f"instance_count {self.instance_count!r} is not valid: a cluster needs at least 1 instance.")
+        if self.ssh_cidr is not None:
+            self.ssh_cidr = _ft.check_ssh_cidr(self.ssh_cidr)
+        expiry = self.expires_at if isinstance(self.expires_at, dt.datetime) else _tags.parse_expiry(str(self.expires_at))
+        if expiry is None or expiry.tzinfo is None:
+            raise UsageError(f"expires_at {self.expires_at!r} is not a UTC time. Use e.g. 2026-11-22T18:00:00Z.")
+        self.expires_at = expiry
+        if self.idle_minutes is not None and self.idle_minutes < 0:
+            raise UsageError(f"idle_minutes {self.idle_minutes!r} is not valid: use 0 (off) or more.")
+        if not 0 < self.idle_threshold <= 100:
+            raise UsageError(f"idle_threshold {self.idle_threshold!r} is not a utilisation percent in (0, 100].")
+        if self.root_volume_gib < 8:
+            raise UsageError(f"root_volume_gib {self.root_volume_gib!r} is too small: use 8 GiB or more.")
+        if self.efa is None:
+            cat = self.catalog or _catalog.load_catalog()
+            self.efa = _catalog.instance(cat, self.instance_type).efa
+        for name in ("owner", "cost_center", "stack"):
+            if not str(getattr(self, name)).strip():
+                raise UsageError(f"{name} must not be empty: every resource is tagged with it.")
+
+    def tags(self) -> dict[str, str]:
+        return _ft.cluster_tags(stack=self.stack, owner=self.owner, cost_center=self.cost_center, expires_at=self.expires_at)
+
+
+class FinetuneCluster(pulumi.ComponentResource):
+    instance_ids: pulumi.Output
+    private_ips: pulumi.Output
+    placement_group_name: pulumi.Output
+
+    def __init__(self, name: str, args: FinetuneClusterArgs, opts: pulumi.ResourceOptions | None = None):
+        args.validate()  # before anything is registered
+        super().__init__(TYPE, name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        tags = args.tags()
+
+        def tagged(role: str) -> dict[str, str]:
+            return {**tags, "Name": f"{name}-{role}"}
+
+        # -- network: VPC and one subnet (a cluster placement group lives in one AZ) --------------
+        if args.subnet_id is not None:
+            subnet_id: pulumi.Input[str] = args.subnet_id
+            vpc_id: pulumi.Input[str] = args.vpc_id or aws.ec2.get_subnet_output(id=args.subnet_id, opts=pulumi.InvokeOutputOptions(parent=self)).vpc_id
+        else:
+            vpc_id = args.vpc_id or aws.ec2.get_vpc_output(default=True, opts=pulumi.InvokeOutputOptions(parent=self)).id
+            subnets = aws.ec2.get_subnets_output(
+                filters=[aws.ec2.GetSubnetsFilterArgs(name="vpc-id", values=[vpc_id])],
+                opts=pulumi.InvokeOutputOptions(parent=self),
+            )
+            subnet_id = subnets.ids.apply(_first_subnet)
+
+        ami_id: pulumi.Input[str] = args.ami_id or aws.ec2.get_ami_output(
+            most_recent=True,
+            owners=[DLAMI_OWNER],
+            filters=[
+                aws.ec2.GetAmiFilterArgs(name="name", values=[DLAMI_NAME_FILTER]),
+                aws.ec2.GetAmiFilterArgs(name="architecture", values=["x86_64"]),
+            ],
+            opts=pulumi.InvokeOutputOptions(parent=self),
+        ).id
+
+        # -- placement group and security group -------------------------------------------------------
+        self.placement_group = aws.ec2.PlacementGroup(f"{name}-pg", strategy="cluster", tags=tagged("pg"), opts=child)
+        self.security_group = aws.ec2.SecurityGroup(
+            f"{name}-sg",
+            vpc_id=vpc_id,
+            description=f"llmdeploy fine-tune cluster {args.stack}: all traffic between members, SSH from one CIDR",
+            tags=tagged("sg"),
+            opts=child,
+        )
+        self.rules = [
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-from-self",
+                security_group_id=self.security_group.id,
+                referenced_security_group_id=self.security_group.id,
+                ip_protocol="-1",
+                description="all traffic between cluster members (NCCL, EFA)",
+                tags=tagged("from-self"),
+                opts=child,
+            ),
+            aws.vpc.SecurityGroupEgressRule(
+                f"{name}-to-self",
+                security_group_id=self.security_group.id,
+                referenced_security_group_id=self.security_group.id,
+                ip_protocol="-1",
+                description="all traffic between cluster members (EFA needs it outbound too)",
+                tags=tagged("to-self"),
+                opts=child,
+            ),
+            aws.vpc.SecurityGroupEgressRule(
+                f"{name}-egress",
+                security_group_id=self.security_group.id,
+                cidr_ipv4="0.0.0.0/0",
+                ip_protocol="-1",
+                description="outbound: S3, package mirrors, the Hugging Face Hub",
+                tags=tagged("egress"),
+                opts=child,
+            ),
+        ]
+        if args.ssh_cidr is not None:
+            network = ipaddress.ip_network(args.ssh_cidr.strip(), strict=False)
+            cidr = {"cidr_ipv4": str(network)} if network.version == 4 else {"cidr_ipv6": str(network)}
+            self.rules.append(
+                aws.vpc.SecurityGroupIngressRule(
+                    f"{name}-ssh",
+                    security_group_id=self.security_group.id,
+                    ip_protocol="tcp",
+                    from_port=22,
+                    to_port=22,
+                    description="SSH from the configured CIDR only",
+                    tags=tagged("ssh"),
+                    opts=child,
+                    **cidr,
+                )
+            )
+
+        # -- nodes ------------------------------------------------------------------------------------
+        user_data = render_user_data(expires_at=args.expires_at, idle_minutes=args.idle_minutes, threshold=args.idle_threshold)
+        self.interfaces: list[aws.ec2.NetworkInterface] = []
+        self.instances: list[aws.ec2.Instance] = []
+        for i in range(args.instance_count):
+            eni = aws.ec2.NetworkInterface(
+                f"{name}-node{i}-eni",
+                subnet_id=subnet_id,
+                security_groups=[self.security_group.id],
+                interface_type="efa" if args.efa else None,
+                description=f"llmdeploy fine-tune node {i}" + (" (EFA)" if args.efa else ""),
+                tags=tagged(f"node{i}-eni"),
+                opts=child,
+            )
+            node = aws.ec2.Instance(
+                f"{name}-node{i}",
+                ami=ami_id,
+                instance_type=args.instance_type,
+                placement_group=self.placement_group.name,
+                primary_network_interface=aws.ec2.InstancePrimaryNetworkInterfaceArgs(
+                    network_interface_id=eni.id,
+                ),
+                key_name=args.key_name,
+                metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
+                    http_endpoint="enabled",
+                    http_tokens="required",
+                    http_put_response_hop_limit=2,  # containers on the node can still reach IMDSv2
+                    instance_metadata_tags="enabled",  # autodown reads the live expires-at tag
+                ),
+                root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
+                    encrypted=True,
+                    volume_size=args.root_volume_gib,
+                    volume_type="gp3",
+                    delete_on_termination=True,
+                    tags=tagged(f"node{i}-root"),
+                ),
+                instance_initiated_shutdown_behavior="terminate",
+                user_data=user_data,
+                tags=tagged(f"node{i}"),
+                # A new TTL re-tags the nodes in place (autodown reads the expires-at tag through
+                # IMDS); it must not stop or replace a node mid-training to rewrite its user data.
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[*self.rules], ignore_changes=["userData"]),
+            )
+            self.interfaces.append(eni)
+            self.instances.append(node)
+
+        self.instance_ids = pulumi.Output.all(*[n.id for n in self.instances])
+        self.private_ips = pulumi.Output.all(*[n.private_ip for n in self.instances])
+        self.placement_group_name = self.placement_group.name
+        self.register_outputs(
+            {
+                "instance_ids": self.instance_ids,
+                "private_ips": self.private_ips,
+                "placement_group_name": self.placement_group_name,
+                "security_group_id": self.security_group.id,
+                "expires_at": _tags.format_expiry(args.expires_at),
+            }
+        )
+
+
+def _first_subnet(ids: list[str]) -> str:
+    if not ids:
+        raise UsageError("the VPC has no subnets; pass subnet_id (or --subnet) for the cluster.")
+    return sorted(ids)[0]
+
+
+def program(args: FinetuneClusterArgs, name: str = "finetune"):
+    """An inline Pulumi program (for ``llmdeploy.infra.automation.select_stack``) that builds one cluster."""
+
+    def run() -> None:
+        cluster = FinetuneCluster(name, args)
+        pulumi.export("instance_ids", cluster.instance_ids)
+        pulumi.export("private_ips", cluster.private_ips)
+        pulumi.export("placement_group_name", cluster.placement_group_name)
+        pulumi.export("expires_at", _tags.format_expiry(args.expires_at))
+
+    return run

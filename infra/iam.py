@@ -1,0 +1,112 @@
+"""Least-privilege IAM policy documents, as pure functions of ARNs (tested without Pulumi).
+
+Rules every document here keeps (tests/infra/test_iam.py checks them on what the
+program registers):
+- no ``*`` resource except for ``ecr:GetAuthorizationToken``, which IAM only
+  accepts on ``*`` (it is account-wide: it returns a registry login token and
+  grants no image access by itself);
+- S3 access names the artifact bucket's objects (``arn:...:bucket/prefix*``), never ``*``;
+- no AWS managed *FullAccess policies anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+
+ECR_PULL_ACTIONS = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
+# The one managed policy llmdeploy attaches: Session Manager for operators of the
+# reserved (EC2) mode, which has no SSH. It is scoped to the SSM agent's channels,
+# not a FullAccess policy, and copying it inline would need the same "*" resources.
+SSM_CORE_POLICY = "arn:{partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
+
+
+def document(statements: Iterable[dict]) -> dict:
+    return {"Version": "2012-10-17", "Statement": list(statements)}
+
+
+def to_json(doc: dict) -> str:
+    return json.dumps(doc, sort_keys=True)
+
+
+def assume_role_policy(service: str) -> str:
+    """Trust policy letting one AWS service (``sagemaker.amazonaws.com``, ``ec2.amazonaws.com``) assume the role."""
+    return to_json(document([{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]))
+
+
+def s3_uri_parts(uri: str) -> tuple[str, str]:
+    """``s3://bucket/prefix`` -> (bucket, prefix)."""
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    return bucket, prefix
+
+
+def s3_read(bucket_arn: str, prefixes: Sequence[str], sid: str = "ReadObjects") -> list[dict]:
+    """Read the objects under ``prefixes`` of one bucket (a single GetObject statement; Sids must be unique)."""
+    return [{"Sid": sid, "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [f"{bucket_arn}/{p}*" for p in prefixes]}]
+
+
+def s3_write(bucket_arn: str, prefixes: Sequence[str]) -> list[dict]:
+    return [{"Sid": "WriteResults", "Effect": "Allow", "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
+             "Resource": [f"{bucket_arn}/{p}*" for p in prefixes]}]
+
+
+def weights_read(weights_uri: str, partition: str = "aws") -> list[dict]:
+    """Read (and list, LMI copies a prefix) the ``weightsUri`` prefix, often in another bucket."""
+    if not weights_uri:
+        return []
+    bucket, prefix = s3_uri_parts(weights_uri)
+    bucket_arn = f"arn:{partition}:s3:::{bucket}"
+    listing = {"Sid": "ListWeights", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [bucket_arn]}
+    if prefix:
+        listing["Condition"] = {"StringLike": {"s3:prefix": [f"{prefix}*"]}}
+    return s3_read(bucket_arn, [prefix], sid="ReadWeights") + [listing]
+
+
+def ecr_pull(repository_arn: str | None) -> list[dict]:
+    statements = [
+        # GetAuthorizationToken has no resource-level permissions: "*" is the only
+        # value IAM accepts, and the token alone grants access to no image.
+        {"Sid": "EcrLogin", "Effect": "Allow", "Action": ["ecr:GetAuthorizationToken"], "Resource": "*"},
+    ]
+    if repository_arn:
+        statements.append({"Sid": "EcrPull", "Effect": "Allow", "Action": ECR_PULL_ACTIONS, "Resource": [repository_arn]})
+    return statements
+
+
+def cloudwatch_logs(log_group_arn_prefix: str) -> list[dict]:
+    """Write the endpoint's container logs (``/aws/sagemaker/Endpoints/<name>``)."""
+    return [{"Sid": "Logs", "Effect": "Allow",
+             "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+             "Resource": [f"{log_group_arn_prefix}*", f"{log_group_arn_prefix}*:log-stream:*"]}]
+
+
+def kms_use(key_arn: str) -> list[dict]:
+    return [{"Sid": "UseOutputKey", "Effect": "Allow",
+             "Action": ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"], "Resource": [key_arn]}]
+
+
+def sns_publish(topic_arns: Sequence[str]) -> list[dict]:
+    return [{"Sid": "Notify", "Effect": "Allow", "Action": ["sns:Publish"], "Resource": list(topic_arns)}]
+
+
+def sagemaker_execution_policy(*, bucket_arn: str, read_prefixes: Sequence[str], log_group_arn_prefix: str,
+                               ecr_repository_arn: str | None, weights_uri: str = "", partition: str = "aws",
+                               output_prefixes: Sequence[str] = (), topic_arns: Sequence[str] = (),
+                               kms_key_arn: str | None = None) -> dict:
+    """The SageMaker execution role: read the model (and async inputs), pull the image, write logs;
+    async adds writing results, publishing to its two topics and using its KMS key."""
+    statements = s3_read(bucket_arn, read_prefixes) + weights_read(weights_uri, partition) + ecr_pull(ecr_repository_arn)
+    statements += cloudwatch_logs(log_group_arn_prefix)
+    if output_prefixes:
+        statements += s3_write(bucket_arn, output_prefixes)
+    if topic_arns:
+        statements += sns_publish(topic_arns)
+    if kms_key_arn:
+        statements += kms_use(kms_key_arn)
+    return document(statements)
+
+
+def instance_policy(*, bucket_arn: str, artifact_prefix: str, ecr_repository_arn: str | None,
+                    weights_uri: str = "", partition: str = "aws") -> dict:
+    """The reserved-mode instance role: fetch the model artifact (and weights) and pull the image, nothing else."""
+    return document(s3_read(bucket_arn, [artifact_prefix]) + weights_read(weights_uri, partition) + ecr_pull(ecr_repository_arn))

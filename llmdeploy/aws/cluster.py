@@ -1,0 +1,66 @@
+"""EC2 reads and the last-resort cleanup behind ``llmdeploy finetune status`` and ``down``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from llmdeploy import catalog as _catalog
+from llmdeploy import finetune as _ft
+from llmdeploy import tags as _tags
+from llmdeploy.aws import clients
+
+NOT_GONE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
+
+
+def stack_instances(stack: str, region: str, *, states: list[str] | None = None) -> list[dict]:
+    """EC2 instances tagged with this stack (any managed-by value: the caller decides what to touch)."""
+    ec2 = clients.client("ec2", region)
+    filters = [{"Name": f"tag:{_tags.STACK}", "Values": [stack]}]
+    filters.append({"Name": "instance-state-name", "Values": states or NOT_GONE_STATES})
+    try:
+        pages = list(ec2.get_paginator("describe_instances").paginate(Filters=filters))
+    except Exception as exc:
+        raise clients.cloud_error(exc, f"listing EC2 instances of stack {stack!r} in {region}") from None
+    out = [i for page in pages for r in page.get("Reservations", []) for i in r.get("Instances", [])]
+    return sorted(out, key=lambda i: (str(i.get("LaunchTime")), i["InstanceId"]))
+
+
+def cluster_status(stack: str, region: str, *, now: dt.datetime, cat: _catalog.Catalog | None) -> list[_ft.InstanceStatus]:
+    """Every not-terminated instance of the stack that llmdeploy manages, with age, time left and cost."""
+    rows = [i for i in stack_instances(stack, region) if _tags.is_managed(_ft.tags_of(i))]
+    return [_ft.instance_status(i, now=now, cat=cat, region=region) for i in rows]
+
+
+@dataclass
+class Leftovers:
+    """What ``finetune down`` found still running after the stack was destroyed."""
+
+    terminated: list[str] = field(default_factory=list)
+    untouched: list[tuple[str, str]] = field(default_factory=list)  # (instance id, why it was left alone)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (instance id, error)
+
+    @property
+    def clean(self) -> bool:
+        return not self.untouched and not self.failed
+
+
+def terminate_leftovers(stack: str, region: str) -> Leftovers:
+    """Terminate instances still alive with this stack's tag, but ONLY those also tagged managed-by=llmdeploy."""
+    result = Leftovers()
+    ec2 = clients.client("ec2", region)
+    for inst in stack_instances(stack, region, states=["pending", "running", "stopping", "stopped"]):
+        iid = inst["InstanceId"]
+        tag_map = _ft.tags_of(inst)
+        if not _tags.is_managed(tag_map) or tag_map.get(_tags.STACK) != stack:
+            result.untouched.append((iid, f"tagged {_tags.STACK}={stack} but not {_tags.MANAGED_BY}={_tags.MANAGED_BY_VALUE}"))
+            continue
+        try:
+            ec2.terminate_instances(InstanceIds=[iid])
+        except Exception as exc:
+            if clients.error_code(exc) == "InvalidInstanceID.NotFound":
+                continue
+            result.failed.append((iid, clients.describe_failure(exc)))
+            continue
+        result.terminated.append(iid)
+    return result

@@ -1,0 +1,66 @@
+"""Build llmdeploy-looking resources on the moto server with plain boto3 (Pulumi cannot run here)."""
+
+from __future__ import annotations
+
+NOW = "2026-11-22T12:00:00Z"
+PAST = "2026-11-22T10:00:00Z"
+FUTURE = "2026-11-22T20:00:00Z"
+ROLE = "arn:aws:iam::123456789012:role/llmdeploy-test"
+IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/djl-inference:0.31.0-lmi13.0.0-cu124"
+
+
+def managed(expires: str | None = PAST, *, stack: str = "dev", protect: bool = False, **extra: str) -> dict[str, str]:
+    tags = {"managed-by": "llmdeploy", "llmdeploy:stack": stack}
+    if expires is not None:
+        tags["expires-at"] = expires
+    if protect:
+        tags["llmdeploy:protect"] = "true"
+    tags.update(extra)
+    return tags
+
+
+def _tag_list(tags: dict[str, str] | None) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in (tags or {}).items()]
+
+
+def instance(ec2, tags: dict[str, str] | None, itype: str = "m5.large", count: int = 1) -> list[str]:
+    kwargs = {"ImageId": "ami-12c6146b", "InstanceType": itype, "MinCount": count, "MaxCount": count}
+    if tags:
+        kwargs["TagSpecifications"] = [{"ResourceType": "instance", "Tags": _tag_list(tags)}]
+    return [i["InstanceId"] for i in ec2.run_instances(**kwargs)["Instances"]]
+
+
+def endpoint(sm, name: str, tags: dict[str, str] | None, *, itype: str = "ml.m5.large", count: int = 1,
+             config_tags: dict[str, str] | None = "same", model_tags: dict[str, str] | None = "same") -> str:
+    config_tags = tags if config_tags == "same" else config_tags
+    model_tags = tags if model_tags == "same" else model_tags
+    sm.create_model(
+        ModelName=f"{name}-model", ExecutionRoleArn=ROLE, PrimaryContainer={"Image": IMAGE}, Tags=_tag_list(model_tags)
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName=f"{name}-config",
+        ProductionVariants=[
+            {"VariantName": "main", "ModelName": f"{name}-model", "InstanceType": itype, "InitialInstanceCount": count}
+        ],
+        Tags=_tag_list(config_tags),
+    )
+    return sm.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-config", Tags=_tag_list(tags))["EndpointArn"]
+
+
+def live_instances(ec2) -> set[str]:
+    pages = ec2.get_paginator("describe_instances").paginate(
+        Filters=[{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
+    )
+    return {i["InstanceId"] for p in pages for r in p["Reservations"] for i in r["Instances"]}
+
+
+def endpoints(sm) -> set[str]:
+    return {e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]}
+
+
+def configs(sm) -> set[str]:
+    return {c["EndpointConfigName"] for c in sm.list_endpoint_configs()["EndpointConfigs"]}
+
+
+def models(sm) -> set[str]:
+    return {m["ModelName"] for m in sm.list_models()["Models"]}

@@ -1,0 +1,343 @@
+"""Rules of the fine-tune cluster component, checked with Pulumi mocks (no cloud, no CLI)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+from pathlib import Path
+
+import pulumi
+import pytest
+
+
+class ClusterMocks(pulumi.runtime.Mocks):
+    """Record every resource and answer the AMI / VPC / subnet lookups."""
+
+    def __init__(self):
+        self.resources: list[pulumi.runtime.MockResourceArgs] = []
+        self.calls: list[pulumi.runtime.MockCallArgs] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        self.resources.append(args)
+        rid = f"{args.name}-id"
+        outputs = {**args.inputs, "name": args.inputs.get("name", args.name), "id": rid, "arn": f"arn:aws:mock:::{args.name}"}
+        if args.typ == "aws:ec2/instance:Instance":
+            outputs["privateIp"] = f"10.0.0.{len(self.resources)}"
+        return rid, outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        self.calls.append(args)
+        if args.token == "aws:ec2/getAmi:getAmi":
+            return {"id": "ami-0dlami", "name": "Deep Learning OSS Nvidia Driver AMI GPU PyTorch 2.5 (Ubuntu 22.04) 20261101"}
+        if args.token == "aws:ec2/getVpc:getVpc":
+            return {"id": "vpc-default", "default": True}
+        if args.token == "aws:ec2/getSubnets:getSubnets":
+            return {"id": "us-east-1", "ids": ["subnet-b", "subnet-a"]}
+        if args.token == "aws:ec2/getSubnet:getSubnet":
+            return {"id": args.args.get("id"), "vpcId": "vpc-from-subnet"}
+        return {}
+
+
+MOCKS = ClusterMocks()
+pulumi.runtime.set_mocks(MOCKS, preview=False)  # before the component module is imported
+
+from llmdeploy.errors import UnknownChoiceError, UsageError  # noqa: E402
+from llmdeploy.infra import finetune_cluster as fc  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("fakecat_infra", Path(__file__).parents[1] / "aws" / "fakecat.py")
+fakecat = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fakecat)
+
+EXPIRES = dt.datetime(2026, 11, 22, 18, 0, tzinfo=dt.timezone.utc)
+
+
+@pytest.fixture(autouse=True)
+def fresh_mocks():
+    MOCKS.resources.clear()
+    MOCKS.calls.clear()
+    pulumi.runtime.set_mocks(MOCKS, preview=False)  # other test modules may have installed theirs
+    yield
+
+
+@pytest.fixture(scope="module")
+def cat(tmp_path_factory):
+    from llmdeploy.catalog import load_catalog_from
+
+    return load_catalog_from(fakecat.write(tmp_path_factory.mktemp("catalog")))
+
+
+def make_args(cat, **overrides) -> fc.FinetuneClusterArgs:
+    base = dict(
+        expires_at=EXPIRES,
+        instance_type="p4d.24xlarge",
+        instance_count=2,
+        ssh_cidr="203.0.113.7/32",
+        idle_minutes=30,
+        owner="ana",
+        cost_center="ml-42",
+        stack="ft-test",
+        catalog=cat,
+    )
+    base.update(overrides)
+    return fc.FinetuneClusterArgs(**base)
+
+
+def of_type(typ: str):
+    return [r for r in MOCKS.resources if r.typ == typ]
+
+
+def settled(cluster: fc.FinetuneCluster, check):
+    """Run ``check`` once every output of the cluster has resolved."""
+    return pulumi.Output.all(cluster.instance_ids, cluster.private_ips, cluster.placement_group_name).apply(lambda _: check())
+
+
+@pulumi.runtime.test
+def test_instances_require_imdsv2(cat):
+    cluster = fc.FinetuneCluster("ft", make_args(cat))
+
+    def check():
+        nodes = of_type("aws:ec2/instance:Instance")
+        assert len(nodes) == 2, "one instance per requested node"
+        for n in nodes:
+            assert n.inputs["metadataOptions"]["httpTokens"] == "required", "fine-tune instances must require IMDSv2"
+
+    return settled(cluster, check)
+
+
+@pulumi.runtime.test
+def test_instances_terminate_on_shutdown(cat):
+    cluster = fc.FinetuneCluster("ft", make_args(cat))
+
+    def check():
+        for n in of_type("aws:ec2/instance:Instance"):
+            assert n.inputs["instanceInitiatedShutdownBehavior"] == "terminate", "instances must terminate on shutdown"
+
+    return settled(cluster, check)
+
+
+@pulumi.runtime.test
+def test_root_volumes_encrypted(cat):
+    cluster = fc.FinetuneCluster("ft", make_args(cat, root_volume_gib=1024))
+
+    def check():
+        for n in of_type("aws:ec2/instance:Instance"):
+            root = n.inputs["rootBlockDevice"]
+            assert root["encrypted"] is True, "root volumes must be encrypted"
+            assert root["volumeSize"] == 1024, "root volume size comes from the args"
+
+    return settled(cluster, check)
+
+
+@pulumi.runtime.test
+def test_every_resource_is_tagged(cat):
+    cluster = fc.FinetuneCluster("ft", make_args(cat))
+
+    def check():
+        cloud = [r for r in MOCKS.resources if r.custom]
+        assert cloud, "the component must register resources"
+        for r in cloud:
+            tags = r.inputs.get("tags") or {}
+            assert tags.get("managed-by") == "llmdeploy", f"every resource must carry managed-by=llmdeploy and expires-at ({r.typ} {r.name})"
+            assert tags.get("expires-at") == "2026-11-22T18:00:00Z", f"every resource must carry managed-by=llmdeploy and expires-at ({r.typ} {r.name})"
+            assert tags.get("llmdeploy:purpose") == "fine-tune", f"every resource must carry purpose fine-tune ({r.name})"
+            assert tags.get("owner") == "ana" and tags.get("cost-center") == "ml-42", f"owner and cost-center tags ({r.name})"
+            assert tags.get("llmdeploy:stack") == "ft-test", f"stack tag ({r.name})"
+        for n in of_type("aws:ec2/instance:Instance"):
+            assert n.inputs["rootBlockDevice"]["tags"]["managed-by"] == "llmdeploy", "root volumes must be tagged too"
+
+    return settled(cluster, check)
+
+
+@pulumi.runtime.test
+def test_instances_in_cluster_placement_group(cat):
+    cluster = fc.FinetuneCluster("ft", make_args(cat))
+
+    def check():
+        groups = of_type("aws:ec2/placementGroup:PlacementGroup")
+        assert len(groups) == 1 and groups[0].inputs["strategy"] == "cluster", "instances must be in a cluster placement group"
+        for n in of_type("aws:ec2/instance:Instance"):
+            assert n.inputs["placementGroup"] == groups[0].name, "instances must be in a cluster placement group"
+
+    return settled(cluster, check)
+
+
+@pulumi.runtime.test
+def test_efa_interfaces_on_p4d(cat):
+    cluster = fc.FinetuneCluster("ft", make_args(cat, instance_type="p4d.24xlarge"))
+
+    def check():
+        enis = of_type("aws:ec2/networkInterface:NetworkInterface")
+        assert len(enis) == 2, "one primary interface per node"
+        assert all(e.inputs.get("interfaceType") == "efa" for e in enis), "EFA interfaces on p4d"
+        for n in of_type("aws:ec2/instance:Instance"):
+            assert n.inputs["primaryNetworkInterface"]["networkInterfaceId"].endswith("-eni-id"), "nodes boot on their EFA interface"
+
+    return settled(cluster, check)
+
+
+@pulumi.runtime.test
+def test_no_efa_where_the_type_has_none(cat):
+    cluster = fc.FinetuneCluster("ft", make_args(cat, instance_type="g4dn.xlarge", instance_count=1))
+
+    def check():
+        enis = of_type("aws:ec2/networkInterface:NetworkInterface")
+        assert enis and all("interfaceType" not in e.inputs for e in enis), "no EFA on types without EFA support (g4dn.xlarge)"
+
+    return settled(cluster, check)
+
+
+@pulumi.runtime.test
+def test_security_group_self_traffic_and_ssh_only_from_cidr(cat):
+    cluster = fc.FinetuneCluster("ft", make_args(cat))
+
+    def check():
+        sg = of_type("aws:ec2/securityGroup:SecurityGroup")
+        assert len(sg) == 1
+        assert "ingress" not in sg[0].inputs or not sg[0].inputs["ingress"], "no inline ingress: rules are separate resources"
+        ingress = of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+        self_rules = [r for r in ingress if r.inputs.get("referencedSecurityGroupId")]
+        assert len(self_rules) == 1, "all traffic allowed only from the group itself"
+        assert self_rules[0].inputs["referencedSecurityGroupId"] == self_rules[0].inputs["securityGroupId"], "the all-traffic rule must reference its own group"
+        assert self_rules[0].inputs["ipProtocol"] == "-1"
+        cidr_rules = [r for r in ingress if not r.inputs.get("referencedSecurityGroupId")]
+        assert len(cidr_rules) == 1, "the only CIDR ingress is SSH"
+        ssh = cidr_rules[0].inputs
+        assert (ssh["ipProtocol"], ssh["fromPort"], ssh["toPort"]) == ("tcp", 22, 22), "the CIDR rule must be SSH only"
+        assert ssh["cidrIpv4"] == "203.0.113.7/32", "SSH only from the configured CIDR"
+        for r in ingress:
+            assert r.inputs.get("cidrIpv4") not in ("0.0.0.0/0",) and r.inputs.get("cidrIpv6") != "::/0", "SSH must never be open to 0.0.0.0/0"
+
+    return settled(cluster, check)
+
+
+@pulumi.runtime.test
+def test_no_ssh_rule_without_cidr(cat):
+    cluster = fc.FinetuneCluster("ft", make_args(cat, ssh_cidr=None))
+
+    def check():
+        ingress = of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+        assert all(r.inputs.get("referencedSecurityGroupId") for r in ingress), "no SSH rule unless a CIDR is configured"
+
+    return settled(cluster, check)
+
+
+@pulumi.runtime.test
+def test_ipv6_ssh_cidr(cat):
+    cluster = fc.FinetuneCluster("ft", make_args(cat, ssh_cidr="2001:db8::/64"))
+
+    def check():
+        ssh = [r for r in of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule") if r.inputs.get("fromPort") == 22]
+        assert ssh[0].inputs["cidrIpv6"] == "2001:db8::/64" and "cidrIpv4" not in ssh[0].inputs
+
+    return settled(cluster, check)
+
+
+@pytest.mark.parametrize("cidr", ["0.0.0.0/0", "::/0"])
+def test_ssh_open_to_the_world_is_refused_before_any_resource(cat, cidr):
+    with pytest.raises(UsageError, match="whole internet"):
+        fc.FinetuneCluster("ft", make_args(cat, ssh_cidr=cidr))
+    assert MOCKS.resources == [], "SSH must never be open to 0.0.0.0/0 (and nothing is registered on refusal)"
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"instance_count": 0}, "at least 1"),
+        ({"expires_at": "tomorrow"}, "not a UTC time"),
+        ({"idle_minutes": -5}, "idle_minutes"),
+        ({"instance_type": "p4d.24xlarg"}, "Did you mean 'p4d.24xlarge'"),
+        ({"owner": " "}, "owner"),
+    ],
+)
+def test_validation_before_any_resource(cat, overrides, match):
+    with pytest.raises((UsageError, UnknownChoiceError), match=match):
+        fc.FinetuneCluster("ft", make_args(cat, **overrides))
+    assert MOCKS.resources == [], "validation errors must be raised before any resource is registered"
+
+
+@pulumi.runtime.test
+def test_ami_lookup_and_default_vpc(cat):
+    cluster = fc.FinetuneCluster("ft", make_args(cat))
+
+    def check():
+        ami_calls = [c for c in MOCKS.calls if c.token == "aws:ec2/getAmi:getAmi"]
+        assert ami_calls, "without ami_id the Deep Learning AMI is looked up"
+        assert ami_calls[0].args["owners"] == ["amazon"], "AMI lookup must be restricted to owner amazon"
+        names = [f for f in ami_calls[0].args["filters"] if f["name"] == "name"][0]["values"]
+        assert "Deep Learning" in names[0] and "PyTorch" in names[0]
+        for n in of_type("aws:ec2/instance:Instance"):
+            assert n.inputs["ami"] == "ami-0dlami"
+        assert any(c.token == "aws:ec2/getVpc:getVpc" and c.args.get("default") for c in MOCKS.calls), "default VPC lookup"
+        assert of_type("aws:ec2/securityGroup:SecurityGroup")[0].inputs["vpcId"] == "vpc-default"
+        for e in of_type("aws:ec2/networkInterface:NetworkInterface"):
+            assert e.inputs["subnetId"] == "subnet-a", "all nodes in one subnet (one AZ) for the placement group"
+
+    return settled(cluster, check)
+
+
+@pulumi.runtime.test
+def test_given_ami_and_subnet_skip_lookups(cat):
+    cluster = fc.FinetuneCluster("ft", make_args(cat, ami_id="ami-123", subnet_id="subnet-x", vpc_id="vpc-x"))
+
+    def check():
+        assert not [c for c in MOCKS.calls if c.token in ("aws:ec2/getAmi:getAmi", "aws:ec2/getVpc:getVpc")]
+        assert all(n.inputs["ami"] == "ami-123" for n in of_type("aws:ec2/instance:Instance"))
+        assert all(e.inputs["subnetId"] == "subnet-x" for e in of_type("aws:ec2/networkInterface:NetworkInterface"))
+
+    return settled(cluster, check)
+
+
+@pulumi.runtime.test
+def test_user_data_carries_autodown_and_expiry(cat):
+    cluster = fc.FinetuneCluster("ft", make_args(cat))
+
+    def check():
+        for n in of_type("aws:ec2/instance:Instance"):
+            ud = n.inputs["userData"]
+            assert ud.startswith("#cloud-config"), "user data must be cloud-init"
+            assert "LLMDEPLOY_EXPIRES_AT=2026-11-22T18:00:00Z" in ud, "user data must carry the expiry"
+            assert "def decide(" in ud, "user data must install the autodown script"
+            assert "LLMDEPLOY_IDLE_MINUTES=30" in ud
+
+    return settled(cluster, check)
+
+
+@pulumi.runtime.test
+def test_children_names_and_outputs(cat):
+    cluster = fc.FinetuneCluster("ft", make_args(cat))
+
+    def check(values):
+        ids, ips, pg = values
+        assert ids == ["ft-node0-id", "ft-node1-id"], "instance ids are outputs"
+        assert len(ips) == 2 and all(ip.startswith("10.0.0.") for ip in ips), "private IPs are outputs"
+        assert pg == "ft-pg", "placement group name is an output"
+        for r in [r for r in MOCKS.resources if r.custom]:
+            assert r.name.startswith("ft-"), f"child names are prefixed with the component name ({r.name})"
+        children = cluster._childResources
+        assert set(cluster.instances) <= children and cluster.placement_group in children and cluster.security_group in children, "children must have parent=self"
+
+    return pulumi.Output.all(cluster.instance_ids, cluster.private_ips, cluster.placement_group_name).apply(check)
+
+
+def test_inline_program_exports(cat, monkeypatch):
+    """The program `finetune up` hands to the Automation API builds one cluster and exports its outputs."""
+    built: list[fc.FinetuneCluster] = []
+
+    class Recording(fc.FinetuneCluster):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            built.append(self)
+
+    monkeypatch.setattr(fc, "FinetuneCluster", Recording)
+
+    @pulumi.runtime.test
+    def run():
+        fc.program(make_args(cat, instance_count=1), name="finetune")()
+        assert len(built) == 1, "the inline program builds exactly one cluster"
+
+        def check():
+            assert [n.name for n in of_type("aws:ec2/instance:Instance")] == ["finetune-node0"], "names derive from the stack name"
+
+        return settled(built[0], check)
+
+    run()

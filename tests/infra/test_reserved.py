@@ -1,0 +1,134 @@
+"""Reserved: a GPU Auto Scaling group behind an ALB, reachable only through it."""
+
+import base64
+
+from llmdeploy.infra.reserved_endpoint import AMI_NAME_FILTER, render_user_data
+
+from .mocks import of_type, one, run, run_mode, stack_config
+
+IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/djl-inference:0.33.0-lmi15.0.0-cu128"
+
+
+def _sgs(mocks):
+    return {sg.name: sg for sg in of_type(mocks, "aws:ec2/securityGroup:SecurityGroup")}
+
+
+def test_gpu_ami_lookup():
+    mocks = run_mode("reserved")
+    calls = [args for token, args in mocks.calls if token == "aws:ec2/getAmi:getAmi"]
+    assert calls, "the program must look the GPU AMI up"
+    args = calls[0]
+    assert args["mostRecent"] is True and args["owners"] == ["amazon"]
+    assert {"name": "name", "values": [AMI_NAME_FILTER]} in args["filters"]
+    template = one(mocks, "aws:ec2/launchTemplate:LaunchTemplate")
+    assert template.inputs["imageId"] == "ami-0123456789abcdef0"
+
+
+def test_instances_must_require_imdsv2():
+    meta = one(run_mode("reserved"), "aws:ec2/launchTemplate:LaunchTemplate").inputs["metadataOptions"]
+    assert meta["httpTokens"] == "required", "instances must require IMDSv2"
+    assert meta["httpPutResponseHopLimit"] == 2, "containers need a hop limit of 2 to reach IMDSv2"
+
+
+def test_root_volume_must_be_encrypted_gp3():
+    (mapping,) = one(run_mode("reserved"), "aws:ec2/launchTemplate:LaunchTemplate").inputs["blockDeviceMappings"]
+    assert mapping["deviceName"] == "/dev/xvda", "the mapping must target the AMI's root device"
+    assert mapping["ebs"]["encrypted"] == "true", "root volume must be encrypted"
+    assert mapping["ebs"]["volumeType"] == "gp3"
+
+
+def test_asg_size_and_subnets_follow_the_stack():
+    mocks = run_mode("reserved")
+    expected = stack_config("reserved")
+    asg = one(mocks, "aws:autoscaling/group:Group")
+    assert asg.inputs["desiredCapacity"] == expected.instance_count
+    assert asg.inputs["minSize"] == expected.min_instances
+    assert asg.inputs["maxSize"] == expected.instance_count
+    assert asg.inputs["vpcZoneIdentifiers"] == ["subnet-0aaa", "subnet-0bbb", "subnet-0ccc"], "ASG must span the default VPC's subnets"
+    template = one(mocks, "aws:ec2/launchTemplate:LaunchTemplate")
+    assert asg.inputs["launchTemplate"]["id"] == template.id
+    assert template.inputs["instanceType"] == expected.instance_type
+    assert asg.inputs["targetGroupArns"] == [one(mocks, "aws:lb/targetGroup:TargetGroup").outputs["arn"]]
+    assert asg.inputs["healthCheckType"] == "ELB"
+    assert any(token == "aws:ec2/getVpc:getVpc" and args.get("default") is True for token, args in mocks.calls)
+
+
+def test_load_balancer_health_checks_ping_on_the_service_port():
+    mocks = run_mode("reserved")
+    tg = one(mocks, "aws:lb/targetGroup:TargetGroup")
+    assert tg.inputs["port"] == 8080
+    assert tg.inputs["healthCheck"]["path"] == "/ping"
+    assert tg.inputs["healthCheck"]["port"] == "8080"
+    alb = one(mocks, "aws:lb/loadBalancer:LoadBalancer")
+    assert alb.inputs["loadBalancerType"] == "application"
+    listener = one(mocks, "aws:lb/listener:Listener")
+    assert listener.inputs["loadBalancerArn"] == alb.outputs["arn"]
+    assert listener.inputs["defaultActions"][0]["targetGroupArn"] == tg.outputs["arn"]
+
+
+def test_instance_port_must_only_be_reachable_from_the_load_balancer():
+    mocks = run_mode("reserved")
+    sgs = _sgs(mocks)
+    alb_sg, instance_sg = sgs["serve-alb-sg"], sgs["serve-instance-sg"]
+    assert one(mocks, "aws:lb/loadBalancer:LoadBalancer").inputs["securityGroups"] == [alb_sg.id]
+    assert one(mocks, "aws:ec2/launchTemplate:LaunchTemplate").inputs["vpcSecurityGroupIds"] == [instance_sg.id]
+    (rule,) = instance_sg.inputs["ingress"]
+    assert rule["fromPort"] == rule["toPort"] == 8080, "instance port must only be the service port"
+    assert rule.get("securityGroups") == [alb_sg.id], "instance port must only be reachable from the load balancer"
+    assert not rule.get("cidrBlocks") and not rule.get("ipv6CidrBlocks"), "instance port must only be reachable from the load balancer"
+    for sg in sgs.values():
+        for r in sg.inputs["ingress"]:
+            assert not (r["fromPort"] <= 22 <= r["toPort"]), "no SSH"
+    (alb_rule,) = alb_sg.inputs["ingress"]
+    assert alb_rule["fromPort"] == alb_rule["toPort"] == 80
+
+
+def test_service_port_follows_the_stack():
+    mocks = run(stack_config("reserved", service_port=9000), stack="port")
+    assert one(mocks, "aws:lb/targetGroup:TargetGroup").inputs["healthCheck"]["port"] == "9000"
+    (rule,) = _sgs(mocks)["serve-instance-sg"].inputs["ingress"]
+    assert rule["fromPort"] == 9000
+    user_data = base64.b64decode(one(mocks, "aws:ec2/launchTemplate:LaunchTemplate").inputs["userData"]).decode()
+    assert "-p 9000:8080" in user_data
+
+
+def test_instance_profile_uses_the_instance_role():
+    mocks = run_mode("reserved")
+    role = one(mocks, "aws:iam/role:Role")
+    assert "ec2.amazonaws.com" in role.inputs["assumeRolePolicy"]
+    profile = one(mocks, "aws:iam/instanceProfile:InstanceProfile")
+    assert profile.inputs["role"] == role.outputs["name"]
+    template = one(mocks, "aws:ec2/launchTemplate:LaunchTemplate")
+    assert template.inputs["iamInstanceProfile"]["arn"] == profile.outputs["arn"]
+
+
+def test_user_data_runs_the_lmi_container_with_the_artifact():
+    mocks = run_mode("reserved")
+    bucket = one(mocks, "aws:s3/bucket:Bucket").outputs["bucket"]
+    script = base64.b64decode(one(mocks, "aws:ec2/launchTemplate:LaunchTemplate").inputs["userData"]).decode()
+    assert f"s3://{bucket}/model/model.tar.gz" in script
+    assert IMAGE in script
+
+
+def test_render_user_data():
+    script = render_user_data(region="us-east-1", image=IMAGE, model_data_url="s3://b/model/model.tar.gz", service_port=8080)
+    assert script.startswith("#!/bin/bash\n") and "set -euo pipefail" in script
+    assert 'aws s3 cp --region "$REGION" "$MODEL_DATA_URL" /opt/ml/model.tar.gz' in script
+    assert "docker login --username AWS --password-stdin 763104351884.dkr.ecr.us-east-1.amazonaws.com" in script
+    run_line = next(line for line in script.splitlines() if line.startswith("docker run"))
+    assert "--gpus all" in run_line and "-p 8080:8080" in run_line and "-v /opt/ml/model:/opt/ml/model" in run_line
+    assert "HF_MODEL_ID" not in script
+
+
+def test_render_user_data_quotes_and_weights():
+    script = render_user_data(region="eu-west-1", image="docker.io/me/lmi:1", model_data_url="s3://b/m.tar.gz",
+                              service_port=9000, weights_uri="s3://w/x y/")
+    assert "docker login" not in script, "no ECR login for a non-ECR image"
+    assert "-e HF_MODEL_ID='s3://w/x y/'" in script
+
+
+def test_outputs_give_a_curl_command():
+    mocks = run_mode("reserved")
+    dns = one(mocks, "aws:lb/loadBalancer:LoadBalancer").outputs["dnsName"]
+    assert mocks.outputs["url"] == f"http://{dns}"
+    assert mocks.outputs["invoke_command"].startswith(f"curl -X POST http://{dns}/invocations ")

@@ -1,0 +1,111 @@
+"""Fixtures for the serving tests: a tiny random FLAN-T5-shaped model built offline."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # djl_double
+
+TINY_WORDS = [f"w{i}" for i in range(240)]
+
+
+def build_tiny_t5(path: Path, *, d_model=64, d_ff=128, d_kv=16, num_heads=4, num_layers=2, seed=0) -> Path:
+    """A FLAN-T5-shaped (gated-gelu, untied lm_head config) random model + a word-level tokenizer."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+
+    corpus = [" ".join(TINY_WORDS[(j * 7 + k) % len(TINY_WORDS)] for k in range(16)) for j in range(120)]
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.train_from_iterator(corpus, trainers.WordLevelTrainer(vocab_size=300,
+                                                              special_tokens=["<pad>", "</s>", "<unk>"]))
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
+                                        unk_token="<unk>", model_max_length=512)
+    config = T5Config(vocab_size=len(tokenizer), d_model=d_model, d_ff=d_ff, d_kv=d_kv, num_heads=num_heads,
+                      num_layers=num_layers, num_decoder_layers=num_layers, feed_forward_proj="gated-gelu",
+                      tie_word_embeddings=False, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    torch.manual_seed(seed)
+    model = T5ForConditionalGeneration(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_t5(tmp_path_factory.mktemp("tiny-flan-t5"))
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tiny_model_dir):
+    from llmdeploy.handlers.serving_config import parse_properties
+
+    return parse_properties({"option.model_id": str(tiny_model_dir), "option.max_new_tokens": "16",
+                             "batch_size": "8"})
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_config):
+    from llmdeploy.handlers.precision import CPU
+    from llmdeploy.handlers.seq2seq import TransformersEngine
+
+    return TransformersEngine.load(tiny_config.model_location(), tiny_config, device=CPU)
+
+
+@pytest.fixture(scope="session")
+def tiny_ct2_dir(tiny_model_dir, tmp_path_factory):
+    pytest.importorskip("ctranslate2")
+    from llmdeploy.handlers.seq2seq import convert_to_ctranslate2
+
+    return convert_to_ctranslate2(str(tiny_model_dir), tmp_path_factory.mktemp("ct2") / "model")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class FakeEngine:
+    """Stands in for a seq2seq engine: echoes, records calls, can sleep or run out of memory."""
+
+    name = "fake"
+
+    def __init__(self, *, delay_s: float = 0.0, oom_above: int | None = None, oom_message="CUDA out of memory"):
+        self.delay_s = delay_s
+        self.oom_above = oom_above
+        self.oom_message = oom_message
+        self.calls: list[tuple[list[str], dict]] = []
+        self.max_input_tokens = 512
+
+    @property
+    def generate_calls(self) -> int:
+        return len(self.calls)
+
+    def generate(self, texts, params):
+        import time
+
+        self.calls.append((list(texts), dict(params)))
+        if self.oom_above is not None and len(texts) > self.oom_above:
+            raise RuntimeError(self.oom_message)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return [f"echo:{t}:{params.get('max_new_tokens')}" for t in texts]
+
+
+@pytest.fixture
+def fake_service():
+    from llmdeploy.handlers.lmi_service import Seq2SeqService
+    from llmdeploy.handlers.serving_config import parse_properties
+
+    def make(**engine_kwargs):
+        engine = FakeEngine(**engine_kwargs)
+        return Seq2SeqService(engine=engine, config=parse_properties({"option.max_new_tokens": "32"}))
+
+    return make
