@@ -63,7 +63,11 @@ def show(command_name, as_json):
     click.echo("\nA flag on the command line overrides all of these.")
 
 
-@config.command()
+@config.command(epilog="""\b
+Examples:
+  llmdeploy config path
+  $EDITOR "$(llmdeploy config path)"
+""")
 def path():
     """Print the user config file's path."""
     from llmdeploy.userconfig import config_path

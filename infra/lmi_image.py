@@ -102,3 +102,17 @@ def partition(region: str) -> str:
 
 def _version_key(version: str) -> tuple[int, ...]:
     return tuple(int(p) if p.isdigit() else 0 for p in version.split("."))
+
+
+if __name__ == "__main__":
+    # `python -m llmdeploy.infra.lmi_image REGION [VERSION]`: the URI for `docker build --build-arg LMI_IMAGE=...`.
+    import sys
+
+    from llmdeploy.stackconfig import DEFAULT_LMI_VERSION
+
+    if len(sys.argv) not in (2, 3):
+        sys.exit("usage: python -m llmdeploy.infra.lmi_image REGION [VERSION]")
+    try:
+        print(lmi_image(sys.argv[1], sys.argv[2] if len(sys.argv) == 3 else DEFAULT_LMI_VERSION))
+    except ConfigError as exc:
+        sys.exit(f"Error: {exc}")

@@ -53,3 +53,20 @@ def test_lmi_version_and_image_from_config():
     custom = "111122223333.dkr.ecr.us-east-1.amazonaws.com/lmi:custom"
     mocks = run(stack_config("realtime", lmi_image=custom), stack="lmi-image")
     assert one(mocks, "aws:sagemaker/model:Model").inputs["primaryContainer"]["image"] == custom
+
+
+def test_dockerfile_pins_the_same_lmi_image_as_the_stack_default():
+    """One pinned LMI version: the self-hosted Dockerfile's default must be the stack default's image."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from llmdeploy.infra.lmi_image import lmi_image
+    from llmdeploy.stackconfig import DEFAULT_LMI_VERSION
+
+    dockerfile = (Path(__file__).resolve().parents[2] / "containers" / "Dockerfile").read_text()
+    pinned = re.search(r"^ARG LMI_IMAGE=(\S+)$", dockerfile, re.M).group(1)
+    assert pinned == lmi_image("us-east-1", DEFAULT_LMI_VERSION)
+    out = subprocess.run([sys.executable, "-m", "llmdeploy.infra.lmi_image", "us-east-1"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == pinned

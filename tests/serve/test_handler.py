@@ -146,3 +146,23 @@ def test_non_oom_failure_fails_that_group_only(fake_service):
                                         {"inputs": "b"}]), Output).json_items()
     assert items["batch_0.data"]["code"] == 500 and "kernel exploded" in items["batch_0.data"]["error"]
     assert items["batch_1.data"] == {"generated_text": "echo:b:32"}
+
+
+def test_real_engine_oom_split_answers_every_request(tiny_model_dir, tiny_engine, monkeypatch):
+    """The transformers engine's generate raising CUDA-style OOM above 2 inputs: all 5 still answered."""
+    service = Seq2SeqService(engine=tiny_engine)
+    service.handle(Input({"option.model_id": str(tiny_model_dir), "option.max_new_tokens": "16"}), Output)
+    real_generate = tiny_engine.model.generate
+    sizes = []
+
+    def generate(**kwargs):
+        sizes.append(kwargs["input_ids"].shape[0])
+        if kwargs["input_ids"].shape[0] > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 MiB")
+        return real_generate(**kwargs)
+
+    monkeypatch.setattr(tiny_engine.model, "generate", generate)
+    bodies = [{"inputs": f"w{i} w{i + 1}", "parameters": P4} for i in range(5)]
+    items = service.handle(Input.batch(bodies), Output).json_items()
+    assert all("generated_text" in items[f"batch_{i}.data"] for i in range(5))
+    assert sizes == [5, 2, 3, 1, 2]

@@ -27,6 +27,31 @@ def _commands(block: str) -> list[str]:
     return out
 
 
+def _runnable(line: str):
+    """(env, args) for an offline `llmdeploy ...` line, else None. Pipes and redirections are dropped."""
+    line = re.split(r"\s[|>]", line, maxsplit=1)[0]
+    words = shlex.split(line)
+    env = {}
+    while words and re.match(r"^[A-Z_]+=", words[0]):
+        key, _, value = words.pop(0).partition("=")
+        env[key] = value
+    if words[:1] != ["llmdeploy"] or len(words) < 2:
+        return None
+    offline = words[1] in OFFLINE and "refresh" not in words
+    if words[1] == "preview" and "--offline" in words:
+        offline = True
+    return (env, words[1:]) if offline else None
+
+
+def _example_blocks():
+    blocks = []
+    for block in BLOCKS[2:]:
+        steps = [(line, r) for line in _commands(block) if (r := _runnable(line))]
+        if steps:
+            blocks.append(steps)
+    return blocks
+
+
 def test_readme_opens_with_the_main_job_then_the_tests():
     first, second = (_commands(b) for b in BLOCKS[:2])
     assert README.index("```bash") < README.index("## "), "the two commands come before any section"
@@ -39,29 +64,17 @@ def test_ci_runs_the_readme_test_command_verbatim():
     assert test_command in (ROOT / ".ci" / "run").read_text()
 
 
-def _examples():
-    seen = []
-    for block in BLOCKS[2:]:
-        for line in _commands(block):
-            line = re.split(r"\s[|>]", line, maxsplit=1)[0]
-            words = shlex.split(line)
-            env = {}
-            while words and re.match(r"^[A-Z_]+=", words[0]):
-                key, _, value = words.pop(0).partition("=")
-                env[key] = value
-            if words[:1] == ["llmdeploy"] and len(words) > 1 and words[1] in OFFLINE and "refresh" not in words:
-                seen.append((line, env, words[1:]))
-    return seen
-
-
-@pytest.mark.parametrize("line, env, args", _examples(), ids=[e[0] for e in _examples()])
-def test_readme_example_runs(line, env, args, tmp_path, monkeypatch):
+@pytest.mark.parametrize("steps", _example_blocks(), ids=[b[0][0][:60] for b in _example_blocks()])
+def test_readme_examples_run_in_order(steps, tmp_path, monkeypatch):
+    """Each README code block's offline commands, run in order in one empty folder, all succeed."""
     monkeypatch.chdir(tmp_path)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 0, f"README example failed: {line}\n{result.output}"
+    for line, (env, args) in steps:
+        with monkeypatch.context() as m:
+            for key, value in env.items():
+                m.setenv(key, value)
+            result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, f"README example failed: {line}\n{result.output}"
 
 
 def test_there_are_examples_to_run():
-    assert len(_examples()) >= 8
+    assert sum(len(b) for b in _example_blocks()) >= 12

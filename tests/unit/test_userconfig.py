@@ -66,10 +66,25 @@ def test_version_and_completion():
         assert result.exit_code == 0 and "_LLMDEPLOY_COMPLETE" in result.output
 
 
-def test_every_command_has_help_with_examples():
-    from llmdeploy.cli.main import COMMANDS
+def _leaf_commands(group, path=()):
+    import click
 
-    for name in COMMANDS:
-        result = CliRunner().invoke(cli, [name, "--help"])
-        assert result.exit_code == 0, (name, result.output)
-        assert "Examples:" in result.output or "Commands:" in result.output, f"'llmdeploy {name} --help' must show examples"
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
+        if isinstance(cmd, click.Group):
+            yield from _leaf_commands(cmd, (*path, name))
+        else:
+            yield (*path, name)
+
+
+def test_every_command_has_help_with_examples():
+    commands = list(_leaf_commands(cli))
+    assert ("finetune", "up") in commands and ("prices", "refresh") in commands
+    missing = []
+    for path in commands:
+        result = CliRunner().invoke(cli, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        if "Examples:" not in result.output:
+            missing.append(" ".join(path))
+    assert not missing, f"--help must show examples for: {', '.join(missing)}"
