@@ -81,7 +81,8 @@ def main(*, artifact_dir: str | os.PathLike | None = None) -> dict[str, pulumi.O
             region=config.region, image=image, model_data_url=artifact.model_data_url, bucket_arn=artifact.bucket_arn,
             instance_type=config.instance_type, instance_count=config.instance_count,
             min_instances=config.min_instances, service_port=config.service_port,
-            weights_uri=config.weights_uri, tags=tags))
+            weights_uri=config.weights_uri, ingress_cidr=config.ingress_cidr, certificate_arn=config.certificate_arn,
+            tags=tags))
         outputs.update(url=served.url, invoke_command=served.invoke_command)
     else:
         from llmdeploy.infra.sagemaker_endpoint import SageMakerEndpoint, SageMakerEndpointArgs

@@ -6,8 +6,16 @@
 - a security group allowing all traffic between its own members only (a
   self-referencing rule, as NCCL/EFA need), plus SSH from one configured CIDR
   (never ``0.0.0.0/0`` or ``::/0``); all outbound allowed;
-- per node, a network interface (``interface_type="efa"`` where the catalog says
-  the type supports EFA) and an instance with an encrypted root volume, IMDSv2
+- a launch template whose network interfaces the nodes launch with: where the
+  catalog says the type supports EFA, one EFA (``interface_type="efa"``) on every
+  network card (``Instance.network_cards``: p4d 4, p5 32), card 0 at device index 0
+  (the primary interface) and cards 1..N-1 at device index 1, as AWS documents for
+  full bandwidth on multi-card types; otherwise one plain primary interface. Every
+  interface sits in the cluster subnet and security group and is deleted with its
+  node. EFAs can't be attached to a running instance, so they must exist at launch:
+  ``aws.ec2.Instance`` takes ``network_card_index`` only through a launch template
+  (its own ``network_interfaces`` is deprecated in pulumi-aws 7);
+- per node, an instance with an encrypted root volume, IMDSv2
   required, ``instance_initiated_shutdown_behavior="terminate"`` and user data
   that installs the on-instance autodown timer (expiry / idle shutdown). The
   node's live ``expires-at`` tag (instance-metadata tags) overrides the expiry
@@ -32,7 +40,7 @@ import pulumi_aws as aws
 from llmdeploy import catalog as _catalog
 from llmdeploy import finetune as _ft
 from llmdeploy import tags as _tags
-from llmdeploy.errors import UsageError
+from llmdeploy.errors import ConfigError, UsageError
 from llmdeploy.infra.autodown import render_user_data
 
 TYPE = "llmdeploy:finetune:Cluster"
@@ -58,6 +66,7 @@ class FinetuneClusterArgs:
     stack: str = _ft.DEFAULT_STACK
     root_volume_gib: int = 512
     efa: bool | None = None  # None: from the catalog
+    network_cards: int | None = None  # None: from the catalog (1 where it states none)
     catalog: _catalog.Catalog | None = field(default=None, repr=False)
 
     def validate(self) -> None:
@@ -76,9 +85,12 @@ class FinetuneClusterArgs:
             raise UsageError(f"idle_threshold {self.idle_threshold!r} is not a utilisation percent in (0, 100].")
         if self.root_volume_gib < 8:
             raise UsageError(f"root_volume_gib {self.root_volume_gib!r} is too small: use 8 GiB or more.")
-        if self.efa is None:
-            cat = self.catalog or _catalog.load_catalog()
-            self.efa = _catalog.instance(cat, self.instance_type).efa
+        if self.efa is None or self.network_cards is None:
+            hardware = _catalog.instance(self.catalog or _catalog.load_catalog(), self.instance_type)
+            self.efa = hardware.efa if self.efa is None else self.efa
+            self.network_cards = hardware.network_cards if self.network_cards is None else self.network_cards
+        if isinstance(self.network_cards, bool) or not isinstance(self.network_cards, int) or self.network_cards < 1:
+            raise ConfigError(f"network_cards {self.network_cards!r} is not valid: use 1 or more (the type's network cards).")
         for name in ("owner", "cost_center", "stack"):
             if not str(getattr(self, name)).strip():
                 raise UsageError(f"{name} must not be empty: every resource is tagged with it.")
@@ -178,27 +190,44 @@ class FinetuneCluster(pulumi.ComponentResource):
                 )
             )
 
+        # -- network interfaces: one EFA per network card, all at launch ------------------------------
+        self.launch_template = aws.ec2.LaunchTemplate(
+            f"{name}-lt",
+            description=f"llmdeploy fine-tune cluster {args.stack}: network interfaces of each node",
+            network_interfaces=[
+                aws.ec2.LaunchTemplateNetworkInterfaceArgs(
+                    network_card_index=card,
+                    device_index=device,
+                    interface_type=kind,
+                    # Every interface in the one subnet (placement group, one AZ) and in the self-referencing
+                    # group: EFA's OS-bypass traffic only flows between members of such a group.
+                    subnet_id=subnet_id,
+                    security_groups=[self.security_group.id],
+                    delete_on_termination="true",  # a node that autodown terminates leaves no interfaces behind
+                    description=f"llmdeploy fine-tune card {card}" + (" (EFA)" if kind else ""),
+                )
+                for card, device, kind in interface_layout(args.network_cards, args.efa)
+            ],
+            # No expires-at here: tag specifications are versioned, and the interfaces die with their node anyway.
+            tag_specifications=[aws.ec2.LaunchTemplateTagSpecificationArgs(
+                resource_type="network-interface", tags={k: v for k, v in tagged("eni").items() if k != "expires-at"})],
+            tags=tagged("lt"),
+            opts=child,
+        )
+
         # -- nodes ------------------------------------------------------------------------------------
         user_data = render_user_data(expires_at=args.expires_at, idle_minutes=args.idle_minutes, threshold=args.idle_threshold)
-        self.interfaces: list[aws.ec2.NetworkInterface] = []
         self.instances: list[aws.ec2.Instance] = []
         for i in range(args.instance_count):
-            eni = aws.ec2.NetworkInterface(
-                f"{name}-node{i}-eni",
-                subnet_id=subnet_id,
-                security_groups=[self.security_group.id],
-                interface_type="efa" if args.efa else None,
-                description=f"llmdeploy fine-tune node {i}" + (" (EFA)" if args.efa else ""),
-                tags=tagged(f"node{i}-eni"),
-                opts=child,
-            )
             node = aws.ec2.Instance(
                 f"{name}-node{i}",
                 ami=ami_id,
                 instance_type=args.instance_type,
                 placement_group=self.placement_group.name,
-                primary_network_interface=aws.ec2.InstancePrimaryNetworkInterfaceArgs(
-                    network_interface_id=eni.id,
+                # Subnet and security groups come with the template's interfaces (setting them here conflicts).
+                launch_template=aws.ec2.InstanceLaunchTemplateArgs(
+                    id=self.launch_template.id,
+                    version=self.launch_template.latest_version.apply(str),
                 ),
                 key_name=args.key_name,
                 metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
@@ -218,10 +247,11 @@ class FinetuneCluster(pulumi.ComponentResource):
                 user_data=user_data,
                 tags=tagged(f"node{i}"),
                 # A new TTL re-tags the nodes in place (autodown reads the expires-at tag through
-                # IMDS); it must not stop or replace a node mid-training to rewrite its user data.
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[*self.rules], ignore_changes=["userData"]),
+                # IMDS); it must not stop or replace a node mid-training to rewrite its user data,
+                # nor because a later launch-template version exists (it only matters at launch).
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[*self.rules],
+                                            ignore_changes=["userData", "launchTemplate"]),
             )
-            self.interfaces.append(eni)
             self.instances.append(node)
 
         self.instance_ids = pulumi.Output.all(*[n.id for n in self.instances])
@@ -236,6 +266,20 @@ class FinetuneCluster(pulumi.ComponentResource):
                 "expires_at": _tags.format_expiry(args.expires_at),
             }
         )
+
+
+def interface_layout(network_cards: int, efa: bool) -> list[tuple[int, int, str | None]]:
+    """``(network_card_index, device_index, interface_type)`` for each interface a node launches with.
+
+    With EFA: one EFA per card, card 0 at device index 0 (the primary interface), the other cards at
+    device index 1, as AWS's "Maximize network bandwidth on instances with multiple network cards" and its
+    P5 EFA page lay out. Every one is "efa" (EFA with ENA): valid on every EFA type and as the primary
+    (an "efa-only" interface can't be primary), at the price of one private IP per card. Without EFA only
+    the primary interface: the extra cards exist for the fabric.
+    """
+    if not efa:
+        return [(0, 0, None)]
+    return [(card, 0 if card == 0 else 1, "efa") for card in range(network_cards)]
 
 
 def _first_subnet(ids: list[str]) -> str:

@@ -3,7 +3,10 @@
 For steady traffic a reserved instance costs less than SageMaker hosting of the
 same hardware; the price is running the fleet yourself. Shape:
 
-  internet --80--> ALB (its own SG) --servicePort--> instances (SG: only from the ALB SG)
+  ingressCidr --80--> ALB (its own SG) --servicePort--> instances (SG: only from the ALB SG)
+  ingressCidr --443 (TLS, certificateArn)--> ALB; 80 then only redirects to 443 (HTTP 301)
+
+The ALB's security group opens exactly its listener ports, only to ``ingressCidr``.
 
 Instances come from an Auto Scaling group over the default VPC's subnets and a
 launch template that requires IMDSv2 (hop limit 2, so the container can reach
@@ -26,6 +29,7 @@ import pulumi_aws as aws
 from llmdeploy.infra import iam
 from llmdeploy.infra.artifact import ARTIFACT_PREFIX
 from llmdeploy.infra.lmi_image import ecr_registry, ecr_repository_arn, partition
+from llmdeploy.stackconfig import check_certificate_arn, check_ingress_cidr
 
 # AWS's GPU base image: NVIDIA driver, Docker and the NVIDIA container toolkit preinstalled.
 AMI_NAME_FILTER = "Deep Learning Base OSS Nvidia Driver GPU AMI (Amazon Linux 2023) *"
@@ -34,6 +38,9 @@ ROOT_VOLUME_GB = 200  # LMI image (~20 GB unpacked) + weights cache
 # Loading multi-GB weights takes minutes: don't let the ASG replace instances meanwhile.
 HEALTH_CHECK_GRACE_S = 900
 SAMPLE_BODY = '{"inputs": "Translate to German: How old are you?"}'
+HTTP_PORT, HTTPS_PORT = 80, 443
+# TLS 1.3 with TLS 1.2 fallback and only forward-secret AEAD ciphers: AWS's recommended policy for ALB HTTPS listeners.
+TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 
 
 @dataclass
@@ -47,9 +54,24 @@ class ReservedEndpointArgs:
     min_instances: int
     service_port: int = 8080
     weights_uri: str = ""
-    # Who may reach the load balancer on port 80. The instances are never reachable directly.
-    allowed_cidr: str = "0.0.0.0/0"
+    # Who may reach the load balancer (its listener ports). The instances are never reachable directly.
+    ingress_cidr: str = "0.0.0.0/0"
+    # ACM certificate in ``region``: HTTPS on 443, and 80 only redirects. Empty: plain HTTP on 80.
+    certificate_arn: str = ""
     tags: dict[str, str] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """ConfigError for a bad CIDR or certificate, before anything is registered (normalises the CIDR)."""
+        self.ingress_cidr = check_ingress_cidr(self.ingress_cidr)
+        self.certificate_arn = check_certificate_arn(self.certificate_arn, self.region) if self.certificate_arn else ""
+
+    @property
+    def listener_ports(self) -> tuple[int, ...]:
+        return (HTTP_PORT, HTTPS_PORT) if self.certificate_arn else (HTTP_PORT,)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.certificate_arn else "http"
 
 
 def render_user_data(*, region: str, image: str, model_data_url: str, service_port: int, weights_uri: str = "") -> str:
@@ -81,11 +103,22 @@ def render_user_data(*, region: str, image: str, model_data_url: str, service_po
     return "\n".join(lines) + "\n"
 
 
+def invoke_command(dns_name: str, scheme: str = "http") -> str:
+    """A curl call of the endpoint. With HTTPS the certificate names your domain, not the ALB's DNS name:
+    the trailing shell comment says so, since curl rejects the name mismatch until that domain points here."""
+    command = (f"curl -X POST {scheme}://{dns_name}/invocations -H 'Content-Type: application/json' "
+               f"-d {shlex.quote(SAMPLE_BODY)}")
+    if scheme == "https":
+        command += f"  # use your certificate's domain in place of {dns_name} once its DNS record (CNAME/alias) points here"
+    return command
+
+
 class ReservedEndpoint(pulumi.ComponentResource):
     url: pulumi.Output[str]
     invoke_command: pulumi.Output[str]
 
     def __init__(self, name: str, args: ReservedEndpointArgs, opts: pulumi.ResourceOptions | None = None):
+        args.validate()  # before anything is registered
         super().__init__("llmdeploy:ec2:ReservedEndpoint", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         tags = args.tags
@@ -104,10 +137,12 @@ class ReservedEndpoint(pulumi.ComponentResource):
         # -- network: the ALB is the only way in --------------------------------------------------
         alb_sg = aws.ec2.SecurityGroup(
             f"{name}-alb-sg",
-            description="llmdeploy load balancer: HTTP in, model port out to the VPC",
+            description=f"llmdeploy load balancer: {args.scheme.upper()} in, model port out to the VPC",
             vpc_id=vpc.id,
-            ingress=[{"protocol": "tcp", "from_port": 80, "to_port": 80, "cidr_blocks": [args.allowed_cidr],
-                      "description": "HTTP to the load balancer"}],
+            # Exactly the listener ports, only from ingressCidr.
+            ingress=[{"protocol": "tcp", "from_port": port, "to_port": port, "cidr_blocks": [args.ingress_cidr],
+                      "description": f"{'HTTPS' if port == HTTPS_PORT else 'HTTP'} to the load balancer"}
+                     for port in args.listener_ports],
             egress=[{"protocol": "tcp", "from_port": args.service_port, "to_port": args.service_port,
                      "cidr_blocks": [vpc.cidr_block], "description": "to the model servers"}],
             tags=tags,
@@ -199,12 +234,28 @@ class ReservedEndpoint(pulumi.ComponentResource):
             tags=tags,
             opts=child,
         )
+        forward = [{"type": "forward", "target_group_arn": target_group.arn}]
+        if args.certificate_arn:
+            aws.lb.Listener(
+                f"{name}-https",
+                load_balancer_arn=alb.arn,
+                port=HTTPS_PORT,
+                protocol="HTTPS",
+                certificate_arn=args.certificate_arn,
+                ssl_policy=TLS_POLICY,
+                default_actions=forward,
+                tags=tags,
+                opts=child,
+            )
         aws.lb.Listener(
             f"{name}-http",
             load_balancer_arn=alb.arn,
-            port=80,
+            port=HTTP_PORT,
             protocol="HTTP",
-            default_actions=[{"type": "forward", "target_group_arn": target_group.arn}],
+            # With a certificate, plain HTTP never reaches the model: prompts and answers only travel over TLS.
+            default_actions=[{"type": "redirect", "redirect": {"protocol": "HTTPS", "port": str(HTTPS_PORT),
+                                                               "status_code": "HTTP_301"}}]
+            if args.certificate_arn else forward,
             tags=tags,
             opts=child,
         )
@@ -223,7 +274,6 @@ class ReservedEndpoint(pulumi.ComponentResource):
             opts=child,
         )
 
-        self.url = pulumi.Output.concat("http://", alb.dns_name)
-        self.invoke_command = alb.dns_name.apply(
-            lambda dns: f"curl -X POST http://{dns}/invocations -H 'Content-Type: application/json' -d {shlex.quote(SAMPLE_BODY)}")
+        self.url = pulumi.Output.concat(f"{args.scheme}://", alb.dns_name)
+        self.invoke_command = alb.dns_name.apply(lambda dns: invoke_command(dns, args.scheme))
         self.register_outputs({"url": self.url, "invoke_command": self.invoke_command})

@@ -9,7 +9,7 @@ user cache, see ``llmdeploy.prices``) once per process.
 File layout (all TOML, each with ``schema_version``):
 - ``sources.toml``: ``[sources.KEY] url, retrieved (date), note`` — every other row names a KEY.
 - ``gpus.toml``: ``[gpus.NAME]`` memory, bandwidth, tensor TFLOPs, compute capability.
-- ``instances.toml``: ``[instances."TYPE"]`` gpu, gpu_count, vcpus, ram_gib, efa.
+- ``instances.toml``: ``[instances."TYPE"]`` gpu, gpu_count, vcpus, ram_gib, efa, network_cards (optional, 1).
 - ``ec2_prices.toml``: ``[ec2."REGION"] "TYPE" = {on_demand, ri_1y, ri_3y, source}`` (USD/hour).
 - ``sagemaker_prices.toml``: ``[hosting."REGION"] "ml.TYPE" = {hourly, source}``,
   ``[serverless."REGION"] usd_per_gb_second, usd_per_gb_processed, source``,
@@ -70,6 +70,8 @@ class Instance:
     ram_gib: float
     efa: bool
     source: Source
+    # Physical network cards; EFA bandwidth scales with one EFA interface per card (p4d 4, p5 32).
+    network_cards: int = 1
 
     @property
     def family(self) -> str:
@@ -193,6 +195,13 @@ def _source(sources: Mapping[str, Source], key: str, where: str) -> Source:
         raise ConfigError(f"catalog row {where} names source {key!r}, which sources.toml does not define.") from None
 
 
+def _network_cards(row: Mapping, itype: str) -> int:
+    cards = row.get("network_cards", 1)  # absent: the common single-card type
+    if isinstance(cards, bool) or not isinstance(cards, int) or cards < 1:
+        raise ConfigError(f"catalog instance {itype!r} has network_cards {cards!r}; use a whole number of 1 or more.")
+    return cards
+
+
 def load_catalog_from(directory: Path, origin: str | None = None) -> Catalog:
     """Parse one catalog directory. Raises ConfigError on anything malformed."""
     directory = Path(directory)
@@ -228,6 +237,7 @@ def load_catalog_from(directory: Path, origin: str | None = None) -> Catalog:
             ram_gib=row["ram_gib"],
             efa=row.get("efa", False),
             source=_source(sources, row["source"], f"instances.{itype}"),
+            network_cards=_network_cards(row, itype),
         )
     ec2 = {}
     for region, rows in _read(directory, "ec2_prices.toml")["ec2"].items():

@@ -227,9 +227,9 @@ def _cheapest(cands: list[_Candidate], traffic: Traffic, a: Assumptions, price: 
 def _why_none(cands: list[_Candidate], where: str) -> str:
     if not cands:
         return f"no GPU instance type is priced for {where} in this region"
-    reasons = sorted({c.reason for c in cands if not c.ok})
-    return f"no {where} instance can host it: " + "; ".join(f"{c.instance.type}: {c.reason}" for c in cands[:3]) + (
-        f" (and {len(cands) - 3} more)" if len(cands) > 3 else "") if reasons else f"no {where} instance can host it"
+    shown = "; ".join(f"{c.instance.type}: {c.reason}" for c in cands[:3])
+    more = f" (and {len(cands) - 3} more)" if len(cands) > 3 else ""
+    return f"no {where} instance can host it: {shown}{more}"
 
 
 def _instance_option(mode: str, term: str | None, cands, traffic, a, price) -> Option:

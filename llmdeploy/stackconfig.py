@@ -54,6 +54,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("lmiImage", "lmi_image", "string", "Full LMI image URI; overrides lmiVersion when set."),
     Setting("weightsUri", "weights_uri", "string", "s3:// prefix holding the model weights; empty = option.model_id from the Hub."),
     Setting("servicePort", "service_port", "integer", "Port the model server listens on (SageMaker container contract)."),
+    Setting("ingressCidr", "ingress_cidr", "string",
+            "Reserved mode: IPv4 CIDR allowed to reach the load balancer (0.0.0.0/0 = a public endpoint)."),
+    Setting("certificateArn", "certificate_arn", "string",
+            "Reserved mode: ACM certificate ARN in the stack's region; set, the load balancer serves HTTPS on 443 "
+            "and port 80 only redirects to it. Empty = plain HTTP on 80."),
     Setting("targetInvocationsPerInstance", "target_invocations_per_instance", "integer", "Realtime autoscaling target, invocations per instance per minute."),
     Setting("serverlessMemoryMb", "serverless_memory_mb", "integer", "Serverless endpoint memory size in MB."),
     Setting("serverlessMaxConcurrency", "serverless_max_concurrency", "integer", "Serverless endpoint max concurrency."),
@@ -84,6 +89,8 @@ class StackConfig:
     lmi_image: str = ""
     weights_uri: str = ""
     service_port: int = 8080
+    ingress_cidr: str = "0.0.0.0/0"
+    certificate_arn: str = ""
     target_invocations_per_instance: int = 60
     serverless_memory_mb: int = 6144
     serverless_max_concurrency: int = 20
@@ -148,6 +155,10 @@ class StackConfig:
                 raise ConfigError(f"{_key(name)} must not be negative, got {getattr(self, name)}.")
         if self.weights_uri and not self.weights_uri.startswith("s3://"):
             raise ConfigError(f"{_key('weights_uri')} must be an s3:// URI, got {self.weights_uri!r}.")
+        # Checked in every mode (only reserved uses them) so a typo never waits for a mode switch to surface.
+        check_ingress_cidr(self.ingress_cidr, name=_key("ingress_cidr"))
+        if self.certificate_arn:
+            check_certificate_arn(self.certificate_arn, self.region, name=_key("certificate_arn"))
         if self.mode == "serverless":
             self._validate_serverless(catalog)
         elif not self.instance_type:
@@ -227,6 +238,51 @@ def check_cidr(value: str) -> str:
     if net.prefixlen == 0:
         raise ConfigError(f"CIDR {value!r} opens to the whole internet; give your office or VPN range instead.")
     return str(net)
+
+
+def check_ingress_cidr(value: str, *, name: str = "ingress CIDR") -> str:
+    """An IPv4 CIDR for a public endpoint's load balancer. Unlike ``check_cidr`` it accepts 0.0.0.0/0:
+    serving the internet is this setting's normal case, while an SSH rule must never be that open."""
+    text = str(value).strip()
+    try:
+        net = ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        try:
+            fixed = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise ConfigError(f"{name} {value!r} is not a CIDR block; use e.g. 203.0.113.0/24, or 0.0.0.0/0 for everyone.") from None
+        # Host bits set: AWS would widen it silently; say what the rule would really allow.
+        raise ConfigError(f"{name} {value!r} has host bits set; did you mean {str(fixed)!r}?") from None
+    if "/" not in text:
+        raise ConfigError(f"{name} {value!r} has no prefix length; use e.g. {text}/32 for one address.")
+    if net.version != 4:
+        # The load balancer is IPv4-only (no dualstack, no ipv6 ingress rule).
+        raise ConfigError(f"{name} {value!r} is IPv6; the load balancer is IPv4-only, use an IPv4 CIDR such as 0.0.0.0/0.")
+    return str(net)
+
+
+# arn:PARTITION:acm:REGION:ACCOUNT:certificate/ID (ACM certificate ids are UUIDs).
+_CERT_ARN = re.compile(r"^arn:(aws|aws-cn|aws-us-gov):acm:([a-z0-9-]+):(\d{12}):certificate/[A-Za-z0-9-]+$")
+
+
+def check_certificate_arn(value: str, region: str, *, name: str = "certificate ARN") -> str:
+    """An ACM certificate ARN a load balancer in ``region`` can use: ALBs only take certificates of their own region."""
+    match = _CERT_ARN.match(str(value).strip())
+    if not match:
+        raise ConfigError(
+            f"{name} {value!r} is not an ACM certificate ARN; expected arn:aws:acm:{region}:ACCOUNT:certificate/ID "
+            "(see 'aws acm list-certificates')."
+        )
+    arn_partition, arn_region = match.group(1), match.group(2)
+    if arn_region != region:
+        raise ConfigError(
+            f"{name} {value!r} is in {arn_region}, but the stack deploys to {region}; "
+            f"request or import the certificate in {region} (ACM certificates are regional)."
+        )
+    expected = "aws-cn" if region.startswith("cn-") else "aws-us-gov" if region.startswith("us-gov-") else "aws"
+    if arn_partition != expected:
+        raise ConfigError(f"{name} {value!r} names partition {arn_partition!r}; region {region} is in {expected!r}.")
+    return str(value).strip()
 
 
 # -- files -------------------------------------------------------------------------------------------

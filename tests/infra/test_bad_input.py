@@ -81,3 +81,29 @@ def test_unknown_lmi_version():
 def test_min_zero_outside_async():
     err = _run_bad(_values("realtime", minInstances=0))
     assert "async" in str(err)
+
+
+@pytest.mark.parametrize("cidr, needle", [
+    ("everyone", "not a CIDR block"),
+    ("10.0.0.1/8", "did you mean '10.0.0.0/8'"),
+    ("203.0.113.7", "no prefix length"),
+    ("::/0", "IPv4-only"),
+    ("", "not a CIDR block"),
+])
+def test_bad_ingress_cidr(cidr, needle):
+    err = _run_bad(_values("reserved", ingressCidr=cidr))
+    assert isinstance(err, ConfigError) and "llmdeploy:ingressCidr" in str(err) and needle in str(err), \
+        "a bad ingressCidr must be refused with one line naming the value and the fix, before any resource"
+
+
+@pytest.mark.parametrize("arn, needle", [
+    ("my-cert", "not an ACM certificate ARN"),
+    ("arn:aws:iam::123456789012:server-certificate/x", "not an ACM certificate ARN"),
+    ("arn:aws:acm:us-east-1:1234:certificate/abc", "not an ACM certificate ARN"),
+    ("arn:aws:acm:eu-west-1:123456789012:certificate/0a1b2c3d-4e5f-6789-abcd-ef0123456789", "is in eu-west-1"),
+    ("arn:aws-cn:acm:us-east-1:123456789012:certificate/0a1b2c3d", "partition 'aws-cn'"),
+])
+def test_bad_certificate_arn(arn, needle):
+    err = _run_bad(_values("reserved", certificateArn=arn))
+    assert isinstance(err, ConfigError) and "llmdeploy:certificateArn" in str(err) and needle in str(err), \
+        "a bad certificateArn (shape, or a region other than the stack's) must be refused before any resource"

@@ -161,29 +161,115 @@ def test_instances_in_cluster_placement_group(cat):
     return settled(cluster, check)
 
 
+def interfaces():
+    """The launch template's network interfaces (what every node launches with)."""
+    (template,) = of_type("aws:ec2/launchTemplate:LaunchTemplate")
+    return template, template.inputs["networkInterfaces"]
+
+
+def layout(ifaces):
+    return [(i["networkCardIndex"], i["deviceIndex"], i.get("interfaceType")) for i in ifaces]
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    from llmdeploy.catalog import BUNDLED_DIR, load_catalog_from
+
+    return load_catalog_from(BUNDLED_DIR)
+
+
 @pulumi.runtime.test
-def test_efa_interfaces_on_p4d(cat):
+def test_efa_on_every_network_card_of_p4d(bundled):
+    cluster = fc.FinetuneCluster("ft", make_args(bundled, instance_type="p4d.24xlarge"))
+
+    def check():
+        template, ifaces = interfaces()
+        assert layout(ifaces) == [(0, 0, "efa"), (1, 1, "efa"), (2, 1, "efa"), (3, 1, "efa")], (
+            "p4d.24xlarge has 4 network cards: one EFA per card, card 0 at device index 0, the others at device index 1")
+        assert not of_type("aws:ec2/networkInterface:NetworkInterface"), "EFAs are created at launch (they can't be hot-attached)"
+        for n in of_type("aws:ec2/instance:Instance"):
+            assert n.inputs["launchTemplate"]["id"] == f"{template.name}-id", "nodes launch with the template's EFA interfaces"
+            assert not n.inputs.get("subnetId") and not n.inputs.get("vpcSecurityGroupIds") and not n.inputs.get("networkInterfaces"), (
+                "subnet and security groups come only from the template's interfaces (setting both conflicts)")
+
+    return settled(cluster, check)
+
+
+@pulumi.runtime.test
+def test_efa_on_all_32_network_cards_of_p5(bundled):
+    cluster = fc.FinetuneCluster("ft", make_args(bundled, instance_type="p5.48xlarge", instance_count=1))
+
+    def check():
+        _, ifaces = interfaces()
+        assert layout(ifaces) == [(0, 0, "efa")] + [(card, 1, "efa") for card in range(1, 32)], (
+            "p5.48xlarge has 32 network cards: one EFA per card, device index 0 on card 0 and 1 on the others")
+
+    return settled(cluster, check)
+
+
+@pulumi.runtime.test
+def test_every_interface_in_the_cluster_subnet_and_security_group(bundled):
+    cluster = fc.FinetuneCluster("ft", make_args(bundled, instance_type="p4d.24xlarge"))
+
+    def check():
+        (sg,) = of_type("aws:ec2/securityGroup:SecurityGroup")
+        _, ifaces = interfaces()
+        assert len(ifaces) == 4
+        for i in ifaces:
+            assert i["subnetId"] == "subnet-a", "every interface must be in the cluster's one subnet (placement group, one AZ)"
+            assert i["securityGroups"] == [f"{sg.name}-id"], "every EFA must be in the self-referencing cluster security group"
+            assert i["deleteOnTermination"] == "true", "interfaces must be deleted with their node (autodown terminates it)"
+
+    return settled(cluster, check)
+
+
+@pulumi.runtime.test
+def test_catalog_without_network_cards_means_one_efa(cat):
+    # The fake catalog's p4d row has no network_cards: the loader defaults it to 1.
     cluster = fc.FinetuneCluster("ft", make_args(cat, instance_type="p4d.24xlarge"))
 
     def check():
-        enis = of_type("aws:ec2/networkInterface:NetworkInterface")
-        assert len(enis) == 2, "one primary interface per node"
-        assert all(e.inputs.get("interfaceType") == "efa" for e in enis), "EFA interfaces on p4d"
-        for n in of_type("aws:ec2/instance:Instance"):
-            assert n.inputs["primaryNetworkInterface"]["networkInterfaceId"].endswith("-eni-id"), "nodes boot on their EFA interface"
+        _, ifaces = interfaces()
+        assert layout(ifaces) == [(0, 0, "efa")], "an instance row without network_cards has one card: one EFA, the primary"
 
     return settled(cluster, check)
 
 
 @pulumi.runtime.test
-def test_no_efa_where_the_type_has_none(cat):
-    cluster = fc.FinetuneCluster("ft", make_args(cat, instance_type="g4dn.xlarge", instance_count=1))
+def test_explicit_network_cards_override_the_catalog(cat):
+    cluster = fc.FinetuneCluster("ft", make_args(cat, instance_type="p4d.24xlarge", network_cards=2))
 
     def check():
-        enis = of_type("aws:ec2/networkInterface:NetworkInterface")
-        assert enis and all("interfaceType" not in e.inputs for e in enis), "no EFA on types without EFA support (g4dn.xlarge)"
+        _, ifaces = interfaces()
+        assert layout(ifaces) == [(0, 0, "efa"), (1, 1, "efa")], "network_cards given in the args wins over the catalog"
 
     return settled(cluster, check)
+
+
+@pulumi.runtime.test
+def test_no_efa_where_the_type_has_none(bundled):
+    cluster = fc.FinetuneCluster("ft", make_args(bundled, instance_type="g4dn.xlarge", instance_count=1))
+
+    def check():
+        _, ifaces = interfaces()
+        assert layout(ifaces) == [(0, 0, None)], "no EFA on types without EFA support (g4dn.xlarge): one plain primary interface"
+
+    return settled(cluster, check)
+
+
+def test_interface_layout():
+    assert fc.interface_layout(1, True) == [(0, 0, "efa")]
+    assert fc.interface_layout(4, True) == [(0, 0, "efa"), (1, 1, "efa"), (2, 1, "efa"), (3, 1, "efa")]
+    assert fc.interface_layout(4, False) == [(0, 0, None)], "extra cards only carry EFA: without it, the primary alone"
+
+
+@pytest.mark.parametrize("cards", [0, -1, True, "4"])
+def test_bad_network_cards_refused_before_any_resource(cat, cards):
+    from llmdeploy.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="network_cards"):
+        fc.FinetuneCluster("ft", make_args(cat, network_cards=cards))
+    assert MOCKS.resources == [], "a bad network_cards must be refused before any resource is registered"
 
 
 @pulumi.runtime.test
@@ -269,8 +355,9 @@ def test_ami_lookup_and_default_vpc(cat):
             assert n.inputs["ami"] == "ami-0dlami"
         assert any(c.token == "aws:ec2/getVpc:getVpc" and c.args.get("default") for c in MOCKS.calls), "default VPC lookup"
         assert of_type("aws:ec2/securityGroup:SecurityGroup")[0].inputs["vpcId"] == "vpc-default"
-        for e in of_type("aws:ec2/networkInterface:NetworkInterface"):
-            assert e.inputs["subnetId"] == "subnet-a", "all nodes in one subnet (one AZ) for the placement group"
+        _, ifaces = interfaces()
+        for e in ifaces:
+            assert e["subnetId"] == "subnet-a", "all nodes in one subnet (one AZ) for the placement group"
 
     return settled(cluster, check)
 
@@ -282,7 +369,7 @@ def test_given_ami_and_subnet_skip_lookups(cat):
     def check():
         assert not [c for c in MOCKS.calls if c.token in ("aws:ec2/getAmi:getAmi", "aws:ec2/getVpc:getVpc")]
         assert all(n.inputs["ami"] == "ami-123" for n in of_type("aws:ec2/instance:Instance"))
-        assert all(e.inputs["subnetId"] == "subnet-x" for e in of_type("aws:ec2/networkInterface:NetworkInterface"))
+        assert all(e["subnetId"] == "subnet-x" for e in interfaces()[1]), "every interface in the given subnet"
 
     return settled(cluster, check)
 

@@ -132,3 +132,81 @@ def test_outputs_give_a_curl_command():
     dns = one(mocks, "aws:lb/loadBalancer:LoadBalancer").outputs["dnsName"]
     assert mocks.outputs["url"] == f"http://{dns}"
     assert mocks.outputs["invoke_command"].startswith(f"curl -X POST http://{dns}/invocations ")
+
+
+# -- load balancer hardening: ingressCidr and certificateArn ------------------------------------------
+
+CERT = "arn:aws:acm:us-east-1:123456789012:certificate/0a1b2c3d-4e5f-6789-abcd-ef0123456789"
+
+
+def _listeners(mocks) -> dict[int, object]:
+    return {int(li.inputs["port"]): li for li in of_type(mocks, "aws:lb/listener:Listener")}
+
+
+def _alb_ports_and_cidrs(mocks) -> list[tuple[int, int, list]]:
+    return [(r["fromPort"], r["toPort"], r.get("cidrBlocks")) for r in _sgs(mocks)["serve-alb-sg"].inputs["ingress"]]
+
+
+def test_default_is_plain_http_on_80_from_everyone():
+    mocks = run_mode("reserved")
+    listeners = _listeners(mocks)
+    assert set(listeners) == {80}, "without certificateArn the load balancer listens on port 80 only"
+    assert listeners[80].inputs["protocol"] == "HTTP"
+    assert listeners[80].inputs["defaultActions"][0]["type"] == "forward", "without a certificate port 80 serves the model"
+    assert _alb_ports_and_cidrs(mocks) == [(80, 80, ["0.0.0.0/0"])], \
+        "the ALB security group must open only the listener ports, only to ingressCidr (default 0.0.0.0/0)"
+
+
+def test_ingress_cidr_limits_who_reaches_the_load_balancer():
+    mocks = run(stack_config("reserved", ingress_cidr="203.0.113.0/24"), stack="cidr")
+    assert _alb_ports_and_cidrs(mocks) == [(80, 80, ["203.0.113.0/24"])], \
+        "the ALB security group must open only the listener ports, only to ingressCidr"
+    (rule,) = _sgs(mocks)["serve-instance-sg"].inputs["ingress"]
+    assert rule.get("securityGroups") == [_sgs(mocks)["serve-alb-sg"].id] and not rule.get("cidrBlocks"), \
+        "instances must accept the service port only from the ALB security group, whatever ingressCidr is"
+
+
+def test_certificate_turns_on_https_and_80_only_redirects():
+    mocks = run(stack_config("reserved", certificate_arn=CERT, ingress_cidr="198.51.100.0/24"), stack="tls")
+    listeners = _listeners(mocks)
+    assert set(listeners) == {80, 443}, "with certificateArn the load balancer listens on 443 (HTTPS) and 80 (redirect)"
+    https, http = listeners[443].inputs, listeners[80].inputs
+    tg_arn = one(mocks, "aws:lb/targetGroup:TargetGroup").outputs["arn"]
+    assert https["protocol"] == "HTTPS" and https["certificateArn"] == CERT, "HTTPS listener must use the configured certificate"
+    assert https["sslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06", "HTTPS listener must use the TLS 1.3/1.2 policy"
+    assert https["defaultActions"] == [{"type": "forward", "targetGroupArn": tg_arn}], "HTTPS forwards to the model servers"
+    (action,) = http["defaultActions"]
+    assert action["type"] == "redirect" and not action.get("targetGroupArn"), \
+        "with a certificate, port 80 must only redirect (never forward plain HTTP to the model)"
+    assert action["redirect"] == {"protocol": "HTTPS", "port": "443", "statusCode": "HTTP_301"}, \
+        "port 80 must redirect to HTTPS 443 with HTTP 301"
+    assert sorted(_alb_ports_and_cidrs(mocks)) == [(80, 80, ["198.51.100.0/24"]), (443, 443, ["198.51.100.0/24"])], \
+        "the ALB security group must open only the listener ports (80, 443), only to ingressCidr"
+    (rule,) = _sgs(mocks)["serve-instance-sg"].inputs["ingress"]
+    assert rule["fromPort"] == rule["toPort"] == 8080 and rule.get("securityGroups") == [_sgs(mocks)["serve-alb-sg"].id], \
+        "instances must accept the service port only from the ALB security group"
+    dns = one(mocks, "aws:lb/loadBalancer:LoadBalancer").outputs["dnsName"]
+    assert mocks.outputs["url"] == f"https://{dns}", "with a certificate the endpoint URL is https"
+    assert mocks.outputs["invoke_command"].startswith(f"curl -X POST https://{dns}/invocations "), \
+        "with a certificate the invoke command must use https"
+
+
+def test_https_stack_costs_the_same():
+    from llmdeploy.catalog import load_catalog
+    from llmdeploy.infra.offline_preview import price_resources
+
+    cat = load_catalog()
+    plain, tls = stack_config("reserved"), stack_config("reserved", certificate_arn=CERT)
+    total = [sum(r.monthly_usd for r in price_resources(run(c, stack=s).resources, c, cat))
+             for c, s in ((plain, "cost-http"), (tls, "cost-https"))]
+    assert total[0] == total[1] > 0, "HTTPS adds listeners, not cost: the ALB hour is already priced"
+
+
+def test_invoke_command_with_https_notes_the_certificate_domain():
+    from llmdeploy.infra.reserved_endpoint import invoke_command
+
+    plain = invoke_command("lb.example.elb.amazonaws.com")
+    assert plain.startswith("curl -X POST http://lb.example.elb.amazonaws.com/invocations ") and "#" not in plain
+    tls = invoke_command("lb.example.elb.amazonaws.com", "https")
+    assert tls.startswith("curl -X POST https://lb.example.elb.amazonaws.com/invocations ")
+    assert "# use your certificate's domain" in tls, "the https command must say the certificate names another host"

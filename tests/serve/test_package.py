@@ -67,7 +67,9 @@ def test_flat_handler_runs_from_the_extracted_tarball(tiny_model_dir, tmp_path):
     result = build_model_tarball(tmp_path / "m.tar.gz", PackageSettings(max_new_tokens=8), weights_dir=tiny_model_dir)
     model_dir = tmp_path / "opt-ml-model"
     with tarfile.open(result.path) as tar:
-        tar.extractall(model_dir, filter="data")
+        # The "data" filter (safe extraction) exists from Python 3.11.4; older 3.11s extract as before.
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        tar.extractall(model_dir, **safe)
     fake_djl = tmp_path / "fake" / "djl_python"
     fake_djl.mkdir(parents=True)
     (fake_djl / "__init__.py").write_text("from .double import Input, Output\n")

@@ -133,8 +133,11 @@ def test_three_year_reserved_prices(cat):
     with_3y = {key: p for key, p in cat.ec2.items() if p.ri_3y is not None}
     assert len(with_3y) >= 60
     for (region, itype), p in with_3y.items():
-        assert p.ri_1y is not None, (region, itype)
-        assert p.on_demand > p.ri_1y > p.ri_3y > 0, (region, itype)
+        if p.ri_1y is None:  # only p5.48xlarge: the dump lists 3-year but no 1-year Standard term for it
+            assert itype == "p5.48xlarge", (region, itype)
+            assert p.on_demand > p.ri_3y > 0, (region, itype)
+        else:
+            assert p.on_demand > p.ri_1y > p.ri_3y > 0, (region, itype)
         assert 0.25 < p.ri_3y / p.on_demand < 0.75, (region, itype)
         assert p.source.key == "vantage-ec2-ri3y", (region, itype)
         assert "3-year" in p.source.note and "no upfront" in p.source.note.lower()
@@ -146,6 +149,27 @@ def test_three_year_reserved_prices(cat):
     assert cat.ec2[("us-east-1", "p4d.24xlarge")].ri_3y == pytest.approx(9.374219)
     assert cat.ec2[("us-east-1", "g5.xlarge")].ri_3y == pytest.approx(0.43459)
     assert cat.ec2[("eu-west-1", "g5.12xlarge")].ri_3y == pytest.approx(2.73528)
+    assert cat.ec2[("us-east-1", "g4dn.12xlarge")].ri_3y == pytest.approx(1.69)
+    assert cat.ec2[("eu-west-1", "g4dn.metal")].ri_3y == pytest.approx(3.769)
+    assert cat.ec2[("us-east-1", "p5.48xlarge")].ri_3y == pytest.approx(23.77728)
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_every_g4dn_row_has_all_three_terms(cat, region):
+    # every g4dn size was read from the 3-year dump in every region (vantage-ec2-ri3y)
+    g4dn = {t: p for (r, t), p in cat.ec2.items() if r == region and t.startswith("g4dn.")}
+    assert set(g4dn) == {f"g4dn.{s}" for s in ("xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "metal")}
+    for itype, p in g4dn.items():
+        assert p.ri_1y is not None and p.ri_3y is not None, itype
+        assert p.on_demand > p.ri_1y > p.ri_3y > 0, itype
+        assert p.source.key == "vantage-ec2-ri3y", itype
+
+
+def test_p3_rows_have_no_reserved_prices(cat):
+    # the dump's p3.* linux.reserved is empty in every catalog region: no RI term to read
+    for (region, itype), p in cat.ec2.items():
+        if itype.startswith("p3."):
+            assert p.ri_1y is None and p.ri_3y is None, (region, itype)
 
 
 # -- instances and GPUs --------------------------------------------------------------------------

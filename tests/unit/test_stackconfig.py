@@ -61,3 +61,68 @@ def test_project_config_block_declares_every_setting_once():
         assert key.startswith("llmdeploy:") and entry["type"] in ("string", "integer", "boolean") and entry["description"]
     assert "default" not in block["llmdeploy:mode"], "mode has no default: the plan must choose it"
     assert block["llmdeploy:servicePort"]["default"] == 8080
+
+
+RESERVED = {"mode": "reserved", "instanceType": "g4dn.2xlarge"}
+CERT = "arn:aws:acm:us-east-1:123456789012:certificate/0a1b2c3d-4e5f-6789-abcd-ef0123456789"
+
+
+def test_load_balancer_settings_default_to_a_public_http_endpoint(cat):
+    cfg = StackConfig.from_mapping(RESERVED, catalog=cat)
+    assert cfg.ingress_cidr == "0.0.0.0/0" and cfg.certificate_arn == "", "defaults: open to everyone, plain HTTP"
+    block = pulumi_project_config()
+    assert block["llmdeploy:ingressCidr"]["default"] == "0.0.0.0/0" and block["llmdeploy:certificateArn"]["default"] == ""
+
+
+def test_load_balancer_settings_round_trip(tmp_path, cat):
+    cfg = StackConfig(mode="reserved", instance_type="g4dn.2xlarge", ingress_cidr="198.51.100.0/24", certificate_arn=CERT)
+    path = write_stack_file(tmp_path / "Pulumi.tls.yaml", cfg)
+    assert read_stack_file(path, catalog=cat) == cfg, "ingressCidr and certificateArn must survive the stack file"
+
+
+@pytest.mark.parametrize("cidr", ["0.0.0.0/0", "10.0.0.0/8", "203.0.113.7/32"])
+def test_ingress_cidr_accepts_the_whole_internet_and_ranges(cidr, cat):
+    assert StackConfig.from_mapping({**RESERVED, "ingressCidr": cidr}, catalog=cat).ingress_cidr == cidr, \
+        "ingressCidr accepts 0.0.0.0/0 (a public endpoint) unlike the SSH CIDR check"
+
+
+@pytest.mark.parametrize("cidr, needle", [
+    ("0.0.0.0/33", "not a CIDR block"),
+    ("banana", "not a CIDR block"),
+    ("192.168.1.1/16", "did you mean '192.168.0.0/16'"),
+    ("192.168.1.1", "no prefix length"),
+    ("2001:db8::/32", "IPv4-only"),
+])
+def test_ingress_cidr_rejects_garbage(cidr, needle, cat):
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+        StackConfig.from_mapping({**RESERVED, "ingressCidr": cidr}, catalog=cat)
+
+
+def test_ssh_cidr_check_still_refuses_the_whole_internet():
+    from llmdeploy.stackconfig import check_cidr, check_ingress_cidr
+
+    assert check_ingress_cidr("0.0.0.0/0") == "0.0.0.0/0"
+    with pytest.raises(ConfigError, match="whole internet"):
+        check_cidr("0.0.0.0/0")
+
+
+@pytest.mark.parametrize("region, arn", [
+    ("us-east-1", CERT),
+    ("eu-west-1", "arn:aws:acm:eu-west-1:123456789012:certificate/abc-123"),
+])
+def test_certificate_arn_in_the_stack_region(region, arn, cat):
+    cfg = StackConfig.from_mapping({**RESERVED, "region": region, "certificateArn": arn}, catalog=cat)
+    assert cfg.certificate_arn == arn
+
+
+@pytest.mark.parametrize("region, arn, needle", [
+    ("us-east-1", "arn:aws:acm:us-west-2:123456789012:certificate/abc", "is in us-west-2, but the stack deploys to us-east-1"),
+    ("us-east-1", "arn:aws:acm:us-east-1:123456789012:certificate", "not an ACM certificate ARN"),
+    ("us-east-1", "arn:aws:elasticloadbalancing:us-east-1:123456789012:certificate/abc", "not an ACM certificate ARN"),
+    ("us-east-1", "arn:aws:acm:us-east-1:12345678901:certificate/abc", "not an ACM certificate ARN"),
+    ("us-east-1", " ", "not an ACM certificate ARN"),
+])
+def test_certificate_arn_rules(region, arn, needle, cat):
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")) as err:
+        StackConfig.from_mapping({**RESERVED, "region": region, "certificateArn": arn}, catalog=cat)
+    assert "llmdeploy:certificateArn" in str(err.value) and "\n" not in str(err.value)
