@@ -12,6 +12,7 @@ import os
 import click
 
 from llmdeploy.cli.options import emit_json, json_option, region_option, stack_option, yes_option
+from llmdeploy.cli.render import table
 
 DEFAULT_OWNER_ENV = "LLMDEPLOY_OWNER"
 
@@ -157,14 +158,12 @@ def status(stack, region, as_json, now_text):
     if not rows:
         click.echo(f"No llmdeploy instances of stack {stack!r} in {region}.")
         return
-    header = f"{'INSTANCE':<20} {'TYPE':<15} {'STATE':<13} {'AGE':>7} {'TIME LEFT':>9} {'USD/H':>8} {'ACCRUED':>10}"
-    click.echo(header)
+    cells = []
     for r in rows:
         left = "-" if r.time_left is None else ("expired" if r.time_left.total_seconds() <= 0 else ft.format_duration(r.time_left))
-        click.echo(
-            f"{r.instance_id:<20} {r.instance_type:<15} {r.state:<13} {ft.format_duration(r.age):>7} {left:>9} "
-            f"{('?' if r.hourly is None else f'{r.hourly:.2f}'):>8} {_usd(r.accrued_usd):>10}"
-        )
+        cells.append([r.instance_id, r.instance_type, r.state, ft.format_duration(r.age), left,
+                      "?" if r.hourly is None else f"{r.hourly:.2f}", _usd(r.accrued_usd)])
+    click.echo(table(["INSTANCE", "TYPE", "STATE", "AGE", "TIME LEFT", "USD/H", "ACCRUED"], cells, right=[3, 4, 5, 6]))
     click.echo(f"{len(rows)} instance(s); {_usd(hourly)}/hour now; accrued so far {_usd(total)}.")
 
 
