@@ -34,6 +34,14 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+# Modules that come with an optional extra: a command that needs one says which extra to install.
+EXTRA_OF_MODULE = {
+    "pulumi": "infra", "pulumi_aws": "infra", "sagemaker": "infra", "boto3": "infra", "botocore": "infra",
+    "torch": "serve", "transformers": "serve", "tokenizers": "serve", "safetensors": "serve", "aiohttp": "serve",
+    "matplotlib": "chart", "ctranslate2": "ctranslate2", "bitsandbytes": "int8",
+}
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
@@ -65,6 +73,18 @@ class LazyGroup(click.Group):
         except LlmdeployError as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except ModuleNotFoundError as exc:
+            extra = EXTRA_OF_MODULE.get((exc.name or "").split(".")[0])
+            if extra is None:
+                raise  # not an optional dependency: a bug, keep the traceback
+            command = ctx.invoked_subcommand or "this command"
+            click.echo(
+                f"Error: 'llmdeploy {command}' needs the Python package {exc.name!r}, which is not installed. "
+                f"Install the extra: pip install 'llmdeploy[{extra}]'"
+                + (" (install torch first: pip install torch==2.13.0)" if extra == "serve" else "") + ".",
+                err=True,
+            )
+            ctx.exit(1)
 
 
 @click.group(

@@ -56,6 +56,8 @@ def reap(regions, yes, as_json, concurrency, now_text):
       llmdeploy reap --yes --region us-east-1
       llmdeploy reap --json --now 2026-11-23T09:00:00Z   # what would be expired tomorrow morning
     """
+    import botocore  # noqa: F401 - fail here, with the extra to install, not once per region below
+
     from llmdeploy import finetune as ft
     from llmdeploy.aws import reaper
     from llmdeploy.catalog import check_region, load_catalog

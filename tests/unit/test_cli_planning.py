@@ -134,3 +134,22 @@ def test_planning_imports_no_heavy_module():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_missing_optional_package_names_the_extra(monkeypatch):
+    """Commands whose extra is not installed say which extra to install, in one line, exit 1."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_boto(name, *args, **kwargs):
+        if name.split(".")[0] in ("boto3", "botocore"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_boto)
+    for args in (["reap"], ["prices", "refresh"]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 1, (args, result.output)
+        assert "pip install 'llmdeploy[infra]'" in result.output and "Traceback" not in result.output
+        assert len([line for line in result.output.splitlines() if line.startswith("Error:")]) == 1
