@@ -20,7 +20,7 @@ OFFLINE = {"estimate", "plan", "instances", "config", "prices"}
 
 def _commands(block: str) -> list[str]:
     out = []
-    for line in block.splitlines():
+    for line in block.replace("\\\n", " ").splitlines():  # join continued lines
         line = line.split(" #", 1)[0].strip()
         if line and not line.startswith("#"):
             out.append(line)
