@@ -28,6 +28,17 @@ def _usd(value: float | None) -> str:
     return "?" if value is None else f"${value:,.2f}"
 
 
+def _public_ip_line(public_ip: bool | None, interfaces: int) -> str:
+    """What ``finetune up`` will do about public IPv4, for the plan it prints before asking."""
+    if public_ip is False:
+        return "none (--no-public-ip): the subnet must route through a NAT gateway to reach the Hugging Face Hub, pip and S3"
+    if interfaces == 1:
+        return "AWS's own auto-assigned one" + (" (--public-ip)" if public_ip else ", where the subnet assigns one (default VPC: yes)")
+    eip = (f"one Elastic IP per node ({interfaces} network interfaces: AWS auto-assigns none), "
+           "billed hourly while allocated and released by `finetune down`")
+    return eip + (" (--public-ip)" if public_ip else ", where the subnet auto-assigns public IPs (default VPC: yes)")
+
+
 def _echo_pulumi(line: str) -> None:
     click.echo(line.rstrip("\n"), err=True)
 
@@ -63,15 +74,28 @@ def finetune() -> None:
 @click.option("--cost-center", envvar="LLMDEPLOY_COST_CENTER", default="unassigned", show_default=True, help="Cost-center tag.")
 @click.option("--ami", "ami_id", default=None, metavar="AMI", help="AMI id (default: newest Deep Learning AMI GPU PyTorch).")
 @click.option("--subnet", "subnet_id", default=None, metavar="SUBNET", help="Subnet for all nodes (default: default VPC).")
+@click.option("--public-ip/--no-public-ip", "public_ip", default=None,
+              help="Give nodes a public IPv4 address (default: as the subnet auto-assigns; on in a default VPC). "
+                   "Nodes with several network interfaces (p4d, p5) get an Elastic IP each, billed while allocated. "
+                   "--no-public-ip: none, for a private subnet routed through a NAT gateway.")
 @stack_option
 @yes_option
-def up(instances, ttl, idle, instance_type, region, model, ssh_cidr, key_name, owner, cost_center, ami_id, subnet_id, stack, yes):
+def up(instances, ttl, idle, instance_type, region, model, ssh_cidr, key_name, owner, cost_center, ami_id, subnet_id, public_ip,
+       stack, yes):
     """Create a fine-tune cluster that terminates itself at its deadline.
+
+    \b
+    Nodes need a way out (Hugging Face Hub, pip, S3). AWS gives no public IP
+    to a node with several network interfaces (p4d: 4 EFAs, p5: 32), so in a
+    subnet that auto-assigns public IPs (a default VPC's) each such node gets
+    an Elastic IP, released by `finetune down`. In a private subnet behind a
+    NAT gateway pass --subnet and --no-public-ip.
 
     \b
     Examples:
       llmdeploy finetune up --instances 2 --ttl 6h --idle 30m
       llmdeploy finetune up --model flan-t5-xxl --ttl 1d --instance-type p4d.24xlarge
+      llmdeploy finetune up --instances 4 --ttl 12h --subnet subnet-0abc123 --no-public-ip
     """
     from llmdeploy import finetune as ft
     from llmdeploy.catalog import load_catalog
@@ -92,6 +116,7 @@ def up(instances, ttl, idle, instance_type, region, model, ssh_cidr, key_name, o
     click.echo(f"  Expires:  {format_expiry(plan.expires_at)} (in {ft.format_duration(plan.expires_at - now)}); at most {_usd(plan.max_cost(now))} if it runs to the end")
     click.echo(f"  Idle:     " + (f"a node terminates after {plan.idle_minutes} min with GPUs idle" if plan.idle_minutes else "no idle limit (only the deadline)"))
     click.echo(f"  SSH:      {ssh or 'closed (use SSM Session Manager)'}")
+    click.echo(f"  Public IP: {_public_ip_line(public_ip, plan.interfaces_per_node)}")
 
     automation.pulumi_cli()  # fail before asking, not after
     if not yes:
@@ -112,6 +137,7 @@ def up(instances, ttl, idle, instance_type, region, model, ssh_cidr, key_name, o
         cost_center=cost_center,
         stack=plan.stack,
         efa=plan.efa,
+        public_ip=public_ip,
         catalog=cat,
     )
     handle = automation.select_stack(
@@ -123,6 +149,9 @@ def up(instances, ttl, idle, instance_type, region, model, ssh_cidr, key_name, o
     outputs = automation.up(handle, on_output=_echo_pulumi)
     ids = outputs.get("instance_ids") or []
     click.echo(f"Up: {len(ids)} instance(s) {', '.join(map(str, ids))}; placement group {outputs.get('placement_group_name')}.")
+    public_ips = [ip for ip in outputs.get("public_ips") or [] if ip]
+    if public_ips:
+        click.echo(f"Public IPs: {', '.join(map(str, public_ips))}.")
     click.echo(f"They terminate by {format_expiry(plan.expires_at)}. Watch: llmdeploy finetune status --stack {plan.stack} --region {plan.region}")
 
 
@@ -212,6 +241,10 @@ def down(stack, region, yes):
         click.echo(f"Left alone {iid}: {why}. Check it by hand.", err=True)
     for iid, why in left.failed:
         click.echo(f"Could not terminate {iid}: {why}", err=True)
+    for alloc, ip in left.released:
+        click.echo(f"Released leftover Elastic IP {ip} ({alloc}, managed by llmdeploy, stack {stack}).")
+    for alloc, why in left.release_failed:
+        click.echo(f"Could not release Elastic IP {alloc}: {why} (it is billed while allocated).", err=True)
     if not left.terminated and left.clean:
         click.echo(f"EC2 check: no instance of stack {stack} left running in {region}.")
     cost = sum(ft.accrued_cost(r.launched, end, r.hourly) for r in before if r.hourly is not None and r.state in ft.BILLED_STATES)
@@ -219,4 +252,5 @@ def down(stack, region, yes):
     if problem is not None:
         raise problem
     if not left.clean:
-        raise CloudError(f"{len(left.untouched) + len(left.failed)} instance(s) of stack {stack!r} are still running; see above.")
+        raise CloudError(f"{len(left.untouched) + len(left.failed)} instance(s) and {len(left.release_failed)} Elastic IP(s) "
+                         f"of stack {stack!r} are still there; see above.")

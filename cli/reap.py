@@ -24,11 +24,11 @@ def _table(items, title: str) -> None:
     from llmdeploy.tags import format_expiry
 
     click.echo(title)
-    click.echo(f"  {'REGION':<14} {'KIND':<19} {'ID':<40} {'EXPIRED AT':<21} {'USD/H':>8}  NOTE")
+    click.echo(f"  {'REGION':<14} {'KIND':<25} {'ID':<40} {'EXPIRED AT':<21} {'USD/H':>8}  NOTE")
     for i in items:
         when = format_expiry(i.expires_at) if i.expires_at else "-"
         hourly = "?" if i.hourly is None else f"{i.hourly:.3f}"
-        click.echo(f"  {i.region:<14} {i.kind:<19} {i.id:<40} {when:<21} {hourly:>8}  {i.detail}")
+        click.echo(f"  {i.region:<14} {i.kind:<25} {i.id:<40} {when:<21} {hourly:>8}  {i.detail}")
 
 
 @click.command()
@@ -44,7 +44,9 @@ def reap(regions, yes, as_json, concurrency, now_text):
     Without --yes this is a dry run: it lists what would go and its hourly cost.
     Only resources tagged managed-by=llmdeploy are touched; llmdeploy:protect=true
     is skipped and listed. Sweeps EC2 instances, SageMaker endpoints (with their
-    configs and models) and Pulumi stacks in the local file backend.
+    configs and models), endpoint configs and models that no endpoint uses any
+    more (anything in use is kept and listed) and Pulumi stacks in the local
+    file backend.
     \b
     Exit status: 0 when nothing expired remains; 1 when something expired remains
     (a dry run that found some, a failed deletion, a region that could not be
@@ -85,7 +87,7 @@ def reap(regions, yes, as_json, concurrency, now_text):
         else:
             click.echo("Nothing expired.")
         if skipped:
-            _table(skipped, f"Skipped {len(skipped)} (protected or unreadable expiry):")
+            _table(skipped, f"Skipped {len(skipped)} (protected, in use or unreadable expiry):")
         for err in result.errors:
             click.echo(f"Error: {err}", err=True)
 

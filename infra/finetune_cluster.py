@@ -21,8 +21,30 @@
   node's live ``expires-at`` tag (instance-metadata tags) overrides the expiry
   in its user data, so a new TTL re-tags nodes in place (``userData`` changes
   are ignored: they would stop or replace a node mid-training);
+- per node with more than one interface (p4d: 4, p5: 32) and a public IP wanted,
+  an Elastic IP on its primary interface (card 0, device index 0): AWS never
+  auto-assigns a public IPv4 address to an instance launched with more than one
+  network interface, even in a default VPC's public subnet, and such a node would
+  then have no way out (no Hugging Face Hub, no pip, no S3 without a gateway
+  endpoint). See ``FinetuneClusterArgs.public_ip`` for when;
 - the llmdeploy tags on every resource (managed-by, purpose fine-tune, owner,
   cost-center, stack, expires-at).
+
+Public IPv4 (``FinetuneClusterArgs.public_ip``): ``None`` (the default) gives
+nodes what the subnet gives single-interface launches: where the subnet
+auto-assigns public IPv4 (``map_public_ip_on_launch``, on in every default VPC
+subnet), single-interface nodes get one from AWS as before and multi-interface
+nodes get an Elastic IP each; elsewhere (a private subnet routed through a NAT
+gateway) neither. ``True`` / ``False`` force it either way. Elastic IPs are
+billed while allocated, associated or not (AWS charges every public IPv4
+address by the hour, $0.005/h at the time of writing:
+https://aws.amazon.com/vpc/pricing/): each carries the cluster's tags, including
+expires-at, so ``pulumi destroy`` (``finetune down``), ``finetune down``'s
+leftover check and the reaper can find them; a node that autodown terminates
+leaves its Elastic IP allocated until one of those runs.
+
+No S3 gateway endpoint is created: it only works through route-table entries,
+and a default VPC's route tables (or a team's) are not llmdeploy's to modify.
 
 Every argument is validated in ``FinetuneClusterArgs.validate`` before any
 resource is registered.
@@ -67,6 +89,9 @@ class FinetuneClusterArgs:
     root_volume_gib: int = 512
     efa: bool | None = None  # None: from the catalog
     network_cards: int | None = None  # None: from the catalog (1 where it states none)
+    # None: as the subnet auto-assigns public IPv4 (on in a default VPC): AWS's own public IP on a
+    # single-interface node, an Elastic IP per multi-interface node. False: none (private subnet + NAT).
+    public_ip: bool | None = None
     catalog: _catalog.Catalog | None = field(default=None, repr=False)
 
     def validate(self) -> None:
@@ -91,6 +116,8 @@ class FinetuneClusterArgs:
             self.network_cards = hardware.network_cards if self.network_cards is None else self.network_cards
         if isinstance(self.network_cards, bool) or not isinstance(self.network_cards, int) or self.network_cards < 1:
             raise ConfigError(f"network_cards {self.network_cards!r} is not valid: use 1 or more (the type's network cards).")
+        if self.public_ip is not None and not isinstance(self.public_ip, bool):
+            raise UsageError(f"public_ip {self.public_ip!r} is not valid: use True, False or None (as the subnet assigns).")
         for name in ("owner", "cost_center", "stack"):
             if not str(getattr(self, name)).strip():
                 raise UsageError(f"{name} must not be empty: every resource is tagged with it.")
@@ -98,10 +125,15 @@ class FinetuneClusterArgs:
     def tags(self) -> dict[str, str]:
         return _ft.cluster_tags(stack=self.stack, owner=self.owner, cost_center=self.cost_center, expires_at=self.expires_at)
 
+    def interfaces(self) -> list[tuple[int, int, str | None]]:
+        """The network interfaces each node launches with (``interface_layout``); call after ``validate``."""
+        return interface_layout(self.network_cards, self.efa)
+
 
 class FinetuneCluster(pulumi.ComponentResource):
     instance_ids: pulumi.Output
     private_ips: pulumi.Output
+    public_ips: pulumi.Output
     placement_group_name: pulumi.Output
 
     def __init__(self, name: str, args: FinetuneClusterArgs, opts: pulumi.ResourceOptions | None = None):
@@ -114,16 +146,31 @@ class FinetuneCluster(pulumi.ComponentResource):
             return {**tags, "Name": f"{name}-{role}"}
 
         # -- network: VPC and one subnet (a cluster placement group lives in one AZ) --------------
+        layout = args.interfaces()
+        multi_interface = len(layout) > 1
+        # Only a multi-interface node left to the subnet's default needs the subnet's public-IP setting now:
+        # whether its Elastic IPs exist must be known when they are declared, not in an apply.
+        need_subnet_setting = multi_interface and args.public_ip is None
+        invoke = pulumi.InvokeOptions(parent=self)
+        subnet_auto_public: bool | None = None
         if args.subnet_id is not None:
-            subnet_id: pulumi.Input[str] = args.subnet_id
-            vpc_id: pulumi.Input[str] = args.vpc_id or aws.ec2.get_subnet_output(id=args.subnet_id, opts=pulumi.InvokeOutputOptions(parent=self)).vpc_id
+            subnet_id: str = args.subnet_id
+            vpc_id: str | None = args.vpc_id
+            if vpc_id is None or need_subnet_setting:
+                subnet = aws.ec2.get_subnet(id=args.subnet_id, opts=invoke)
+                subnet_auto_public = bool(subnet.map_public_ip_on_launch)
+                vpc_id = vpc_id or subnet.vpc_id
         else:
-            vpc_id = args.vpc_id or aws.ec2.get_vpc_output(default=True, opts=pulumi.InvokeOutputOptions(parent=self)).id
-            subnets = aws.ec2.get_subnets_output(
-                filters=[aws.ec2.GetSubnetsFilterArgs(name="vpc-id", values=[vpc_id])],
-                opts=pulumi.InvokeOutputOptions(parent=self),
-            )
-            subnet_id = subnets.ids.apply(_first_subnet)
+            vpc_id = args.vpc_id or aws.ec2.get_vpc(default=True, opts=invoke).id
+            subnets = aws.ec2.get_subnets(filters=[aws.ec2.GetSubnetsFilterArgs(name="vpc-id", values=[vpc_id])], opts=invoke)
+            subnet_id = _first_subnet(list(subnets.ids))
+            if need_subnet_setting:
+                subnet_auto_public = bool(aws.ec2.get_subnet(id=subnet_id, opts=invoke).map_public_ip_on_launch)
+        # An Elastic IP per node only where AWS won't give the node a public IP itself (more than one interface).
+        want_eip = multi_interface and (args.public_ip if args.public_ip is not None else bool(subnet_auto_public))
+        # A single interface keeps AWS's own public IP: the subnet's setting unless public_ip says otherwise
+        # (AWS refuses associate_public_ip_address on a launch with more than one interface).
+        associate_public = None if multi_interface or args.public_ip is None else str(args.public_ip).lower()
 
         ami_id: pulumi.Input[str] = args.ami_id or aws.ec2.get_ami_output(
             most_recent=True,
@@ -205,8 +252,9 @@ class FinetuneCluster(pulumi.ComponentResource):
                     security_groups=[self.security_group.id],
                     delete_on_termination="true",  # a node that autodown terminates leaves no interfaces behind
                     description=f"llmdeploy fine-tune card {card}" + (" (EFA)" if kind else ""),
+                    associate_public_ip_address=associate_public,
                 )
-                for card, device, kind in interface_layout(args.network_cards, args.efa)
+                for card, device, kind in layout
             ],
             # No expires-at here: tag specifications are versioned, and the interfaces die with their node anyway.
             tag_specifications=[aws.ec2.LaunchTemplateTagSpecificationArgs(
@@ -254,13 +302,33 @@ class FinetuneCluster(pulumi.ComponentResource):
             )
             self.instances.append(node)
 
+        # -- public IPv4 of multi-interface nodes: an Elastic IP on the primary interface ------------
+        # primary_network_interface_id is the interface at device index 0; only card 0's is (interface_layout).
+        # Billed while allocated; tagged like everything else (expires-at too) so nothing leaves one behind.
+        self.elastic_ips: list[aws.ec2.Eip] = []
+        if want_eip:
+            for i, node in enumerate(self.instances):
+                self.elastic_ips.append(aws.ec2.Eip(
+                    f"{name}-node{i}-eip",
+                    domain="vpc",
+                    network_interface=node.primary_network_interface_id,
+                    associate_with_private_ip=node.private_ip,
+                    tags=tagged(f"node{i}-eip"),
+                    opts=child,
+                ))
+
         self.instance_ids = pulumi.Output.all(*[n.id for n in self.instances])
         self.private_ips = pulumi.Output.all(*[n.private_ip for n in self.instances])
         self.placement_group_name = self.placement_group.name
+        if self.elastic_ips:
+            self.public_ips = pulumi.Output.all(*[e.public_ip for e in self.elastic_ips])
+        else:  # AWS's own public IPs (None in a subnet that assigns none)
+            self.public_ips = pulumi.Output.all(*[n.public_ip for n in self.instances])
         self.register_outputs(
             {
                 "instance_ids": self.instance_ids,
                 "private_ips": self.private_ips,
+                "public_ips": self.public_ips,
                 "placement_group_name": self.placement_group_name,
                 "security_group_id": self.security_group.id,
                 "expires_at": _tags.format_expiry(args.expires_at),
@@ -295,6 +363,7 @@ def program(args: FinetuneClusterArgs, name: str = "finetune"):
         cluster = FinetuneCluster(name, args)
         pulumi.export("instance_ids", cluster.instance_ids)
         pulumi.export("private_ips", cluster.private_ips)
+        pulumi.export("public_ips", cluster.public_ips)
         pulumi.export("placement_group_name", cluster.placement_group_name)
         pulumi.export("expires_at", _tags.format_expiry(args.expires_at))
 

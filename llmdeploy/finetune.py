@@ -146,6 +146,12 @@ class ClusterPlan:
     expires_at: dt.datetime
     idle_minutes: int | None
     efa: bool
+    network_cards: int = 1
+
+    @property
+    def interfaces_per_node(self) -> int:
+        """Network interfaces each node launches with: one EFA per card with EFA, else the primary alone."""
+        return self.network_cards if self.efa else 1
 
     @property
     def hourly_total(self) -> float:
@@ -190,6 +196,7 @@ def plan_cluster(
         expires_at=expiry(now, ttl_delta),
         idle_minutes=idle_minutes,
         efa=inst.efa,
+        network_cards=inst.network_cards,
     )
 
 

@@ -1,4 +1,8 @@
-"""EC2 reads and the last-resort cleanup behind ``llmdeploy finetune status`` and ``down``."""
+"""EC2 reads and the last-resort cleanup behind ``llmdeploy finetune status`` and ``down``.
+
+The cleanup terminates the stack's leftover instances and releases its leftover Elastic IPs, only
+ever those tagged managed-by=llmdeploy with this stack.
+"""
 
 from __future__ import annotations
 
@@ -39,10 +43,12 @@ class Leftovers:
     terminated: list[str] = field(default_factory=list)
     untouched: list[tuple[str, str]] = field(default_factory=list)  # (instance id, why it was left alone)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (instance id, error)
+    released: list[tuple[str, str]] = field(default_factory=list)  # (allocation id, public IP) of Elastic IPs
+    release_failed: list[tuple[str, str]] = field(default_factory=list)  # (allocation id, error)
 
     @property
     def clean(self) -> bool:
-        return not self.untouched and not self.failed
+        return not self.untouched and not self.failed and not self.release_failed
 
 
 def terminate_leftovers(stack: str, region: str) -> Leftovers:
@@ -63,4 +69,47 @@ def terminate_leftovers(stack: str, region: str) -> Leftovers:
             result.failed.append((iid, clients.describe_failure(exc)))
             continue
         result.terminated.append(iid)
+    release_leftover_addresses(stack, region, result)
+    return result
+
+
+def release_leftover_addresses(stack: str, region: str, result: Leftovers | None = None) -> Leftovers:
+    """Release Elastic IPs tagged with this stack AND managed-by=llmdeploy AND purpose fine-tune.
+
+    A multi-interface node's Elastic IP is billed while allocated, associated or not; ``pulumi destroy``
+    releases it, and this catches what a failed or impossible destroy left. Anything without all three
+    tags is never touched (not even listed: it may be another tool's).
+    """
+    result = result if result is not None else Leftovers()
+    ec2 = clients.client("ec2", region)
+    filters = [
+        {"Name": f"tag:{_tags.STACK}", "Values": [stack]},
+        {"Name": f"tag:{_tags.MANAGED_BY}", "Values": [_tags.MANAGED_BY_VALUE]},
+        {"Name": f"tag:{_tags.PURPOSE}", "Values": [_ft.PURPOSE]},
+        {"Name": "domain", "Values": ["vpc"]},
+    ]
+    try:
+        addresses = ec2.describe_addresses(Filters=filters).get("Addresses", [])
+    except Exception as exc:
+        raise clients.cloud_error(exc, f"listing Elastic IPs of stack {stack!r} in {region}") from None
+    for addr in sorted(addresses, key=lambda a: a.get("AllocationId", "")):
+        alloc = addr.get("AllocationId")
+        tag_map = _ft.tags_of(addr)
+        # The filters said so; check again before releasing anything (a wrong filter must not free others' IPs).
+        if not alloc or not _tags.is_managed(tag_map) or tag_map.get(_tags.STACK) != stack or tag_map.get(_tags.PURPOSE) != _ft.PURPOSE:
+            continue
+        try:
+            if addr.get("AssociationId"):  # a node still shutting down: an associated address can't be released
+                try:
+                    ec2.disassociate_address(AssociationId=addr["AssociationId"])
+                except Exception as exc:
+                    if clients.error_code(exc) != "InvalidAssociationID.NotFound":  # already disassociated: fine
+                        raise
+            ec2.release_address(AllocationId=alloc)
+        except Exception as exc:
+            if clients.error_code(exc) == "InvalidAllocationID.NotFound":
+                continue  # gone meanwhile (a destroy or the reaper got there first)
+            result.release_failed.append((alloc, clients.describe_failure(exc)))
+            continue
+        result.released.append((alloc, str(addr.get("PublicIp", "?"))))
     return result

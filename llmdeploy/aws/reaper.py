@@ -15,9 +15,18 @@ Rules (the reason this module exists is that they hold every time):
 
 What is swept, per region: EC2 instances (not terminated), SageMaker endpoints
 with their endpoint config and models (each deleted only when itself managed,
-not protected and not explicitly live), and Pulumi stacks in a local file
-backend whose config sets ``llmdeploy:expires-at`` (destroyed with the
-Automation API, which needs the ``pulumi`` CLI).
+not protected, not explicitly live and used by nothing else), SageMaker
+endpoint configs and models that nothing uses any more (orphans: a deploy that
+failed halfway, an endpoint deleted by hand; expired themselves), and Pulumi
+stacks in a local file backend whose config sets ``llmdeploy:expires-at``
+(destroyed with the Automation API, which needs the ``pulumi`` CLI).
+
+"Used" means: an endpoint config is used by every endpoint (not ``Deleting``)
+that runs it, a model by every endpoint config that names it. Something in use
+is never deleted, expired or not (listed as ``in-use``). Deletion goes in
+phases, each freeing what the next may delete: instances and endpoints, then
+orphan configs, then orphan models, then stacks; each SageMaker phase re-reads
+what uses what right before it starts.
 """
 
 from __future__ import annotations
@@ -39,12 +48,15 @@ from llmdeploy.errors import LlmdeployError
 
 EC2 = "ec2-instance"
 ENDPOINT = "sagemaker-endpoint"
+CONFIG = "sagemaker-endpoint-config"
+MODEL = "sagemaker-model"
 STACK = "pulumi-stack"
-KINDS = (EC2, ENDPOINT, STACK)
+KINDS = (EC2, ENDPOINT, CONFIG, MODEL, STACK)
 
 EXPIRED = "expired"
 PROTECTED = "protected"
 BAD_EXPIRY = "bad-expiry"
+IN_USE = "in-use"
 
 LIVE_EC2_STATES = ["pending", "running", "stopping", "stopped"]
 
@@ -168,8 +180,61 @@ def _scan_ec2(region: str, now: dt.datetime, cat: _catalog.Catalog | None) -> li
     return items
 
 
-def _endpoint_hourly(sm, region: str, config_name: str, cat: _catalog.Catalog | None) -> float | None:
-    config = sm.describe_endpoint_config(EndpointConfigName=config_name)
+@dataclass
+class Usage:
+    """Who uses what in one SageMaker region, read in one go (describe answers by name)."""
+
+    endpoints: dict[str, dict]
+    configs: dict[str, dict]
+
+    def config_users(self, config: str) -> set[str]:
+        """Endpoints (not on their way out) that run ``config``, now or as a pending deployment."""
+        return {
+            name for name, d in self.endpoints.items()
+            if d.get("EndpointStatus") != "Deleting"
+            and config in (d.get("EndpointConfigName"), (d.get("PendingDeploymentSummary") or {}).get("EndpointConfigName"))
+        }
+
+    def model_users(self, model: str) -> set[str]:
+        return {name for name, d in self.configs.items() if model in _models_of(d)}
+
+
+def _models_of(config: dict) -> set[str]:
+    variants = [*config.get("ProductionVariants", []), *config.get("ShadowProductionVariants", [])]
+    return {v["ModelName"] for v in variants if v.get("ModelName")}
+
+
+def _describe(region: str, operation: str, **kwargs) -> dict | None:
+    """One SageMaker describe on this thread's client, retried on throttling; None when the thing is gone."""
+    sm = clients.client("sagemaker", region)
+    try:
+        return _with_backoff(lambda: getattr(sm, operation)(**kwargs))
+    except Exception as exc:
+        if _is_gone(exc):
+            return None
+        raise
+
+
+def read_usage(region: str, pmap: Callable = map) -> Usage:
+    """Every endpoint and endpoint config of ``region``, described (``pmap`` runs the describes)."""
+    sm = clients.client("sagemaker", region)
+    endpoints = [e["EndpointName"] for p in sm.get_paginator("list_endpoints").paginate() for e in p.get("Endpoints", [])]
+    configs = [
+        c["EndpointConfigName"]
+        for p in sm.get_paginator("list_endpoint_configs").paginate()
+        for c in p.get("EndpointConfigs", [])
+    ]
+    ep_descs = pmap(lambda n: _describe(region, "describe_endpoint", EndpointName=n), endpoints)
+    config_descs = pmap(lambda n: _describe(region, "describe_endpoint_config", EndpointConfigName=n), configs)
+    return Usage(
+        endpoints={n: d for n, d in zip(endpoints, ep_descs) if d is not None},
+        configs={n: d for n, d in zip(configs, config_descs) if d is not None},
+    )
+
+
+def _endpoint_hourly(region: str, config: dict | None, cat: _catalog.Catalog | None) -> float | None:
+    if config is None:
+        return None
     total = 0.0
     for variant in config.get("ProductionVariants", []):
         itype = variant.get("InstanceType")
@@ -181,47 +246,74 @@ def _endpoint_hourly(sm, region: str, config_name: str, cat: _catalog.Catalog | 
     return total
 
 
-def _scan_endpoint(sm, region: str, endpoint: dict, now: dt.datetime, cat: _catalog.Catalog | None) -> Item | None:
-    arn = endpoint["EndpointArn"]
-    status, expiry, detail = classify(_tag_dict(_with_backoff(lambda: sm.list_tags(ResourceArn=arn)).get("Tags")), now)
+def _read_tags(region: str, arn: str) -> dict[str, str]:
+    sm = clients.client("sagemaker", region)
+    return _tag_dict(_with_backoff(lambda: sm.list_tags(ResourceArn=arn)).get("Tags"))
+
+
+def _scan_endpoint(region: str, desc: dict, usage: Usage, now: dt.datetime, cat: _catalog.Catalog | None) -> Item | None:
+    status, expiry, detail = classify(_read_tags(region, desc["EndpointArn"]), now)
     if status is None:
         return None
-    hourly = None
-    if status == EXPIRED:
-        try:
-            desc = _with_backoff(lambda: sm.describe_endpoint(EndpointName=endpoint["EndpointName"]))
-            hourly = _with_backoff(lambda: _endpoint_hourly(sm, region, desc["EndpointConfigName"], cat))
-        except Exception as exc:  # price is informative only; the deletion re-reads everything
-            if _is_gone(exc):
-                return None
-            detail = f"price unknown: {clients.describe_failure(exc)}"
-    return Item(region, ENDPOINT, endpoint["EndpointName"], expiry, hourly, status, detail, arn=arn)
+    hourly = _endpoint_hourly(region, usage.configs.get(desc.get("EndpointConfigName", "")), cat) if status == EXPIRED else None
+    return Item(region, ENDPOINT, desc["EndpointName"], expiry, hourly, status, detail, arn=desc["EndpointArn"])
 
 
-def _scan_endpoints(
+def _scan_unused(region: str, kind: str, name: str, arn: str, users: set[str], now: dt.datetime, note: str) -> Item | None:
+    """An endpoint config or model that no endpoint takes with it: expired orphan, skipped, or in use (kept)."""
+    status, expiry, detail = classify(_read_tags(region, arn), now)
+    if status is None or (users and status != EXPIRED):
+        return None
+    if users:
+        what = "endpoint" if kind == CONFIG else "endpoint config"
+        return Item(region, kind, name, expiry, 0.0, IN_USE, f"in use by {what} {', '.join(sorted(users))}; kept", arn=arn)
+    return Item(region, kind, name, expiry, 0.0, status, detail or note, arn=arn)
+
+
+def _goes_with(users: set[str], parents: set[str]) -> bool:
+    """Deleted along with its one parent (an endpoint takes its config, a config its models)."""
+    return len(users) == 1 and users <= parents
+
+
+def _scan_sagemaker(
     region: str, now: dt.datetime, cat: _catalog.Catalog | None, pool: ThreadPoolExecutor | None, errors: list[str]
 ) -> list[Item]:
-    sm = clients.client("sagemaker", region)
-    endpoints = [
-        e
-        for page in sm.get_paginator("list_endpoints").paginate()
-        for e in page.get("Endpoints", [])
-        if e.get("EndpointStatus") != "Deleting"  # already on its way out
-    ]
+    """Endpoints, then the endpoint configs and models that this sweep leaves unused (orphans) or keeps in use."""
+    pmap = map if pool is None else pool.map
+    usage = read_usage(region, pmap)
 
-    def one(endpoint: dict) -> Item | None:
+    def guarded(kind: str, name: str, scan_one: Callable[[], Item | None]) -> Item | None:
         try:
-            return _scan_endpoint(clients.client("sagemaker", region), region, endpoint, now, cat)
-        except Exception as exc:  # one unreadable endpoint must not hide the others
+            return scan_one()
+        except Exception as exc:  # one unreadable resource must not hide the others
             if not _is_gone(exc):
-                errors.append(f"{region} {ENDPOINT} {endpoint.get('EndpointName')}: could not read tags: {clients.describe_failure(exc)}")
+                errors.append(f"{region} {kind} {name}: could not read tags: {clients.describe_failure(exc)}")
             return None
 
-    if pool is None:
-        found = [one(e) for e in endpoints]
-    else:
-        found = list(pool.map(one, endpoints))
-    return [i for i in found if i is not None]
+    live = [d for d in usage.endpoints.values() if d.get("EndpointStatus") != "Deleting"]  # Deleting: already on its way out
+    endpoints = [i for i in pmap(lambda d: guarded(ENDPOINT, d["EndpointName"], lambda: _scan_endpoint(region, d, usage, now, cat)), live) if i]
+    going = {i.id for i in endpoints if i.status == EXPIRED}
+    with_endpoint = {c for c in usage.configs if _goes_with(usage.config_users(c), going)}
+
+    def config(name: str) -> Item | None:
+        users = usage.config_users(name)
+        arn = usage.configs[name]["EndpointConfigArn"]
+        note = f"used only by endpoint {', '.join(sorted(users))}, which goes too" if users else "no endpoint uses it"
+        return _scan_unused(region, CONFIG, name, arn, users - going, now, note)
+
+    configs = [i for i in pmap(lambda n: guarded(CONFIG, n, lambda: config(n)), sorted(set(usage.configs) - with_endpoint)) if i]
+    doomed = with_endpoint | {i.id for i in configs if i.status == EXPIRED}
+    sm = clients.client("sagemaker", region)
+    listed = [m for p in sm.get_paginator("list_models").paginate() for m in p.get("Models", [])]
+    unowned = [m for m in listed if not _goes_with(usage.model_users(m["ModelName"]), with_endpoint)]
+
+    def model(m: dict) -> Item | None:
+        users = usage.model_users(m["ModelName"])
+        note = f"used only by endpoint config {', '.join(sorted(users))}, which goes too" if users else "no endpoint config uses it"
+        return _scan_unused(region, MODEL, m["ModelName"], m["ModelArn"], users - doomed, now, note)
+
+    models = [i for i in pmap(lambda m: guarded(MODEL, m["ModelName"], lambda: model(m)), unowned) if i]
+    return endpoints + configs + models
 
 
 def _stack_files(state_dir: Path) -> list[tuple[str, str, Path]]:
@@ -296,7 +388,7 @@ def scan(
         jobs = {}
         for region in regions:
             jobs[pool.submit(_with_backoff, lambda r=region: _scan_ec2(r, now, cat))] = (region, EC2)
-            jobs[pool.submit(_with_backoff, lambda r=region: _scan_endpoints(r, now, cat, inner if concurrency > 1 else None, errors))] = (
+            jobs[pool.submit(_with_backoff, lambda r=region: _scan_sagemaker(r, now, cat, inner if concurrency > 1 else None, errors))] = (
                 region,
                 ENDPOINT,
             )
@@ -370,31 +462,56 @@ def _delete_ec2(item: Item, now: dt.datetime) -> list[str]:
     return [item.id]
 
 
-def _delete_if_managed(sm, now: dt.datetime, arn: str, delete: Callable[[], object], label: str, notes: list[str]) -> bool:
-    """Delete a SageMaker child (config, model) only when it is itself managed, unprotected and not live."""
+def _delete_if_managed(sm, now: dt.datetime, arn: str, delete: Callable[[], object], label: str, notes: list[str], *, orphan: bool = False) -> str:
+    """Delete a SageMaker config or model only when it is itself managed, unprotected and not live.
+
+    "deleted", "gone" or "kept". An endpoint's child may lack expires-at (it goes with the
+    endpoint); an orphan must be expired itself (else StillProtected).
+    """
     try:
         tag_map = _tag_dict(_with_backoff(lambda: sm.list_tags(ResourceArn=arn)).get("Tags"))
     except Exception as exc:
         if _is_gone(exc):
-            return False
+            return "gone"
         raise
-    if not _tags.is_managed(tag_map) or _tags.is_protected(tag_map):
+    if orphan:
+        _recheck(tag_map, now)
+    elif not _tags.is_managed(tag_map) or _tags.is_protected(tag_map):
         notes.append(f"kept {label} ({'protected' if _tags.is_managed(tag_map) else 'not managed'})")
-        return False
+        return "kept"
     expiry = _tags.parse_expiry(tag_map.get(_tags.EXPIRES_AT, "")) if _tags.EXPIRES_AT in tag_map else None
-    if _tags.EXPIRES_AT in tag_map and (expiry is None or expiry > now):
+    if not orphan and _tags.EXPIRES_AT in tag_map and (expiry is None or expiry > now):
         notes.append(f"kept {label} (its own expires-at is not past)")
-        return False
+        return "kept"
     try:
         _with_backoff(delete)
     except Exception as exc:
         if _is_gone(exc):
-            return False
+            return "gone"
         raise
-    return True
+    return "deleted"
 
 
-def _delete_endpoint(item: Item, now: dt.datetime) -> tuple[list[str], list[str]]:
+def _delete_unused(
+    sm, now: dt.datetime, usage: Usage, kind: str, name: str, arn: str, notes: list[str], *, parent: str = "", orphan: bool = False
+) -> str:
+    """Delete an endpoint config or model that nothing but ``parent`` uses (see _delete_if_managed for the rest)."""
+    users = (usage.config_users(name) if kind == CONFIG else usage.model_users(name)) - {parent}
+    label = f"{'endpoint config' if kind == CONFIG else 'model'} {name}"
+    if users:
+        reason = f"in use by {'endpoint' if kind == CONFIG else 'endpoint config'} {', '.join(sorted(users))}"
+        if orphan:
+            raise StillProtected(reason)
+        notes.append(f"kept {label} ({reason})")
+        return "kept"
+    if kind == CONFIG:
+        delete = lambda: sm.delete_endpoint_config(EndpointConfigName=name)  # noqa: E731
+    else:
+        delete = lambda: sm.delete_model(ModelName=name)  # noqa: E731
+    return _delete_if_managed(sm, now, arn, delete, label, notes, orphan=orphan)
+
+
+def _delete_endpoint(item: Item, now: dt.datetime, usage: Usage) -> tuple[list[str], list[str]]:
     sm = clients.client("sagemaker", item.region)
     deleted: list[str] = []
     notes: list[str] = []
@@ -407,13 +524,7 @@ def _delete_endpoint(item: Item, now: dt.datetime) -> tuple[list[str], list[str]
         raise
     _recheck(tag_map, now)
     config_name = desc.get("EndpointConfigName")
-    config = None
-    if config_name:
-        try:
-            config = _with_backoff(lambda: sm.describe_endpoint_config(EndpointConfigName=config_name))
-        except Exception as exc:
-            if not _is_gone(exc):
-                raise
+    config = _describe(item.region, "describe_endpoint_config", EndpointConfigName=config_name) if config_name else None
     try:
         _with_backoff(lambda: sm.delete_endpoint(EndpointName=item.id))
         deleted.append(f"endpoint {item.id}")
@@ -422,23 +533,26 @@ def _delete_endpoint(item: Item, now: dt.datetime) -> tuple[list[str], list[str]
             raise
     if config is None:
         return deleted, notes
-    if _delete_if_managed(
-        sm, now, config["EndpointConfigArn"], lambda: sm.delete_endpoint_config(EndpointConfigName=config_name),
-        f"endpoint config {config_name}", notes,
-    ):
+    result = _delete_unused(sm, now, usage, CONFIG, config_name, config["EndpointConfigArn"], notes, parent=item.id)
+    if result == "kept":
+        return deleted, notes  # its models stay in use by it
+    if result == "deleted":
         deleted.append(f"endpoint config {config_name}")
-    for model_name in sorted({v["ModelName"] for v in config.get("ProductionVariants", []) if v.get("ModelName")}):
-        try:
-            model = _with_backoff(lambda m=model_name: sm.describe_model(ModelName=m))
-        except Exception as exc:
-            if _is_gone(exc):
-                continue
-            raise
-        if _delete_if_managed(
-            sm, now, model["ModelArn"], lambda m=model_name: sm.delete_model(ModelName=m), f"model {model_name}", notes
-        ):
+    for model_name in sorted(_models_of(config)):
+        model = _describe(item.region, "describe_model", ModelName=model_name)
+        if model is not None and _delete_unused(
+            sm, now, usage, MODEL, model_name, model["ModelArn"], notes, parent=config_name
+        ) == "deleted":
             deleted.append(f"model {model_name}")
     return deleted, notes
+
+
+def _delete_orphan(item: Item, now: dt.datetime, usage: Usage) -> list[str]:
+    """An endpoint config or model nothing uses: re-read its tags and users, then delete it."""
+    sm = clients.client("sagemaker", item.region)
+    if _delete_unused(sm, now, usage, item.kind, item.id, item.arn, [], orphan=True) != "deleted":
+        return []
+    return [f"{'endpoint config' if item.kind == CONFIG else 'model'} {item.id}"]
 
 
 def _delete_stack(item: Item) -> list[str]:
@@ -450,16 +564,26 @@ def _delete_stack(item: Item) -> list[str]:
     return [f"stack {item.project}/{item.id}"]
 
 
-def delete_one(item: Item, now: dt.datetime) -> Outcome:
-    """Delete one expired item; never raises (the outcome says what happened)."""
+def delete_one(item: Item, now: dt.datetime, usage: Usage | Exception | None = None) -> Outcome:
+    """Delete one expired item; never raises (the outcome says what happened).
+
+    ``usage``: what uses what in the item's region, read right before (read here when None).
+    """
     try:
+        if item.kind in (ENDPOINT, CONFIG, MODEL):
+            usage = read_usage(item.region) if usage is None else usage
+            if isinstance(usage, Exception):
+                raise usage
         if item.kind == EC2:
             deleted = _delete_ec2(item, now)
             return Outcome(item, True, "terminated" if deleted else "already gone", deleted)
         if item.kind == ENDPOINT:
-            deleted, notes = _delete_endpoint(item, now)
+            deleted, notes = _delete_endpoint(item, now, usage)
             message = ("deleted" if deleted else "already gone") + (f" ({'; '.join(notes)})" if notes else "")
             return Outcome(item, True, message, deleted)
+        if item.kind in (CONFIG, MODEL):
+            deleted = _delete_orphan(item, now, usage)
+            return Outcome(item, True, "deleted" if deleted else "already gone", deleted)
         if item.kind == STACK:
             return Outcome(item, True, "destroyed", _delete_stack(item))
         return Outcome(item, False, f"unknown kind {item.kind!r}")
@@ -478,10 +602,12 @@ def reap(
     concurrency: int = 16,
     on_done: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
-    """Delete ``items`` (only those with status expired), ``concurrency`` at a time; stacks last, one by one."""
+    """Delete ``items`` (only those with status expired), ``concurrency`` at a time; stacks last, one by one.
+
+    Phases, each freeing what the next may delete: instances and endpoints, configs, models.
+    Each phase re-reads what uses what in its SageMaker regions right before it deletes.
+    """
     targets = [i for i in items if i.status == EXPIRED]
-    cloud = [i for i in targets if i.kind != STACK]
-    stacks = [i for i in targets if i.kind == STACK]
     outcomes: list[Outcome] = []
 
     def done(outcome: Outcome) -> None:
@@ -489,17 +615,29 @@ def reap(
         if on_done is not None:
             on_done(outcome)
 
-    if concurrency <= 1:
-        for item in cloud:
-            done(delete_one(item, now))
-    else:
-        with ThreadPoolExecutor(max_workers=min(concurrency, max(1, len(cloud)))) as pool:
-            futures = [pool.submit(delete_one, item, now) for item in cloud]
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        pmap = map if concurrency <= 1 else pool.map
+        for kinds in ((EC2, ENDPOINT), (CONFIG,), (MODEL,)):
+            batch = [i for i in targets if i.kind in kinds]
+            usage = {r: _usage_or_error(r, pmap) for r in sorted({i.region for i in batch if i.kind != EC2})}
+            if concurrency <= 1:
+                for item in batch:
+                    done(delete_one(item, now, usage.get(item.region)))
+                continue
+            futures = [pool.submit(delete_one, item, now, usage.get(item.region)) for item in batch]
             for fut in as_completed(futures):
                 done(fut.result())
-    for item in stacks:
-        done(delete_one(item, now))
+    for item in targets:
+        if item.kind == STACK:
+            done(delete_one(item, now))
     return outcomes
+
+
+def _usage_or_error(region: str, pmap: Callable) -> Usage | Exception:
+    try:
+        return _with_backoff(lambda: read_usage(region, pmap))
+    except Exception as exc:  # the region's SageMaker deletions report it; the rest go on
+        return exc
 
 
 def remaining_expired(outcomes: Iterable[Outcome]) -> list[Outcome]:

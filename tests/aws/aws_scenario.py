@@ -31,20 +31,28 @@ def instance(ec2, tags: dict[str, str] | None, itype: str = "m5.large", count: i
 
 
 def endpoint(sm, name: str, tags: dict[str, str] | None, *, itype: str = "ml.m5.large", count: int = 1,
-             config_tags: dict[str, str] | None = "same", model_tags: dict[str, str] | None = "same") -> str:
+             config_tags: dict[str, str] | None = "same", model_tags: dict[str, str] | None = "same",
+             model: str | None = None) -> str:
+    """Model ``<name>-model`` (or the existing ``model``), config ``<name>-config`` and the endpoint."""
     config_tags = tags if config_tags == "same" else config_tags
     model_tags = tags if model_tags == "same" else model_tags
-    sm.create_model(
-        ModelName=f"{name}-model", ExecutionRoleArn=ROLE, PrimaryContainer={"Image": IMAGE}, Tags=_tag_list(model_tags)
-    )
-    sm.create_endpoint_config(
-        EndpointConfigName=f"{name}-config",
-        ProductionVariants=[
-            {"VariantName": "main", "ModelName": f"{name}-model", "InstanceType": itype, "InitialInstanceCount": count}
-        ],
-        Tags=_tag_list(config_tags),
-    )
+    leftovers(sm, name, config_tags, model_tags=model_tags, itype=itype, count=count, model=model)
     return sm.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-config", Tags=_tag_list(tags))["EndpointArn"]
+
+
+def leftovers(sm, name: str, tags: dict[str, str] | None, *, model_tags: dict[str, str] | None = "same",
+              config: bool = True, itype: str = "ml.m5.large", count: int = 1, model: str | None = None) -> None:
+    """What a deploy that stopped before its endpoint leaves: ``<name>-model`` and (``config``) ``<name>-config``."""
+    if model is None:
+        model = f"{name}-model"
+        sm.create_model(ModelName=model, ExecutionRoleArn=ROLE, PrimaryContainer={"Image": IMAGE},
+                        Tags=_tag_list(tags if model_tags == "same" else model_tags))
+    if config:
+        sm.create_endpoint_config(
+            EndpointConfigName=f"{name}-config",
+            ProductionVariants=[{"VariantName": "main", "ModelName": model, "InstanceType": itype, "InitialInstanceCount": count}],
+            Tags=_tag_list(tags),
+        )
 
 
 def live_instances(ec2) -> set[str]:

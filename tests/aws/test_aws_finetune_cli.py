@@ -202,3 +202,121 @@ def test_down_asks_first(aws, boto, pulumi_stub):
     result = run_cli("finetune", "down", "--stack", "ft1", input="n\n")
     assert result.exit_code == 1 and pulumi_stub.calls == []
     assert ours[0] in sc.live_instances(boto("ec2"))
+
+
+# -- public IPv4 ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def captured_args(monkeypatch):
+    """The FinetuneClusterArgs `finetune up` hands to the inline program."""
+    from llmdeploy.infra import finetune_cluster
+
+    seen: list = []
+
+    def program(args, name="finetune"):
+        seen.append(args)
+        return lambda: None
+
+    monkeypatch.setattr(finetune_cluster, "program", program)
+    return seen
+
+
+def test_up_no_public_ip_flag_reaches_the_cluster(aws, pulumi_stub, captured_args):
+    result = run_cli("finetune", "up", "--instances", "1", "--ttl", "2h", "--subnet", "subnet-0abc", "--no-public-ip", "--yes")
+    assert result.exit_code == 0, result.output
+    assert captured_args[0].public_ip is False, "--no-public-ip: no public IP, no Elastic IP (private subnet behind a NAT gateway)"
+    assert "Public IP: none (--no-public-ip)" in result.stdout and "NAT gateway" in result.stdout
+
+
+def test_up_public_ip_defaults_to_the_subnet(aws, pulumi_stub, captured_args):
+    pulumi_stub.outputs["public_ips"] = ["198.51.100.7", None]
+    result = run_cli("finetune", "up", "--instances", "1", "--ttl", "2h", "--yes")
+    assert result.exit_code == 0, result.output
+    assert captured_args[0].public_ip is None, "without the flag the subnet decides (a default VPC's auto-assigns)"
+    assert "Public IP: AWS's own auto-assigned one" in result.stdout, "the fake catalog's p4d has one network card: one interface"
+    assert "Public IPs: 198.51.100.7." in result.stdout
+
+
+def test_up_plan_mentions_elastic_ips_for_multi_interface_nodes(aws, pulumi_stub, captured_args, monkeypatch):
+    import dataclasses
+
+    from llmdeploy import finetune as ft
+
+    real = ft.plan_cluster  # the fake catalog's p4d states no network cards: pretend it has p4d's 4
+    monkeypatch.setattr(ft, "plan_cluster", lambda *a, **kw: dataclasses.replace(real(*a, **kw), network_cards=4))
+    result = run_cli("finetune", "up", "--instances", "2", "--ttl", "2h", "--public-ip", "--yes")
+    assert result.exit_code == 0, result.output
+    assert captured_args[0].public_ip is True
+    out = result.stdout
+    assert "one Elastic IP per node (4 network interfaces: AWS auto-assigns none)" in out, "the plan says Elastic IPs will be allocated"
+    assert "billed hourly while allocated" in out, "the plan says Elastic IPs cost money while allocated"
+
+
+def _address(ec2, tags: dict[str, str] | None) -> str:
+    kwargs = {"Domain": "vpc"}
+    if tags:
+        kwargs["TagSpecifications"] = [{"ResourceType": "elastic-ip", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
+    return ec2.allocate_address(**kwargs)["AllocationId"]
+
+
+def _allocated(ec2) -> set[str]:
+    return {a["AllocationId"] for a in ec2.describe_addresses()["Addresses"]}
+
+
+def _fine_tune(stack: str, **extra: str) -> dict[str, str]:
+    return sc.managed(sc.FUTURE, stack=stack, **{"llmdeploy:purpose": "fine-tune", **extra})
+
+
+def test_down_releases_only_managed_elastic_ips_of_the_stack(aws, boto, pulumi_stub):
+    ec2 = boto("ec2")
+    (node,) = sc.instance(ec2, _fine_tune("ft1"), itype="p4d.24xlarge")
+    ours = _address(ec2, _fine_tune("ft1"))
+    associated = _address(ec2, _fine_tune("ft1"))
+    ec2.associate_address(AllocationId=associated, InstanceId=node)
+    stranger = _address(ec2, {"llmdeploy:stack": "ft1", "llmdeploy:purpose": "fine-tune"})  # stack tag, not managed
+    other_stack = _address(ec2, _fine_tune("ft2"))
+    inference = _address(ec2, sc.managed(sc.FUTURE, stack="ft1"))  # managed, same stack name, not a fine-tune resource
+    untagged = _address(ec2, None)
+
+    result = run_cli("finetune", "down", "--stack", "ft1", "--yes")
+    assert result.exit_code == 0, result.output
+    left = _allocated(ec2)
+    assert not {ours, associated} & left, "managed Elastic IPs of the stack are released (they are billed while allocated)"
+    assert {stranger, other_stack, inference, untagged} <= left, (
+        "only Elastic IPs tagged managed-by=llmdeploy AND this stack (fine-tune) are ever released")
+    assert "Released leftover Elastic IP" in result.stdout and ours in result.stdout and associated in result.stdout
+
+
+def test_down_without_pulumi_still_releases_elastic_ips(aws, boto, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    ec2 = boto("ec2")
+    ours = _address(ec2, _fine_tune("ft1"))
+    result = run_cli("finetune", "down", "--stack", "ft1", "--yes")
+    assert result.exit_code == 1, "the stack could not be destroyed: exit 1"
+    assert ours not in _allocated(ec2), "without the Pulumi CLI the leftover check still releases the stack's Elastic IPs"
+
+
+def test_down_reports_an_elastic_ip_it_could_not_release(aws, boto, pulumi_stub, monkeypatch):
+    from botocore.exceptions import ClientError
+
+    from llmdeploy.aws import clients
+
+    ours = _address(boto("ec2"), _fine_tune("ft1"))
+    real_client = clients.client
+
+    class Refusing:
+        def __init__(self, inner):
+            self._inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self._inner, name)
+
+        def release_address(self, **kw):
+            raise ClientError({"Error": {"Code": "UnauthorizedOperation", "Message": "not allowed"}}, "ReleaseAddress")
+
+    monkeypatch.setattr(clients, "client", lambda service, region: Refusing(real_client(service, region)) if service == "ec2" else real_client(service, region))
+    result = run_cli("finetune", "down", "--stack", "ft1", "--yes")
+    assert result.exit_code == 1, "an Elastic IP left allocated is a failure: it is still billed"
+    assert f"Could not release Elastic IP {ours}: UnauthorizedOperation: not allowed" in result.stderr
+    assert ours in _allocated(boto("ec2"))

@@ -331,3 +331,105 @@ def test_one_unreadable_endpoint_does_not_hide_the_others(world, inject):
     assert "sagemaker-endpoint ep-expired-t2: could not read tags: AccessDeniedException" in result.stderr
     assert "ep-expired-t2" in sc.endpoints(world["sm"]), "what could not be checked is not touched"
     assert "ep-expired" not in sc.endpoints(world["sm"]), "the others are still reaped"
+
+
+# -- SageMaker endpoint configs and models that no endpoint uses (orphans) ---------------------------
+
+
+@pytest.fixture
+def orphans(aws, boto):
+    """Leftovers of half-finished deploys next to things that are still in use."""
+    sm = boto("sagemaker")
+    sc.leftovers(sm, "gone", sc.managed())  # endpoint deleted by hand: config + model left
+    sc.leftovers(sm, "half", sc.managed(), config=False)  # failed before its config: model left
+    sc.leftovers(sm, "theirs", {"expires-at": sc.PAST})  # not ours
+    sc.leftovers(sm, "kept", sc.managed(protect=True))
+    sc.leftovers(sm, "later", sc.managed(sc.FUTURE))
+    sc.leftovers(sm, "garbled", sc.managed("soon-ish"), config=False)
+    # a live endpoint whose (expired) config and model must stay while it runs
+    sc.endpoint(sm, "ep-running", sc.managed(sc.FUTURE), config_tags=sc.managed(), model_tags=sc.managed())
+    # an expired endpoint whose model a live endpoint's config also names
+    sc.endpoint(sm, "ep-old", sc.managed())
+    sc.endpoint(sm, "ep-new", sc.managed(sc.FUTURE), model="ep-old-model")
+    return sm
+
+
+ORPHANS = {("sagemaker-endpoint-config", "gone-config"), ("sagemaker-model", "gone-model"), ("sagemaker-model", "half-model")}
+
+
+def _state(sm):
+    return sc.endpoints(sm), sc.configs(sm), sc.models(sm)
+
+
+def test_orphans_are_listed_in_a_dry_run(orphans):
+    before = _state(orphans)
+    result = run_cli("reap", "--now", sc.NOW, "--json")
+    assert result.exit_code == 1, "expired orphans remain: exit 1"
+    doc = json.loads(result.stdout)
+    expired = {(i["kind"], i["id"]): i for i in doc["expired"]}
+    assert set(expired) == ORPHANS | {("sagemaker-endpoint", "ep-old")}
+    assert all(expired[k]["usd_per_hour"] == 0.0 for k in ORPHANS), "orphans cost nothing per hour"
+    skipped = {(i["kind"], i["id"]): i for i in doc["skipped"]}
+    assert skipped[("sagemaker-endpoint-config", "ep-running-config")]["status"] == "in-use"
+    assert "in use by endpoint ep-running" in skipped[("sagemaker-endpoint-config", "ep-running-config")]["detail"]
+    assert "in use by endpoint config ep-running-config" in skipped[("sagemaker-model", "ep-running-model")]["detail"]
+    assert skipped[("sagemaker-endpoint-config", "kept-config")]["status"] == "protected"
+    assert ("sagemaker-model", "kept-model") not in skipped, "in use by the protected config: not an orphan"
+    assert skipped[("sagemaker-model", "garbled-model")]["status"] == "bad-expiry"
+    shared = skipped[("sagemaker-model", "ep-old-model")]
+    assert shared["status"] == "in-use" and "in use by endpoint config ep-new-config" in shared["detail"], (
+        "a model an expired endpoint shares with a live endpoint's config stays, and the listing says why"
+    )
+    ids = {i["id"] for i in doc["expired"] + doc["skipped"]}
+    for name in ("theirs-config", "theirs-model", "later-config", "later-model", "ep-new", "ep-new-config", "ep-old-config"):
+        assert name not in ids, f"{name}: not ours, not expired, or goes with its endpoint: not listed on its own"
+    assert _state(orphans) == before, "a dry run deletes nothing"
+
+    table = run_cli("reap", "--now", sc.NOW, "--region", "us-east-1").stdout
+    line = next(ln for ln in table.splitlines() if "gone-config" in ln)
+    assert "sagemaker-endpoint-config" in line and " 0.000 " in line
+    assert "Would delete 4 expired resource(s), $0.12/hour" in table
+
+
+def test_yes_deletes_orphans_and_keeps_what_is_in_use(orphans):
+    sm = orphans
+    result = run_cli("reap", "--now", sc.NOW, "--yes")
+    assert result.exit_code == 0, result.output
+    assert "Done: 4 of 4 handled, 0 failed." in result.stdout
+    assert sc.endpoints(sm) == {"ep-running", "ep-new"}
+    assert sc.configs(sm) == {"theirs-config", "kept-config", "later-config", "ep-running-config", "ep-new-config"}
+    assert sc.models(sm) == {
+        "theirs-model", "kept-model", "later-model", "garbled-model", "ep-running-model", "ep-old-model"
+    }, "orphans go; unmanaged, protected, unexpired, unparseable and in-use ones stay"
+    assert "kept model ep-old-model (in use by endpoint config ep-new-config)" in result.stderr
+    before = _state(sm)
+    again = run_cli("reap", "--now", sc.NOW, "--yes")
+    assert again.exit_code == 0 and "Nothing expired." in again.stdout, again.output
+    assert _state(sm) == before, "a second run is a no-op"
+
+
+def test_orphans_are_rechecked_right_before_deleting(orphans):
+    from llmdeploy.aws import reaper
+    from llmdeploy.finetune import parse_now
+
+    now = parse_now(sc.NOW)
+    found = reaper.scan(["us-east-1"], now=now, cat=world_cat(), concurrency=4)
+    orphans.create_endpoint(EndpointName="ep-late", EndpointConfigName="gone-config", Tags=[])  # gone-config in use again
+    orphans.add_tags(ResourceArn=orphans.describe_model(ModelName="half-model")["ModelArn"],
+                     Tags=[{"Key": "llmdeploy:protect", "Value": "true"}])
+    outcomes = {o.item.id: o for o in reaper.reap(found.expired, now=now, concurrency=4)}
+    assert outcomes["gone-config"].message == "left alone: in use by endpoint ep-late"
+    assert outcomes["gone-model"].message == "left alone: in use by endpoint config gone-config"
+    assert outcomes["half-model"].message.startswith("left alone: tagged llmdeploy:protect")
+    assert all(o.ok for o in outcomes.values())
+    assert {"gone-config"} <= sc.configs(orphans) and {"gone-model", "half-model"} <= sc.models(orphans)
+    again = reaper.reap(found.expired, now=now, concurrency=1)
+    assert {o.message for o in again if o.item.kind == "sagemaker-endpoint"} == {"already gone"}
+
+
+def test_orphan_listing_failure_is_reported(orphans, inject):
+    inject("before-send.sagemaker.ListModels", lambda request, **_: _json_error("AccessDeniedException", 400))
+    result = run_cli("reap", "--now", sc.NOW, "--region", "us-east-1", "--yes")
+    assert result.exit_code == 1
+    assert "us-east-1 sagemaker-endpoint: listing failed: AccessDeniedException" in result.stderr
+    assert "half-model" in sc.models(orphans), "nothing unchecked is deleted"

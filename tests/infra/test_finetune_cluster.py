@@ -23,6 +23,10 @@ class ClusterMocks(pulumi.runtime.Mocks):
         outputs = {**args.inputs, "name": args.inputs.get("name", args.name), "id": rid, "arn": f"arn:aws:mock:::{args.name}"}
         if args.typ == "aws:ec2/instance:Instance":
             outputs["privateIp"] = f"10.0.0.{len(self.resources)}"
+            outputs["primaryNetworkInterfaceId"] = f"eni-{args.name}-primary"
+        if args.typ == "aws:ec2/eip:Eip":
+            outputs["publicIp"] = f"198.51.100.{len(self.resources)}"
+            outputs["allocationId"] = f"eipalloc-{args.name}"
         return rid, outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs):
@@ -34,7 +38,11 @@ class ClusterMocks(pulumi.runtime.Mocks):
         if args.token == "aws:ec2/getSubnets:getSubnets":
             return {"id": "us-east-1", "ids": ["subnet-b", "subnet-a"]}
         if args.token == "aws:ec2/getSubnet:getSubnet":
-            return {"id": args.args.get("id"), "vpcId": "vpc-from-subnet"}
+            sid = args.args.get("id")
+            # The default VPC's subnets (and "subnet-public") auto-assign public IPv4; "subnet-private" (NAT) does not.
+            public = sid in ("subnet-a", "subnet-b", "subnet-public")
+            return {"id": sid, "vpcId": "vpc-default" if sid in ("subnet-a", "subnet-b") else "vpc-from-subnet",
+                    "mapPublicIpOnLaunch": public, "defaultForAz": sid in ("subnet-a", "subnet-b")}
         return {}
 
 
@@ -88,7 +96,7 @@ def of_type(typ: str):
 
 def settled(cluster: fc.FinetuneCluster, check):
     """Run ``check`` once every output of the cluster has resolved."""
-    return pulumi.Output.all(cluster.instance_ids, cluster.private_ips, cluster.placement_group_name).apply(lambda _: check())
+    return pulumi.Output.all(cluster.instance_ids, cluster.private_ips, cluster.placement_group_name, cluster.public_ips).apply(lambda _: check())
 
 
 @pulumi.runtime.test
@@ -257,6 +265,127 @@ def test_no_efa_where_the_type_has_none(bundled):
     return settled(cluster, check)
 
 
+# -- public IPv4: AWS auto-assigns none to a node launched with more than one interface -------------
+
+
+def eips():
+    return of_type("aws:ec2/eip:Eip")
+
+
+@pulumi.runtime.test
+def test_multi_interface_nodes_get_an_elastic_ip_in_a_public_subnet(bundled):
+    cluster = fc.FinetuneCluster("ft", make_args(bundled, instance_type="p4d.24xlarge", instance_count=2))
+
+    def check(public_ips):
+        rule = "multi-interface fine-tune nodes need a public IP in a public subnet"
+        nodes = sorted(of_type("aws:ec2/instance:Instance"), key=lambda r: r.name)
+        addresses = sorted(eips(), key=lambda r: r.name)  # registered as each node's interface id resolves
+        assert len(addresses) == len(nodes) == 2, f"{rule}: one Elastic IP per p4d node (4 interfaces), not per interface"
+        for i, (node, eip) in enumerate(zip(nodes, addresses)):
+            assert eip.name == f"ft-node{i}-eip", f"{rule}: each node's Elastic IP is named after it"
+            assert eip.inputs["domain"] == "vpc", f"{rule}: a VPC Elastic IP"
+            assert eip.inputs["networkInterface"] == f"eni-{node.name}-primary", (
+                f"{rule}: associated with the node's primary interface (network card 0, device index 0)")
+            assert "instance" not in eip.inputs, f"{rule}: associated by interface, not by instance (never both)"
+            tags = eip.inputs["tags"]
+            assert tags.get("expires-at") == "2026-11-22T18:00:00Z", "Elastic IPs cost money while allocated: tagged with expires-at"
+            assert tags.get("managed-by") == "llmdeploy" and tags.get("llmdeploy:stack") == "ft-test", (
+                "Elastic IPs carry managed-by and the stack so finetune down and the reaper release them")
+            assert tags.get("llmdeploy:purpose") == "fine-tune" and tags.get("owner") == "ana" and tags.get("cost-center") == "ml-42"
+        assert {e.inputs["tags"]["Name"] for e in addresses} == {"ft-node0-eip", "ft-node1-eip"}
+        assert set(cluster.elastic_ips) <= cluster._childResources, "Elastic IPs are children of the cluster"
+        _, ifaces = interfaces()
+        assert all("associatePublicIpAddress" not in i for i in ifaces), (
+            "AWS refuses associate_public_ip_address on a launch with more than one interface")
+        assert public_ips == [f"198.51.100.{MOCKS.resources.index(e) + 1}" for e in addresses], (  # node order
+            "public_ips are the Elastic IPs' addresses")
+        assert any(c.token == "aws:ec2/getSubnet:getSubnet" and c.args["id"] == "subnet-a" for c in MOCKS.calls), (
+            "the chosen subnet's auto-assign setting decides")
+
+    return cluster.public_ips.apply(check)
+
+
+@pulumi.runtime.test
+def test_every_p5_node_gets_one_elastic_ip(bundled):
+    cluster = fc.FinetuneCluster("ft", make_args(bundled, instance_type="p5.48xlarge", instance_count=3))
+
+    def check():
+        assert len(eips()) == 3, "multi-interface fine-tune nodes need a public IP in a public subnet: one per node, 32 interfaces or not"
+
+    return settled(cluster, check)
+
+
+@pulumi.runtime.test
+def test_no_public_ip_means_no_elastic_ip(bundled):
+    cluster = fc.FinetuneCluster("ft", make_args(bundled, instance_type="p4d.24xlarge", public_ip=False))
+
+    def check():
+        assert eips() == [], "public_ip=False (private subnet behind a NAT gateway): no Elastic IP"
+        assert all("associatePublicIpAddress" not in i for i in interfaces()[1]), "multi-interface launches never set it"
+        assert not [c for c in MOCKS.calls if c.token == "aws:ec2/getSubnet:getSubnet"], "an explicit public_ip needs no subnet lookup"
+
+    return settled(cluster, check)
+
+
+@pulumi.runtime.test
+def test_subnet_without_auto_public_ip_gets_no_elastic_ip(bundled):
+    cluster = fc.FinetuneCluster("ft", make_args(bundled, instance_type="p4d.24xlarge", subnet_id="subnet-private", vpc_id="vpc-x"))
+
+    def check():
+        assert eips() == [], "a subnet that auto-assigns no public IPv4 (NAT-routed) gets no Elastic IP by default"
+
+    return settled(cluster, check)
+
+
+@pulumi.runtime.test
+def test_given_public_subnet_gets_elastic_ips(bundled):
+    cluster = fc.FinetuneCluster("ft", make_args(bundled, instance_type="p4d.24xlarge", subnet_id="subnet-public", vpc_id="vpc-x"))
+
+    def check():
+        assert len(eips()) == 2, "multi-interface fine-tune nodes need a public IP in a public subnet (given subnet too)"
+
+    return settled(cluster, check)
+
+
+@pulumi.runtime.test
+def test_public_ip_true_forces_elastic_ips(bundled):
+    cluster = fc.FinetuneCluster("ft", make_args(bundled, instance_type="p4d.24xlarge", subnet_id="subnet-private", public_ip=True))
+
+    def check():
+        assert len(eips()) == 2, "public_ip=True gives every multi-interface node an Elastic IP whatever the subnet says"
+
+    return settled(cluster, check)
+
+
+@pulumi.runtime.test
+def test_single_interface_keeps_the_subnets_public_ip(bundled):
+    cluster = fc.FinetuneCluster("ft", make_args(bundled, instance_type="g4dn.xlarge", instance_count=2))
+
+    def check():
+        assert eips() == [], "a single-interface node (g4dn) gets AWS's auto-assigned public IP: no Elastic IP"
+        (iface,) = interfaces()[1]
+        assert "associatePublicIpAddress" not in iface, "by default a single-interface node follows the subnet's setting, as before"
+        assert not [c for c in MOCKS.calls if c.token == "aws:ec2/getSubnet:getSubnet"], "no extra lookup for single-interface nodes"
+
+    return settled(cluster, check)
+
+
+@pytest.mark.parametrize("public_ip, wire", [(False, "false"), (True, "true")])
+def test_single_interface_explicit_public_ip(bundled, public_ip, wire):
+    @pulumi.runtime.test
+    def run():
+        cluster = fc.FinetuneCluster("ft", make_args(bundled, instance_type="g4dn.xlarge", instance_count=1, public_ip=public_ip))
+
+        def check():
+            (iface,) = interfaces()[1]
+            assert iface["associatePublicIpAddress"] == wire, "an explicit public_ip sets AWS's own public IP on a single interface"
+            assert eips() == [], "never an Elastic IP for a single-interface node"
+
+        return settled(cluster, check)
+
+    run()
+
+
 def test_interface_layout():
     assert fc.interface_layout(1, True) == [(0, 0, "efa")]
     assert fc.interface_layout(4, True) == [(0, 0, "efa"), (1, 1, "efa"), (2, 1, "efa"), (3, 1, "efa")]
@@ -333,6 +462,8 @@ def test_ssh_open_to_the_world_is_refused_before_any_resource(cat, cidr):
         ({"idle_minutes": -5}, "idle_minutes"),
         ({"instance_type": "p4d.24xlarg"}, "Did you mean 'p4d.24xlarge'"),
         ({"owner": " "}, "owner"),
+        ({"public_ip": "yes"}, "public_ip"),
+        ({"public_ip": 1}, "public_ip"),
     ],
 )
 def test_validation_before_any_resource(cat, overrides, match):
