@@ -43,10 +43,12 @@ def reap(regions, yes, as_json, concurrency, now_text):
     \b
     Without --yes this is a dry run: it lists what would go and its hourly cost.
     Only resources tagged managed-by=llmdeploy are touched; llmdeploy:protect=true
-    is skipped and listed. Sweeps EC2 instances, SageMaker endpoints (with their
-    configs and models), endpoint configs and models that no endpoint uses any
-    more (anything in use is kept and listed) and Pulumi stacks in the local
-    file backend.
+    is skipped and listed. Sweeps EC2 instances, Elastic IPs (billed while
+    allocated; one still attached is released only from an llmdeploy instance
+    that is terminated or expired), SageMaker endpoints (with their configs and
+    models), endpoint configs and models that no endpoint uses any more
+    (anything in use is kept and listed) and Pulumi stacks in the local file
+    backend.
     \b
     Exit status: 0 when nothing expired remains; 1 when something expired remains
     (a dry run that found some, a failed deletion, a region that could not be

@@ -13,7 +13,8 @@ File layout (all TOML, each with ``schema_version``):
 - ``ec2_prices.toml``: ``[ec2."REGION"] "TYPE" = {on_demand, ri_1y, ri_3y, source}`` (USD/hour).
 - ``sagemaker_prices.toml``: ``[hosting."REGION"] "ml.TYPE" = {hourly, source}``,
   ``[serverless."REGION"] usd_per_gb_second, usd_per_gb_processed, source``,
-  ``[other."REGION"] alb_hourly, kms_key_monthly, source``.
+  ``[other."REGION"] alb_hourly, kms_key_monthly, source`` and, optionally, ``public_ipv4_hourly`` (USD per
+  public IPv4 address / Elastic IP per hour) with its own ``public_ipv4_source``.
 - ``limits.toml``: ``[serverless]`` and ``[async]`` service limits, each with a source.
 """
 
@@ -123,6 +124,8 @@ class OtherPrices:
     alb_hourly: float
     kms_key_monthly: float
     source: Source
+    public_ipv4_hourly: float | None = None  # None: the row does not state it (never guessed)
+    public_ipv4_source: Source | None = None
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,19 @@ def _source(sources: Mapping[str, Source], key: str, where: str) -> Source:
         raise ConfigError(f"catalog row {where} names source {key!r}, which sources.toml does not define.") from None
 
 
+def _other_prices(sources: Mapping[str, Source], region: str, row: Mapping) -> OtherPrices:
+    where = f"other.{region}"
+    ipv4, ipv4_source = row.get("public_ipv4_hourly"), None
+    if ipv4 is not None:
+        if isinstance(ipv4, bool) or not isinstance(ipv4, (int, float)) or ipv4 < 0:
+            raise ConfigError(f"catalog row {where} has public_ipv4_hourly {ipv4!r}; use a price in USD per hour (0 or more).")
+        if "public_ipv4_source" not in row:
+            raise ConfigError(f"catalog row {where} has public_ipv4_hourly but no public_ipv4_source naming where it came from.")
+        ipv4_source = _source(sources, row["public_ipv4_source"], f"{where}.public_ipv4_hourly")
+    return OtherPrices(region, row["alb_hourly"], row["kms_key_monthly"], _source(sources, row["source"], where),
+                       float(ipv4) if ipv4 is not None else None, ipv4_source)
+
+
 def _network_cards(row: Mapping, itype: str) -> int:
     cards = row.get("network_cards", 1)  # absent: the common single-card type
     if isinstance(cards, bool) or not isinstance(cards, int) or cards < 1:
@@ -262,10 +278,7 @@ def load_catalog_from(directory: Path, origin: str | None = None) -> Catalog:
         )
         for region, row in sm["serverless"].items()
     }
-    other = {
-        region: OtherPrices(region, row["alb_hourly"], row["kms_key_monthly"], _source(sources, row["source"], f"other.{region}"))
-        for region, row in sm["other"].items()
-    }
+    other = {region: _other_prices(sources, region, row) for region, row in sm["other"].items()}
     limits = _read(directory, "limits.toml")
     sl, al = limits["serverless"], limits["async"]
     serverless_limits = ServerlessLimits(

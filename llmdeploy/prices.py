@@ -671,6 +671,7 @@ def describe() -> dict:
             "newest_price_date": max(p.source.retrieved for p in rows).isoformat() if rows else None,
         })
     used = {p.source.key for p in [*cat.ec2.values(), *cat.hosting.values(), *cat.serverless.values(), *cat.other.values()]}
+    used |= {o.public_ipv4_source.key for o in cat.other.values() if o.public_ipv4_source}
     return {
         "in_use": "refreshed cache" if refreshed else "bundled snapshot",
         "origin": cat.origin,

@@ -7,6 +7,7 @@ ever those tagged managed-by=llmdeploy with this stack.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from llmdeploy import catalog as _catalog
@@ -99,17 +100,33 @@ def release_leftover_addresses(stack: str, region: str, result: Leftovers | None
         if not alloc or not _tags.is_managed(tag_map) or tag_map.get(_tags.STACK) != stack or tag_map.get(_tags.PURPOSE) != _ft.PURPOSE:
             continue
         try:
-            if addr.get("AssociationId"):  # a node still shutting down: an associated address can't be released
-                try:
-                    ec2.disassociate_address(AssociationId=addr["AssociationId"])
-                except Exception as exc:
-                    if clients.error_code(exc) != "InvalidAssociationID.NotFound":  # already disassociated: fine
-                        raise
-            ec2.release_address(AllocationId=alloc)
-        except Exception as exc:
-            if clients.error_code(exc) == "InvalidAllocationID.NotFound":
+            if not release_address(ec2, addr):
                 continue  # gone meanwhile (a destroy or the reaper got there first)
+        except Exception as exc:
             result.release_failed.append((alloc, clients.describe_failure(exc)))
             continue
         result.released.append((alloc, str(addr.get("PublicIp", "?"))))
     return result
+
+
+def release_address(ec2, addr: dict, *, call: Callable[[Callable[[], object]], object] = lambda f: f()) -> bool:
+    """Disassociate ``addr`` (a ``describe_addresses`` entry) if it is still associated, then release it.
+
+    True when released, False when it was already gone; raises anything else. The caller has already
+    decided the address (and whatever it is attached to) may go: this checks no tags. ``call`` runs each
+    API call (the reaper passes its throttling backoff). Shared by ``finetune down`` and ``llmdeploy reap``.
+    """
+    alloc = addr["AllocationId"]
+    try:
+        if addr.get("AssociationId"):  # a node still shutting down: an associated address can't be released
+            try:
+                call(lambda: ec2.disassociate_address(AssociationId=addr["AssociationId"]))
+            except Exception as exc:
+                if clients.error_code(exc) != "InvalidAssociationID.NotFound":  # already disassociated: fine
+                    raise
+        call(lambda: ec2.release_address(AllocationId=alloc))
+    except Exception as exc:
+        if clients.error_code(exc) == "InvalidAllocationID.NotFound":
+            return False
+        raise
+    return True

@@ -13,7 +13,11 @@ Rules (the reason this module exists is that they hold every time):
   thread), a failure of one never stops the others, and throttling is retried
   by botocore and then by a bounded backoff here.
 
-What is swept, per region: EC2 instances (not terminated), SageMaker endpoints
+What is swept, per region: EC2 instances (not terminated), Elastic IPs (billed per
+hour while allocated, attached or not: on-instance autodown terminates a node
+but leaves its address; one attached to an instance is released only when that
+instance is itself managed and terminated or expired, else kept and listed as
+``in-use``), SageMaker endpoints
 with their endpoint config and models (each deleted only when itself managed,
 not protected, not explicitly live and used by nothing else), SageMaker
 endpoint configs and models that nothing uses any more (orphans: a deploy that
@@ -25,7 +29,7 @@ stacks in a local file backend whose config sets ``llmdeploy:expires-at``
 that runs it, a model by every endpoint config that names it. Something in use
 is never deleted, expired or not (listed as ``in-use``). Deletion goes in
 phases, each freeing what the next may delete: instances and endpoints, then
-orphan configs, then orphan models, then stacks; each SageMaker phase re-reads
+Elastic IPs (an expired node's address goes after the node), then orphan configs, then orphan models, then stacks; each SageMaker phase re-reads
 what uses what right before it starts.
 """
 
@@ -44,14 +48,16 @@ from pathlib import Path
 from llmdeploy import catalog as _catalog
 from llmdeploy import tags as _tags
 from llmdeploy.aws import clients
+from llmdeploy.aws import cluster as _cluster
 from llmdeploy.errors import LlmdeployError
 
 EC2 = "ec2-instance"
+EIP = "elastic-ip"
 ENDPOINT = "sagemaker-endpoint"
 CONFIG = "sagemaker-endpoint-config"
 MODEL = "sagemaker-model"
 STACK = "pulumi-stack"
-KINDS = (EC2, ENDPOINT, CONFIG, MODEL, STACK)
+KINDS = (EC2, EIP, ENDPOINT, CONFIG, MODEL, STACK)
 
 EXPIRED = "expired"
 PROTECTED = "protected"
@@ -59,6 +65,7 @@ BAD_EXPIRY = "bad-expiry"
 IN_USE = "in-use"
 
 LIVE_EC2_STATES = ["pending", "running", "stopping", "stopped"]
+GONE_EC2_STATES = ("shutting-down", "terminated")
 
 #: Own retries on throttling after botocore's: attempts and backoff (seconds, full jitter, capped).
 BACKOFF_ATTEMPTS = 4
@@ -68,6 +75,7 @@ BACKOFF_CAP_S = 8.0
 _NOT_FOUND_CODES = {
     "InvalidInstanceID.NotFound",
     "InvalidInstanceID.Malformed",
+    "InvalidAllocationID.NotFound",
     "ResourceNotFound",
     "ResourceNotFoundException",
     "NotFoundException",
@@ -177,6 +185,73 @@ def _scan_ec2(region: str, now: dt.datetime, cat: _catalog.Catalog | None) -> li
                 if inst.get("State", {}).get("Name") == "stopped":
                     hourly, detail = 0.0, (detail + "; " if detail else "") + "stopped (storage only)"
                 items.append(Item(region, EC2, inst["InstanceId"], expiry, hourly, status, detail or itype))
+    return items
+
+
+def _instances_by_id(ec2, ids: Iterable[str]) -> dict[str, dict]:
+    """The instances (any state) among ``ids`` that EC2 still describes; missing ones are simply absent."""
+    ids = sorted(set(ids))
+    out: dict[str, dict] = {}
+    for start in range(0, len(ids), 100):
+        chunk = ids[start:start + 100]
+        desc = _with_backoff(lambda: ec2.describe_instances(Filters=[{"Name": "instance-id", "Values": chunk}]))
+        for reservation in desc.get("Reservations", []):
+            for inst in reservation.get("Instances", []):
+                out[inst["InstanceId"]] = inst
+    return out
+
+
+def _attachment_block(addr: dict, instance: dict | None, now: dt.datetime) -> str | None:
+    """Why an associated Elastic IP must stay where it is; None when it may be disassociated.
+
+    Only from an instance that llmdeploy manages and that is terminated (or on its way) or expired
+    (not protected): anything else may be someone's working address.
+    """
+    iid = addr.get("InstanceId")
+    if not iid:
+        return f"associated with {addr.get('NetworkInterfaceId') or 'something'}, not with an llmdeploy instance"
+    if instance is None:
+        return f"attached to instance {iid}, which EC2 does not describe (cannot check it is llmdeploy's)"
+    tag_map = _tag_dict(instance.get("Tags"))
+    if not _tags.is_managed(tag_map):
+        return f"attached to instance {iid}, which llmdeploy does not manage"
+    if instance.get("State", {}).get("Name") in GONE_EC2_STATES:
+        return None
+    status, _, detail = classify(tag_map, now)
+    if status == EXPIRED:
+        return None
+    return f"attached to instance {iid}, which is {instance.get('State', {}).get('Name', '?')} and not expired ({detail})"
+
+
+def _ipv4_hourly(region: str, cat: _catalog.Catalog | None) -> float | None:
+    """The catalog's public IPv4 price for ``region``; None (shown as "?") when the catalog does not state one."""
+    other = cat.other.get(region) if cat is not None else None
+    return other.public_ipv4_hourly if other is not None else None
+
+
+def _scan_eips(region: str, now: dt.datetime, cat: _catalog.Catalog | None) -> list[Item]:
+    """Managed Elastic IPs past expiry; one still attached to something that is not an expired managed instance is in use."""
+    ec2 = clients.client("ec2", region)
+    desc = ec2.describe_addresses(Filters=[{"Name": f"tag:{_tags.MANAGED_BY}", "Values": [_tags.MANAGED_BY_VALUE]}])
+    found = []
+    for addr in desc.get("Addresses", []):
+        status, expiry, detail = classify(_tag_dict(addr.get("Tags")), now)
+        if status is None or not addr.get("AllocationId"):
+            continue
+        found.append((addr, status, expiry, detail))
+    attached = {a["InstanceId"] for a, status, _, _ in found if status == EXPIRED and a.get("AssociationId") and a.get("InstanceId")}
+    instances = _instances_by_id(ec2, attached) if attached else {}
+    hourly = _ipv4_hourly(region, cat)
+    items = []
+    for addr, status, expiry, detail in found:
+        ip = addr.get("PublicIp", "?")
+        if status == EXPIRED and addr.get("AssociationId"):
+            block = _attachment_block(addr, instances.get(addr.get("InstanceId", "")), now)
+            if block:
+                status, detail = IN_USE, f"{block}; kept"
+            else:
+                detail = f"attached to expired instance {addr['InstanceId']}: disassociated, then released"
+        items.append(Item(region, EIP, addr["AllocationId"], expiry, hourly, status, f"{ip}: {detail}" if detail else ip))
     return items
 
 
@@ -388,6 +463,7 @@ def scan(
         jobs = {}
         for region in regions:
             jobs[pool.submit(_with_backoff, lambda r=region: _scan_ec2(r, now, cat))] = (region, EC2)
+            jobs[pool.submit(_with_backoff, lambda r=region: _scan_eips(r, now, cat))] = (region, EIP)
             jobs[pool.submit(_with_backoff, lambda r=region: _scan_sagemaker(r, now, cat, inner if concurrency > 1 else None, errors))] = (
                 region,
                 ENDPOINT,
@@ -460,6 +536,29 @@ def _delete_ec2(item: Item, now: dt.datetime) -> list[str]:
             return []
         raise
     return [item.id]
+
+
+def _delete_eip(item: Item, now: dt.datetime) -> list[str]:
+    """Re-read the address and its tags; disassociate it only from an expired or terminated managed instance; release."""
+    ec2 = clients.client("ec2", item.region)
+    try:
+        addresses = _with_backoff(lambda: ec2.describe_addresses(AllocationIds=[item.id])).get("Addresses", [])
+    except Exception as exc:
+        if _is_gone(exc):
+            return []
+        raise
+    if not addresses:
+        return []
+    addr = addresses[0]
+    _recheck(_tag_dict(addr.get("Tags")), now)
+    if addr.get("AssociationId"):
+        iid = addr.get("InstanceId")
+        block = _attachment_block(addr, _instances_by_id(ec2, [iid]).get(iid) if iid else None, now)
+        if block:
+            raise StillProtected(block)
+    if not _cluster.release_address(ec2, addr, call=_with_backoff):
+        return []
+    return [f"elastic IP {item.id} ({addr.get('PublicIp', '?')})"]
 
 
 def _delete_if_managed(sm, now: dt.datetime, arn: str, delete: Callable[[], object], label: str, notes: list[str], *, orphan: bool = False) -> str:
@@ -577,6 +676,9 @@ def delete_one(item: Item, now: dt.datetime, usage: Usage | Exception | None = N
         if item.kind == EC2:
             deleted = _delete_ec2(item, now)
             return Outcome(item, True, "terminated" if deleted else "already gone", deleted)
+        if item.kind == EIP:
+            deleted = _delete_eip(item, now)
+            return Outcome(item, True, "released" if deleted else "already gone", deleted)
         if item.kind == ENDPOINT:
             deleted, notes = _delete_endpoint(item, now, usage)
             message = ("deleted" if deleted else "already gone") + (f" ({'; '.join(notes)})" if notes else "")
@@ -604,7 +706,7 @@ def reap(
 ) -> list[Outcome]:
     """Delete ``items`` (only those with status expired), ``concurrency`` at a time; stacks last, one by one.
 
-    Phases, each freeing what the next may delete: instances and endpoints, configs, models.
+    Phases, each freeing what the next may delete: instances and endpoints, Elastic IPs, configs, models.
     Each phase re-reads what uses what in its SageMaker regions right before it deletes.
     """
     targets = [i for i in items if i.status == EXPIRED]
@@ -617,9 +719,9 @@ def reap(
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         pmap = map if concurrency <= 1 else pool.map
-        for kinds in ((EC2, ENDPOINT), (CONFIG,), (MODEL,)):
+        for kinds in ((EC2, ENDPOINT), (EIP,), (CONFIG,), (MODEL,)):
             batch = [i for i in targets if i.kind in kinds]
-            usage = {r: _usage_or_error(r, pmap) for r in sorted({i.region for i in batch if i.kind != EC2})}
+            usage = {r: _usage_or_error(r, pmap) for r in sorted({i.region for i in batch if i.kind in (ENDPOINT, CONFIG, MODEL)})}
             if concurrency <= 1:
                 for item in batch:
                     done(delete_one(item, now, usage.get(item.region)))

@@ -72,3 +72,19 @@ def configs(sm) -> set[str]:
 
 def models(sm) -> set[str]:
     return {m["ModelName"] for m in sm.list_models()["Models"]}
+
+
+def address(ec2, tags: dict[str, str] | None, *, instance: str | None = None) -> str:
+    """A VPC Elastic IP with ``tags`` (tags on the address itself), associated with ``instance`` if given."""
+    kwargs = {"Domain": "vpc"}
+    if tags:
+        kwargs["TagSpecifications"] = [{"ResourceType": "elastic-ip", "Tags": _tag_list(tags)}]
+    alloc = ec2.allocate_address(**kwargs)["AllocationId"]
+    if instance is not None:
+        ec2.associate_address(AllocationId=alloc, InstanceId=instance)
+    return alloc
+
+
+def addresses(ec2) -> dict[str, str | None]:
+    """Allocated Elastic IPs: allocation id -> the instance it is associated with (None: unattached)."""
+    return {a["AllocationId"]: a.get("InstanceId") or None for a in ec2.describe_addresses()["Addresses"]}

@@ -80,10 +80,13 @@ source = "test"
 alb_hourly = 0.0225
 kms_key_monthly = 1.0
 source = "test"
+public_ipv4_hourly = 0.005
+public_ipv4_source = "test"
 [other."us-west-2"]
 alb_hourly = 0.0225
 kms_key_monthly = 1.0
 source = "test"
+# no public_ipv4_hourly: the reaper shows "?" for us-west-2 Elastic IPs
 """,
     "limits.toml": """schema_version = 1
 [serverless]

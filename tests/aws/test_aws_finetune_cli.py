@@ -253,15 +253,11 @@ def test_up_plan_mentions_elastic_ips_for_multi_interface_nodes(aws, pulumi_stub
     assert "billed hourly while allocated" in out, "the plan says Elastic IPs cost money while allocated"
 
 
-def _address(ec2, tags: dict[str, str] | None) -> str:
-    kwargs = {"Domain": "vpc"}
-    if tags:
-        kwargs["TagSpecifications"] = [{"ResourceType": "elastic-ip", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
-    return ec2.allocate_address(**kwargs)["AllocationId"]
+_address = sc.address
 
 
 def _allocated(ec2) -> set[str]:
-    return {a["AllocationId"] for a in ec2.describe_addresses()["Addresses"]}
+    return set(sc.addresses(ec2))
 
 
 def _fine_tune(stack: str, **extra: str) -> dict[str, str]:

@@ -433,3 +433,147 @@ def test_orphan_listing_failure_is_reported(orphans, inject):
     assert result.exit_code == 1
     assert "us-east-1 sagemaker-endpoint: listing failed: AccessDeniedException" in result.stderr
     assert "half-model" in sc.models(orphans), "nothing unchecked is deleted"
+
+
+# -- Elastic IPs (billed while allocated; on-instance autodown leaves them behind) ---------------------
+
+
+@pytest.fixture
+def eips(aws, boto):
+    """Elastic IPs next to the instances they may be attached to; returns name -> allocation id (and the clients)."""
+    ec2, west = boto("ec2"), boto("ec2", "us-west-2")
+    (node,) = sc.instance(ec2, sc.managed(), itype="p4d.24xlarge")  # an expired fine-tune node, still running
+    (live_node,) = sc.instance(ec2, sc.managed(sc.FUTURE))
+    (protected_node,) = sc.instance(ec2, sc.managed(protect=True))
+    (foreign_node,) = sc.instance(ec2, {"team": "research"})
+    e = {
+        "idle": sc.address(ec2, sc.managed()),  # its node was terminated by autodown: nothing attached
+        "attached": sc.address(ec2, sc.managed(), instance=node),
+        "live": sc.address(ec2, sc.managed(sc.FUTURE)),
+        "protected": sc.address(ec2, sc.managed(protect=True)),
+        "unmanaged": sc.address(ec2, {"expires-at": sc.PAST, "llmdeploy:stack": "dev"}),
+        "foreign": sc.address(ec2, {"managed-by": "terraform", "expires-at": sc.PAST}),
+        "untagged": sc.address(ec2, None),
+        "on_live_node": sc.address(ec2, sc.managed(), instance=live_node),
+        "on_protected_node": sc.address(ec2, sc.managed(), instance=protected_node),
+        "on_foreign_node": sc.address(ec2, sc.managed(), instance=foreign_node),
+        "west": sc.address(west, sc.managed()),
+    }
+    return {"ids": e, "ec2": ec2, "west": west, "node": node, "live_node": live_node,
+            "protected_node": protected_node, "foreign_node": foreign_node}
+
+
+EIP_RELEASED = {"idle", "attached", "west"}
+EIP_UNTOUCHED = {"live", "protected", "unmanaged", "foreign", "untagged", "on_live_node", "on_protected_node", "on_foreign_node"}
+
+
+def test_expired_elastic_ips_are_listed_with_their_hourly_price(eips):
+    ids, ec2 = eips["ids"], eips["ec2"]
+    before = (sc.addresses(ec2), sc.addresses(eips["west"]))
+    result = run_cli("reap", "--now", sc.NOW, "--json")
+    assert result.exit_code == 1, "expired Elastic IPs remain: exit 1"
+    doc = json.loads(result.stdout)
+    expired = {i["id"]: i for i in doc["expired"] if i["kind"] == "elastic-ip"}
+    assert set(expired) == {ids[n] for n in EIP_RELEASED}
+    assert expired[ids["idle"]]["usd_per_hour"] == pytest.approx(0.005), "the price comes from the catalog's public_ipv4_hourly"
+    assert expired[ids["west"]]["usd_per_hour"] is None, "a region whose catalog row lacks the price: unknown, not guessed"
+    assert f"attached to expired instance {eips['node']}" in expired[ids["attached"]]["detail"]
+    skipped = {i["id"]: i for i in doc["skipped"] if i["kind"] == "elastic-ip"}
+    assert skipped[ids["protected"]]["status"] == "protected"
+    for name, why in (("on_live_node", "not expired"), ("on_protected_node", "protect"), ("on_foreign_node", "does not manage")):
+        assert skipped[ids[name]]["status"] == "in-use", name
+        assert why in skipped[ids[name]]["detail"], (name, skipped[ids[name]]["detail"])
+    listed = {i["id"] for i in doc["expired"] + doc["skipped"]}
+    for name in ("live", "unmanaged", "foreign", "untagged"):
+        assert ids[name] not in listed, f"{name}: not expired or not managed: not even listed"
+
+    table = run_cli("reap", "--now", sc.NOW).stdout
+    idle = next(ln for ln in table.split("Skipped", 1)[0].splitlines() if ids["idle"] in ln)
+    assert "elastic-ip" in idle and " 0.005 " in idle
+    west = next(ln for ln in table.splitlines() if ids["west"] in ln)
+    assert "elastic-ip" in west and " ? " in west
+    assert (sc.addresses(ec2), sc.addresses(eips["west"])) == before, "a dry run releases nothing"
+
+
+def test_yes_releases_expired_elastic_ips_after_their_instance(eips, inject):
+    ids, ec2 = eips["ids"], eips["ec2"]
+    calls: list[str] = []
+    lock = threading.Lock()
+
+    def record(name):
+        def hook(request, **_):
+            body = request.body.decode() if isinstance(request.body, bytes) else str(request.body)
+            with lock:
+                calls.append(f"{name} attached" if ids["attached"] in body else name)
+        return hook
+
+    inject("before-send.ec2.TerminateInstances", record("terminate"))
+    inject("before-send.ec2.DisassociateAddress", record("disassociate"))
+    inject("before-send.ec2.ReleaseAddress", record("release"))
+    result = run_cli("reap", "--now", sc.NOW, "--yes", "--concurrency", "4")
+    assert result.exit_code == 0, result.output
+    assert "Done: 4 of 4 handled, 0 failed." in result.stdout, "the expired node and 3 Elastic IPs"
+    assert eips["node"] not in sc.live_instances(ec2), "the expired node is terminated"
+    left = sc.addresses(ec2)
+    assert not {ids[n] for n in EIP_RELEASED} & set(left), "expired managed Elastic IPs are released, attached or not"
+    assert sc.addresses(eips["west"]) == {}
+    assert {ids[n] for n in EIP_UNTOUCHED} == set(left), "everything else stays allocated"
+    assert left[ids["on_live_node"]] == eips["live_node"], "an address on a live instance stays associated"
+    assert left[ids["on_protected_node"]] == eips["protected_node"]
+    assert left[ids["on_foreign_node"]] == eips["foreign_node"]
+    assert {eips["live_node"], eips["protected_node"], eips["foreign_node"]} <= sc.live_instances(ec2)
+    assert f"ok: us-east-1 elastic-ip {ids['attached']}: released" in result.stderr
+    assert calls.index("terminate") < calls.index("disassociate") < calls.index("release attached"), (
+        "the node goes first, then its address is disassociated and released")
+    assert calls.count("disassociate") == 1 and len([c for c in calls if c.startswith("release")]) == 3, calls
+
+    again = run_cli("reap", "--now", sc.NOW, "--yes")
+    assert again.exit_code == 0 and "Nothing expired." in again.stdout, again.output
+    assert sc.addresses(ec2) == left, "a second run is a no-op"
+
+
+def test_elastic_ips_are_rechecked_right_before_release(eips):
+    from llmdeploy.aws import reaper
+    from llmdeploy.finetune import parse_now
+
+    ids, ec2 = eips["ids"], eips["ec2"]
+    now = parse_now(sc.NOW)
+    found = reaper.scan(["us-east-1"], now=now, cat=world_cat(), concurrency=4)
+    targets = [i for i in found.expired if i.kind == "elastic-ip"]
+    assert {i.id for i in targets} == {ids["idle"], ids["attached"]}
+    ec2.create_tags(Resources=[ids["idle"]], Tags=[{"Key": "llmdeploy:protect", "Value": "true"}])
+    ec2.create_tags(Resources=[eips["node"]], Tags=[{"Key": "expires-at", "Value": sc.FUTURE}])  # the node was extended
+    outcomes = {o.item.id: o for o in reaper.reap(targets, now=now, concurrency=4)}
+    assert outcomes[ids["idle"]].ok and outcomes[ids["idle"]].message.startswith("left alone: tagged llmdeploy:protect")
+    attached = outcomes[ids["attached"]]
+    assert attached.ok and attached.message.startswith(f"left alone: attached to instance {eips['node']}"), attached.message
+    assert sc.addresses(ec2)[ids["attached"]] == eips["node"], "still associated with the (now extended) node"
+    assert ids["idle"] in sc.addresses(ec2)
+
+
+def test_releasing_elastic_ips_twice_is_fine(eips):
+    from llmdeploy.aws import reaper
+    from llmdeploy.finetune import parse_now
+
+    now = parse_now(sc.NOW)
+    found = reaper.scan(["us-east-1"], now=now, cat=world_cat(), concurrency=1)
+    first = {o.item.id: o for o in reaper.reap(found.expired, now=now, concurrency=1)}
+    assert first[eips["ids"]["idle"]].message == "released" and all(o.ok for o in first.values())
+    second = reaper.reap([i for i in found.expired if i.kind == "elastic-ip"], now=now, concurrency=4)
+    assert {o.message for o in second} == {"already gone"}, "already released counts as done"
+
+
+def test_elastic_ip_release_failure_is_reported_and_exits_1(eips, inject):
+    inject("before-send.ec2.ReleaseAddress", lambda request, **_: _ec2_error("UnauthorizedOperation", 403))
+    result = run_cli("reap", "--now", sc.NOW, "--region", "us-east-1", "--yes")
+    assert result.exit_code == 1, "an expired address left allocated is still billed: exit 1"
+    assert f"Failed: us-east-1 elastic-ip {eips['ids']['idle']}: UnauthorizedOperation" in result.stderr
+    assert eips["ids"]["idle"] in sc.addresses(eips["ec2"])
+
+
+def test_elastic_ip_listing_failure_is_reported(eips, inject):
+    inject("before-send.ec2.DescribeAddresses", lambda request, **_: _ec2_error("UnauthorizedOperation", 403))
+    result = run_cli("reap", "--now", sc.NOW, "--region", "us-east-1", "--yes")
+    assert result.exit_code == 1, "a region whose addresses could not be listed may hold expired ones: exit 1"
+    assert "us-east-1 elastic-ip: listing failed: UnauthorizedOperation" in result.stderr
+    assert eips["node"] not in sc.live_instances(eips["ec2"]), "the other kinds are still reaped"

@@ -55,6 +55,7 @@ def test_every_row_names_a_defined_source(cat):
 
 def test_every_source_is_used(cat):
     used = {row.source.key for row in _all_rows(cat)}
+    used |= {o.public_ipv4_source.key for o in cat.other.values() if o.public_ipv4_source is not None}
     assert set(cat.sources) == used, f"unused sources: {set(cat.sources) - used}"
 
 
@@ -303,6 +304,34 @@ def test_serverless_and_other_prices(cat):
         o = cat.other[region]
         assert 0.01 < o.alb_hourly < 0.05
         assert o.kms_key_monthly == pytest.approx(1.0)
+
+
+def test_public_ipv4_hourly_is_half_a_cent_everywhere_with_a_source(cat):
+    """Elastic IPs / public IPv4: $0.005 per address-hour in every region since 2024-02-01 (VPC pricing)."""
+    for region in REGIONS:
+        o = cat.other[region]
+        assert o.public_ipv4_hourly == pytest.approx(0.005), region
+        assert o.public_ipv4_source is not None, f"{region}: public_ipv4_hourly must name its source"
+        assert cat.sources[o.public_ipv4_source.key] is o.public_ipv4_source
+        assert o.public_ipv4_source.url == "https://aws.amazon.com/vpc/pricing/"
+        assert "0.005" in o.public_ipv4_source.note and "2024-02-01" in o.public_ipv4_source.note
+
+
+def test_public_ipv4_price_is_optional_and_needs_a_source(tmp_path):
+    import shutil
+
+    for name in ("sources.toml", "gpus.toml", "instances.toml", "ec2_prices.toml", "sagemaker_prices.toml", "limits.toml"):
+        shutil.copyfile(c.BUNDLED_DIR / name, tmp_path / name)
+    sm = tmp_path / "sagemaker_prices.toml"
+    text = sm.read_text()
+    sm.write_text(text.replace('public_ipv4_hourly = 0.005\npublic_ipv4_source = "vpc-public-ipv4-pricing"\n', "", 1))
+    loaded = c.load_catalog_from(tmp_path)
+    assert loaded.other["us-east-1"].public_ipv4_hourly is None, "a row without it states no price (none guessed)"
+    assert loaded.other["us-east-1"].public_ipv4_source is None
+    assert loaded.other["us-west-2"].public_ipv4_hourly == pytest.approx(0.005)
+    sm.write_text(text.replace('public_ipv4_source = "vpc-public-ipv4-pricing"\n', "", 1))
+    with pytest.raises(c.ConfigError, match="public_ipv4_source"):
+        c.load_catalog_from(tmp_path)
 
 
 # -- limits --------------------------------------------------------------------------------------
