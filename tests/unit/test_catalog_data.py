@@ -286,6 +286,19 @@ def test_billed_hosting_rows_match_the_derived_ratio(cat):
         assert h.hourly == pytest.approx(ec2 * 1.25, rel=0.005), ml
 
 
+@pytest.mark.parametrize(
+    ("ml", "hourly"), [("ml.g6.xlarge", 1.1267), ("ml.g6e.2xlarge", 2.8026), ("ml.g6e.12xlarge", 13.1158)]
+)
+def test_published_price_list_hosting_rows(cat, ml, hourly):
+    # us-east-1 USE1-Host rows of AWS's SageMaker price list (version 20261005212151), not estimates.
+    h = cat.hosting[("us-east-1", ml)]
+    assert h.source.key == "sagemaker-hosting-pricelist-2026-10"
+    assert h.hourly == pytest.approx(hourly, abs=1e-9)
+    # They confirm the premium the derived estimates assume: x 1.40 for *.xlarge, x 1.25 otherwise.
+    ratio = 1.40 if ml.split(".")[2] == "xlarge" else 1.25
+    assert h.hourly == pytest.approx(cat.ec2[("us-east-1", ml.removeprefix("ml."))].on_demand * ratio, rel=0.001)
+
+
 def test_every_serverless_region_is_complete(cat):
     assert "us-east-1" in cat.serverless
     for region, s in cat.serverless.items():
