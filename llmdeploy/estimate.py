@@ -38,10 +38,13 @@ def estimate(
     fits = []
     for inst in cat_mod.gpu_instances(cat, region):
         f = sizing.fit_on_instance(mem, host, inst, a)
+        fits_, reason = f.fits, f.reason
+        if fits_ and dtype == "bf16" and not inst.gpu.supports_bf16:
+            fits_, reason = False, f"{inst.gpu.name} has no bf16; use --dtype fp16 or fp32"
         fits.append({
             "instance_type": inst.type, "gpu": inst.gpu.name, "gpu_count": inst.gpu_count, "gpu_memory_gib": inst.gpu.memory_gib,
-            "ram_gib": inst.ram_gib, "fits": f.fits, "tensor_parallel": f.tensor_parallel, "gpu_bytes_per_gpu": f.gpu_bytes_per_gpu,
-            "reason": f.reason,
+            "ram_gib": inst.ram_gib, "fits": fits_, "tensor_parallel": f.tensor_parallel, "gpu_bytes_per_gpu": f.gpu_bytes_per_gpu,
+            "reason": reason,
         })
 
     # One speed row per GPU model, on the cheapest instance of it that fits.
@@ -51,8 +54,6 @@ def estimate(
             continue
         seen.add(row["gpu"])
         gpu = cat.gpus[row["gpu"]]
-        if dtype == "bf16" and not gpu.supports_bf16:
-            continue
         lat = sizing.gpu_latency(m, dtype, gpu, row["tensor_parallel"], batch=batch, input_tokens=input_tokens,
                                  output_tokens=output_tokens, a=a)
         latency.append({

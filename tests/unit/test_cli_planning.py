@@ -153,3 +153,11 @@ def test_a_missing_optional_package_names_the_extra(monkeypatch):
         assert result.exit_code == 1, (args, result.output)
         assert "pip install 'llmdeploy[infra]'" in result.output and "Traceback" not in result.output
         assert len([line for line in result.output.splitlines() if line.startswith("Error:")]) == 1
+
+
+def test_estimate_in_bf16_rules_out_gpus_without_bf16():
+    data = json.loads(run("estimate", "flan-t5-xl", "--dtype", "bf16", "--json").output)
+    by_type = {f["instance_type"]: f for f in data["fits"]}
+    assert not by_type["g4dn.2xlarge"]["fits"] and "T4 has no bf16" in by_type["g4dn.2xlarge"]["reason"]
+    assert by_type["g5.2xlarge"]["fits"], "an A10G has bf16"
+    assert "T4" not in {row["gpu"] for row in data["latency"]}
