@@ -14,6 +14,7 @@ Examples:
   llmdeploy estimate                         # FLAN-T5-XL, its own dtype (fp32)
   llmdeploy estimate flan-t5-xxl --dtype bf16 --batch 8
   llmdeploy estimate ./my-model/config.json --loading streaming --json
+  llmdeploy estimate flan-t5-xl --instance-type g4dn.xlarge --loading streaming
   llmdeploy estimate --list-models
 """
 )
@@ -26,12 +27,13 @@ Examples:
 @opt.loading_option
 @click.option("--finetune-batch", type=click.IntRange(min=1), default=8, show_default=True, help="Micro-batch for the fine-tune estimate.")
 @click.option("--finetune-seq", type=click.IntRange(min=1), default=512, show_default=True, help="Sequence length for the fine-tune estimate.")
+@click.option("--instance-type", "instance_types", multiple=True, metavar="TYPE", help="Only show fit for this type; repeatable.")
 @click.option("--list-models", is_flag=True, help="List the bundled model configs and exit.")
 @opt.region_option
 @opt.catalog_option
 @opt.json_option
-def estimate(model, dtype, batch, input_tokens, output_tokens, buffer, loading, finetune_batch, finetune_seq, list_models,
-             region, catalog_dir, as_json):
+def estimate(model, dtype, batch, input_tokens, output_tokens, buffer, loading, finetune_batch, finetune_seq, instance_types,
+             list_models, region, catalog_dir, as_json):
     """Size MODEL from its config: parameters, memory per dtype, fit per instance, fine-tune needs, speed.
 
     MODEL is a bundled name (default flan-t5-xl), the Hugging Face id of one, or a
@@ -51,6 +53,7 @@ def estimate(model, dtype, batch, input_tokens, output_tokens, buffer, loading, 
     report = est.estimate(
         model, cat=load_catalog(catalog_dir), region=region, dtype=dtype, batch=batch, input_tokens=input_tokens,
         output_tokens=output_tokens, buffer=buffer, loading=loading, finetune_batch=finetune_batch, finetune_seq=finetune_seq,
+        instance_types=instance_types,
     )
     if as_json:
         opt.emit_json(report)

@@ -17,6 +17,7 @@ Examples:
   llmdeploy plan --model flan-t5-small --mode serverless --requests-per-day 2000
   llmdeploy plan --mode auto --requests-per-day 200000 --active-hours 24 --json
   llmdeploy plan --mode async --stack dev             # also writes Pulumi.dev.yaml
+  llmdeploy plan --mode reserved --instance-type g4dn.2xlarge --instance-type g5.2xlarge
   llmdeploy plan --markdown >> $GITHUB_STEP_SUMMARY
 """
 )
@@ -33,6 +34,8 @@ Examples:
 @click.option("--output-tokens", type=int, default=64, show_default=True, help="Generated tokens per request.")
 @click.option("--active-hours", type=int, default=12, show_default=True, help="Hours a day that see traffic (1-24).")
 @click.option("--latency-target", type=float, default=5.0, show_default=True, help="Seconds one request may take.")
+@click.option("--instance-type", "instance_types", multiple=True, metavar="TYPE",
+              help="Only consider this GPU type (EC2 or ml. name); repeatable.")
 @opt.buffer_option
 @opt.loading_option
 @opt.stack_option
@@ -44,7 +47,7 @@ Examples:
 @opt.catalog_option
 @opt.json_option
 def plan(mode, term, model, dtype, region, requests_per_day, peak_rps, input_tokens, output_tokens, active_hours, latency_target,
-         buffer, loading, stack, project_dir, owner, cost_center, markdown, chart, catalog_dir, as_json):
+         instance_types, buffer, loading, stack, project_dir, owner, cost_center, markdown, chart, catalog_dir, as_json):
     """Cost every way of hosting MODEL for a traffic profile and pick one.
 
     Options: self-hosted EC2 (reserved: on-demand, 1-year and 3-year RI),
@@ -64,7 +67,7 @@ def plan(mode, term, model, dtype, region, requests_per_day, peak_rps, input_tok
     traffic = plan_mod.Traffic(requests_per_day=requests_per_day, input_tokens=input_tokens, output_tokens=output_tokens,
                                active_hours=active_hours, latency_target_s=latency_target, peak_rps=peak_rps)
     result = plan_mod.make_plan(load_model_config(model), cat=cat, region=region, mode=mode, term=term, dtype=dtype,
-                                traffic=traffic, loading=loading, buffer=buffer)
+                                traffic=traffic, loading=loading, buffer=buffer, instance_types=instance_types)
     written = None
     if stack:
         config = plan_mod.stack_config_for(result, owner=owner, cost_center=cost_center)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from llmdeploy.errors import ConfigError, UnknownChoiceError
+from llmdeploy.errors import ConfigError, UnknownChoiceError, UsageError
 
 SCHEMA_VERSION = 1
 BUNDLED_DIR = Path(__file__).parent / "data" / "catalog"
@@ -402,3 +402,15 @@ def gpu_instances(cat: Catalog, region: str, families: Iterable[str] | None = No
         if r == region and t in cat.instances and cat.instances[t].gpu and (wanted is None or cat.instances[t].family in wanted)
     ]
     return sorted(rows, key=lambda i: (cat.ec2[(region, i.type)].on_demand, i.type))
+
+
+def resolve_gpu_types(cat: Catalog, names: Iterable[str]) -> tuple[str, ...]:
+    """Bare EC2 names of the GPU types a user named (``ml.`` names accepted), sorted, once each."""
+    out = set()
+    for name in names:
+        inst = instance(cat, name)
+        if inst.gpu is None:
+            raise UsageError(f"instance type {name!r} has no GPU; models are hosted on GPU instances.",
+                             hint="See 'llmdeploy instances' for GPU types.")
+        out.add(inst.type)
+    return tuple(sorted(out))

@@ -25,6 +25,7 @@ def estimate(
     loading: str = "in-memory",
     finetune_batch: int = 8,
     finetune_seq: int = 512,
+    instance_types: tuple[str, ...] = (),
 ) -> dict:
     a = load_assumptions()
     m = load_model_config(model)
@@ -35,8 +36,11 @@ def estimate(
     mem = sizing.inference_memory(m, dtype, batch=batch, input_tokens=input_tokens, output_tokens=output_tokens, buffer=buffer)
     host = sizing.host_ram_to_load(m, dtype, loading, a)
 
+    only = cat_mod.resolve_gpu_types(cat, instance_types)
     fits = []
     for inst in cat_mod.gpu_instances(cat, region):
+        if only and inst.type not in only:
+            continue
         f = sizing.fit_on_instance(mem, host, inst, a)
         fits_, reason = f.fits, f.reason
         if fits_ and dtype == "bf16" and not inst.gpu.supports_bf16:

@@ -152,6 +152,7 @@ class Plan:
     catalog_origin: str
     catalog_date: str
     assumptions: Assumptions = field(repr=False, default=None)
+    instance_types: tuple[str, ...] = ()  # the candidates the user restricted the plan to, if any
 
 
 # -- per-instance serving capacity (traffic-independent) ----------------------------------------------
@@ -320,10 +321,13 @@ class _Context:
         return _serverless_option(self.m, self.dtype, cat, region, traffic, buffer=self.buffer, a=a)
 
 
-def _context(m, dtype, cat, region, traffic, *, loading, buffer, a) -> _Context:
+def _context(m, dtype, cat, region, traffic, *, loading, buffer, a, only: tuple[str, ...] = ()) -> _Context:
     ec2_types = [t for (r, t) in cat.ec2 if r == region and t in cat.instances and cat.instances[t].gpu]
     hosted = [t.removeprefix(cat_mod.SAGEMAKER_PREFIX) for (r, t) in cat.hosting if r == region]
     hosted = [t for t in hosted if t in cat.instances and cat.instances[t].gpu]
+    if only:
+        ec2_types = [t for t in ec2_types if t in only]
+        hosted = [t for t in hosted if t in only]
     kw = dict(loading=loading, buffer=buffer, a=a)
     # Async requests queue instead of waiting on a socket: no latency target, only the service's processing limit.
     return _Context(
@@ -349,6 +353,7 @@ def make_plan(
     loading: str = "in-memory",
     buffer: float | None = None,
     assumptions: Assumptions | None = None,
+    instance_types: tuple[str, ...] = (),
 ) -> Plan:
     if mode not in PLAN_MODES:
         raise UnknownChoiceError("mode", mode, PLAN_MODES, fix="Pass --mode with one of these.")
@@ -360,15 +365,16 @@ def make_plan(
     sizing.dtype_bytes(dtype)
     cat_mod.check_region(cat, region)
     traffic.validate()
+    only = cat_mod.resolve_gpu_types(cat, instance_types)
     a = assumptions or load_assumptions()
-    ctx = _context(m, dtype, cat, region, traffic, loading=loading, buffer=buffer, a=a)
+    ctx = _context(m, dtype, cat, region, traffic, loading=loading, buffer=buffer, a=a, only=only)
     options = ctx.options(traffic)
     comparable = [o for o in options if o.feasible and (o.mode != "reserved" or o.term == term)]
     if not comparable:
         raise InfeasibleError(
             f"no hosting mode in {region} can serve {m.name} in {dtype}: "
             + "; ".join(f"{o.label}: {o.reason}" for o in options if o.term in (None, term)),
-            hint="Try a smaller --dtype (int8), a longer --latency-target, or another --region.",
+            hint="Try --loading streaming, a smaller --dtype (int8), a longer --latency-target, other --instance-type, or another --region.",
         )
     recommended = min(comparable, key=lambda o: (o.monthly_usd, MODES.index(o.mode)))
     if mode == "auto":
@@ -385,8 +391,9 @@ def make_plan(
         model=m, dtype=dtype, region=region, traffic=traffic, mode=mode, term=term, options=tuple(options), choice=choice,
         recommended=recommended, reasons=tuple(_reasons(recommended, options, term)),
         break_even=tuple(_break_even(ctx, traffic, term)), catalog_origin=cat.origin,
-        catalog_date=cat.snapshot_date.isoformat(), assumptions=a,
+        catalog_date=cat.snapshot_date.isoformat(), assumptions=a, instance_types=only,
     )
+
 
 
 def _reasons(rec: Option, options: list[Option], term: str) -> list[str]:
@@ -466,7 +473,8 @@ def _break_even(ctx: _Context, traffic: Traffic, term: str) -> list[BreakEven]:
 def monthly_costs_over_traffic(plan_: Plan, cat: Catalog, points: list[float], *, loading: str = "in-memory",
                                buffer: float | None = None) -> dict[str, list[float | None]]:
     """Monthly cost of every option label at each requests/day in ``points`` (for charts)."""
-    ctx = _context(plan_.model, plan_.dtype, cat, plan_.region, plan_.traffic, loading=loading, buffer=buffer, a=plan_.assumptions)
+    ctx = _context(plan_.model, plan_.dtype, cat, plan_.region, plan_.traffic, loading=loading, buffer=buffer, a=plan_.assumptions,
+                   only=plan_.instance_types)
     series: dict[str, list[float | None]] = {}
     for rpd in points:
         for o in ctx.options(plan_.traffic.scaled(rpd)):

@@ -34,6 +34,7 @@ def plan_to_dict(p: Plan) -> dict:
             "latency_target_s": p.traffic.latency_target_s,
         },
         "catalog": {"origin": p.catalog_origin, "date": p.catalog_date},
+        "instance_types": list(p.instance_types),
         "options": [option_to_dict(o) for o in p.options],
         "choice": option_to_dict(p.choice),
         "recommended": option_to_dict(p.recommended),

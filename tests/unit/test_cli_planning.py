@@ -161,3 +161,18 @@ def test_estimate_in_bf16_rules_out_gpus_without_bf16():
     assert not by_type["g4dn.2xlarge"]["fits"] and "T4 has no bf16" in by_type["g4dn.2xlarge"]["reason"]
     assert by_type["g5.2xlarge"]["fits"], "an A10G has bf16"
     assert "T4" not in {row["gpu"] for row in data["latency"]}
+
+
+def test_plan_can_be_restricted_to_instance_types():
+    data = json.loads(run("plan", "--mode", "reserved", "--instance-type", "g5.2xlarge", "--instance-type", "ml.g6.2xlarge",
+                          "--json").output)
+    assert data["instance_types"] == ["g5.2xlarge", "g6.2xlarge"]
+    used = {o["instance_type"].removeprefix("ml.") for o in data["options"] if o["instance_type"]}
+    assert used <= {"g5.2xlarge", "g6.2xlarge"} and used
+    result = CliRunner().invoke(cli, ["plan", "--instance-type", "g4dn.2xlarg"])
+    assert result.exit_code == 2 and "Did you mean 'g4dn.2xlarge'" in result.output
+    result = CliRunner().invoke(cli, ["plan", "--instance-type", "c5.xlarge"])
+    assert result.exit_code == 2 and "has no GPU" in result.output
+    # Only a type that cannot load XL in fp32: the mode says why, exit 1.
+    result = CliRunner().invoke(cli, ["plan", "--mode", "reserved", "--instance-type", "g4dn.xlarge"])
+    assert result.exit_code == 1 and "host RAM" in result.output
