@@ -293,7 +293,7 @@ def format_table(preview: OfflinePreview) -> str:
     lines += [fmt.format(*row).rstrip() for row in rows]
     lines += ["", f"Total: ${preview.monthly_usd:,.2f}/month "
                   "(instances, load balancer, KMS key and serverless usage as in 'llmdeploy plan'; "
-                  "S3, SNS, CloudWatch and data transfer not counted)"]
+                  "S3, SNS, CloudWatch, data transfer, ALB capacity units and public IPv4 addresses not counted)"]
     return "\n".join(lines)
 
 

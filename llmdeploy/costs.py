@@ -51,7 +51,7 @@ def ec2_instances(cat: Catalog, region: str, instance_type: str, count: int, ter
 
 def load_balancer(cat: Catalog, region: str) -> LineItem:
     other = cat_mod.other_prices(cat, region)
-    return LineItem("load-balancer", "application load balancer (hours; LCUs not counted)", HOURS_PER_MONTH, "hour", other.alb_hourly, other.source.key)
+    return LineItem("load-balancer", "application load balancer (hours; LCUs and its public IPv4 addresses not counted)", HOURS_PER_MONTH, "hour", other.alb_hourly, other.source.key)
 
 
 def sagemaker_instances(cat: Catalog, region: str, instance_type: str, count: int, hours_per_day: float = 24) -> LineItem:
