@@ -89,7 +89,8 @@ def _render(r: dict) -> None:
           gib(ft["activation_bytes"]), gib(ft["total_bytes"]), ft["a100_40gb_gpus"], ft["p4d_instances"]] for ft in r["finetune"]],
         right=[1, 2, 3, 4, 5, 6, 7],
     ))
-    click.echo(f"  counted: {r['finetune'][0]['counted']}")
+    for ft in r["finetune"]:
+        click.echo(f"  {ft['precision']} counts {ft['counted']}")
     click.echo("")
     click.echo(f"Speed per request (batch {inf['batch']}, roofline estimate):")
     click.echo(table(
