@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from llmdeploy.sizing import DTYPE_BYTES, LOADING_STRATEGIES
+
 DEFAULT_REGION = "us-east-1"
 DEFAULT_MODEL = "flan-t5-xl"
 
@@ -65,7 +67,7 @@ model_option = click.option(
 
 dtype_option = click.option(
     "--dtype",
-    type=click.Choice(["fp32", "fp16", "bf16", "int8", "int4"]),
+    type=click.Choice(list(DTYPE_BYTES)),
     envvar="LLMDEPLOY_DTYPE",
     help="Weights dtype (default: the model's own, fp32 for FLAN-T5).",
 )
@@ -79,7 +81,7 @@ buffer_option = click.option(
 
 loading_option = click.option(
     "--loading",
-    type=click.Choice(["in-memory", "streaming"]),
+    type=click.Choice(LOADING_STRATEGIES),
     default="in-memory",
     show_default=True,
     help="How weights reach the GPU: whole state dict in host RAM, or safetensors shards streamed one at a time.",

@@ -6,8 +6,8 @@ import click
 
 from llmdeploy.cli import options as opt
 from llmdeploy.cli.render import table, usd
+from llmdeploy.plan import PLAN_MODES, TERMS
 
-MODES = ("reserved", "realtime", "async", "serverless", "auto")  # llmdeploy.plan.PLAN_MODES, without importing it for --help
 
 
 @click.command(
@@ -21,9 +21,9 @@ Examples:
   llmdeploy plan --markdown >> $GITHUB_STEP_SUMMARY
 """
 )
-@click.option("--mode", type=click.Choice(MODES), default="auto", show_default=True, envvar="LLMDEPLOY_MODE",
+@click.option("--mode", type=click.Choice(PLAN_MODES), default="auto", show_default=True, envvar="LLMDEPLOY_MODE",
               help="Hosting mode to plan for; auto picks the cheapest feasible one.")
-@click.option("--term", type=click.Choice(["on-demand", "1y", "3y"]), default="1y", show_default=True,
+@click.option("--term", type=click.Choice(TERMS), default="1y", show_default=True,
               help="EC2 pricing term for reserved mode (self-hosted).")
 @opt.model_option
 @opt.dtype_option

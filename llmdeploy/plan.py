@@ -18,9 +18,10 @@ from llmdeploy.assumptions import Assumptions, load_assumptions
 from llmdeploy.catalog import Catalog, Instance
 from llmdeploy.errors import InfeasibleError, UnknownChoiceError, UsageError
 from llmdeploy.models import ModelConfig
+from llmdeploy.stackconfig import MODES as stackconfig_MODES
 from llmdeploy.stackconfig import StackConfig
 
-MODES = ("reserved", "realtime", "async", "serverless")
+MODES = stackconfig_MODES
 PLAN_MODES = (*MODES, "auto")
 TERMS = cat_mod.TERMS
 TERM_LABEL = {"on-demand": "on-demand", "1y": "1-year RI", "3y": "3-year RI"}

@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmdeploy.catalog import TERMS as catalog_TERMS
 from llmdeploy.errors import ConfigError, UnknownChoiceError
+from llmdeploy.sizing import DTYPE_BYTES
 
 NAMESPACE = "llmdeploy"
 MODES = ("reserved", "realtime", "async", "serverless")
-TERMS = ("on-demand", "1y", "3y")
-DTYPES = ("fp32", "fp16", "bf16", "int8", "int4")
+TERMS = catalog_TERMS  # pricing terms are the catalog's
+DTYPES = tuple(DTYPE_BYTES)  # the dtypes sizing knows the size of
 # Pinned LMI (DJL Serving) version for sagemaker.core.image_uris.retrieve("djl-lmi", region, version).
 DEFAULT_LMI_VERSION = "0.33.0"
 _STACK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
