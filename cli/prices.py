@@ -72,9 +72,11 @@ def refresh(regions, as_json):
 
     Reads EC2 Linux shared-tenancy on-demand and 1-/3-year Standard No Upfront
     reserved prices for every catalog instance type, SageMaker real-time hosting
-    prices and SageMaker serverless rates. Rows the API does not return stay as
-    they were; the summary says which. Needs AWS credentials allowed
-    pricing:GetProducts; without them nothing is written.
+    prices and SageMaker serverless rates. A price the API does not return is
+    never dropped: the row (or reserved term) keeps its previous value and the
+    summary says which and why (--json: per region, every row refreshed, added
+    or kept). Needs AWS credentials allowed pricing:GetProducts; without them
+    nothing is written.
     """
     from llmdeploy import prices as lib
 
@@ -103,14 +105,20 @@ def refresh(regions, as_json):
     rows = []
     for s in result.regions:
         changes = s.biggest()
-        refreshed = f"{s.refreshed + s.added}" + (f" ({s.added} new)" if s.added else "")
-        rows.append([s.region, refreshed, len(s.kept), str(changes[0]) if changes else "no change"])
-        rows += [["", "", "", str(c)] for c in changes[1:]]
-    click.echo(table(["region", "rows refreshed", "rows kept from snapshot", "biggest price changes"], rows, right=[1, 2]))
+        rows.append([s.region, len(s.refreshed), len(s.added), len(s.kept), len(s.kept_terms),
+                     str(changes[0]) if changes else "no change"])
+        rows += [["", "", "", "", "", str(c)] for c in changes[1:]]
+    click.echo(table(["region", "rows refreshed", "rows added", "rows kept", "RI terms kept", "biggest price changes"],
+                     rows, right=[1, 2, 3, 4]))
     for s in result.regions:
-        if s.kept:
-            shown = ", ".join(s.kept[:8]) + (f", ... ({len(s.kept)} in all)" if len(s.kept) > 8 else "")
-            click.echo(f"{s.region}: not returned by the API, kept as before: {shown}.")
+        notes = [f"{k.row}: {k.why} (kept from {k.source})" for k in s.kept] + [str(t) for t in s.kept_terms]
+        if notes:
+            click.echo(f"\n{s.region}: the API did not price these, so they keep their previous value:")
+            click.echo("\n".join(f"  {line}" for line in notes[:10]))
+            if len(notes) > 10:
+                click.echo(f"  ... and {len(notes) - 10} more (--json lists every row and why).")
+        if s.not_priced:
+            click.echo(f"{s.region}: {len(s.not_priced)} catalog rows have no price here, before or after (--json lists them).")
     click.echo(f"\nWrote {result.cache_dir} (AWS Price List API, {result.retrieved}; {result.items_read} price items from "
                f"{result.queries} queries). Load balancer and KMS prices are kept from the bundled snapshot.")
     click.echo("Every command now uses these prices; 'llmdeploy prices clear' goes back to the bundled snapshot.")

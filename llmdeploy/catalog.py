@@ -10,7 +10,9 @@ File layout (all TOML, each with ``schema_version``):
 - ``sources.toml``: ``[sources.KEY] url, retrieved (date), note`` — every other row names a KEY.
 - ``gpus.toml``: ``[gpus.NAME]`` memory, bandwidth, tensor TFLOPs, compute capability.
 - ``instances.toml``: ``[instances."TYPE"]`` gpu, gpu_count, vcpus, ram_gib, efa, network_cards (optional, 1).
-- ``ec2_prices.toml``: ``[ec2."REGION"] "TYPE" = {on_demand, ri_1y, ri_3y, source}`` (USD/hour).
+- ``ec2_prices.toml``: ``[ec2."REGION"] "TYPE" = {on_demand, ri_1y, ri_3y, source}`` (USD/hour); optionally
+  ``ri_1y_source`` / ``ri_3y_source`` when that term came from elsewhere than the row (a price refresh keeps a
+  term the Price List API did not return, with the source it was read from).
 - ``sagemaker_prices.toml``: ``[hosting."REGION"] "ml.TYPE" = {hourly, source}``,
   ``[serverless."REGION"] usd_per_gb_second, usd_per_gb_processed, source``,
   ``[other."REGION"] alb_hourly, kms_key_monthly, source`` and, optionally, ``public_ipv4_hourly`` (USD per
@@ -95,9 +97,15 @@ class Ec2Price:
     ri_1y: float | None  # effective USD per hour, standard RI, no upfront
     ri_3y: float | None
     source: Source
+    ri_1y_source: Source | None = None  # None: the row's source (set only where a refresh kept an older term)
+    ri_3y_source: Source | None = None
 
     def hourly(self, term: str) -> float | None:
         return {"on-demand": self.on_demand, "1y": self.ri_1y, "3y": self.ri_3y}[term]
+
+    def term_source(self, term: str) -> Source:
+        """Where the price of ``term`` came from."""
+        return {"on-demand": self.source, "1y": self.ri_1y_source or self.source, "3y": self.ri_3y_source or self.source}[term]
 
 
 @dataclass(frozen=True)
@@ -258,6 +266,9 @@ def load_catalog_from(directory: Path, origin: str | None = None) -> Catalog:
     ec2 = {}
     for region, rows in _read(directory, "ec2_prices.toml")["ec2"].items():
         for itype, row in rows.items():
+            for term in ("ri_1y", "ri_3y"):
+                if f"{term}_source" in row and row.get(term) is None:
+                    raise ConfigError(f"catalog row ec2.{region}.{itype} has {term}_source but no {term} price.")
             ec2[(region, itype)] = Ec2Price(
                 region=region,
                 instance_type=itype,
@@ -265,6 +276,8 @@ def load_catalog_from(directory: Path, origin: str | None = None) -> Catalog:
                 ri_1y=row.get("ri_1y"),
                 ri_3y=row.get("ri_3y"),
                 source=_source(sources, row["source"], f"ec2.{region}.{itype}"),
+                **{f"{term}_source": _source(sources, row[f"{term}_source"], f"ec2.{region}.{itype}.{term}")
+                   for term in ("ri_1y", "ri_3y") if f"{term}_source" in row},
             )
     sm = _read(directory, "sagemaker_prices.toml")
     hosting = {

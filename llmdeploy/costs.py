@@ -46,7 +46,7 @@ def ec2_instances(cat: Catalog, region: str, instance_type: str, count: int, ter
     if hourly is None:
         raise UsageError(f"the catalog has no {term} price for {instance_type} in {region}.", hint="Use --term on-demand.")
     label = {"on-demand": "on-demand", "1y": "1-year RI", "3y": "3-year RI"}[term]
-    return LineItem("ec2-instance", f"{count} × {instance_type} ({label})", count * HOURS_PER_MONTH, "instance-hour", hourly, price.source.key)
+    return LineItem("ec2-instance", f"{count} × {instance_type} ({label})", count * HOURS_PER_MONTH, "instance-hour", hourly, price.term_source(term).key)
 
 
 def load_balancer(cat: Catalog, region: str) -> LineItem:

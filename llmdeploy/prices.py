@@ -4,25 +4,37 @@
 :func:`describe` and :func:`clear`. boto3 is imported inside functions only, so the planning
 path (``llmdeploy plan``) never imports it.
 
-What is read (``pricing:GetProducts``, endpoint in us-east-1, paginated):
+What is read (``pricing:GetProducts``, endpoint in us-east-1, paginated). Every filter is TERM_MATCH
+(one of the five Filter types in botocore's ``pricing`` model, "only products that match all filters
+are returned"), and every Field is an attribute name that the genuine items in tests/aws/pricelist/
+carry, with the value they carry:
 
-- EC2 (``AmazonEC2``), one query per region and catalog instance type, TERM_MATCH on
-  ``regionCode``, ``instanceType``, ``operatingSystem=Linux``, ``tenancy=Shared``,
-  ``preInstalledSw=NA``, ``capacitystatus=Used``, ``licenseModel=No License required``.
-  ``on_demand`` = the OnDemand "Hrs" price; ``ri_1y`` / ``ri_3y`` = the Reserved term whose
-  termAttributes are LeaseContractLength 1yr/3yr, OfferingClass standard, PurchaseOption
-  No Upfront, as an effective hourly rate (upfront fee / term hours + hourly fee).
-- SageMaker real-time hosting (``AmazonSageMaker``): ``productFamily=ML Instance``,
-  ``component=Hosting`` per region; the row is ``instanceName`` (``ml.*``, usage type
-  ``<REGION>-Host:ml.*``), OnDemand "Hrs" price.
-- SageMaker serverless: ``productFamily=ML Serverless`` per region; usage types
-  ``<REGION>-ServerlessInf:Mem-<N>GB`` price one second of an N-GB endpoint, so
-  usd_per_gb_second = price / N (the zero-priced free-tier range is skipped). Data processed:
-  ``operation=Invoke-Endpoint`` per region, usage types ``...Data-Bytes-In`` / ``...Data-Bytes-Out``
-  (USD per GB; the catalog keeps one rate that applies IN and OUT).
+- EC2 (``AmazonEC2``), one query per region and catalog instance type: ``regionCode``, ``instanceType``,
+  ``operatingSystem=Linux``, ``tenancy=Shared``, ``preInstalledSw=NA``, ``capacitystatus=Used``,
+  ``licenseModel=No License required``, ``marketoption=OnDemand``, ``operation=RunInstances``.
+  ``marketoption`` is what separates an on-demand product from a Capacity Block one (same type,
+  region, tenancy and usage type, operation ``RunInstances:CB``, on-demand price $0.00);
+  ``capacitystatus=Used`` drops capacity-reservation products. ``on_demand`` = the OnDemand "Hrs"
+  price; ``ri_1y`` / ``ri_3y`` = the term under ``terms.Reserved`` of the same item whose
+  termAttributes are LeaseContractLength 1yr/3yr, OfferingClass standard, PurchaseOption No Upfront, as
+  an effective hourly rate (upfront fee / term hours + hourly fee).
+- SageMaker real-time hosting (``AmazonSageMaker``): ``regionCode``, ``productFamily=ML Instance``,
+  ``component=Hosting``; a row per usage type ``<PREFIX>-Host:ml.<type>`` (OnDemand "Hrs" price).
+- SageMaker serverless compute: ``regionCode``, ``productFamily=ML Serverless``; usage types
+  ``<PREFIX>-ServerlessInf:Mem-<N>GB`` price one second of an N GB endpoint, so usd_per_gb_second =
+  price / N. Data processed: ``regionCode``, ``operation=Invoke-Endpoint``; usage types
+  ``<PREFIX>-Hst:Data-Bytes-In`` / ``-Out`` (USD per GB; the catalog keeps one rate for IN and OUT).
 
-The pure ``parse_*`` functions take one PriceList item (the JSON string the API returns) and
-are what the tests feed with recorded-shape items.
+Usage types are parsed as AWS writes them: an optional region prefix, a dash, the usage kind, a
+colon, the detail (``USE1-Hst:Data-Bytes-In``, ``USW2-BoxUsage:g5.2xlarge``, ``BoxUsage:p5.48xlarge``).
+The region itself is read from ``regionCode``, never from the prefix (see USAGE_PREFIXES).
+
+A refresh never replaces a known price with nothing: a row the API does not price keeps its previous
+value (the earlier refresh's, else the bundled snapshot's), a Reserved term the API does not return
+keeps the previous rate with its own source (``ri_1y_source``), and the summary says which and why.
+
+The pure ``parse_*`` functions take one PriceList item (the JSON string the API returns) and are
+what the tests feed with genuine items.
 """
 
 from __future__ import annotations
@@ -46,6 +58,7 @@ PRICING_REGION = "us-east-1"  # the Price List API lives in us-east-1 (and ap-so
 SOURCE_URL = "https://pricing.us-east-1.amazonaws.com (AWS Price List API)"
 SOURCE_PREFIX = "aws-price-list-"
 TERM_HOURS = {"1yr": 8760, "3yr": 26280}
+RI_TERMS = {"ri_1y": "1yr", "ri_3y": "3yr"}
 PRICE_FILES = ("sources.toml", "ec2_prices.toml", "sagemaker_prices.toml")
 CREDENTIAL_CODES = frozenset({
     "AccessDenied", "AccessDeniedException", "UnrecognizedClientException", "InvalidClientTokenId",
@@ -53,23 +66,66 @@ CREDENTIAL_CODES = frozenset({
     "MissingAuthenticationToken",
 })
 
+# The region prefix of a usage type, as AWS writes it. Parsing never depends on this table (the region
+# comes from regionCode); it documents what was checked and lets the tests build items per region.
+# EC2: the AmazonEC2 offer files of 2026-09-10 (us-east-1 has no prefix: "BoxUsage:p5.48xlarge";
+# "USW2-BoxUsage:..."; "EU-BoxUsage:..." - the legacy EU-, not EUW1-). SageMaker: "USE1-Host:ml.*" and
+# "USE1-ServerlessInf:Mem-3GB" in Price List readings, "USW2-Hst:Data-Bytes-Out" in AWS's own usage-type
+# examples (AWS ML blog, "Analyze Amazon SageMaker spend ... Part 5: Hosting"); eu-west-1 "EU-" follows
+# AWS's prefix for EU (Ireland) in every service read here (EC2, Systems Manager "EU-MI-AdvInstances-Hrs").
+USAGE_PREFIXES = {
+    "AmazonEC2": {"us-east-1": "", "us-west-2": "USW2", "eu-west-1": "EU"},
+    "AmazonSageMaker": {"us-east-1": "USE1", "us-west-2": "USW2", "eu-west-1": "EU"},
+}
+
 EC2_NOTE = (
     "Read from the AWS Price List API (pricing:GetProducts, service AmazonEC2) by 'llmdeploy prices refresh'. "
     "Products: operatingSystem Linux, tenancy Shared, preInstalledSw NA, capacitystatus Used, licenseModel "
-    "No License required, operation RunInstances. on_demand = the OnDemand term's USD per hour. ri_1y / ri_3y = "
-    "the Reserved term with LeaseContractLength 1yr / 3yr, OfferingClass standard, PurchaseOption No Upfront "
-    "(STANDARD Reserved Instance, NO UPFRONT), effective USD per hour (any upfront fee / term hours + the hourly "
-    "fee). A missing ri_* means the API returned no such term for that type and region."
+    "No License required, marketoption OnDemand, operation RunInstances (usage type [PREFIX-]BoxUsage:TYPE). "
+    "on_demand = the OnDemand term's USD per hour. ri_1y / ri_3y = the Reserved term with LeaseContractLength "
+    "1yr / 3yr, OfferingClass standard, PurchaseOption No Upfront (STANDARD Reserved Instance, NO UPFRONT), "
+    "effective USD per hour (any upfront fee / term hours + the hourly fee). Where the API returned no such term "
+    "but an earlier catalog had one, that rate is kept and the row names its source in ri_1y_source / ri_3y_source; "
+    "a missing ri_* means no catalog ever had one for that type and region."
 )
 SAGEMAKER_NOTE = (
     "Read from the AWS Price List API (pricing:GetProducts, service AmazonSageMaker) by 'llmdeploy prices refresh'. "
-    "hosting = productFamily ML Instance, component Hosting (usage type <region>-Host:ml.*): SageMaker real-time "
+    "hosting = productFamily ML Instance, component Hosting, usage type PREFIX-Host:ml.TYPE: SageMaker real-time "
     "inference on-demand USD per instance-hour (asynchronous inference bills the same per-instance-hour price). "
-    "serverless usd_per_gb_second = the on-demand price of usage type <region>-ServerlessInf:Mem-<N>GB (productFamily "
-    "ML Serverless, USD per second of an N GB endpoint) divided by N, excluding the free-tier range; "
-    "usd_per_gb_processed = the operation Invoke-Endpoint Data-Bytes-In / Data-Bytes-Out price per GB (the higher "
-    "of the two if they differ). Provisioned concurrency is not read."
+    "serverless usd_per_gb_second = the on-demand price of usage type PREFIX-ServerlessInf:Mem-NGB (productFamily "
+    "ML Serverless, USD per second of an N GB endpoint) divided by N (the highest if the sizes differ); "
+    "usd_per_gb_processed = the operation Invoke-Endpoint PREFIX-Hst:Data-Bytes-In / -Out price per GB (the higher "
+    "of the two if they differ). A serverless row is refreshed only when both rates were returned. Provisioned "
+    "concurrency is not read."
 )
+
+
+# -- usage types ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class UsageType:
+    """``USE1-Hst:Data-Bytes-In`` -> prefix "USE1", kind "Hst", detail "Data-Bytes-In"."""
+
+    prefix: str  # "" where AWS writes none (EC2 in us-east-1)
+    kind: str  # BoxUsage, DedicatedUsage, UnusedBox, Host, AsyncInf, Hst, ServerlessInf, ...
+    detail: str  # the instance type, "Data-Bytes-In", "Mem-4GB", ...
+
+    def __str__(self) -> str:
+        return f"{self.prefix + '-' if self.prefix else ''}{self.kind}:{self.detail}"
+
+
+# A region prefix is upper case letters and at most one digit (USE1, USW2, EU, EUC1, APN1, UGW1); the kind
+# starts with a letter and has lower case in it, so "BoxUsage:x" is read as no prefix.
+_USAGE_TYPE = re.compile(r"^(?:(?P<prefix>[A-Z]{2,4}[0-9]?)-)?(?P<kind>[A-Za-z][A-Za-z0-9.-]*):(?P<detail>[^:\s]+)$")
+
+
+def parse_usage_type(text: str) -> UsageType | None:
+    """Split a Price List ``usagetype`` into region prefix, kind and detail; None if it has no ``kind:detail``."""
+    m = _USAGE_TYPE.match(str(text or ""))
+    if not m:
+        return None
+    return UsageType(m.group("prefix") or "", m.group("kind"), m.group("detail"))
 
 
 # -- parsing one PriceList item ---------------------------------------------------------------------
@@ -83,6 +139,8 @@ class Ec2Offer:
     ri_1y: float | None
     ri_3y: float | None
     sku: str = ""
+    usage_type: str = ""
+    reserved_terms: int = 0  # how many Reserved terms the item carried (0: none at all)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +149,7 @@ class HostingOffer:
     instance_type: str  # ml.*
     hourly: float
     sku: str = ""
+    usage_type: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +160,7 @@ class ServerlessOffer:
     kind: str
     usd: float
     sku: str = ""
+    usage_type: str = ""
 
 
 def _load(item: str | Mapping) -> dict:
@@ -112,6 +172,7 @@ def _attrs(doc: Mapping) -> dict:
 
 
 def _usd(dim: Mapping) -> float | None:
+    """A dimension's USD price; None where AWS (or a recording of it) wrote something that is not a number."""
     raw = dim.get("pricePerUnit", {}).get("USD")
     try:
         return float(raw) if raw is not None else None
@@ -119,17 +180,24 @@ def _usd(dim: Mapping) -> float | None:
         return None
 
 
+def _unit(dim: Mapping) -> str:
+    return str(dim.get("unit", "")).strip().lower()
+
+
 def _is_hours(unit: str) -> bool:
     return unit.lower() in ("hrs", "hr", "hours", "hour")
 
 
+def _on_demand_dims(doc: Mapping) -> list[Mapping]:
+    return [d for t in doc.get("terms", {}).get("OnDemand", {}).values() for d in t.get("priceDimensions", {}).values()]
+
+
 def on_demand_hourly(doc: Mapping) -> float | None:
     """The OnDemand term's USD/hour (the "Hrs" dimension); None if there is none or it is zero."""
-    for term in doc.get("terms", {}).get("OnDemand", {}).values():
-        for dim in term.get("priceDimensions", {}).values():
-            price = _usd(dim)
-            if _is_hours(str(dim.get("unit", ""))) and price:
-                return price
+    for dim in _on_demand_dims(doc):
+        price = _usd(dim)
+        if _is_hours(_unit(dim)) and price:
+            return price
     return None
 
 
@@ -149,11 +217,11 @@ def reserved_effective_hourly(doc: Mapping, lease: str, *, offering_class: str =
             price = _usd(dim)
             if price is None:
                 continue
-            unit = str(dim.get("unit", ""))
+            unit = _unit(dim)
             if _is_hours(unit):
                 hourly += price
                 seen = True
-            elif unit.lower() == "quantity":  # the "Upfront Fee" dimension
+            elif unit == "quantity":  # the "Upfront Fee" dimension
                 upfront += price
                 seen = True
         if seen and (hourly or upfront):
@@ -161,80 +229,92 @@ def reserved_effective_hourly(doc: Mapping, lease: str, *, offering_class: str =
     return None
 
 
+# The attribute values of a plain Linux, shared-tenancy, on-demand EC2 product. The query asks for exactly
+# these (plan_queries), and the parser checks them again (a filter the API ignored must not let a Windows,
+# dedicated, capacity-reservation or Capacity Block price through).
 EC2_REQUIRED = {
     "operatingSystem": "Linux",
     "tenancy": "Shared",
     "preInstalledSw": "NA",
     "capacitystatus": "Used",
     "licenseModel": "No License required",
+    "marketoption": "OnDemand",
+    "operation": "RunInstances",
 }
+# Items recorded before AWS added marketoption (2018, 2020) lack it; a missing attribute is not a mismatch.
+_EC2_OPTIONAL = frozenset({"marketoption"})
 
 
 def parse_ec2_product(item: str | Mapping) -> Ec2Offer | None:
     """One AmazonEC2 PriceList item -> an Ec2Offer, or None for anything that is not plain Linux, shared
-    tenancy, no pre-installed software, capacity Used, license included (Windows, BYOL, RHEL, SQL, dedicated,
-    reservations...), or has no on-demand price."""
+    tenancy, no pre-installed software, capacity Used, license included, on-demand market, usage type
+    ``[PREFIX-]BoxUsage:<instanceType>`` (Windows, BYOL, SQL, dedicated, reservations, Capacity Blocks...),
+    or has no positive on-demand price."""
     doc = _load(item)
     a = _attrs(doc)
     for key, want in EC2_REQUIRED.items():
-        if a.get(key) != want:
+        if a.get(key, want if key in _EC2_OPTIONAL else None) != want:
             return None
-    if a.get("operation", "RunInstances") != "RunInstances":  # RunInstances:0002 = Windows, :0010 = RHEL, ...
-        return None
     itype, region = a.get("instanceType"), a.get("regionCode")
+    usage = parse_usage_type(a.get("usagetype", ""))
+    if not itype or not region or usage is None or usage.kind != "BoxUsage" or usage.detail != itype:
+        return None
     on_demand = on_demand_hourly(doc)
-    if not itype or not region or not on_demand:
+    if not on_demand:
         return None
     return Ec2Offer(region=region, instance_type=itype, on_demand=on_demand,
                     ri_1y=reserved_effective_hourly(doc, "1yr"), ri_3y=reserved_effective_hourly(doc, "3yr"),
-                    sku=doc.get("product", {}).get("sku", ""))
-
-
-_HOST_USAGE = re.compile(r"(?:^|-)Host:(ml\.[\w.-]+)$")
+                    sku=doc.get("product", {}).get("sku", ""), usage_type=str(usage),
+                    reserved_terms=len(doc.get("terms", {}).get("Reserved", {}) or {}))
 
 
 def parse_hosting_product(item: str | Mapping) -> HostingOffer | None:
-    """One AmazonSageMaker item -> a real-time hosting price (component Hosting, ``ml.*``), else None."""
+    """One AmazonSageMaker item -> a real-time hosting price (component Hosting, usage type
+    ``PREFIX-Host:ml.<type>``), else None (AsyncInf:, Train:, Notebk:, Studio... are other meters)."""
     doc = _load(item)
     a = _attrs(doc)
     if str(a.get("component", "")).lower() != "hosting":
         return None
-    usage = str(a.get("usagetype", ""))
-    match = _HOST_USAGE.search(usage)
-    if usage and not match:  # AsyncInf:, Tsform:, Notebk:, Studio... are other components' meters
+    usage = parse_usage_type(a.get("usagetype", ""))
+    if usage is None or usage.kind != "Host" or not usage.detail.startswith(cat_mod.SAGEMAKER_PREFIX):
         return None
-    name = a.get("instanceName") or str(a.get("instanceType", "")).removesuffix("-Hosting") or (match and match.group(1))
+    name = usage.detail
+    listed = a.get("instanceName")  # where present it must name the same type as the usage type
+    if listed and listed != name:
+        return None
     region = a.get("regionCode")
     hourly = on_demand_hourly(doc)
-    if not name or not str(name).startswith(cat_mod.SAGEMAKER_PREFIX) or not region or not hourly:
+    if not region or not hourly:
         return None
-    return HostingOffer(region=region, instance_type=str(name), hourly=hourly, sku=doc.get("product", {}).get("sku", ""))
+    return HostingOffer(region=region, instance_type=name, hourly=hourly, sku=doc.get("product", {}).get("sku", ""),
+                        usage_type=str(usage))
 
 
-_SERVERLESS_MEM = re.compile(r"(?:^|-)ServerlessInf:Mem-(\d+)GB$")
-_DATA_BYTES = re.compile(r"(?:^|-)Data-Bytes-(In|Out)$")
+_SERVERLESS_MEM = re.compile(r"^Mem-(\d+)GB$")
+_DATA_BYTES = re.compile(r"^Data-Bytes-(In|Out)$")
 
 
 def parse_serverless_product(item: str | Mapping) -> ServerlessOffer | None:
-    """One AmazonSageMaker item -> serverless compute (per GB-second) or data processed (per GB), else None."""
+    """One AmazonSageMaker item -> serverless compute (``PREFIX-ServerlessInf:Mem-<N>GB``, per GB-second) or data
+    processed (``PREFIX-Hst:Data-Bytes-In`` / ``-Out``, per GB), else None. Zero-priced dimensions (a free
+    tier, if AWS lists one as a range) are skipped."""
     doc = _load(item)
     a = _attrs(doc)
-    usage, region = str(a.get("usagetype", "")), a.get("regionCode")
+    usage, region = parse_usage_type(a.get("usagetype", "")), a.get("regionCode")
     sku = doc.get("product", {}).get("sku", "")
-    if not region:
+    if not region or usage is None:
         return None
-    dims = [d for t in doc.get("terms", {}).get("OnDemand", {}).values() for d in t.get("priceDimensions", {}).values()]
-    if (m := _SERVERLESS_MEM.search(usage)):
-        # Tiered: a zero-priced free-tier range, then the paid rate. Take the paid, per-second rate.
-        paid = [p for d in dims if str(d.get("unit", "")).lower() in ("second", "seconds") and (p := _usd(d))]
+    dims = _on_demand_dims(doc)
+    if usage.kind == "ServerlessInf" and (m := _SERVERLESS_MEM.match(usage.detail)):
+        paid = [p for d in dims if _unit(d).startswith("sec") and (p := _usd(d))]
         if not paid:
             return None
-        return ServerlessOffer(region, "compute", round(max(paid) / int(m.group(1)), 12), sku)
-    if (m := _DATA_BYTES.search(usage)):
-        paid = [p for d in dims if str(d.get("unit", "")).lower() in ("gb", "gigabytes") and (p := _usd(d))]
+        return ServerlessOffer(region, "compute", round(max(paid) / int(m.group(1)), 12), sku, str(usage))
+    if usage.kind == "Hst" and (m := _DATA_BYTES.match(usage.detail)):
+        paid = [p for d in dims if _unit(d) in ("gb", "gigabytes") and (p := _usd(d))]
         if not paid:
             return None
-        return ServerlessOffer(region, "data-" + m.group(1).lower(), max(paid), sku)
+        return ServerlessOffer(region, "data-" + m.group(1).lower(), max(paid), sku, str(usage))
     return None
 
 
@@ -255,6 +335,18 @@ class Query:
             "Filters": [{"Type": "TERM_MATCH", "Field": f, "Value": v} for f, v in self.filters],
         }
 
+    @property
+    def key(self) -> str:
+        """Which bucket of offers this query fills: "ec2:REGION:TYPE", "hosting:REGION", "serverless:REGION"."""
+        if self.kind == "ec2":
+            return f"ec2:{self.region}:{self.instance_type}"
+        return f"{'serverless' if self.kind == 'data' else self.kind}:{self.region}"
+
+
+HOSTING_FILTERS = (("productFamily", "ML Instance"), ("component", "Hosting"))
+SERVERLESS_FILTERS = (("productFamily", "ML Serverless"),)
+DATA_FILTERS = (("operation", "Invoke-Endpoint"),)
+
 
 def plan_queries(regions: Sequence[str], instance_types: Sequence[str]) -> list[Query]:
     """Every GetProducts query a refresh makes, in order."""
@@ -263,11 +355,9 @@ def plan_queries(regions: Sequence[str], instance_types: Sequence[str]) -> list[
         for itype in instance_types:
             out.append(Query(region, "ec2", "AmazonEC2", (("regionCode", region), ("instanceType", itype),
                                                           *EC2_REQUIRED.items()), itype))
-        out.append(Query(region, "hosting", "AmazonSageMaker",
-                         (("regionCode", region), ("productFamily", "ML Instance"), ("component", "Hosting"))))
-        out.append(Query(region, "serverless", "AmazonSageMaker",
-                         (("regionCode", region), ("productFamily", "ML Serverless"))))
-        out.append(Query(region, "data", "AmazonSageMaker", (("regionCode", region), ("operation", "Invoke-Endpoint"))))
+        out.append(Query(region, "hosting", "AmazonSageMaker", (("regionCode", region), *HOSTING_FILTERS)))
+        out.append(Query(region, "serverless", "AmazonSageMaker", (("regionCode", region), *SERVERLESS_FILTERS)))
+        out.append(Query(region, "data", "AmazonSageMaker", (("regionCode", region), *DATA_FILTERS)))
     return out
 
 
@@ -321,7 +411,7 @@ def _is_aws_error(exc: BaseException) -> bool:
 @dataclasses.dataclass
 class Change:
     region: str
-    item: str  # "g5.xlarge on-demand", "ml.g5.xlarge", "serverless GB-second"
+    item: str  # "g5.xlarge on-demand", "ml.g5.xlarge", "serverless per GB-second"
     old: float | None
     new: float | None
 
@@ -341,12 +431,44 @@ class Change:
         return f"{self.item} {old} -> {new}{pct}"
 
 
+@dataclasses.dataclass(frozen=True)
+class RowOutcome:
+    """What a refresh did with one catalog row ("ec2 g5.xlarge", "sagemaker ml.g5.xlarge", "serverless")."""
+
+    row: str
+    why: str
+    source: str | None = None  # the source key the row has now (None: the row has no price)
+
+    def as_dict(self) -> dict:
+        return {"row": self.row, "source": self.source, "why": self.why}
+
+
+@dataclasses.dataclass(frozen=True)
+class KeptTerm:
+    """A Reserved term the API did not return, kept from the previous catalog inside a refreshed row."""
+
+    row: str
+    term: str  # "ri_1y" / "ri_3y"
+    value: float
+    source: str
+    why: str
+
+    def as_dict(self) -> dict:
+        return {"row": self.row, "term": self.term, "value": self.value, "source": self.source, "why": self.why}
+
+    def __str__(self) -> str:
+        label = {"ri_1y": "1-year RI", "ri_3y": "3-year RI"}[self.term]
+        return f"{self.row} {label} kept at {self.value:g} ({self.source}): {self.why}"
+
+
 @dataclasses.dataclass
 class RegionSummary:
     region: str
-    refreshed: int = 0
-    added: int = 0
-    kept: list[str] = dataclasses.field(default_factory=list)  # rows the API did not return, left as before
+    refreshed: list[RowOutcome] = dataclasses.field(default_factory=list)  # priced again by the API
+    added: list[RowOutcome] = dataclasses.field(default_factory=list)  # priced by the API, absent before
+    kept: list[RowOutcome] = dataclasses.field(default_factory=list)  # not priced by the API: left as before
+    kept_terms: list[KeptTerm] = dataclasses.field(default_factory=list)
+    not_priced: list[RowOutcome] = dataclasses.field(default_factory=list)  # no price before and none now
     changes: list[Change] = dataclasses.field(default_factory=list)
 
     def biggest(self, n: int = 3) -> list[Change]:
@@ -354,9 +476,15 @@ class RegionSummary:
         return sorted(moved, key=lambda c: (-abs(c.ratio), c.item))[:n]
 
     def as_dict(self) -> dict:
-        return {"region": self.region, "rows_refreshed": self.refreshed, "rows_added": self.added,
-                "rows_kept_from_snapshot": len(self.kept), "kept": self.kept,
-                "biggest_changes": [c.as_dict() for c in self.biggest()]}
+        return {
+            "region": self.region,
+            "rows_refreshed": len(self.refreshed), "rows_added": len(self.added), "rows_kept": len(self.kept),
+            "terms_kept": len(self.kept_terms), "rows_not_priced": len(self.not_priced),
+            "refreshed": [r.as_dict() for r in self.refreshed], "added": [r.as_dict() for r in self.added],
+            "kept": [r.as_dict() for r in self.kept], "kept_terms": [t.as_dict() for t in self.kept_terms],
+            "not_priced": [r.as_dict() for r in self.not_priced],
+            "biggest_changes": [c.as_dict() for c in self.biggest()],
+        }
 
 
 @dataclasses.dataclass
@@ -372,8 +500,8 @@ class RefreshResult:
             "cache": str(self.cache_dir), "retrieved": self.retrieved.isoformat(), "source_url": SOURCE_URL,
             "queries": self.queries, "price_list_items": self.items_read,
             "regions": [r.as_dict() for r in self.regions],
-            "not_refreshed": "other.* (load balancer hourly, KMS key monthly) prices and every spec/limit file are "
-                             "kept from the bundled snapshot.",
+            "not_refreshed": "other.* (load balancer hourly, KMS key monthly, public IPv4) prices and every spec/limit "
+                             "file are kept from the bundled snapshot.",
         }
 
 
@@ -400,6 +528,8 @@ def _inline(row: Mapping) -> str:
     return "{ " + ", ".join(f"{k} = {_v(v)}" for k, v in row.items() if v is not None) + " }"
 
 
+
+
 def _dump_sources(sources: Mapping[str, Mapping]) -> str:
     out = ["schema_version = 1", "", "# Written by 'llmdeploy prices refresh': the bundled sources plus the AWS Price List API.", ""]
     for key, row in sources.items():
@@ -411,12 +541,15 @@ def _dump_sources(sources: Mapping[str, Mapping]) -> str:
     return "\n".join(out)
 
 
+EC2_FIELDS = ("on_demand", "ri_1y", "ri_3y", "source", "ri_1y_source", "ri_3y_source")
+
+
 def _dump_ec2(ec2: Mapping[str, Mapping[str, Mapping]]) -> str:
     out = ["schema_version = 1", "",
            "# USD per hour; written by 'llmdeploy prices refresh' (see each row's source).", ""]
     for region, rows in ec2.items():
         out.append(f"[ec2.{_s(region)}]")
-        out += [f"{_s(t)} = {_inline({k: row.get(k) for k in ('on_demand', 'ri_1y', 'ri_3y', 'source')})}" for t, row in rows.items()]
+        out += [f"{_s(t)} = {_inline({k: row.get(k) for k in EC2_FIELDS})}" for t, row in rows.items()]
         out.append("")
     return "\n".join(out)
 
@@ -436,7 +569,7 @@ def _dump_sagemaker(sm: Mapping[str, Mapping]) -> str:
 
 
 def _previous_refresh(cache: Path) -> tuple[dict, dict, dict] | None:
-    """The current cache's price files, if it is a valid catalog (rows from an earlier refresh are carried over)."""
+    """The current cache's price files, if it is a valid catalog (its refreshed rows are the latest known prices)."""
     if not (cache / "sources.toml").is_file():
         return None
     try:
@@ -446,13 +579,40 @@ def _previous_refresh(cache: Path) -> tuple[dict, dict, dict] | None:
         return None
 
 
-def build_price_tables(bundled_dir: Path, regions: Sequence[str], offers: Mapping[str, list], retrieved: dt.date,
-                       previous: tuple[dict, dict, dict] | None = None) -> tuple[dict, dict, dict, list[RegionSummary]]:
-    """Merge parsed offers into the bundled price tables. Returns (sources, ec2, sagemaker, summaries).
+def _row_sources(row: Mapping) -> set[str]:
+    """Every source key a price row names (the row's, and any kept term's)."""
+    return {row[k] for k in ("source", "public_ipv4_source", "ri_1y_source", "ri_3y_source") if row.get(k)}
 
-    Rows the API did not return stay as they were (bundled, or from an earlier refresh for regions not
-    refreshed now); rows for catalog instance types the snapshot lacked in a region are added.
+
+def _why_ec2_kept(n_items: int | None) -> str:
+    if n_items is None:
+        return "not queried in this refresh"
+    if n_items == 0:
+        return "GetProducts returned no product for it"
+    return (f"none of the {n_items} products GetProducts returned is a Linux, shared-tenancy, on-demand "
+            f"[PREFIX-]BoxUsage price")
+
+
+def _why_ri_kept(offer: Ec2Offer, lease: str) -> str:
+    if not offer.reserved_terms:
+        return f"the product ({offer.sku}) carried no Reserved terms"
+    return (f"none of the {offer.reserved_terms} Reserved terms of {offer.sku} is LeaseContractLength {lease}, "
+            f"OfferingClass standard, PurchaseOption No Upfront")
+
+
+def build_price_tables(bundled_dir: Path, regions: Sequence[str], offers: Mapping[str, list], retrieved: dt.date,
+                       previous: tuple[dict, dict, dict] | None = None, *, seen: Mapping[str, int] | None = None,
+                       instance_types: Sequence[str] | None = None) -> tuple[dict, dict, dict, list[RegionSummary]]:
+    """Merge parsed offers into the latest known price tables. Returns (sources, ec2, sagemaker, summaries).
+
+    ``offers`` and ``seen`` are keyed like :attr:`Query.key` ("ec2:REGION:TYPE", "hosting:REGION",
+    "serverless:REGION"): the parsed offers, and how many items GetProducts returned for that key.
+    The latest known price of a row is the previous refresh's (``previous``, the cache) where it came from
+    the API, else the bundled snapshot's. A row the API prices now is replaced (a Reserved term it does not
+    return keeps the known rate and that rate's source); a row it does not price is kept; a catalog type
+    the snapshot lacked in a region is added. Nothing known is ever dropped.
     """
+    seen = seen or {}
     sources_doc, ec2_doc, sm_doc = (_read_toml(bundled_dir / name) for name in PRICE_FILES)
     sources: dict[str, dict] = dict(sources_doc["sources"])
     ec2: dict[str, dict] = {r: dict(rows) for r, rows in ec2_doc["ec2"].items()}
@@ -460,22 +620,22 @@ def build_price_tables(bundled_dir: Path, regions: Sequence[str], offers: Mappin
     serverless: dict[str, dict] = dict(sm_doc["serverless"])
     other: dict[str, dict] = dict(sm_doc["other"])
 
-    if previous:  # carry rows an earlier refresh wrote for regions not refreshed this time
+    if previous:  # rows an earlier refresh wrote are the latest known prices, in every region
         p_sources, p_ec2, p_sm = previous
+        p_src = p_sources.get("sources", {})
+        known = set(sources) | {k for k in p_src if k.startswith(SOURCE_PREFIX)}
+
+        def carry(row: Mapping) -> bool:
+            return str(row.get("source", "")).startswith(SOURCE_PREFIX) and _row_sources(row) <= known
+
         for r, rows in p_ec2.get("ec2", {}).items():
-            if r not in regions:
-                for t, row in rows.items():
-                    if str(row.get("source", "")).startswith(SOURCE_PREFIX):
-                        ec2.setdefault(r, {})[t] = row
+            ec2.setdefault(r, {}).update({t: dict(row) for t, row in rows.items() if carry(row)})
         for r, rows in p_sm.get("hosting", {}).items():
-            if r not in regions:
-                for t, row in rows.items():
-                    if str(row.get("source", "")).startswith(SOURCE_PREFIX):
-                        hosting.setdefault(r, {})[t] = row
+            hosting.setdefault(r, {}).update({t: dict(row) for t, row in rows.items() if carry(row)})
         for r, row in p_sm.get("serverless", {}).items():
-            if r not in regions and str(row.get("source", "")).startswith(SOURCE_PREFIX):
-                serverless[r] = row
-        for key, row in p_sources.get("sources", {}).items():
+            if carry(row):
+                serverless[r] = dict(row)
+        for key, row in p_src.items():
             if key.startswith(SOURCE_PREFIX):
                 sources.setdefault(key, row)
 
@@ -486,62 +646,107 @@ def build_price_tables(bundled_dir: Path, regions: Sequence[str], offers: Mappin
     summaries = []
     for region in regions:
         s = RegionSummary(region)
-        # EC2: first valid offer per type wins
-        got: dict[str, Ec2Offer] = {}
-        for o in offers.get(f"ec2:{region}", []):
-            got.setdefault(o.instance_type, o)
+
+        # EC2: one query per catalog type; the first plain Linux on-demand product of that type wins.
         rows = ec2.setdefault(region, {})
-        for t, o in got.items():
+        queried = [k.split(":", 2)[2] for k in (*offers, *seen) if k.startswith(f"ec2:{region}:")]
+        for t in sorted(set(instance_types or ()) | set(queried) | set(rows)):
+            key = f"ec2:{region}:{t}"
+            found = [o for o in offers.get(key, []) if o.region == region and o.instance_type == t]
             old = rows.get(t)
+            if not found:
+                if old is not None:
+                    s.kept.append(RowOutcome(f"ec2 {t}", _why_ec2_kept(seen.get(key)), old["source"]))
+                else:
+                    s.not_priced.append(RowOutcome(f"ec2 {t}", _why_ec2_kept(seen.get(key))))
+                continue
+            o = found[0]
+            new: dict[str, Any] = {"on_demand": o.on_demand, "source": ec2_key}
+            for field, lease in RI_TERMS.items():
+                value = getattr(o, field)
+                if value is not None:
+                    new[field] = value
+                elif old is not None and old.get(field) is not None:
+                    kept_from = old.get(f"{field}_source") or old["source"]
+                    new[field] = old[field]
+                    if kept_from != ec2_key:
+                        new[f"{field}_source"] = kept_from
+                    s.kept_terms.append(KeptTerm(f"ec2 {t}", field, old[field], kept_from, _why_ri_kept(o, lease)))
+            why = f"SKU {o.sku} ({o.usage_type})"
             if old is None:
-                s.added += 1
+                s.added.append(RowOutcome(f"ec2 {t}", why + "; the catalog had no price for it here", ec2_key))
             else:
-                s.refreshed += 1
-                for label, field in (("on-demand", "on_demand"), ("1y RI", "ri_1y"), ("3y RI", "ri_3y")):
-                    s.changes.append(Change(region, f"{t} {label}", old.get(field), getattr(o, field)))
-            rows[t] = {"on_demand": o.on_demand, "ri_1y": o.ri_1y, "ri_3y": o.ri_3y, "source": ec2_key}
-        s.kept += [f"ec2 {t}" for t in rows if t not in got]
-        # SageMaker hosting
+                s.refreshed.append(RowOutcome(f"ec2 {t}", why, ec2_key))
+                s.changes.append(Change(region, f"{t} on-demand", old.get("on_demand"), o.on_demand))
+                for field, label in (("ri_1y", "1y RI"), ("ri_3y", "3y RI")):
+                    if getattr(o, field) is not None:
+                        s.changes.append(Change(region, f"{t} {label}", old.get(field), getattr(o, field)))
+            rows[t] = new
+
+        # SageMaker hosting: one query per region; rows by usage type PREFIX-Host:ml.TYPE.
+        hkey = f"hosting:{region}"
         hgot: dict[str, HostingOffer] = {}
-        for o in offers.get(f"hosting:{region}", []):
-            hgot.setdefault(o.instance_type, o)
+        for o in offers.get(hkey, []):
+            if o.region == region:
+                hgot.setdefault(o.instance_type, o)
         hrows = hosting.setdefault(region, {})
-        for t, o in hgot.items():
-            old = hrows.get(t)
+        ml_types = {cat_mod.SAGEMAKER_PREFIX + t for t in (instance_types or ())}
+        n = seen.get(hkey)
+        no_host = ("not queried in this refresh" if n is None else
+                   f"no Host:TYPE product among the {n} 'ML Instance' / 'Hosting' products GetProducts returned")
+        for t in sorted(ml_types | set(hgot) | set(hrows)):
+            old, o = hrows.get(t), hgot.get(t)
+            if o is None:
+                if old is not None:
+                    s.kept.append(RowOutcome(f"sagemaker {t}", no_host.replace("TYPE", t), old["source"]))
+                else:
+                    s.not_priced.append(RowOutcome(f"sagemaker {t}", no_host.replace("TYPE", t)))
+                continue
+            why = f"SKU {o.sku} ({o.usage_type})"
             if old is None:
-                s.added += 1
+                s.added.append(RowOutcome(f"sagemaker {t}", why + "; the catalog had no price for it here", sm_key))
             else:
-                s.refreshed += 1
+                s.refreshed.append(RowOutcome(f"sagemaker {t}", why, sm_key))
                 s.changes.append(Change(region, t, old.get("hourly"), o.hourly))
             hrows[t] = {"hourly": o.hourly, "source": sm_key}
-        s.kept += [f"sagemaker {t}" for t in hrows if t not in hgot]
-        # Serverless: needs both a compute and a data-processed rate
-        sv = offers.get(f"serverless:{region}", [])
+
+        # Serverless: a row needs both the GB-second and the data-processed rate.
+        skey = f"serverless:{region}"
+        sv = [o for o in offers.get(skey, []) if o.region == region]
         compute = sorted({o.usd for o in sv if o.kind == "compute"})
-        data = [o.usd for o in sv if o.kind.startswith("data-")]
+        data = sorted({o.usd for o in sv if o.kind.startswith("data-")})
         old_sv = serverless.get(region)
-        if compute and data:
-            # Every memory size should give the same per-GB rate; if not, keep the highest (conservative).
-            new_sv = {"usd_per_gb_second": compute[-1], "usd_per_gb_processed": max(data), "source": sm_key}
-            if old_sv is None:
-                s.added += 1
+        missing = [what for what, got in (("no ServerlessInf:Mem-<N>GB compute price", compute),
+                                          ("no Hst:Data-Bytes-In/Out data-processed price", data)) if not got]
+        if missing:
+            why = ("not queried in this refresh" if skey not in seen else
+                   " and ".join(missing) + f" among the {seen[skey]} products GetProducts returned; a serverless row "
+                   "is refreshed only with both rates")
+            if old_sv is not None:
+                s.kept.append(RowOutcome("serverless", why, old_sv["source"]))
             else:
-                s.refreshed += 1
+                s.not_priced.append(RowOutcome("serverless", why))
+        else:
+            # Every memory size should give the same per-GB rate; if not, keep the highest (conservative).
+            sizes = sorted(o.usage_type for o in sv if o.kind == "compute")
+            why = f"{len(sizes)} ServerlessInf:Mem-<N>GB prices and {len(sv) - len(sizes)} Hst:Data-Bytes prices"
+            if old_sv is None:
+                s.added.append(RowOutcome("serverless", why + "; the catalog had no serverless price here", sm_key))
+            else:
+                s.refreshed.append(RowOutcome("serverless", why, sm_key))
                 s.changes.append(Change(region, "serverless per GB-second", old_sv.get("usd_per_gb_second"), compute[-1]))
-                s.changes.append(Change(region, "serverless per GB processed", old_sv.get("usd_per_gb_processed"), max(data)))
-            serverless[region] = new_sv
-        elif old_sv is not None:
-            s.kept.append("serverless")
+                s.changes.append(Change(region, "serverless per GB processed", old_sv.get("usd_per_gb_processed"), data[-1]))
+            serverless[region] = {"usd_per_gb_second": compute[-1], "usd_per_gb_processed": data[-1], "source": sm_key}
+
         if not hrows:
             del hosting[region]
         if not rows:
             del ec2[region]
         summaries.append(s)
 
-    # Drop sources no row names any more (an earlier refresh's, fully replaced).
-    used = {row["source"] for rows in ec2.values() for row in rows.values()}
-    used |= {row["source"] for rows in hosting.values() for row in rows.values()}
-    used |= {row["source"] for row in [*serverless.values(), *other.values()]}
+    # Drop Price List sources no row names any more (an earlier refresh's, fully replaced).
+    used = {k for rows in (*ec2.values(), *hosting.values()) for row in rows.values() for k in _row_sources(row)}
+    used |= {k for row in (*serverless.values(), *other.values()) for k in _row_sources(row)}
     sources = {k: v for k, v in sources.items() if not k.startswith(SOURCE_PREFIX) or k in used}
     sm = {"hosting": hosting, "serverless": serverless, "other": other}
     return sources, ec2, sm, summaries
@@ -579,6 +784,7 @@ def swap_in(new_dir: Path, cache: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+
 def refresh(regions: Sequence[str] | None = None, *, client=None, today: dt.date | None = None,
             progress: Callable[[str, int, int, bool], None] | None = None, instance_types: Sequence[str] | None = None,
             cache_dir: Path | None = None) -> RefreshResult:
@@ -600,6 +806,7 @@ def refresh(regions: Sequence[str] | None = None, *, client=None, today: dt.date
 
     # 1. Read everything first: nothing is written until every query has succeeded.
     offers: dict[str, list] = {}
+    seen: dict[str, int] = {}
     items_read = 0
     try:
         if client is None:
@@ -608,10 +815,11 @@ def refresh(regions: Sequence[str] | None = None, *, client=None, today: dt.date
                                      "serverless": "SageMaker serverless prices", "data": "SageMaker data-processed prices"}[q.kind]
                   for q in queries]
         for done, q in enumerate(queries):
-            key = f"{'serverless' if q.kind == 'data' else q.kind}:{q.region}"
-            bucket = offers.setdefault(key, [])
+            bucket = offers.setdefault(q.key, [])
+            seen.setdefault(q.key, 0)
             for item in _items(client, q):
                 items_read += 1
+                seen[q.key] += 1
                 if q.kind == "ec2":
                     o = parse_ec2_product(item)
                     if o and o.region == q.region and o.instance_type == q.instance_type:
@@ -635,7 +843,8 @@ def refresh(regions: Sequence[str] | None = None, *, client=None, today: dt.date
         raise
 
     # 2. Build the new catalog next to the cache, validate it, swap it in.
-    sources, ec2, sm, summaries = build_price_tables(cat_mod.BUNDLED_DIR, regions, offers, today, _previous_refresh(cache))
+    sources, ec2, sm, summaries = build_price_tables(cat_mod.BUNDLED_DIR, regions, offers, today, _previous_refresh(cache),
+                                                     seen=seen, instance_types=types)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".catalog.new-", dir=cache.parent))
     try:
@@ -672,6 +881,7 @@ def describe() -> dict:
         })
     used = {p.source.key for p in [*cat.ec2.values(), *cat.hosting.values(), *cat.serverless.values(), *cat.other.values()]}
     used |= {o.public_ipv4_source.key for o in cat.other.values() if o.public_ipv4_source}
+    used |= {s.key for p in cat.ec2.values() for s in (p.ri_1y_source, p.ri_3y_source) if s}
     return {
         "in_use": "refreshed cache" if refreshed else "bundled snapshot",
         "origin": cat.origin,
