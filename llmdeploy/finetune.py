@@ -89,17 +89,25 @@ def check_instance_count(count: int) -> int:
     return int(count)
 
 
-def check_ssh_cidr(cidr: str) -> str:
-    """An SSH source CIDR that is not the whole internet (``0.0.0.0/0``, ``::/0``); UsageError otherwise."""
+#: The widest SSH source each IP version accepts: a /16 is 65,536 IPv4 addresses (a large office or VPN pool);
+#: anything wider is a slice of the internet (0.0.0.0/1 is half of it). IPv6: a /48 is one site's allocation.
+SSH_MIN_PREFIX = {4: 16, 6: 48}
+
+
+def check_ssh_cidr(cidr: str, *, option: str = "--ssh-cidr") -> str:
+    """An SSH source CIDR no wider than /16 (IPv4) or /48 (IPv6); UsageError saying why otherwise."""
     try:
         network = ipaddress.ip_network(str(cidr).strip(), strict=False)
     except ValueError:
-        raise UsageError(f"--ssh-cidr {cidr!r} is not a CIDR. Use your address or office range, e.g. 203.0.113.7/32.") from None
+        raise UsageError(f"{option} {cidr!r} is not a CIDR. Use your address or office range, e.g. 203.0.113.7/32.") from None
+    fix = "Use your own address (e.g. 203.0.113.7/32), or leave --ssh-cidr out and use SSM Session Manager."
     if network.prefixlen == 0:
+        raise UsageError(f"{option} {cidr!r} opens SSH to the whole internet; refused.", hint=fix)
+    widest = SSH_MIN_PREFIX[network.version]
+    if network.prefixlen < widest:
         raise UsageError(
-            f"--ssh-cidr {cidr!r} opens SSH to the whole internet; refused.",
-            hint="Use your own address (e.g. 203.0.113.7/32), or leave --ssh-cidr out and use SSM Session Manager.",
-        )
+            f"{option} {cidr!r} opens SSH to {network.num_addresses:,} addresses, a slice of the internet rather than "
+            f"an office or VPN range; refused (the widest accepted is /{widest}).", hint=fix)
     return str(network)
 
 
