@@ -29,9 +29,27 @@ def to_json(doc: dict) -> str:
     return json.dumps(doc, sort_keys=True)
 
 
-def assume_role_policy(service: str) -> str:
-    """Trust policy letting one AWS service (``sagemaker.amazonaws.com``, ``ec2.amazonaws.com``) assume the role."""
-    return to_json(document([{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]))
+def assume_role_policy(service: str, source_account: str | None = None) -> str:
+    """Trust policy letting one AWS service (``sagemaker.amazonaws.com``, ``ec2.amazonaws.com``) assume the role.
+
+    ``source_account``: only when the service acts for a resource of this account (``aws:SourceAccount``, the
+    confused-deputy guard in SageMaker's "Cross-service confused deputy prevention" guide, section "SageMaker AI
+    Inference": https://docs.aws.amazon.com/sagemaker/latest/dg/security-confused-deputy-prevention.html).
+    EC2 instance roles get none: EC2 assumes them for an instance profile, not on behalf of a resource, and sets
+    no ``aws:SourceAccount`` in that request, so the condition would leave instances without credentials; who may
+    hand the role to an instance is what ``iam:PassRole`` (same account only) controls.
+    """
+    statement: dict = {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
+    if source_account:
+        statement["Condition"] = {"StringEquals": {"aws:SourceAccount": source_account}}
+    return to_json(document([statement]))
+
+
+def tls_only_bucket_policy(bucket_arn: str) -> dict:
+    """Deny any request to the bucket or its objects that did not come over TLS."""
+    return document([{"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+                      "Resource": [bucket_arn, f"{bucket_arn}/*"],
+                      "Condition": {"Bool": {"aws:SecureTransport": "false"}}}])
 
 
 def s3_uri_parts(uri: str) -> tuple[str, str]:
