@@ -68,6 +68,19 @@ def s3_write(bucket_arn: str, prefixes: Sequence[str]) -> list[dict]:
              "Resource": [f"{bucket_arn}/{p}*" for p in prefixes]}]
 
 
+def checkpoint_read_write(checkpoint_uri: str, partition: str = "aws") -> list[dict]:
+    """Read, write and delete objects under one ``s3://bucket/prefix/`` (fine-tune checkpoints), list only there."""
+    bucket, prefix = s3_uri_parts(checkpoint_uri)
+    bucket_arn = f"arn:{partition}:s3:::{bucket}"
+    return [
+        {"Sid": "Checkpoints", "Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+         "Resource": [f"{bucket_arn}/{prefix}*"]},
+        {"Sid": "ListCheckpoints", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [bucket_arn],
+         "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}}},
+    ]
+
+
 def weights_read(weights_uri: str, partition: str = "aws") -> list[dict]:
     """Read (and list, LMI copies a prefix) the ``weightsUri`` prefix, often in another bucket."""
     if not weights_uri:

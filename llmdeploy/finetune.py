@@ -111,6 +111,41 @@ def check_ssh_cidr(cidr: str, *, option: str = "--ssh-cidr") -> str:
     return str(network)
 
 
+@dataclass(frozen=True)
+class AmiFilter:
+    """A DescribeImages query: name pattern, owner, architecture, and where the pattern was checked."""
+
+    name: str
+    owner: str
+    architecture: str
+    source_url: str
+    retrieved: dt.date
+
+
+def dlami(path: str | None = None) -> AmiFilter:
+    """The fine-tune nodes' Deep Learning AMI filter, from llmdeploy/data/amis.toml."""
+    import tomllib
+    from pathlib import Path
+
+    raw = tomllib.loads(Path(path or Path(__file__).parent / "data" / "amis.toml").read_text())["finetune"]
+    return AmiFilter(raw["name"], raw["owner"], raw["architecture"], raw["source_url"], raw["retrieved"])
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def check_checkpoint_uri(uri: str, *, option: str = "--checkpoint-uri") -> str:
+    """``s3://bucket/prefix/`` with a prefix (nodes get read/write there, never on a whole bucket); UsageError."""
+    text = str(uri).strip()
+    bucket, _, prefix = text.removeprefix("s3://").partition("/")
+    if not text.startswith("s3://") or not _BUCKET.match(bucket) or not prefix.strip("/"):
+        raise UsageError(
+            f"{option} {uri!r} is not an s3://BUCKET/PREFIX/ URI with a prefix.",
+            hint="Give a prefix of your artifact bucket, e.g. s3://my-llmdeploy-bucket/checkpoints/llama-ft/ "
+                 "(nodes may read and write only under it).")
+    return f"s3://{bucket}/{prefix.rstrip('/')}/"
+
+
 def check_gpu_instance(cat: _catalog.Catalog, region: str, instance_type: str) -> _catalog.Instance:
     """The catalog row of a GPU instance type priced in ``region``; UsageError otherwise."""
     _catalog.check_region(cat, region)
