@@ -112,6 +112,10 @@ def _make_mocks_class():
                              None)
                 return {"id": self.region, "ids": [sid for sid, az in FAKE_SUBNETS.items()
                                                    if zones is None or f"{self.region}{az}" in zones]}
+            if token == "aws:ec2/getSubnet:getSubnet":  # default subnets auto-assign public IPv4
+                sid = args.args.get("id")
+                return {"id": sid, "vpcId": "vpc-0123456789abcdef0", "mapPublicIpOnLaunch": sid in FAKE_SUBNETS,
+                        "availabilityZone": f"{self.region}{FAKE_SUBNETS.get(sid, 'a')}", "defaultForAz": sid in FAKE_SUBNETS}
             if token == "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings":
                 types = next(f["values"] for f in args.args["filters"] if f["name"] == "instance-type")
                 zones = sorted({f"{self.region}{az}" for t in types for az in FAKE_OFFERINGS.get(t.split(".")[0], ())})
