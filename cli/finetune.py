@@ -78,10 +78,13 @@ def finetune() -> None:
               help="Give nodes a public IPv4 address (default: as the subnet auto-assigns; on in a default VPC). "
                    "Nodes with several network interfaces (p4d, p5) get an Elastic IP each, billed while allocated. "
                    "--no-public-ip: none, for a private subnet routed through a NAT gateway.")
+@click.option("--checkpoint-uri", default=None, metavar="S3URI",
+              help="s3://BUCKET/PREFIX/ the nodes may read and write (e.g. checkpoints/<stack>/ of your artifact "
+                   "bucket); nothing else in S3. Default: no S3 access.")
 @stack_option
 @yes_option
 def up(instances, ttl, idle, instance_type, region, model, ssh_cidr, key_name, owner, cost_center, ami_id, subnet_id, public_ip,
-       stack, yes):
+       checkpoint_uri, stack, yes):
     """Create a fine-tune cluster that terminates itself at its deadline.
 
     \b
@@ -109,13 +112,17 @@ def up(instances, ttl, idle, instance_type, region, model, ssh_cidr, key_name, o
         cat, stack=stack, region=region, instance_type=instance_type, instances=instances, ttl=ttl, idle=idle, model=model, now=now
     )
     ssh = ft.check_ssh_cidr(ssh_cidr) if ssh_cidr is not None else None
+    checkpoints = ft.check_checkpoint_uri(checkpoint_uri) if checkpoint_uri is not None else None
 
     click.echo(f"Stack {plan.stack} in {plan.region}: {plan.instances} x {plan.instance_type} ({plan.instances * plan.gpus_per_instance} GPU{'s' if plan.instances * plan.gpus_per_instance != 1 else ''}"
                f"{', EFA' if plan.efa else ''}{', sized for ' + model if model and instances is None else ''})")
     click.echo(f"  Cost:     {_usd(plan.hourly_each)}/hour each, {_usd(plan.hourly_total)}/hour in all (on-demand, catalog)")
     click.echo(f"  Expires:  {format_expiry(plan.expires_at)} (in {ft.format_duration(plan.expires_at - now)}); at most {_usd(plan.max_cost(now))} if it runs to the end")
     click.echo(f"  Idle:     " + (f"a node terminates after {plan.idle_minutes} min with GPUs idle" if plan.idle_minutes else "no idle limit (only the deadline)"))
-    click.echo(f"  SSH:      {ssh or 'closed (use SSM Session Manager)'}")
+    click.echo(f"  SSH:      {ssh or 'closed (use SSM Session Manager)'}; nodes carry an instance profile with "
+               "AmazonSSMManagedInstanceCore")
+    click.echo(f"  S3:       " + (f"read/write under {checkpoints} only" if checkpoints else
+                                  "none (pass --checkpoint-uri s3://BUCKET/PREFIX/ to save checkpoints)"))
     click.echo(f"  Public IP: {_public_ip_line(public_ip, plan.interfaces_per_node)}")
 
     automation.pulumi_cli()  # fail before asking, not after
@@ -138,6 +145,7 @@ def up(instances, ttl, idle, instance_type, region, model, ssh_cidr, key_name, o
         stack=plan.stack,
         efa=plan.efa,
         public_ip=public_ip,
+        checkpoint_uri=checkpoints,
         catalog=cat,
     )
     handle = automation.select_stack(

@@ -71,6 +71,7 @@ def plan(mode, term, model, dtype, region, requests_per_day, peak_rps, input_tok
     written = None
     if stack:
         config = plan_mod.stack_config_for(result, owner=owner, cost_center=cost_center)
+        config.validate(cat)  # AWS's limits and tag patterns: refuse before writing, as preview and the program would
         path = stack_file(opt.resolve_project_dir(project_dir), stack)
         written = write_stack_file(path, config, header=report.stack_header(result))
     chart_path = None

@@ -28,12 +28,26 @@ SERVERLESS_TASK = "text2text-generation"  # FLAN-T5 is a seq2seq model
 def read_config() -> StackConfig:
     """The stack's ``llmdeploy:*`` settings, validated (ConfigError / UnknownChoiceError on bad input)."""
     cfg = pulumi.Config(NAMESPACE)
-    raw = {s.key: value for s in SETTINGS if (value := cfg.get(s.key)) is not None}
+    raw = {s.key: _structured(value) for s in SETTINGS if (value := cfg.get(s.key)) is not None}
+    if (provider_region := pulumi.Config("aws").get("region")) is not None:
+        raw["aws:region"] = provider_region  # from_mapping refuses a stack whose two regions disagree
     for key in _all_config_keys():
         ns, _, bare = key.partition(":")
         if ns == NAMESPACE and bare not in BY_KEY:
             raw[bare] = ""  # from_mapping names the unknown setting and the valid ones
     return StackConfig.from_mapping(raw, catalog=load_catalog(), origin=f"stack {pulumi.get_stack()!r} config")
+
+
+def _structured(value: str):
+    """Pulumi hands a YAML list or map over as its JSON text: give from_mapping the list, which it refuses by name."""
+    if value[:1] in ("[", "{"):
+        import json
+
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _all_config_keys() -> list[str]:

@@ -1,9 +1,17 @@
-"""The model artifact: a private, encrypted, versioned S3 bucket holding model.tar.gz.
+"""The model artifact: a private, encrypted, versioned, TLS-only S3 bucket holding model.tar.gz.
 
 The tarball (serving.properties + the handler files, see containers/package.py)
-is built before the program registers anything and uploaded as one object; its
-sha256 is the object's ``source_hash`` so a changed handler means a new upload.
-Async endpoints write their results under prefixes of the same bucket.
+is built before the program registers anything and uploaded as one object whose
+key carries its sha256 (``model/<sha256>/model.tar.gz``, content addressed). A
+changed handler, dtype, TP degree or weights URI is a new key, so everything
+that names the artifact changes with it: the SageMaker Model (replaced, hence a
+new endpoint config and SageMaker's blue/green endpoint update) and the reserved
+launch template's user data (a new version, rolled out by the ASG's instance
+refresh). A fixed key would only rewrite the object: running endpoints would
+keep the old serving.properties and instances launched later the new one.
+
+Async endpoints write their results under prefixes of the same bucket; lifecycle
+rules expire those, and the noncurrent versions old artifacts leave behind.
 """
 
 from __future__ import annotations
@@ -14,8 +22,25 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 
+from llmdeploy.infra import iam
+
 ARTIFACT_PREFIX = "model/"
-ARTIFACT_KEY = ARTIFACT_PREFIX + "model.tar.gz"
+ASYNC_INPUT_PREFIX = "async-input/"
+ASYNC_OUTPUT_PREFIX = "async-output/"
+ASYNC_FAILURE_PREFIX = "async-failures/"
+ASYNC_PREFIXES = (ASYNC_INPUT_PREFIX, ASYNC_OUTPUT_PREFIX, ASYNC_FAILURE_PREFIX)
+# Lifecycle (our retention choices, not AWS limits): async requests and results are fetched within days; an old
+# artifact version stays restorable for a month after a newer one replaced it.
+ASYNC_OBJECT_DAYS = 7
+NONCURRENT_VERSION_DAYS = 30
+INCOMPLETE_UPLOAD_DAYS = 1
+
+
+def artifact_key(sha256: str) -> str:
+    """``model/<sha256>/model.tar.gz``: the key changes whenever the archive does (content addressing)."""
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+    return f"{ARTIFACT_PREFIX}{sha256}/model.tar.gz"
 
 
 @dataclass
@@ -55,12 +80,23 @@ class ModelArtifact(pulumi.ComponentResource):
             rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}, "bucket_key_enabled": True}],
             opts=child,
         )
-        aws.s3.BucketVersioning(f"{name}-versioning", bucket=bucket.id,
-                                versioning_configuration={"status": "Enabled"}, opts=child)
+        versioning = aws.s3.BucketVersioning(f"{name}-versioning", bucket=bucket.id,
+                                             versioning_configuration={"status": "Enabled"}, opts=child)
+        # TLS only: deny every request that did not arrive over HTTPS (aws:SecureTransport false).
+        aws.s3.BucketPolicy(
+            f"{name}-tls-only", bucket=bucket.id,
+            policy=bucket.arn.apply(lambda arn: iam.to_json(iam.tls_only_bucket_policy(arn))),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[public_block]),
+        )
+        aws.s3.BucketLifecycleConfiguration(
+            f"{name}-lifecycle", bucket=bucket.id, rules=lifecycle_rules(),
+            # S3 needs versioning settled before rules on noncurrent versions.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]),
+        )
         obj = aws.s3.BucketObjectv2(
             f"{name}-tarball",
             bucket=bucket.id,
-            key=ARTIFACT_KEY,
+            key=artifact_key(args.sha256),
             source=pulumi.FileAsset(str(Path(args.tarball))),
             source_hash=args.sha256,
             content_type="application/gzip",
@@ -80,6 +116,20 @@ class ModelArtifact(pulumi.ComponentResource):
             "model_data_url": self.model_data_url,
             "weights_uri": self.weights_uri,
         })
+
+
+def lifecycle_rules() -> list[dict]:
+    """Expire async requests, results and failures; expire noncurrent versions (an artifact a newer one replaced)
+    and the delete markers they leave; abort multipart uploads that never finished."""
+    rules = [{"id": f"expire-{prefix.rstrip('/')}", "status": "Enabled", "filter": {"prefix": prefix},
+              "expiration": {"days": ASYNC_OBJECT_DAYS}} for prefix in ASYNC_PREFIXES]
+    rules.append({
+        "id": "expire-noncurrent-versions", "status": "Enabled", "filter": {"prefix": ""},
+        "noncurrent_version_expiration": {"noncurrent_days": NONCURRENT_VERSION_DAYS},
+        "expiration": {"expired_object_delete_marker": True},
+        "abort_incomplete_multipart_upload": {"days_after_initiation": INCOMPLETE_UPLOAD_DAYS},
+    })
+    return rules
 
 
 def build_tarball(config, out_dir: str | Path) -> tuple[str, str]:

@@ -15,6 +15,12 @@
   node. EFAs can't be attached to a running instance, so they must exist at launch:
   ``aws.ec2.Instance`` takes ``network_card_index`` only through a launch template
   (its own ``network_interfaces`` is deprecated in pulumi-aws 7);
+- an IAM role and instance profile for the nodes: AmazonSSMManagedInstanceCore (with
+  no SSH rule, Session Manager is the way in) and, when ``checkpoint_uri`` is given,
+  read/write/delete under that one S3 prefix (listing only there), nothing else;
+- the subnet: given, or the first subnet of the VPC in an availability zone that
+  offers the instance type (DescribeInstanceTypeOfferings, location type
+  availability-zone); one line naming the type and zones when none does;
 - per node, an instance with an encrypted root volume, IMDSv2
   required, ``instance_initiated_shutdown_behavior="terminate"`` and user data
   that installs the on-instance autodown timer (expiry / idle shutdown). The
@@ -63,12 +69,15 @@ from llmdeploy import catalog as _catalog
 from llmdeploy import finetune as _ft
 from llmdeploy import tags as _tags
 from llmdeploy.errors import ConfigError, UsageError
+from llmdeploy.stackconfig import check_tag_value
+from llmdeploy.infra import iam
 from llmdeploy.infra.autodown import render_user_data
 
 TYPE = "llmdeploy:finetune:Cluster"
-#: Deep Learning AMI with NVIDIA driver, CUDA, EFA and PyTorch, published by Amazon.
-DLAMI_NAME_FILTER = "Deep Learning OSS Nvidia Driver AMI GPU PyTorch * (Ubuntu 22.04) *"
-DLAMI_OWNER = "amazon"
+#: Deep Learning AMI with NVIDIA driver, CUDA, EFA and PyTorch, published by Amazon (llmdeploy/data/amis.toml).
+DLAMI = _ft.dlami()
+DLAMI_NAME_FILTER = DLAMI.name
+DLAMI_OWNER = DLAMI.owner
 
 
 @dataclass
@@ -77,7 +86,7 @@ class FinetuneClusterArgs:
     instance_type: str = _ft.DEFAULT_INSTANCE_TYPE
     instance_count: int = 1
     ami_id: str | None = None  # None: newest Deep Learning AMI GPU PyTorch
-    subnet_id: str | None = None  # None: first subnet of vpc_id (or of the default VPC)
+    subnet_id: str | None = None  # None: first subnet of vpc_id (or of the default VPC) in a zone offering the type
     vpc_id: str | None = None  # None: the subnet's VPC when subnet_id is given, else the default VPC
     ssh_cidr: str | None = None  # None: no SSH rule at all (use SSM Session Manager)
     key_name: str | None = None
@@ -92,6 +101,9 @@ class FinetuneClusterArgs:
     # None: as the subnet auto-assigns public IPv4 (on in a default VPC): AWS's own public IP on a
     # single-interface node, an Elastic IP per multi-interface node. False: none (private subnet + NAT).
     public_ip: bool | None = None
+    # s3://bucket/prefix/ the nodes may read, write and delete under (e.g. checkpoints/<stack>/ of the artifact
+    # bucket). None: no S3 access at all.
+    checkpoint_uri: str | None = None
     catalog: _catalog.Catalog | None = field(default=None, repr=False)
 
     def validate(self) -> None:
@@ -121,6 +133,9 @@ class FinetuneClusterArgs:
         for name in ("owner", "cost_center", "stack"):
             if not str(getattr(self, name)).strip():
                 raise UsageError(f"{name} must not be empty: every resource is tagged with it.")
+            check_tag_value(str(getattr(self, name)), name=name)
+        if self.checkpoint_uri is not None:
+            self.checkpoint_uri = _ft.check_checkpoint_uri(self.checkpoint_uri)
 
     def tags(self) -> dict[str, str]:
         return _ft.cluster_tags(stack=self.stack, owner=self.owner, cost_center=self.cost_center, expires_at=self.expires_at)
@@ -156,14 +171,22 @@ class FinetuneCluster(pulumi.ComponentResource):
         if args.subnet_id is not None:
             subnet_id: str = args.subnet_id
             vpc_id: str | None = args.vpc_id
-            if vpc_id is None or need_subnet_setting:
-                subnet = aws.ec2.get_subnet(id=args.subnet_id, opts=invoke)
+            subnet = aws.ec2.get_subnet(id=args.subnet_id, opts=invoke)
+            if need_subnet_setting:
                 subnet_auto_public = bool(subnet.map_public_ip_on_launch)
-                vpc_id = vpc_id or subnet.vpc_id
+            vpc_id = vpc_id or subnet.vpc_id
+            zone = subnet.availability_zone
+            zones = offered_zones(args.instance_type, invoke)
+            if zone not in zones:
+                raise UsageError(f"subnet {args.subnet_id} is in {zone}, which does not offer {args.instance_type} "
+                                 f"(zones that do: {', '.join(zones)}); pass a subnet in one of them.")
         else:
             vpc_id = args.vpc_id or aws.ec2.get_vpc(default=True, opts=invoke).id
-            subnets = aws.ec2.get_subnets(filters=[aws.ec2.GetSubnetsFilterArgs(name="vpc-id", values=[vpc_id])], opts=invoke)
-            subnet_id = _first_subnet(list(subnets.ids))
+            zones = offered_zones(args.instance_type, invoke)
+            subnets = aws.ec2.get_subnets(filters=[aws.ec2.GetSubnetsFilterArgs(name="vpc-id", values=[vpc_id]),
+                                                   aws.ec2.GetSubnetsFilterArgs(name="availability-zone", values=zones)],
+                                          opts=invoke)
+            subnet_id = _first_subnet(list(subnets.ids), vpc_id, args.instance_type, zones)
             if need_subnet_setting:
                 subnet_auto_public = bool(aws.ec2.get_subnet(id=subnet_id, opts=invoke).map_public_ip_on_launch)
         # An Elastic IP per node only where AWS won't give the node a public IP itself (more than one interface).
@@ -177,7 +200,7 @@ class FinetuneCluster(pulumi.ComponentResource):
             owners=[DLAMI_OWNER],
             filters=[
                 aws.ec2.GetAmiFilterArgs(name="name", values=[DLAMI_NAME_FILTER]),
-                aws.ec2.GetAmiFilterArgs(name="architecture", values=["x86_64"]),
+                aws.ec2.GetAmiFilterArgs(name="architecture", values=[DLAMI.architecture]),
             ],
             opts=pulumi.InvokeOutputOptions(parent=self),
         ).id
@@ -263,6 +286,25 @@ class FinetuneCluster(pulumi.ComponentResource):
             opts=child,
         )
 
+        # -- identity: Session Manager, and the checkpoint prefix --------------------------------------
+        part = aws.get_partition(opts=invoke).partition
+        self.role = aws.iam.Role(
+            f"{name}-role",
+            # No aws:SourceAccount here: EC2 sets none when it assumes an instance role (see iam.assume_role_policy).
+            assume_role_policy=iam.assume_role_policy("ec2.amazonaws.com"),
+            description=f"llmdeploy fine-tune nodes {args.stack}: Session Manager and the checkpoint prefix",
+            tags=tagged("role"),
+            opts=child,
+        )
+        aws.iam.RolePolicyAttachment(f"{name}-ssm", role=self.role.name,
+                                     policy_arn=iam.SSM_CORE_POLICY.format(partition=part), opts=child)
+        if args.checkpoint_uri:
+            aws.iam.RolePolicy(f"{name}-checkpoints", role=self.role.id,
+                               policy=iam.to_json(iam.document(iam.checkpoint_read_write(args.checkpoint_uri, part))),
+                               opts=child)
+        self.instance_profile = aws.iam.InstanceProfile(f"{name}-profile", role=self.role.name, tags=tagged("profile"),
+                                                        opts=child)
+
         # -- nodes ------------------------------------------------------------------------------------
         user_data = render_user_data(expires_at=args.expires_at, idle_minutes=args.idle_minutes, threshold=args.idle_threshold)
         self.instances: list[aws.ec2.Instance] = []
@@ -278,6 +320,7 @@ class FinetuneCluster(pulumi.ComponentResource):
                     version=self.launch_template.latest_version.apply(str),
                 ),
                 key_name=args.key_name,
+                iam_instance_profile=self.instance_profile.name,
                 metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
                     http_endpoint="enabled",
                     http_tokens="required",
@@ -331,6 +374,7 @@ class FinetuneCluster(pulumi.ComponentResource):
                 "public_ips": self.public_ips,
                 "placement_group_name": self.placement_group_name,
                 "security_group_id": self.security_group.id,
+                "instance_profile": self.instance_profile.name,
                 "expires_at": _tags.format_expiry(args.expires_at),
             }
         )
@@ -350,9 +394,22 @@ def interface_layout(network_cards: int, efa: bool) -> list[tuple[int, int, str 
     return [(card, 0 if card == 0 else 1, "efa") for card in range(network_cards)]
 
 
-def _first_subnet(ids: list[str]) -> str:
+def offered_zones(instance_type: str, opts: pulumi.InvokeOptions | None = None) -> list[str]:
+    """The availability zones of the provider's region that offer ``instance_type``; UsageError when none does."""
+    offerings = aws.ec2.get_instance_type_offerings(
+        location_type="availability-zone",
+        filters=[aws.ec2.GetInstanceTypeOfferingsFilterArgs(name="instance-type", values=[instance_type])], opts=opts)
+    zones = sorted(set(offerings.locations))
+    if not zones:
+        raise UsageError(f"no availability zone of this region offers {instance_type}; pass another --instance-type "
+                         "or --region.")
+    return zones
+
+
+def _first_subnet(ids: list[str], vpc_id: str, instance_type: str, zones: list[str]) -> str:
     if not ids:
-        raise UsageError("the VPC has no subnets; pass subnet_id (or --subnet) for the cluster.")
+        raise UsageError(f"VPC {vpc_id} has no subnet in the zones that offer {instance_type} ({', '.join(zones)}); "
+                         "pass --subnet with one there, or another --instance-type.")
     return sorted(ids)[0]
 
 

@@ -29,9 +29,27 @@ def to_json(doc: dict) -> str:
     return json.dumps(doc, sort_keys=True)
 
 
-def assume_role_policy(service: str) -> str:
-    """Trust policy letting one AWS service (``sagemaker.amazonaws.com``, ``ec2.amazonaws.com``) assume the role."""
-    return to_json(document([{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]))
+def assume_role_policy(service: str, source_account: str | None = None) -> str:
+    """Trust policy letting one AWS service (``sagemaker.amazonaws.com``, ``ec2.amazonaws.com``) assume the role.
+
+    ``source_account``: only when the service acts for a resource of this account (``aws:SourceAccount``, the
+    confused-deputy guard in SageMaker's "Cross-service confused deputy prevention" guide, section "SageMaker AI
+    Inference": https://docs.aws.amazon.com/sagemaker/latest/dg/security-confused-deputy-prevention.html).
+    EC2 instance roles get none: EC2 assumes them for an instance profile, not on behalf of a resource, and sets
+    no ``aws:SourceAccount`` in that request, so the condition would leave instances without credentials; who may
+    hand the role to an instance is what ``iam:PassRole`` (same account only) controls.
+    """
+    statement: dict = {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
+    if source_account:
+        statement["Condition"] = {"StringEquals": {"aws:SourceAccount": source_account}}
+    return to_json(document([statement]))
+
+
+def tls_only_bucket_policy(bucket_arn: str) -> dict:
+    """Deny any request to the bucket or its objects that did not come over TLS."""
+    return document([{"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+                      "Resource": [bucket_arn, f"{bucket_arn}/*"],
+                      "Condition": {"Bool": {"aws:SecureTransport": "false"}}}])
 
 
 def s3_uri_parts(uri: str) -> tuple[str, str]:
@@ -48,6 +66,19 @@ def s3_read(bucket_arn: str, prefixes: Sequence[str], sid: str = "ReadObjects") 
 def s3_write(bucket_arn: str, prefixes: Sequence[str]) -> list[dict]:
     return [{"Sid": "WriteResults", "Effect": "Allow", "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
              "Resource": [f"{bucket_arn}/{p}*" for p in prefixes]}]
+
+
+def checkpoint_read_write(checkpoint_uri: str, partition: str = "aws") -> list[dict]:
+    """Read, write and delete objects under one ``s3://bucket/prefix/`` (fine-tune checkpoints), list only there."""
+    bucket, prefix = s3_uri_parts(checkpoint_uri)
+    bucket_arn = f"arn:{partition}:s3:::{bucket}"
+    return [
+        {"Sid": "Checkpoints", "Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+         "Resource": [f"{bucket_arn}/{prefix}*"]},
+        {"Sid": "ListCheckpoints", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [bucket_arn],
+         "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}}},
+    ]
 
 
 def weights_read(weights_uri: str, partition: str = "aws") -> list[dict]:

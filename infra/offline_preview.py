@@ -21,6 +21,7 @@ The mock runtime is process-global: one run at a time (``run_program`` holds a l
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 import threading
@@ -43,6 +44,19 @@ class RecordedResource:
     custom: bool
     id: str
     outputs: dict[str, Any] = field(default_factory=dict)
+    # What the engine would see of ordering (filled by the recording monitor): URN, the resources this one
+    # depends on, per input, and the replacement options.
+    urn: str = ""
+    dependencies: tuple[str, ...] = ()
+    property_dependencies: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    delete_before_replace: bool = False
+    replace_on_changes: tuple[str, ...] = ()
+
+
+# The default VPC the mocks answer with: one default subnet per AZ, and the AZs that offer each instance
+# family (as DescribeInstanceTypeOfferings with location type availability-zone would).
+FAKE_SUBNETS = {"subnet-0aaa": "a", "subnet-0bbb": "b", "subnet-0ccc": "c"}
+FAKE_OFFERINGS = {"g4dn": ("a", "b", "c"), "g5": ("a", "b"), "p4d": ("a", "b"), "p5": ("a",)}
 
 
 def _make_mocks_class():
@@ -75,6 +89,12 @@ def _make_mocks_class():
                 outputs.update(keyId=rid)
             elif args.typ == "aws:iam/role:Role":
                 outputs.update(arn=f"arn:aws:iam::{FAKE_ACCOUNT}:role/{args.name}")
+            elif args.typ == "aws:iam/instanceProfile:InstanceProfile":
+                outputs.update(arn=f"arn:aws:iam::{FAKE_ACCOUNT}:instance-profile/{args.name}")
+            elif args.typ == "random:index/randomId:RandomId":
+                # Like the provider: new random bytes for new keepers (here a digest, so runs are reproducible).
+                keepers = json.dumps(inputs.get("keepers"), sort_keys=True).encode()
+                outputs.update(hex=hashlib.sha256(keepers).hexdigest()[:8])
             self.resources.append(RecordedResource(args.typ, args.name, inputs, bool(args.custom), rid, outputs))
             return rid, outputs
 
@@ -88,7 +108,19 @@ def _make_mocks_class():
             if token == "aws:ec2/getVpc:getVpc":
                 return {"id": "vpc-0123456789abcdef0", "cidrBlock": "172.31.0.0/16", "default": True}
             if token == "aws:ec2/getSubnets:getSubnets":
-                return {"id": self.region, "ids": ["subnet-0aaa", "subnet-0bbb", "subnet-0ccc"]}
+                zones = next((f["values"] for f in args.args.get("filters", []) if f["name"] == "availability-zone"),
+                             None)
+                return {"id": self.region, "ids": [sid for sid, az in FAKE_SUBNETS.items()
+                                                   if zones is None or f"{self.region}{az}" in zones]}
+            if token == "aws:ec2/getSubnet:getSubnet":  # default subnets auto-assign public IPv4
+                sid = args.args.get("id")
+                return {"id": sid, "vpcId": "vpc-0123456789abcdef0", "mapPublicIpOnLaunch": sid in FAKE_SUBNETS,
+                        "availabilityZone": f"{self.region}{FAKE_SUBNETS.get(sid, 'a')}", "defaultForAz": sid in FAKE_SUBNETS}
+            if token == "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings":
+                types = next(f["values"] for f in args.args["filters"] if f["name"] == "instance-type")
+                zones = sorted({f"{self.region}{az}" for t in types for az in FAKE_OFFERINGS.get(t.split(".")[0], ())})
+                return {"id": self.region, "locations": zones, "locationTypes": ["availability-zone"] * len(zones),
+                        "instanceTypes": [types[0]] * len(zones)}
             if token == "aws:index/getCallerIdentity:getCallerIdentity":
                 return {"id": FAKE_ACCOUNT, "accountId": FAKE_ACCOUNT, "arn": f"arn:aws:iam::{FAKE_ACCOUNT}:user/preview",
                         "userId": "AIDAPREVIEW"}
@@ -105,6 +137,27 @@ def _make_mocks_class():
 
 def make_mocks(region: str = "us-east-1"):
     return _make_mocks_class()(region)
+
+
+def _recording_monitor(mocks):
+    """A MockMonitor that also keeps what each RegisterResource request says about ordering (dependencies,
+    per-property dependencies, deleteBeforeReplace, replaceOnChanges): what the engine plans replacements with."""
+    from pulumi.runtime.mocks import MockMonitor
+
+    class RecordingMonitor(MockMonitor):
+        def RegisterResource(self, request):
+            response = super().RegisterResource(request)
+            # Registrations run on several threads: find this request's record by type and name.
+            res = next((r for r in reversed(mocks.resources) if r.type == request.type and r.name == request.name), None)
+            if res is not None:
+                res.urn = response.urn
+                res.dependencies = tuple(request.dependencies)
+                res.property_dependencies = {k: tuple(v.urns) for k, v in request.propertyDependencies.items()}
+                res.delete_before_replace = bool(request.deleteBeforeReplace)
+                res.replace_on_changes = tuple(request.replaceOnChanges)
+            return response
+
+    return RecordingMonitor(mocks)
 
 
 def config_values(config: StackConfig) -> dict[str, str]:
@@ -134,7 +187,7 @@ def run_program(config: StackConfig | dict[str, str], *, stack: str = "preview",
         previous_config = dict(runtime_config.CONFIG.get())
         mocks = mocks or make_mocks(region)
         # A fresh monitor and settings per run: nothing leaks from the previous program.
-        mocks_mod.set_mocks(mocks, project="llmdeploy", stack=stack, preview=False)
+        mocks_mod.set_mocks(mocks, project="llmdeploy", stack=stack, preview=False, monitor=_recording_monitor(mocks))
         pulumi.runtime.set_all_config(values)
         from llmdeploy.infra.__main__ import main
 

@@ -6,15 +6,30 @@ same hardware; the price is running the fleet yourself. Shape:
   ingressCidr --80--> ALB (its own SG) --servicePort--> instances (SG: only from the ALB SG)
   ingressCidr --443 (TLS, certificateArn)--> ALB; 80 then only redirects to 443 (HTTP 301)
 
-The ALB's security group opens exactly its listener ports, only to ``ingressCidr``.
+Nothing is open to the internet over plain HTTP unless the stack asks for it: with
+neither ``ingressCidr`` nor ``certificateArn`` the ALB is *internal* (reachable from
+the VPC only, its security group admits the VPC's CIDR); ``ingressCidr`` makes it
+internet-facing for that range; a certificate alone makes it internet-facing over
+HTTPS for everyone. The ALB's security group opens exactly its listener ports.
 
-Instances come from an Auto Scaling group over the default VPC's subnets and a
-launch template that requires IMDSv2 (hop limit 2, so the container can reach
-instance-role credentials through the docker bridge) and encrypts its gp3 root
-volume. User data (``render_user_data``, a pure function) fetches the model
-artifact from the bucket and runs the LMI container with ``--gpus all``; the
-handler answers /ping and /invocations on 8080 inside the container, published on
-``servicePort``. No SSH: operators use Session Manager (AmazonSSMManagedInstanceCore).
+Instances come from an Auto Scaling group over the default VPC's default subnets in
+the availability zones that offer the instance type (DescribeInstanceTypeOfferings;
+one line naming the type and region when none does), and a launch template that
+requires IMDSv2 (hop limit 2, so the container can reach instance-role credentials
+through the docker bridge) and encrypts its gp3 root volume. User data
+(``render_user_data``, a pure function) fetches the content-addressed model artifact
+from the bucket and runs the LMI container with ``--gpus all``; the handler answers
+/ping and /invocations on 8080 inside the container, published on ``servicePort``.
+A new artifact (or image) is a new launch template version; the group's instance
+refresh then replaces the fleet, launching new instances before it terminates old
+ones (min healthy 100 %, max 200 %), so no instance keeps serving an old artifact.
+
+Public IPv4: instances keep the address the default subnets assign. Their security
+group admits nothing but the ALB, but without a NAT gateway or VPC endpoints (a
+default VPC has neither, and llmdeploy does not modify its route tables) that address
+is their only way to ECR, S3 and Session Manager.
+
+No SSH: operators use Session Manager (AmazonSSMManagedInstanceCore).
 """
 
 from __future__ import annotations
@@ -29,6 +44,7 @@ import pulumi_aws as aws
 from llmdeploy.infra import iam
 from llmdeploy.infra.artifact import ARTIFACT_PREFIX
 from llmdeploy.infra.lmi_image import ecr_registry, ecr_repository_arn, partition
+from llmdeploy.errors import ConfigError
 from llmdeploy.stackconfig import check_certificate_arn, check_ingress_cidr
 
 # AWS's GPU base image: NVIDIA driver, Docker and the NVIDIA container toolkit preinstalled.
@@ -41,6 +57,7 @@ SAMPLE_BODY = '{"inputs": "Translate to German: How old are you?"}'
 HTTP_PORT, HTTPS_PORT = 80, 443
 # TLS 1.3 with TLS 1.2 fallback and only forward-secret AEAD ciphers: AWS's recommended policy for ALB HTTPS listeners.
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+EVERYONE = "0.0.0.0/0"
 
 
 @dataclass
@@ -54,8 +71,9 @@ class ReservedEndpointArgs:
     min_instances: int
     service_port: int = 8080
     weights_uri: str = ""
-    # Who may reach the load balancer (its listener ports). The instances are never reachable directly.
-    ingress_cidr: str = "0.0.0.0/0"
+    # Who may reach the load balancer from the internet (its listener ports). Empty: no one over plain HTTP (an
+    # internal load balancer), or everyone over HTTPS with a certificate. Instances are never reachable directly.
+    ingress_cidr: str = ""
     # ACM certificate in ``region``: HTTPS on 443, and 80 only redirects. Empty: plain HTTP on 80.
     certificate_arn: str = ""
     tags: dict[str, str] = field(default_factory=dict)
@@ -72,6 +90,16 @@ class ReservedEndpointArgs:
     @property
     def scheme(self) -> str:
         return "https" if self.certificate_arn else "http"
+
+    @property
+    def internet_facing(self) -> bool:
+        """Asked for explicitly: an ingress CIDR, or a certificate (then only TLS carries prompts and answers)."""
+        return bool(self.ingress_cidr or self.certificate_arn)
+
+    @property
+    def public_cidr(self) -> str | None:
+        """Who reaches an internet-facing ALB; None for an internal one (the VPC's CIDR then)."""
+        return (self.ingress_cidr or EVERYONE) if self.internet_facing else None
 
 
 def render_user_data(*, region: str, image: str, model_data_url: str, service_port: int, weights_uri: str = "") -> str:
@@ -103,14 +131,29 @@ def render_user_data(*, region: str, image: str, model_data_url: str, service_po
     return "\n".join(lines) + "\n"
 
 
-def invoke_command(dns_name: str, scheme: str = "http") -> str:
+def invoke_command(dns_name: str, scheme: str = "http", internal: bool = False) -> str:
     """A curl call of the endpoint. With HTTPS the certificate names your domain, not the ALB's DNS name:
-    the trailing shell comment says so, since curl rejects the name mismatch until that domain points here."""
+    the trailing shell comment says so, since curl rejects the name mismatch until that domain points here.
+    An internal ALB answers only inside the VPC: the comment says that, and how to open it."""
     command = (f"curl -X POST {scheme}://{dns_name}/invocations -H 'Content-Type: application/json' "
                f"-d {shlex.quote(SAMPLE_BODY)}")
     if scheme == "https":
         command += f"  # use your certificate's domain in place of {dns_name} once its DNS record (CNAME/alias) points here"
+    elif internal:
+        command += ("  # internal load balancer: run this inside the VPC (e.g. through Session Manager), or set "
+                    "llmdeploy:ingressCidr / llmdeploy:certificateArn to serve the internet")
     return command
+
+
+def offered_zones(instance_type: str, region: str, *, opts: pulumi.InvokeOptions | None = None) -> list[str]:
+    """The availability zones of ``region`` that offer ``instance_type``; ConfigError in one line when none does."""
+    offerings = aws.ec2.get_instance_type_offerings(
+        location_type="availability-zone", filters=[{"name": "instance-type", "values": [instance_type]}], opts=opts)
+    zones = sorted(set(offerings.locations))
+    if not zones:
+        raise ConfigError(f"no availability zone of {region} offers {instance_type} (DescribeInstanceTypeOfferings).",
+                          hint="Pick another instance type or region ('llmdeploy plan --region REGION').")
+    return zones
 
 
 class ReservedEndpoint(pulumi.ComponentResource):
@@ -128,19 +171,28 @@ class ReservedEndpoint(pulumi.ComponentResource):
             owners=["amazon"],
             filters=[{"name": "name", "values": [AMI_NAME_FILTER]}, {"name": "architecture", "values": ["x86_64"]}],
         )
-        vpc = aws.ec2.get_vpc_output(default=True)
-        subnets = aws.ec2.get_subnets_output(filters=[
-            {"name": "vpc-id", "values": [vpc.id]},
-            {"name": "default-for-az", "values": ["true"]},
-        ])
+        invoke = pulumi.InvokeOptions(parent=self)
+        vpc = aws.ec2.get_vpc(default=True, opts=invoke)
+        default_subnets = [{"name": "vpc-id", "values": [vpc.id]}, {"name": "default-for-az", "values": ["true"]}]
+        subnets = aws.ec2.get_subnets(filters=default_subnets, opts=invoke)  # the ALB: every AZ
+        # The instances: only AZs that offer the type (RunInstances fails "Unsupported" in the others).
+        zones = offered_zones(args.instance_type, args.region, opts=invoke)
+        instance_subnets = aws.ec2.get_subnets(
+            filters=default_subnets + [{"name": "availability-zone", "values": zones}], opts=invoke).ids
+        if not instance_subnets:
+            raise ConfigError(f"the default VPC in {args.region} has no default subnet in the zones that offer "
+                              f"{args.instance_type} ({', '.join(zones)}).",
+                              hint="Create a default subnet there (aws ec2 create-default-subnet --availability-zone "
+                                   f"{zones[0]}) or pick another llmdeploy:instanceType.")
 
         # -- network: the ALB is the only way in --------------------------------------------------
         alb_sg = aws.ec2.SecurityGroup(
             f"{name}-alb-sg",
             description=f"llmdeploy load balancer: {args.scheme.upper()} in, model port out to the VPC",
             vpc_id=vpc.id,
-            # Exactly the listener ports, only from ingressCidr.
-            ingress=[{"protocol": "tcp", "from_port": port, "to_port": port, "cidr_blocks": [args.ingress_cidr],
+            # Exactly the listener ports, only from ingressCidr (internal: from the VPC).
+            ingress=[{"protocol": "tcp", "from_port": port, "to_port": port,
+                      "cidr_blocks": [args.public_cidr or vpc.cidr_block],
                       "description": f"{'HTTPS' if port == HTTPS_PORT else 'HTTP'} to the load balancer"}
                      for port in args.listener_ports],
             egress=[{"protocol": "tcp", "from_port": args.service_port, "to_port": args.service_port,
@@ -225,7 +277,7 @@ class ReservedEndpoint(pulumi.ComponentResource):
         alb = aws.lb.LoadBalancer(
             f"{name}-alb",
             load_balancer_type="application",
-            internal=False,
+            internal=not args.internet_facing,
             security_groups=[alb_sg.id],
             subnets=subnets.ids,
             # Generation of a long answer can take a while.
@@ -264,16 +316,24 @@ class ReservedEndpoint(pulumi.ComponentResource):
             desired_capacity=args.instance_count,
             min_size=args.min_instances,
             max_size=args.instance_count,
-            vpc_zone_identifiers=subnets.ids,
+            vpc_zone_identifiers=instance_subnets,
             launch_template={"id": template.id, "version": template.latest_version.apply(str)},
             target_group_arns=[target_group.arn],
             health_check_type="ELB",
             health_check_grace_period=HEALTH_CHECK_GRACE_S,
+            # A new launch template version (new artifact, image or AMI) rolls through the fleet: launch a new
+            # instance, wait until it is healthy and warmed up, then terminate an old one.
+            instance_refresh={
+                "strategy": "Rolling",
+                "preferences": {"min_healthy_percentage": 100, "max_healthy_percentage": 200,
+                                "instance_warmup": str(HEALTH_CHECK_GRACE_S), "skip_matching": True},
+            },
             # ASGs take tags as a list; propagate them to the instances they launch.
             tags=[{"key": k, "value": v, "propagate_at_launch": True} for k, v in tags.items()],
             opts=child,
         )
 
+        # An internal load balancer's name resolves to private addresses: call it from inside the VPC.
         self.url = pulumi.Output.concat(f"{args.scheme}://", alb.dns_name)
-        self.invoke_command = alb.dns_name.apply(lambda dns: invoke_command(dns, args.scheme))
+        self.invoke_command = alb.dns_name.apply(lambda dns: invoke_command(dns, args.scheme, not args.internet_facing))
         self.register_outputs({"url": self.url, "invoke_command": self.invoke_command})

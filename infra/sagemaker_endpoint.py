@@ -3,13 +3,29 @@
 - realtime: instances always on; target tracking on invocations per instance
   between minInstances and instanceCount.
 - async: requests queue in S3 and results land in the artifact bucket (KMS
-  encrypted), with SNS success/error topics. Scales to zero: target tracking on
-  ApproximateBacklogSizePerInstance scales in, but target tracking cannot leave 0
-  instances (no instance, no per-instance metric), so a step policy driven by a
+  encrypted), with SNS success/error topics. Target tracking on
+  ApproximateBacklogSizePerInstance between minInstances and instanceCount; at
+  minInstances 0 it scales to zero, and since target tracking cannot leave 0
+  instances (no instance, no per-instance metric), a step policy driven by a
   HasBacklogWithoutCapacity alarm adds the first instance. This is the pattern of
   SageMaker's "Autoscale an asynchronous endpoint" guide.
 - serverless: no instances; memory and concurrency from the stack (validated
   against the catalog's limits before this runs), CPU-only image.
+
+Second deploys. The Model names a content-addressed artifact (infra/artifact.py), so
+any change to it replaces the Model and the endpoint config (both auto-named), and
+the endpoint moves to the new config with SageMaker's blue/green update. An instance
+type change needs more: AWS rejects UpdateEndpoint while the variant is a registered
+scalable target whose instance type changes ("Update endpoints that use auto
+scaling", https://docs.aws.amazon.com/sagemaker/latest/dg/endpoint-scaling-update.html:
+delete the policies and deregister the target, update, then register again). A
+``random.RandomId`` keyed on the variant's instance type stands for "the scaling
+registration of this instance type": it is replaced delete-before-replace, and the
+scalable target's ``resource_id`` (replace-on-change in the provider) depends on it,
+so Pulumi deletes the policies and the target, then the old marker, before it
+creates the new marker; the endpoint depends on the marker, so its update waits for
+that, and the target and policies are registered again once the update is done.
+A model-only change keeps the target registered, as AWS allows.
 """
 
 from __future__ import annotations
@@ -19,15 +35,13 @@ from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_random as random
 
 from llmdeploy.infra import iam
-from llmdeploy.infra.artifact import ARTIFACT_PREFIX
+from llmdeploy.infra.artifact import ARTIFACT_PREFIX, ASYNC_FAILURE_PREFIX, ASYNC_INPUT_PREFIX, ASYNC_OUTPUT_PREFIX
 from llmdeploy.infra.lmi_image import ecr_repository_arn, partition
 
 VARIANT = "AllTraffic"
-ASYNC_INPUT_PREFIX = "async-input/"
-ASYNC_OUTPUT_PREFIX = "async-output/"
-ASYNC_FAILURE_PREFIX = "async-failures/"
 SAMPLE_BODY = '{"inputs": "Translate to German: How old are you?"}'
 # LMI loads multi-GB weights before answering /ping: give it the 10 minutes it may need.
 STARTUP_TIMEOUT_S = 600
@@ -88,12 +102,18 @@ class SageMakerEndpoint(pulumi.ComponentResource):
             tags=args.tags,
             opts=child,
         )
-        endpoint = aws.sagemaker.Endpoint(f"{name}-endpoint", endpoint_config_name=config.name, tags=args.tags, opts=child)
+        scaled = args.mode in ("realtime", "async")
+        generation = self._scaling_generation() if scaled else None
+        endpoint = aws.sagemaker.Endpoint(
+            f"{name}-endpoint", endpoint_config_name=config.name, tags=args.tags,
+            # The update waits for the old scalable target to be gone (see the module docstring).
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[generation] if generation else None),
+        )
 
         if args.mode == "realtime":
-            self._realtime_scaling(endpoint)
+            self._realtime_scaling(endpoint, generation)
         elif args.mode == "async":
-            self._async_scaling(endpoint)
+            self._async_scaling(endpoint, generation)
 
         self.endpoint_name = endpoint.name
         self.invoke_command = endpoint.name.apply(self._invoke_command) if args.mode != "async" else pulumi.Output.all(
@@ -107,14 +127,14 @@ class SageMakerEndpoint(pulumi.ComponentResource):
 
     def _execution_role(self, key, topics):
         args, name = self._args, self._name
+        account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self)).account_id
         role = aws.iam.Role(
             f"{name}-role",
-            assume_role_policy=iam.assume_role_policy("sagemaker.amazonaws.com"),
+            assume_role_policy=account.apply(lambda a: iam.assume_role_policy("sagemaker.amazonaws.com", a)),
             description="llmdeploy SageMaker execution role (least privilege)",
             tags=args.tags,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        account = aws.get_caller_identity_output().account_id
         part = partition(args.region)
         is_async = args.mode == "async"
         policy_doc = pulumi.Output.all(
@@ -184,24 +204,35 @@ class SageMakerEndpoint(pulumi.ComponentResource):
             "client_config": {"max_concurrent_invocations_per_instance": args.async_max_concurrent_invocations},
         }
 
-    def _scalable_target(self, endpoint, min_capacity: int):
+    def _scaling_generation(self) -> random.RandomId:
+        """Replaced (delete first) when the variant's instance type changes; the scalable target depends on it."""
+        return random.RandomId(
+            f"{self._name}-scaling-generation",
+            byte_length=4,
+            keepers={"instance_type": self._args.instance_type, "variant": VARIANT},
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+        )
+
+    def _scalable_target(self, endpoint, generation, min_capacity: int):
         args, name = self._args, self._name
-        # The variant exists only once the endpoint does: resource_id is built from the
-        # endpoint's name output and depends_on makes the ordering explicit.
+        # resource_id is built from the endpoint's name (the variant exists only once the endpoint does) and
+        # depends on the scaling generation: a new instance type deletes this target before the endpoint update.
+        resource_id = pulumi.Output.all(endpoint.name, generation.hex).apply(
+            lambda v: f"endpoint/{v[0]}/variant/{VARIANT}")
         return aws.appautoscaling.Target(
             f"{name}-scaling-target",
             service_namespace="sagemaker",
             scalable_dimension="sagemaker:variant:DesiredInstanceCount",
-            resource_id=pulumi.Output.concat("endpoint/", endpoint.name, f"/variant/{VARIANT}"),
+            resource_id=resource_id,
             min_capacity=min_capacity,
             max_capacity=args.instance_count,
             tags=args.tags,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[endpoint]),
         )
 
-    def _realtime_scaling(self, endpoint) -> None:
+    def _realtime_scaling(self, endpoint, generation) -> None:
         args = self._args
-        target = self._scalable_target(endpoint, args.min_instances)
+        target = self._scalable_target(endpoint, generation, args.min_instances)
         aws.appautoscaling.Policy(
             f"{self._name}-invocations-policy",
             policy_type="TargetTrackingScaling",
@@ -217,9 +248,10 @@ class SageMakerEndpoint(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
 
-    def _async_scaling(self, endpoint) -> None:
+    def _async_scaling(self, endpoint, generation) -> None:
         args, name = self._args, self._name
-        target = self._scalable_target(endpoint, 0)
+        # minInstances is the floor; only at 0 does the endpoint scale to zero (and need the from-zero step policy).
+        target = self._scalable_target(endpoint, generation, args.min_instances)
         common = dict(service_namespace=target.service_namespace, scalable_dimension=target.scalable_dimension,
                       resource_id=target.resource_id)
         aws.appautoscaling.Policy(
@@ -240,6 +272,8 @@ class SageMakerEndpoint(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
             **common,
         )
+        if args.min_instances > 0:
+            return
         from_zero = aws.appautoscaling.Policy(
             f"{name}-from-zero-policy",
             policy_type="StepScaling",

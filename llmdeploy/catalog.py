@@ -17,7 +17,8 @@ File layout (all TOML, each with ``schema_version``):
   ``[serverless."REGION"] usd_per_gb_second, usd_per_gb_processed, source``,
   ``[other."REGION"] alb_hourly, kms_key_monthly, source`` and, optionally, ``public_ipv4_hourly`` (USD per
   public IPv4 address / Elastic IP per hour) with its own ``public_ipv4_source``.
-- ``limits.toml``: ``[serverless]`` and ``[async]`` service limits, each with a source.
+- ``limits.toml``: ``[serverless]`` and ``[async]`` service limits the documentation states, each with a source;
+  the ranges AWS's API models declare come from ``llmdeploy/data/aws_limits.json`` (``llmdeploy.apilimits``).
 """
 
 from __future__ import annotations
@@ -294,10 +295,15 @@ def load_catalog_from(directory: Path, origin: str | None = None) -> Catalog:
     other = {region: _other_prices(sources, region, row) for region, row in sm["other"].items()}
     limits = _read(directory, "limits.toml")
     sl, al = limits["serverless"], limits["async"]
+    # Ranges AWS's API models declare come from llmdeploy/data/aws_limits.json (generated from botocore, the one
+    # place they live); limits.toml keeps what only the documentation states (the 1 GB memory step, payloads).
+    from llmdeploy import apilimits
+
+    mem_low, mem_high = apilimits.int_range("serverlessMemoryMb")
     serverless_limits = ServerlessLimits(
-        memory_sizes_mb=tuple(sl["memory_sizes_mb"]),
-        max_concurrency=sl["max_concurrency"],
-        max_provisioned_concurrency=sl["max_provisioned_concurrency"],
+        memory_sizes_mb=tuple(range(mem_low, mem_high + 1, sl["memory_step_mb"])),
+        max_concurrency=apilimits.int_range("serverlessMaxConcurrency")[1],
+        max_provisioned_concurrency=apilimits.int_range("serverlessProvisionedConcurrency")[1],
         max_payload_mb=sl["max_payload_mb"],
         timeout_s=sl["timeout_s"],
         max_image_gb=sl["max_image_gb"],
@@ -307,7 +313,7 @@ def load_catalog_from(directory: Path, origin: str | None = None) -> Catalog:
     async_limits = AsyncLimits(
         max_payload_gb=al["max_payload_gb"],
         max_processing_s=al["max_processing_s"],
-        max_concurrent_invocations_per_instance=al["max_concurrent_invocations_per_instance"],
+        max_concurrent_invocations_per_instance=apilimits.int_range("asyncMaxConcurrentInvocations")[1],
         source=_source(sources, al["source"], "limits.async"),
     )
     regions = tuple(sorted({r for r, _ in ec2} | {r for r, _ in hosting}))

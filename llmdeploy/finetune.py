@@ -89,18 +89,61 @@ def check_instance_count(count: int) -> int:
     return int(count)
 
 
-def check_ssh_cidr(cidr: str) -> str:
-    """An SSH source CIDR that is not the whole internet (``0.0.0.0/0``, ``::/0``); UsageError otherwise."""
+#: The widest SSH source each IP version accepts: a /16 is 65,536 IPv4 addresses (a large office or VPN pool);
+#: anything wider is a slice of the internet (0.0.0.0/1 is half of it). IPv6: a /48 is one site's allocation.
+SSH_MIN_PREFIX = {4: 16, 6: 48}
+
+
+def check_ssh_cidr(cidr: str, *, option: str = "--ssh-cidr") -> str:
+    """An SSH source CIDR no wider than /16 (IPv4) or /48 (IPv6); UsageError saying why otherwise."""
     try:
         network = ipaddress.ip_network(str(cidr).strip(), strict=False)
     except ValueError:
-        raise UsageError(f"--ssh-cidr {cidr!r} is not a CIDR. Use your address or office range, e.g. 203.0.113.7/32.") from None
+        raise UsageError(f"{option} {cidr!r} is not a CIDR. Use your address or office range, e.g. 203.0.113.7/32.") from None
+    fix = "Use your own address (e.g. 203.0.113.7/32), or leave --ssh-cidr out and use SSM Session Manager."
     if network.prefixlen == 0:
+        raise UsageError(f"{option} {cidr!r} opens SSH to the whole internet; refused.", hint=fix)
+    widest = SSH_MIN_PREFIX[network.version]
+    if network.prefixlen < widest:
         raise UsageError(
-            f"--ssh-cidr {cidr!r} opens SSH to the whole internet; refused.",
-            hint="Use your own address (e.g. 203.0.113.7/32), or leave --ssh-cidr out and use SSM Session Manager.",
-        )
+            f"{option} {cidr!r} opens SSH to {network.num_addresses:,} addresses, a slice of the internet rather than "
+            f"an office or VPN range; refused (the widest accepted is /{widest}).", hint=fix)
     return str(network)
+
+
+@dataclass(frozen=True)
+class AmiFilter:
+    """A DescribeImages query: name pattern, owner, architecture, and where the pattern was checked."""
+
+    name: str
+    owner: str
+    architecture: str
+    source_url: str
+    retrieved: dt.date
+
+
+def dlami(path: str | None = None) -> AmiFilter:
+    """The fine-tune nodes' Deep Learning AMI filter, from llmdeploy/data/amis.toml."""
+    import tomllib
+    from pathlib import Path
+
+    raw = tomllib.loads(Path(path or Path(__file__).parent / "data" / "amis.toml").read_text())["finetune"]
+    return AmiFilter(raw["name"], raw["owner"], raw["architecture"], raw["source_url"], raw["retrieved"])
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def check_checkpoint_uri(uri: str, *, option: str = "--checkpoint-uri") -> str:
+    """``s3://bucket/prefix/`` with a prefix (nodes get read/write there, never on a whole bucket); UsageError."""
+    text = str(uri).strip()
+    bucket, _, prefix = text.removeprefix("s3://").partition("/")
+    if not text.startswith("s3://") or not _BUCKET.match(bucket) or not prefix.strip("/"):
+        raise UsageError(
+            f"{option} {uri!r} is not an s3://BUCKET/PREFIX/ URI with a prefix.",
+            hint="Give a prefix of your artifact bucket, e.g. s3://my-llmdeploy-bucket/checkpoints/llama-ft/ "
+                 "(nodes may read and write only under it).")
+    return f"s3://{bucket}/{prefix.rstrip('/')}/"
 
 
 def check_gpu_instance(cat: _catalog.Catalog, region: str, instance_type: str) -> _catalog.Instance:

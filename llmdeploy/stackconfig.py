@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from llmdeploy.catalog import TERMS as catalog_TERMS
-from llmdeploy.errors import ConfigError, UnknownChoiceError
+from llmdeploy.errors import ConfigError, UnknownChoiceError, UsageError
 from llmdeploy.sizing import DTYPE_BYTES
 
 NAMESPACE = "llmdeploy"
@@ -57,7 +57,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("weightsUri", "weights_uri", "string", "s3:// prefix holding the model weights; empty = option.model_id from the Hub."),
     Setting("servicePort", "service_port", "integer", "Port the model server listens on (SageMaker container contract)."),
     Setting("ingressCidr", "ingress_cidr", "string",
-            "Reserved mode: IPv4 CIDR allowed to reach the load balancer (0.0.0.0/0 = a public endpoint)."),
+            "Reserved mode: IPv4 CIDR allowed to reach the load balancer from the internet (0.0.0.0/0 = everyone). "
+            "Empty: without certificateArn the load balancer is internal (reachable from the VPC only); "
+            "with it, HTTPS from everyone."),
     Setting("certificateArn", "certificate_arn", "string",
             "Reserved mode: ACM certificate ARN in the stack's region; set, the load balancer serves HTTPS on 443 "
             "and port 80 only redirects to it. Empty = plain HTTP on 80."),
@@ -91,7 +93,7 @@ class StackConfig:
     lmi_image: str = ""
     weights_uri: str = ""
     service_port: int = 8080
-    ingress_cidr: str = "0.0.0.0/0"
+    ingress_cidr: str = ""
     certificate_arn: str = ""
     target_invocations_per_instance: int = 60
     serverless_memory_mb: int = 6144
@@ -116,8 +118,11 @@ class StackConfig:
         instance type against it.
         """
         values: dict[str, Any] = {}
+        provider_region = None
         for key, value in raw.items():
             ns, _, bare = str(key).rpartition(":")
+            if ns == "aws" and bare == "region":
+                provider_region = value
             if ns and ns != NAMESPACE:
                 continue  # aws:region and friends belong to providers
             setting = BY_KEY.get(bare)
@@ -128,6 +133,13 @@ class StackConfig:
             raise ConfigError(f"{origin} has no {NAMESPACE}:mode.", hint="Write one with 'llmdeploy plan --stack NAME'.")
         config = cls(**values)
         config.validate(catalog)
+        if provider_region not in (None, "") and str(provider_region) != config.region:
+            # The AWS provider creates everything in aws:region; the program checks and prices llmdeploy:region.
+            raise ConfigError(
+                f"aws:region {provider_region!r} and {NAMESPACE}:region {config.region!r} in {origin} disagree: the AWS "
+                f"provider would create the stack in {provider_region} while llmdeploy checks and prices {config.region}.",
+                hint=f"Set both to the same region (pulumi config set aws:region {config.region}, or rerun "
+                     "'llmdeploy plan --stack NAME --region REGION').")
         return config
 
     def to_mapping(self) -> dict[str, Any]:
@@ -144,6 +156,7 @@ class StackConfig:
                      "async_max_concurrent_invocations"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{_key(name)} must be at least 1, got {getattr(self, name)}.")
+        self._validate_api_limits()
         if self.min_instances < 0 or self.min_instances > self.instance_count:
             raise ConfigError(
                 f"{_key('min_instances')} must be between 0 and instanceCount ({self.instance_count}), got {self.min_instances}."
@@ -171,6 +184,27 @@ class StackConfig:
             raise ConfigError(f"mode 'reserved' runs on EC2: {_key('instance_type')} must not be an ml.* type, got {self.instance_type!r}.")
         if catalog is not None:
             self._validate_against(catalog)
+
+    def _validate_api_limits(self) -> None:
+        """Ranges and patterns AWS's API models declare for the members these settings become (llmdeploy.apilimits)."""
+        from llmdeploy import apilimits
+
+        numbers = ["instance_count", "service_port", "async_max_concurrent_invocations"]
+        if self.mode == "serverless":
+            numbers += ["serverless_memory_mb", "serverless_max_concurrency"]
+            if self.serverless_provisioned_concurrency:  # 0 = none: the member is left out of the request
+                numbers.append("serverless_provisioned_concurrency")
+        for name in numbers:
+            value = getattr(self, name)
+            why = apilimits.out_of_range(_setting(name).key, value)
+            if why:
+                raise ConfigError(f"{_key(name)} {value} is out of range: {why}.", hint=f"Set {_key(name)} within it.")
+        for name in ("owner", "cost_center"):
+            check_tag_value(getattr(self, name), name=_key(name))
+        if self.lmi_image:
+            why = apilimits.string_problem("lmiImage", self.lmi_image)
+            if why:
+                raise ConfigError(f"{_key('lmi_image')} {self.lmi_image!r} is not an image URI AWS accepts: {why}.")
 
     def _validate_serverless(self, catalog) -> None:
         if catalog is None:
@@ -202,12 +236,33 @@ class StackConfig:
             cat_mod.hosting_price(catalog, self.region, self.instance_type)
 
 
+def _setting(field_name: str) -> Setting:
+    return next(s for s in SETTINGS if s.field == field_name)
+
+
 def _key(field_name: str) -> str:
-    return next(f"{NAMESPACE}:{s.key}" for s in SETTINGS if s.field == field_name)
+    return f"{NAMESPACE}:{_setting(field_name).key}"
+
+
+def check_tag_value(value: str, *, name: str = "tag value") -> str:
+    """A value every tagging API llmdeploy calls accepts (IAM, ELBv2, SageMaker, Auto Scaling, SNS, KMS, EC2):
+    AWS's own patterns and lengths from llmdeploy.apilimits; ConfigError naming the character and the fix."""
+    from llmdeploy import apilimits
+
+    why = apilimits.string_problem("tagValue", str(value))
+    if why:
+        raise ConfigError(
+            f"{name} {value!r} cannot be an AWS tag value: {why}.",
+            hint="Use letters, digits, spaces and _ . : / = + - @ only (e.g. replace brackets and commas with '-').")
+    return str(value)
 
 
 def _coerce(setting: Setting, value: Any, origin: str) -> Any:
     name = f"{NAMESPACE}:{setting.key}"
+    if isinstance(value, (list, tuple, dict)):
+        kind = "a YAML list" if not isinstance(value, dict) else "a YAML mapping"
+        raise ConfigError(f"{name} in {origin} must be one {setting.type}, got {kind} {value!r}.",
+                          hint=f"Write a single value, e.g. {name}: {_example(value)!r}.")
     if setting.type == "integer":
         if isinstance(value, bool):
             raise ConfigError(f"{name} in {origin} must be an integer, got {value!r}.")
@@ -223,6 +278,11 @@ def _coerce(setting: Setting, value: Any, origin: str) -> Any:
     return "" if value is None else str(value)
 
 
+def _example(value: Any) -> str:
+    items = list(value.values()) if isinstance(value, dict) else list(value)
+    return "-".join(str(v) for v in items) if items else "value"
+
+
 def check_stack_name(name: str) -> str:
     if not _STACK_NAME.match(name or ""):
         raise ConfigError(
@@ -232,20 +292,22 @@ def check_stack_name(name: str) -> str:
 
 
 def check_cidr(value: str) -> str:
-    """A CIDR that is not the whole internet (used for SSH rules)."""
+    """A CIDR narrow enough for an SSH rule (llmdeploy.finetune.check_ssh_cidr: /16 or narrower for IPv4)."""
+    from llmdeploy.finetune import check_ssh_cidr
+
     try:
-        net = ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        raise ConfigError(f"{value!r} is not a CIDR block (example: 203.0.113.0/24).") from None
-    if net.prefixlen == 0:
-        raise ConfigError(f"CIDR {value!r} opens to the whole internet; give your office or VPN range instead.")
-    return str(net)
+        return check_ssh_cidr(value, option="SSH CIDR")
+    except UsageError as exc:
+        raise ConfigError(exc.message, hint=exc.hint) from None
 
 
 def check_ingress_cidr(value: str, *, name: str = "ingress CIDR") -> str:
-    """An IPv4 CIDR for a public endpoint's load balancer. Unlike ``check_cidr`` it accepts 0.0.0.0/0:
-    serving the internet is this setting's normal case, while an SSH rule must never be that open."""
+    """An IPv4 CIDR for a public endpoint's load balancer, or '' (unset: see ReservedEndpointArgs). Unlike
+    ``check_cidr`` it accepts 0.0.0.0/0 when written out: a user may choose to serve the internet, while an SSH
+    rule must never be that open."""
     text = str(value).strip()
+    if not text:
+        return ""
     try:
         net = ipaddress.ip_network(text, strict=True)
     except ValueError:

@@ -90,9 +90,7 @@ source = "test"
 """,
     "limits.toml": """schema_version = 1
 [serverless]
-memory_sizes_mb = [1024, 2048, 3072, 4096, 5120, 6144]
-max_concurrency = 200
-max_provisioned_concurrency = 200
+memory_step_mb = 1024
 max_payload_mb = 4
 timeout_s = 60
 max_image_gb = 10
@@ -101,7 +99,6 @@ source = "test"
 [async]
 max_payload_gb = 1
 max_processing_s = 3600
-max_concurrent_invocations_per_instance = 1000
 source = "test"
 """,
 }

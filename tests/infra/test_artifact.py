@@ -1,11 +1,13 @@
-"""The model artifact bucket is private, encrypted and versioned, and holds model.tar.gz."""
+"""The model artifact bucket is private, encrypted, versioned and TLS-only, and holds a content-addressed model.tar.gz."""
 
+import base64
+import json
 import tarfile
 
 import pulumi
 import pytest
 
-from llmdeploy.infra.artifact import ARTIFACT_KEY, hub_id
+from llmdeploy.infra.artifact import ASYNC_PREFIXES, artifact_key, hub_id
 
 from .mocks import MODES, of_type, one, run, run_mode, stack_config
 
@@ -31,15 +33,74 @@ def test_bucket_must_be_encrypted_versioned_and_owner_enforced():
     assert one(mocks, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").inputs["bucket"] == bucket.id
 
 
-def test_model_tarball_is_uploaded_from_a_file_asset():
+def test_model_tarball_is_uploaded_from_a_file_asset_under_its_sha256():
     mocks = run_mode("realtime")
     obj = one(mocks, "aws:s3/bucketObjectv2:BucketObjectv2")
-    assert obj.inputs["key"] == ARTIFACT_KEY
+    sha = obj.inputs["sourceHash"]
+    assert len(sha) == 64, "the sha256 must trigger a new upload when the handler changes"
+    assert obj.inputs["key"] == f"model/{sha}/model.tar.gz" == artifact_key(sha), "the key must carry the archive's sha256"
     assert isinstance(obj.inputs["source"], pulumi.FileAsset), "model.tar.gz must be uploaded as a FileAsset"
-    assert len(obj.inputs["sourceHash"]) == 64, "the sha256 must trigger a new upload when the handler changes"
     bucket = one(mocks, "aws:s3/bucket:Bucket")
     model = one(mocks, "aws:sagemaker/model:Model")
-    assert model.inputs["primaryContainer"]["modelDataUrl"] == f"s3://{bucket.outputs['bucket']}/{ARTIFACT_KEY}"
+    assert model.inputs["primaryContainer"]["modelDataUrl"] == f"s3://{bucket.outputs['bucket']}/{obj.inputs['key']}"
+
+
+def _artifact_reach(mocks) -> tuple[str, str, str]:
+    """(object key, the Model's modelDataUrl or '', the launch template's user data or '')."""
+    key = one(mocks, "aws:s3/bucketObjectv2:BucketObjectv2").inputs["key"]
+    models = of_type(mocks, "aws:sagemaker/model:Model")
+    templates = of_type(mocks, "aws:ec2/launchTemplate:LaunchTemplate")
+    url = models[0].inputs["primaryContainer"]["modelDataUrl"] if models else ""
+    user_data = base64.b64decode(templates[0].inputs["userData"]).decode() if templates else ""
+    return key, url, user_data
+
+
+@pytest.mark.parametrize("mode", ["realtime", "reserved"])
+def test_a_dtype_change_reaches_the_model_and_the_launch_template(mode):
+    before = _artifact_reach(run(stack_config(mode, dtype="fp16"), stack=f"dtype-{mode}-a"))
+    after = _artifact_reach(run(stack_config(mode, dtype="bf16"), stack=f"dtype-{mode}-b"))
+    assert before[0] != after[0], "a dtype change must upload the archive under a new key (content addressing)"
+    if mode == "realtime":
+        # Model inputs are replace-on-change in the provider: a new modelDataUrl is a new (auto-named) Model, hence a
+        # new endpoint config, which SageMaker rolls out with its blue/green endpoint update.
+        assert before[1].endswith(before[0]) and after[1].endswith(after[0]) and before[1] != after[1], \
+            "the SageMaker Model must name the new archive, or the endpoint keeps serving the old serving.properties"
+    else:
+        assert before[0] in before[2] and after[0] in after[2] and before[2] != after[2], \
+            "the launch template's user data must name the new archive: a new version the instance refresh rolls out"
+    same = _artifact_reach(run(stack_config(mode, dtype="fp16"), stack=f"dtype-{mode}-c"))
+    assert same == before, "an unchanged stack must give the same key (nothing to roll out)"
+
+
+def test_bucket_denies_requests_without_tls():
+    mocks = run_mode("realtime")
+    bucket = one(mocks, "aws:s3/bucket:Bucket")
+    policy = one(mocks, "aws:s3/bucketPolicy:BucketPolicy")
+    assert policy.inputs["bucket"] == bucket.id
+    (statement,) = json.loads(policy.inputs["policy"])["Statement"]
+    arn = bucket.outputs["arn"]
+    assert statement["Effect"] == "Deny" and statement["Principal"] == "*" and statement["Action"] == "s3:*"
+    assert set(statement["Resource"]) == {arn, f"{arn}/*"}, "the bucket and every object"
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}, "deny whatever did not come over TLS"
+
+
+def test_lifecycle_expires_async_objects_and_noncurrent_versions():
+    mocks = run_mode("async")
+    lifecycle = one(mocks, "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
+    assert lifecycle.inputs["bucket"] == one(mocks, "aws:s3/bucket:Bucket").id
+    rules = lifecycle.inputs["rules"]
+    assert all(r["status"] == "Enabled" for r in rules)
+    by_prefix = {r["filter"]["prefix"]: r for r in rules}
+    for prefix in ASYNC_PREFIXES:
+        assert by_prefix[prefix]["expiration"]["days"] >= 1, f"async objects under {prefix} must expire"
+    whole = by_prefix[""]
+    assert whole["noncurrentVersionExpiration"]["noncurrentDays"] >= 1, "replaced artifact versions must expire"
+    assert whole["expiration"]["expiredObjectDeleteMarker"] is True
+    assert whole["abortIncompleteMultipartUpload"]["daysAfterInitiation"] >= 1
+    cfg = one(mocks, "aws:sagemaker/endpointConfiguration:EndpointConfiguration").inputs["asyncInferenceConfig"]
+    written = {cfg["outputConfig"]["s3OutputPath"], cfg["outputConfig"]["s3FailurePath"]}
+    assert {p for p in ASYNC_PREFIXES if any(w.endswith("/" + p) for w in written)} == set(ASYNC_PREFIXES[1:]), \
+        "the lifecycle rules cover the prefixes the endpoint config writes to"
 
 
 def test_tarball_holds_serving_properties_and_the_handler(tmp_path):

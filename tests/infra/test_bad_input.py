@@ -88,7 +88,7 @@ def test_min_zero_outside_async():
     ("10.0.0.1/8", "did you mean '10.0.0.0/8'"),
     ("203.0.113.7", "no prefix length"),
     ("::/0", "IPv4-only"),
-    ("", "not a CIDR block"),
+    ("0.0.0.0", "no prefix length"),
 ])
 def test_bad_ingress_cidr(cidr, needle):
     err = _run_bad(_values("reserved", ingressCidr=cidr))
@@ -107,3 +107,25 @@ def test_bad_certificate_arn(arn, needle):
     err = _run_bad(_values("reserved", certificateArn=arn))
     assert isinstance(err, ConfigError) and "llmdeploy:certificateArn" in str(err) and needle in str(err), \
         "a bad certificateArn (shape, or a region other than the stack's) must be refused before any resource"
+
+
+@pytest.mark.parametrize("mode, changes, needles", [
+    ("async", {"asyncMaxConcurrentInvocations": 1001}, ["llmdeploy:asyncMaxConcurrentInvocations 1001", "1..1000"]),
+    ("reserved", {"servicePort": 70000}, ["llmdeploy:servicePort 70000", "1..65535"]),
+    ("realtime", {"owner": "o(brien)"}, ["llmdeploy:owner 'o(brien)'", "'('"]),
+    # Pulumi hands a YAML list over as its JSON text.
+    ("realtime", {"owner": '["ana","bob"]'}, ["llmdeploy:owner", "must be one string, got a YAML list"]),
+    ("serverless", {"serverlessMaxConcurrency": 201}, ["llmdeploy:serverlessMaxConcurrency 201", "1..200"]),
+])
+def test_values_aws_rejects_are_refused_before_any_resource(mode, changes, needles):
+    err = _run_bad(_values(mode, **changes))
+    assert isinstance(err, ConfigError)
+    for needle in needles:
+        assert needle in str(err), "preview must refuse what AWS would reject, naming the value and the limit"
+
+
+def test_regions_that_disagree_are_refused_before_any_resource():
+    values = _values("realtime")
+    values["aws:region"] = "eu-west-1"
+    err = _run_bad(values)
+    assert "aws:region 'eu-west-1'" in str(err) and "llmdeploy:region 'us-east-1'" in str(err)

@@ -32,18 +32,32 @@ class ClusterMocks(pulumi.runtime.Mocks):
     def call(self, args: pulumi.runtime.MockCallArgs):
         self.calls.append(args)
         if args.token == "aws:ec2/getAmi:getAmi":
-            return {"id": "ami-0dlami", "name": "Deep Learning OSS Nvidia Driver AMI GPU PyTorch 2.5 (Ubuntu 22.04) 20261101"}
+            return {"id": "ami-0dlami", "name": "Deep Learning OSS Nvidia Driver AMI GPU PyTorch 2.9 (Ubuntu 24.04) 20261101"}
         if args.token == "aws:ec2/getVpc:getVpc":
             return {"id": "vpc-default", "default": True}
         if args.token == "aws:ec2/getSubnets:getSubnets":
-            return {"id": "us-east-1", "ids": ["subnet-b", "subnet-a"]}
+            zones = next((f["values"] for f in args.args["filters"] if f["name"] == "availability-zone"), None)
+            return {"id": "us-east-1", "ids": [s for s in ("subnet-b", "subnet-a") if zones is None or SUBNET_ZONES[s] in zones]}
         if args.token == "aws:ec2/getSubnet:getSubnet":
             sid = args.args.get("id")
             # The default VPC's subnets (and "subnet-public") auto-assign public IPv4; "subnet-private" (NAT) does not.
             public = sid in ("subnet-a", "subnet-b", "subnet-public")
             return {"id": sid, "vpcId": "vpc-default" if sid in ("subnet-a", "subnet-b") else "vpc-from-subnet",
-                    "mapPublicIpOnLaunch": public, "defaultForAz": sid in ("subnet-a", "subnet-b")}
+                    "mapPublicIpOnLaunch": public, "defaultForAz": sid in ("subnet-a", "subnet-b"),
+                    "availabilityZone": SUBNET_ZONES.get(sid, "us-east-1a")}
+        if args.token == "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings":
+            (itype,) = next(f["values"] for f in args.args["filters"] if f["name"] == "instance-type")
+            zones = OFFERED.get(itype, ["us-east-1a", "us-east-1b"])
+            return {"id": "us-east-1", "locations": zones, "locationTypes": ["availability-zone"] * len(zones),
+                    "instanceTypes": [itype] * len(zones)}
+        if args.token == "aws:index/getPartition:getPartition":
+            return {"id": "aws", "partition": "aws", "dnsSuffix": "amazonaws.com"}
         return {}
+
+
+# What DescribeInstanceTypeOfferings (location type availability-zone) answers in the fake region.
+SUBNET_ZONES = {"subnet-a": "us-east-1a", "subnet-b": "us-east-1b", "subnet-x": "us-east-1a"}
+OFFERED = {"p5.48xlarge": ["us-east-1b"], "p5e.48xlarge": [], "p6-b200.48xlarge": ["us-east-1c"]}
 
 
 MOCKS = ClusterMocks()
@@ -141,7 +155,9 @@ def test_every_resource_is_tagged(cat):
     cluster = fc.FinetuneCluster("ft", make_args(cat))
 
     def check():
-        cloud = [r for r in MOCKS.resources if r.custom]
+        from .mocks import is_taggable
+
+        cloud = [r for r in MOCKS.resources if r.custom and is_taggable(r.typ)]  # policies/attachments take no tags
         assert cloud, "the component must register resources"
         for r in cloud:
             tags = r.inputs.get("tags") or {}
@@ -559,3 +575,98 @@ def test_inline_program_exports(cat, monkeypatch):
         return settled(built[0], check)
 
     run()
+
+
+# -- identity, placement in an offering zone, the AMI filter ------------------------------------------------
+
+
+@pulumi.runtime.test
+def test_nodes_carry_an_instance_profile_with_ssm_and_only_the_checkpoint_prefix(cat):
+    cluster = fc.FinetuneCluster("ft", make_args(cat, ssh_cidr=None, checkpoint_uri="s3://art-bucket/checkpoints/ft-test"))
+
+    def check():
+        import json
+
+        (role,) = of_type("aws:iam/role:Role")
+        trust = json.loads(role.inputs["assumeRolePolicy"])["Statement"][0]
+        assert trust["Principal"] == {"Service": "ec2.amazonaws.com"} and trust["Action"] == "sts:AssumeRole"
+        (profile,) = of_type("aws:iam/instanceProfile:InstanceProfile")
+        assert profile.inputs["role"] == role.name, "the profile wraps the node role"
+        for n in of_type("aws:ec2/instance:Instance"):
+            assert n.inputs["iamInstanceProfile"] == profile.name, "fine-tune nodes must carry the instance profile"
+        (ssm,) = of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+        assert ssm.inputs["policyArn"] == "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore", \
+            "without SSH, Session Manager is the way in: the node role needs the SSM core policy"
+        (inline,) = of_type("aws:iam/rolePolicy:RolePolicy")
+        by_sid = {s["Sid"]: s for s in json.loads(inline.inputs["policy"])["Statement"]}
+        assert set(by_sid) == {"Checkpoints", "ListCheckpoints"}
+        assert by_sid["Checkpoints"]["Resource"] == ["arn:aws:s3:::art-bucket/checkpoints/ft-test/*"], \
+            "read/write only under the checkpoint prefix (least privilege)"
+        assert set(by_sid["Checkpoints"]["Action"]) == {"s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+                                                         "s3:AbortMultipartUpload"}
+        assert by_sid["ListCheckpoints"]["Resource"] == ["arn:aws:s3:::art-bucket"]
+        assert by_sid["ListCheckpoints"]["Condition"] == {"StringLike": {"s3:prefix": ["checkpoints/ft-test/*"]}}
+
+    return settled(cluster, check)
+
+
+@pulumi.runtime.test
+def test_no_checkpoint_uri_no_s3_access(cat):
+    cluster = fc.FinetuneCluster("ft", make_args(cat))
+
+    def check():
+        assert not of_type("aws:iam/rolePolicy:RolePolicy"), "no checkpoint prefix: the nodes get no S3 access"
+        assert len(of_type("aws:iam/instanceProfile:InstanceProfile")) == 1, "but still Session Manager"
+
+    return settled(cluster, check)
+
+
+@pytest.mark.parametrize("uri", ["s3://bucket", "s3://bucket/", "https://bucket/x/", "s3://B_ad/x/"])
+def test_checkpoint_uri_needs_a_prefix(cat, uri):
+    with pytest.raises(UsageError, match="checkpoint-uri"):
+        fc.FinetuneCluster("ft", make_args(cat, checkpoint_uri=uri))
+    assert MOCKS.resources == []
+
+
+@pulumi.runtime.test
+def test_subnet_is_picked_in_a_zone_offering_the_type(bundled):
+    cluster = fc.FinetuneCluster("ft", make_args(bundled, instance_type="p5.48xlarge", instance_count=1))
+
+    def check():
+        calls = [c for c in MOCKS.calls if c.token == "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings"]
+        assert calls and calls[0].args["locationType"] == "availability-zone"
+        assert calls[0].args["filters"] == [{"name": "instance-type", "values": ["p5.48xlarge"]}]
+        _, ifaces = interfaces()
+        assert {i["subnetId"] for i in ifaces} == {"subnet-b"}, \
+            "p5.48xlarge is offered only in us-east-1b here: the cluster subnet must be there, not the first subnet"
+
+    return settled(cluster, check)
+
+
+@pytest.mark.parametrize("itype, needle", [
+    ("p5e.48xlarge", "no availability zone of this region offers p5e.48xlarge"),
+    ("p6-b200.48xlarge", "has no subnet in the zones that offer p6-b200.48xlarge (us-east-1c)"),
+])
+def test_no_zone_with_the_type_is_one_line(cat, itype, needle):
+    with pytest.raises(UsageError) as err:
+        fc.FinetuneCluster("ft", make_args(cat, instance_type=itype, efa=True, network_cards=1))
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_given_subnet_outside_the_offering_zones_is_refused(cat):
+    with pytest.raises(UsageError, match="subnet subnet-x is in us-east-1a, which does not offer p5.48xlarge"):
+        fc.FinetuneCluster("ft", make_args(cat, instance_type="p5.48xlarge", efa=True, network_cards=1,
+                                           subnet_id="subnet-x", vpc_id="vpc-x"))
+
+
+def test_dlami_filter_comes_from_data_with_its_source():
+    ami = fc.DLAMI
+    assert "(Ubuntu 24.04)" in ami.name and "PyTorch" in ami.name, "current PyTorch DLAMIs are Ubuntu 24.04 builds"
+    assert ami.owner == "amazon" and ami.architecture == "x86_64"
+    assert ami.source_url.startswith("https://docs.aws.amazon.com/dlami/") and ami.retrieved.year >= 2026
+    import fnmatch
+
+    published = "Deep Learning OSS Nvidia Driver AMI GPU PyTorch 2.9 (Ubuntu 24.04) 20260317"  # from the release notes
+    assert fnmatch.fnmatchcase(published, ami.name), "EC2 name filters use * like fnmatch: the published name matches"
+    assert not fnmatch.fnmatchcase("Deep Learning ARM64 AMI OSS Nvidia Driver GPU PyTorch 2.9 (Ubuntu 24.04) 20260317",
+                                   ami.name), "ARM64 builds must not match"

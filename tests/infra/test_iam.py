@@ -79,3 +79,19 @@ def test_sids_are_unique():
         topic_arns=["arn:aws:sns:r:1:t"], kms_key_arn="arn:aws:kms:r:1:key/k")
     sids = [s["Sid"] for s in doc["Statement"]]
     assert len(sids) == len(set(sids)), "IAM rejects a policy with duplicate Sids"
+
+
+@pytest.mark.parametrize("mode", ["realtime", "async", "serverless"])
+def test_sagemaker_trust_policy_is_limited_to_this_account(mode):
+    from llmdeploy.infra.offline_preview import FAKE_ACCOUNT
+
+    (statement,) = statements(json.loads(one(run_mode(mode), "aws:iam/role:Role").inputs["assumeRolePolicy"]))
+    assert statement["Condition"] == {"StringEquals": {"aws:SourceAccount": FAKE_ACCOUNT}}, \
+        "SageMaker may assume the execution role only for this account's resources (confused deputy)"
+
+
+def test_ec2_trust_policy_has_no_source_account_condition():
+    (statement,) = statements(json.loads(one(run_mode("reserved"), "aws:iam/role:Role").inputs["assumeRolePolicy"]))
+    assert statement["Principal"] == {"Service": "ec2.amazonaws.com"}
+    assert "Condition" not in statement, \
+        "EC2 sets no aws:SourceAccount when it assumes an instance role: the condition would leave instances without credentials"

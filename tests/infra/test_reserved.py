@@ -2,6 +2,8 @@
 
 import base64
 
+import pytest
+
 from llmdeploy.infra.reserved_endpoint import AMI_NAME_FILTER, render_user_data
 
 from .mocks import of_type, one, run, run_mode, stack_config
@@ -44,7 +46,8 @@ def test_asg_size_and_subnets_follow_the_stack():
     assert asg.inputs["desiredCapacity"] == expected.instance_count
     assert asg.inputs["minSize"] == expected.min_instances
     assert asg.inputs["maxSize"] == expected.instance_count
-    assert asg.inputs["vpcZoneIdentifiers"] == ["subnet-0aaa", "subnet-0bbb", "subnet-0ccc"], "ASG must span the default VPC's subnets"
+    assert asg.inputs["vpcZoneIdentifiers"] == ["subnet-0aaa", "subnet-0bbb", "subnet-0ccc"], \
+        "ASG must span the default VPC's subnets in every AZ that offers g4dn.xlarge"
     template = one(mocks, "aws:ec2/launchTemplate:LaunchTemplate")
     assert asg.inputs["launchTemplate"]["id"] == template.id
     assert template.inputs["instanceType"] == expected.instance_type
@@ -106,7 +109,8 @@ def test_user_data_runs_the_lmi_container_with_the_artifact():
     mocks = run_mode("reserved")
     bucket = one(mocks, "aws:s3/bucket:Bucket").outputs["bucket"]
     script = base64.b64decode(one(mocks, "aws:ec2/launchTemplate:LaunchTemplate").inputs["userData"]).decode()
-    assert f"s3://{bucket}/model/model.tar.gz" in script
+    key = one(mocks, "aws:s3/bucketObjectv2:BucketObjectv2").inputs["key"]
+    assert key.startswith("model/") and f"MODEL_DATA_URL=s3://{bucket}/{key}" in script, "the content-addressed artifact"
     assert IMAGE in script
 
 
@@ -147,14 +151,67 @@ def _alb_ports_and_cidrs(mocks) -> list[tuple[int, int, list]]:
     return [(r["fromPort"], r["toPort"], r.get("cidrBlocks")) for r in _sgs(mocks)["serve-alb-sg"].inputs["ingress"]]
 
 
-def test_default_is_plain_http_on_80_from_everyone():
+def test_default_is_not_reachable_from_the_internet():
     mocks = run_mode("reserved")
     listeners = _listeners(mocks)
     assert set(listeners) == {80}, "without certificateArn the load balancer listens on port 80 only"
     assert listeners[80].inputs["protocol"] == "HTTP"
-    assert listeners[80].inputs["defaultActions"][0]["type"] == "forward", "without a certificate port 80 serves the model"
-    assert _alb_ports_and_cidrs(mocks) == [(80, 80, ["0.0.0.0/0"])], \
-        "the ALB security group must open only the listener ports, only to ingressCidr (default 0.0.0.0/0)"
+    alb = one(mocks, "aws:lb/loadBalancer:LoadBalancer")
+    assert alb.inputs["internal"] is True, \
+        "without ingressCidr or certificateArn the model must not be served over plain HTTP to the internet"
+    assert _alb_ports_and_cidrs(mocks) == [(80, 80, ["172.31.0.0/16"])], \
+        "an internal load balancer admits the VPC's CIDR only (the default VPC's here), never 0.0.0.0/0"
+    assert "inside the VPC" in mocks.outputs["invoke_command"], "the invoke command must say where it works"
+
+
+def test_asking_for_the_internet_makes_the_load_balancer_internet_facing():
+    mocks = run(stack_config("reserved", ingress_cidr="0.0.0.0/0"), stack="open")
+    assert one(mocks, "aws:lb/loadBalancer:LoadBalancer").inputs["internal"] is False
+    assert _alb_ports_and_cidrs(mocks) == [(80, 80, ["0.0.0.0/0"])], "an explicit 0.0.0.0/0 is the user's choice"
+    tls = run(stack_config("reserved", certificate_arn=CERT), stack="tls-everyone")
+    assert one(tls, "aws:lb/loadBalancer:LoadBalancer").inputs["internal"] is False
+    assert sorted(_alb_ports_and_cidrs(tls)) == [(80, 80, ["0.0.0.0/0"]), (443, 443, ["0.0.0.0/0"])], \
+        "a certificate alone serves everyone, over HTTPS only (80 redirects)"
+
+
+def test_asg_subnets_are_only_in_zones_offering_the_type():
+    mocks = run(stack_config("reserved", instance_type="g5.xlarge", instance_count=1, min_instances=1), stack="g5")
+    offerings = [args for token, args in mocks.calls if token == "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings"]
+    assert offerings and offerings[0]["locationType"] == "availability-zone"
+    assert offerings[0]["filters"] == [{"name": "instance-type", "values": ["g5.xlarge"]}]
+    # The mocks offer g5 in us-east-1a and 1b only (FAKE_OFFERINGS): subnet-0ccc (1c) must not be in the group.
+    assert one(mocks, "aws:autoscaling/group:Group").inputs["vpcZoneIdentifiers"] == ["subnet-0aaa", "subnet-0bbb"]
+    assert one(mocks, "aws:lb/loadBalancer:LoadBalancer").inputs["subnets"] == ["subnet-0aaa", "subnet-0bbb", "subnet-0ccc"], \
+        "the load balancer still spans every zone"
+
+
+def test_no_zone_offering_the_type_is_one_line():
+    from llmdeploy.errors import ConfigError
+    from llmdeploy.infra import offline_preview
+
+    saved = dict(offline_preview.FAKE_OFFERINGS)
+    offline_preview.FAKE_OFFERINGS.pop("g4dn")
+    try:
+        with pytest.raises(ConfigError) as err:
+            run(stack_config("reserved"), stack="nowhere")
+    finally:
+        offline_preview.FAKE_OFFERINGS.update(saved)
+    assert "no availability zone of us-east-1 offers g4dn.xlarge" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_launch_template_changes_roll_through_the_fleet():
+    mocks = run_mode("reserved")
+    asg = one(mocks, "aws:autoscaling/group:Group")
+    refresh = asg.inputs["instanceRefresh"]
+    assert refresh["strategy"] == "Rolling", "a new launch template version must replace running instances"
+    prefs = refresh["preferences"]
+    assert prefs["minHealthyPercentage"] == 100 and prefs["maxHealthyPercentage"] == 200, \
+        "launch a new instance before terminating an old one: no capacity lost during the roll"
+    assert int(prefs["instanceWarmup"]) >= 600, "wait for the model to load before moving on"
+    template = one(mocks, "aws:ec2/launchTemplate:LaunchTemplate")
+    assert asg.inputs["launchTemplate"]["version"] == str(template.outputs["latestVersion"]), \
+        "the group must follow the template's latest version, so each new version triggers the refresh"
+    assert template.inputs["updateDefaultVersion"] is True
 
 
 def test_ingress_cidr_limits_who_reaches_the_load_balancer():
@@ -207,6 +264,7 @@ def test_invoke_command_with_https_notes_the_certificate_domain():
 
     plain = invoke_command("lb.example.elb.amazonaws.com")
     assert plain.startswith("curl -X POST http://lb.example.elb.amazonaws.com/invocations ") and "#" not in plain
+    assert "inside the VPC" in invoke_command("internal-lb.example.elb.amazonaws.com", internal=True)
     tls = invoke_command("lb.example.elb.amazonaws.com", "https")
     assert tls.startswith("curl -X POST https://lb.example.elb.amazonaws.com/invocations ")
     assert "# use your certificate's domain" in tls, "the https command must say the certificate names another host"

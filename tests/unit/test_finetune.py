@@ -192,3 +192,34 @@ def test_planning_modules_stay_light():
 
     code = "import sys, llmdeploy.finetune; bad=[m for m in ('boto3','pulumi','pulumi_aws') if m in sys.modules]; print(bad); sys.exit(bool(bad))"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.parametrize("cidr, ok", [
+    ("0.0.0.0/1", False), ("10.0.0.0/8", False), ("172.16.0.0/15", False), ("10.1.0.0/16", True),
+    ("203.0.113.7/32", True), ("2001:db8::/32", False), ("2001:db8:1::/48", True),
+])
+def test_ssh_cidr_wider_than_a_16_is_refused_with_the_reason(cidr, ok):
+    from llmdeploy.finetune import check_ssh_cidr
+
+    if ok:
+        assert check_ssh_cidr(cidr) == cidr
+        return
+    with pytest.raises(UsageError) as err:
+        check_ssh_cidr(cidr)
+    assert "slice of the internet" in str(err.value) and "the widest accepted is /" in str(err.value), \
+        "a refusal must say why (how many addresses) and what is accepted"
+
+
+@pytest.mark.parametrize("uri, expected", [
+    ("s3://my-bucket/checkpoints/ft", "s3://my-bucket/checkpoints/ft/"),
+    ("s3://my-bucket/checkpoints/ft/", "s3://my-bucket/checkpoints/ft/"),
+    ("s3://my-bucket", None), ("s3://my-bucket/", None), ("my-bucket/x/", None),
+])
+def test_checkpoint_uri(uri, expected):
+    from llmdeploy.finetune import check_checkpoint_uri
+
+    if expected:
+        assert check_checkpoint_uri(uri) == expected
+    else:
+        with pytest.raises(UsageError, match="with a prefix"):
+            check_checkpoint_uri(uri)

@@ -22,7 +22,7 @@ def test_round_trip_through_the_file(tmp_path, cat):
 
 def test_values_from_pulumi_arrive_as_strings_and_are_coerced(cat):
     cfg = StackConfig.from_mapping(
-        {"llmdeploy:mode": "realtime", "llmdeploy:instanceType": "ml.g4dn.xlarge", "llmdeploy:instanceCount": "3", "aws:region": "x"},
+        {"llmdeploy:mode": "realtime", "llmdeploy:instanceType": "ml.g4dn.xlarge", "llmdeploy:instanceCount": "3", "aws:region": "us-east-1"},
         catalog=cat,
     )
     assert cfg.instance_count == 3 and cfg.region == "us-east-1"
@@ -33,7 +33,7 @@ def test_values_from_pulumi_arrive_as_strings_and_are_coerced(cat):
     [
         ({"mode": "spot"}, UnknownChoiceError, "unknown llmdeploy:mode 'spot'"),
         ({"mode": "serverless", "serverlessMemoryMb": "5000"}, ConfigError, "5000 is not a SageMaker serverless memory size"),
-        ({"mode": "serverless", "serverlessMaxConcurrency": "500"}, ConfigError, "outside 1..200"),
+        ({"mode": "serverless", "serverlessMaxConcurrency": "500"}, ConfigError, "AWS accepts 1..200"),
         ({"mode": "reserved", "instanceType": "g4dn.2xlarge", "instanceCount": "0"}, ConfigError, "instanceCount must be at least 1"),
         ({"mode": "reserved", "instanceType": "g4dn.2xlarge", "instanceCount": "two"}, ConfigError, "must be an integer, got 'two'"),
         ({"mode": "realtime", "instanceType": "g4dn.xlarge"}, ConfigError, "must be an ml.* type"),
@@ -67,11 +67,12 @@ RESERVED = {"mode": "reserved", "instanceType": "g4dn.2xlarge"}
 CERT = "arn:aws:acm:us-east-1:123456789012:certificate/0a1b2c3d-4e5f-6789-abcd-ef0123456789"
 
 
-def test_load_balancer_settings_default_to_a_public_http_endpoint(cat):
+def test_load_balancer_settings_default_to_no_internet_ingress(cat):
     cfg = StackConfig.from_mapping(RESERVED, catalog=cat)
-    assert cfg.ingress_cidr == "0.0.0.0/0" and cfg.certificate_arn == "", "defaults: open to everyone, plain HTTP"
+    assert cfg.ingress_cidr == "" and cfg.certificate_arn == "", \
+        "defaults: no ingressCidr and no certificate (the program then keeps the load balancer internal)"
     block = pulumi_project_config()
-    assert block["llmdeploy:ingressCidr"]["default"] == "0.0.0.0/0" and block["llmdeploy:certificateArn"]["default"] == ""
+    assert block["llmdeploy:ingressCidr"]["default"] == "" and block["llmdeploy:certificateArn"]["default"] == ""
 
 
 def test_load_balancer_settings_round_trip(tmp_path, cat):
