@@ -366,6 +366,13 @@ def _generic(raw: dict[str, Any]) -> dict[str, Any]:
         if d_model % heads:
             raise ValueError(f"hidden size {d_model} is not a multiple of {heads} heads and there is no head_dim")
         head_dim = d_model // heads
+    n_kv_heads = _kv_heads(raw, heads)
+    latent = _first(raw, ("kv_lora_rank",), required=False)
+    if latent:
+        # Multi-head latent attention (DeepSeek-V2/V3): each layer caches one compressed latent per token,
+        # kv_lora_rank + qk_rope_head_dim wide (transformers' cache and vLLM's alike), whatever the head count.
+        # As one "KV head" whose keys and values together are that wide:
+        n_kv_heads, head_dim = 1, -(-(latent + _first(raw, ("qk_rope_head_dim",), 0)) // 2)
     act = str(_flag(raw, "hidden_act") or _flag(raw, "activation_function") or _flag(raw, "hidden_activation") or "")
     experts = _first(raw, _EXPERTS, 0)
     return dict(
@@ -375,7 +382,7 @@ def _generic(raw: dict[str, Any]) -> dict[str, Any]:
         n_layers=_first(raw, _DECODER_LAYERS if encoder_decoder else _LAYERS),
         n_encoder_layers=_first(raw, _ENCODER_LAYERS) if encoder_decoder else 0,
         n_heads=heads,
-        n_kv_heads=_kv_heads(raw, heads),
+        n_kv_heads=n_kv_heads,
         head_dim=head_dim,
         d_ff=_first(raw, _FFN, 4 * d_model),  # 4 × hidden where the config leaves it implicit (Bloom, Falcon)
         gated_mlp=any(a in act.lower() for a in _GATED_ACTIVATIONS) or str(raw.get("feed_forward_proj", "")).startswith("gated-"),

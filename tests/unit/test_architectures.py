@@ -11,7 +11,7 @@ import pytest
 
 from llmdeploy import metacount, sizing
 from llmdeploy.errors import ConfigError, MissingDependencyError
-from llmdeploy.models import CLOSED_FORM_FAMILIES, MODELS_DIR, bundled_index, load_model_config
+from llmdeploy.models import CLOSED_FORM_FAMILIES, MODELS_DIR, bundled_index, from_dict, load_model_config
 
 # Published parameter counts of the checkpoints (issue 11); the bundled index records the same numbers.
 PUBLISHED = {
@@ -102,6 +102,20 @@ def test_kv_cache_equals_the_cache_transformers_builds(name):
     assert sizing.kv_cache_bytes(m, 1, 5, 3, "fp16") == expected
     if name == "falcon-7b":
         assert m.n_kv_heads == 1 and m.head_dim == 64
+
+
+def test_latent_attention_caches_the_latent_not_the_heads():
+    """DeepSeek-V3's multi-head latent attention (a tiny config of it): transformers caches kv_lora_rank +
+    qk_rope_head_dim per token and layer; routed experts, not the shared one, make the inactive share."""
+    raw = {"model_type": "deepseek_v3", "architectures": ["DeepseekV3ForCausalLM"], "vocab_size": 1000, "hidden_size": 256,
+           "intermediate_size": 512, "moe_intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 8,
+           "num_key_value_heads": 8, "n_routed_experts": 16, "num_experts_per_tok": 4, "n_shared_experts": 1,
+           "first_k_dense_replace": 1, "n_group": 4, "topk_group": 2, "kv_lora_rank": 64, "q_lora_rank": 96,
+           "qk_nope_head_dim": 32, "qk_rope_head_dim": 16, "v_head_dim": 24, "tie_word_embeddings": False}
+    m = from_dict(raw, name="tiny-deepseek")
+    assert sizing.kv_cache_bytes(m, 1, 5, 3, "fp16") == _cache_elements(raw, 5, 3) * 2 == 3 * (64 + 16) * 8 * 2
+    routed = 2 * 16 * 3 * 256 * 64  # two MoE layers of 16 experts, gate + up + down of 256 × 64
+    assert sizing.parameter_count(m).experts_inactive == routed * (16 - 4) // 16
 
 
 def test_kv_heads_follow_each_familys_rules():
