@@ -13,12 +13,16 @@ from llmdeploy.cli.render import gib, table
 Examples:
   llmdeploy estimate                         # FLAN-T5-XL, its own dtype (fp32)
   llmdeploy estimate flan-t5-xxl --dtype bf16 --batch 8
+  llmdeploy estimate mixtral-8x7b --dtype bf16           # total and active parameters
+  llmdeploy estimate meta-llama/Llama-3.1-70B            # any Hub id (pip install 'llmdeploy[hub]')
+  llmdeploy estimate Qwen/Qwen2.5-1.5B --revision main
   llmdeploy estimate ./my-model/config.json --loading streaming --json
   llmdeploy estimate flan-t5-xl --instance-type g4dn.xlarge --loading streaming
   llmdeploy estimate --list-models
 """
 )
 @opt.model_argument()
+@opt.revision_option
 @opt.dtype_option
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Requests served together.")
 @click.option("--input-tokens", type=click.IntRange(min=1), default=256, show_default=True, help="Prompt length.")
@@ -32,12 +36,14 @@ Examples:
 @opt.region_option
 @opt.catalog_option
 @opt.json_option
-def estimate(model, dtype, batch, input_tokens, output_tokens, buffer, loading, finetune_batch, finetune_seq, instance_types,
+def estimate(model, revision, dtype, batch, input_tokens, output_tokens, buffer, loading, finetune_batch, finetune_seq, instance_types,
              list_models, region, catalog_dir, as_json):
     """Size MODEL from its config: parameters, memory per dtype, fit per instance, fine-tune needs, speed.
 
-    MODEL is a bundled name (default flan-t5-xl), the Hugging Face id of one, or a
-    path to a config.json or a model folder. No weights are read or downloaded.
+    MODEL is a bundled name (default flan-t5-xl), a Hugging Face Hub id (org/name),
+    or a path to a config.json or a model folder. No weights are read or
+    downloaded: a Hub id fetches config.json, the safetensors index and the Hub's
+    model info (HF_TOKEN for gated models; HF_HUB_OFFLINE uses the cache).
     """
     from llmdeploy import estimate as est
     from llmdeploy.catalog import load_catalog
@@ -51,21 +57,45 @@ def estimate(model, dtype, batch, input_tokens, output_tokens, buffer, loading, 
             click.echo(table(["name", "hugging face id", "parameters"], [[n, r["hf_id"], f"{r['parameters']:,}"] for n, r in index.items()], right=[2]))
         return
     report = est.estimate(
-        model, cat=load_catalog(catalog_dir), region=region, dtype=dtype, batch=batch, input_tokens=input_tokens,
+        model, revision=revision, cat=load_catalog(catalog_dir), region=region, dtype=dtype, batch=batch, input_tokens=input_tokens,
         output_tokens=output_tokens, buffer=buffer, loading=loading, finetune_batch=finetune_batch, finetune_seq=finetune_seq,
         instance_types=instance_types,
     )
+    opt.echo_hub_notice((report.get("hub") or {}).get("notice"))
     if as_json:
         opt.emit_json(report)
         return
     _render(report)
 
 
+def _render_parameters(r: dict) -> None:
+    pc, b = r["parameter_count"], r["parameter_breakdown"]
+    moe = (f", {pc['active']:,} active per token ({pc['experts_per_token']} of {pc['experts']} experts)"
+           if pc["experts"] and pc["active"] != pc["total"] else "")
+    click.echo(f"Parameters: {r['parameters']:,}{moe}  (embedding {b['embedding']:,}, "
+               f"lm_head {b['lm_head']:,}{' tied' if not b['lm_head'] else ''}; {pc['method']})")
+    if pc["hub"] is None:
+        return
+    dtypes = "".join(f"{d} {n:,}; " for d, n in pc["hub_by_dtype"].items())
+    label = "Published" if pc["hub_kind"] == "published" else "Hub"
+    said = f"{label}: {pc['hub']:,} ({dtypes}{pc['hub_source']})"
+    if pc["used"] == "hub":
+        click.echo(f"  {said}: used, as llmdeploy has no count of its own.")
+    elif not pc["difference"]:
+        click.echo(f"  {said}: the same as ours; sizing uses ours.")
+    else:
+        d = pc["difference"]
+        click.echo(f"  {said}: {abs(d):,} {'more' if d > 0 else 'fewer'} than ours ({d / pc['llmdeploy']:+.2%}); "
+                   "sizing uses ours (the Hub counts every tensor the checkpoint stores, buffers included).")
+
+
 def _render(r: dict) -> None:
     m = r["model"]
     click.echo(f"{m['name']}  ({m['model_type']}, {'encoder-decoder' if m['encoder_decoder'] else 'decoder-only'}, config: {m['origin']})")
-    click.echo(f"Parameters: {r['parameters']:,}  (embedding {r['parameter_breakdown']['embedding']:,}, "
-               f"lm_head {r['parameter_breakdown']['lm_head']:,}{' tied' if not r['parameter_breakdown']['lm_head'] else ''})")
+    _render_parameters(r)
+    hub = r.get("hub") or {}
+    if hub.get("weights_bytes"):
+        click.echo(f"Checkpoint on the Hub: {gib(hub['weights_bytes'])} of weights as stored (model.safetensors.index.json total_size)")
     click.echo("Weights:    " + "   ".join(f"{d} {gib(b)}" for d, b in r["bytes_per_dtype"].items()))
     inf = r["inference"]
     click.echo(

@@ -62,8 +62,24 @@ model_option = click.option(
     envvar="LLMDEPLOY_MODEL",
     default=DEFAULT_MODEL,
     show_default=True,
-    help="Bundled model name, Hugging Face id of a bundled model, or a path to a config.json / model folder.",
+    help="Bundled model name, Hugging Face Hub id (org/name; needs the 'hub' extra unless bundled), "
+         "or a path to a config.json / model folder.",
 )
+
+revision_option = click.option(
+    "--revision",
+    envvar="LLMDEPLOY_REVISION",
+    metavar="REV",
+    default=None,
+    help="Hub branch, tag or commit of the model to size (default: its default branch). "
+         "With a bundled model's name, fetches that revision from the Hub instead of the bundled copy.",
+)
+
+
+def echo_hub_notice(notice: str | None) -> None:
+    """The one line about where a Hub model came from when not from the Hub itself (offline, unreachable)."""
+    if notice:
+        click.echo(f"Note: {notice}.", err=True)
 
 dtype_option = click.option(
     "--dtype",

@@ -15,6 +15,7 @@ from llmdeploy.plan import PLAN_MODES, TERMS
 Examples:
   llmdeploy plan --mode reserved                      # FLAN-T5-XL, us-east-1, 10k requests/day
   llmdeploy plan --model flan-t5-small --mode serverless --requests-per-day 2000
+  llmdeploy plan --model Qwen/Qwen2.5-1.5B --revision main --stack dev   # any Hub id; the stack records its commit
   llmdeploy plan --mode auto --requests-per-day 200000 --active-hours 24 --json
   llmdeploy plan --mode async --stack dev             # also writes Pulumi.dev.yaml
   llmdeploy plan --mode reserved --instance-type g4dn.2xlarge --instance-type g5.2xlarge
@@ -26,6 +27,7 @@ Examples:
 @click.option("--term", type=click.Choice(TERMS), default="1y", show_default=True,
               help="EC2 pricing term for reserved mode (self-hosted).")
 @opt.model_option
+@opt.revision_option
 @opt.dtype_option
 @opt.region_option
 @click.option("--requests-per-day", type=float, default=10_000, show_default=True, help="Average daily requests.")
@@ -46,7 +48,7 @@ Examples:
 @click.option("--chart", type=click.Path(dir_okay=False, writable=True), help="Also draw monthly cost against traffic to this PNG.")
 @opt.catalog_option
 @opt.json_option
-def plan(mode, term, model, dtype, region, requests_per_day, peak_rps, input_tokens, output_tokens, active_hours, latency_target,
+def plan(mode, term, model, revision, dtype, region, requests_per_day, peak_rps, input_tokens, output_tokens, active_hours, latency_target,
          instance_types, buffer, loading, stack, project_dir, owner, cost_center, markdown, chart, catalog_dir, as_json):
     """Cost every way of hosting MODEL for a traffic profile and pick one.
 
@@ -66,7 +68,9 @@ def plan(mode, term, model, dtype, region, requests_per_day, peak_rps, input_tok
     cat = load_catalog(catalog_dir)
     traffic = plan_mod.Traffic(requests_per_day=requests_per_day, input_tokens=input_tokens, output_tokens=output_tokens,
                                active_hours=active_hours, latency_target_s=latency_target, peak_rps=peak_rps)
-    result = plan_mod.make_plan(load_model_config(model), cat=cat, region=region, mode=mode, term=term, dtype=dtype,
+    model_config = load_model_config(model, revision=revision)
+    opt.echo_hub_notice(model_config.hub.notice if model_config.hub else None)
+    result = plan_mod.make_plan(model_config, cat=cat, region=region, mode=mode, term=term, dtype=dtype,
                                 traffic=traffic, loading=loading, buffer=buffer, instance_types=instance_types)
     written = None
     if stack:

@@ -16,6 +16,7 @@ def estimate(
     model: str,
     *,
     cat: Catalog,
+    revision: str | None = None,
     region: str = "us-east-1",
     dtype: str | None = None,
     batch: int = 1,
@@ -28,7 +29,7 @@ def estimate(
     instance_types: tuple[str, ...] = (),
 ) -> dict:
     a = load_assumptions()
-    m = load_model_config(model)
+    m = load_model_config(model, revision=revision)
     dtype = dtype or m.native_dtype
     sizing.dtype_bytes(dtype)
     cat_mod.check_region(cat, region)
@@ -80,11 +81,14 @@ def estimate(
         })
 
     return {
-        "model": {"name": m.name, "hf_id": m.hf_id, "model_type": m.model_type, "encoder_decoder": m.encoder_decoder,
-                  "origin": m.origin, "native_dtype": m.native_dtype},
+        "model": {"name": m.name, "hf_id": m.hf_id, "revision": m.revision or None, "model_type": m.model_type,
+                  "encoder_decoder": m.encoder_decoder, "origin": m.origin, "native_dtype": m.native_dtype},
         "region": region,
         "dtype": dtype,
         "parameters": params.total,
+        "active_parameters": params.active,
+        "parameter_count": sizing.parameter_report(m),
+        "hub": _hub(m),
         "parameter_breakdown": {"embedding": params.embedding, "encoder": params.encoder, "decoder": params.decoder,
                                 "lm_head": params.lm_head, "other": params.other},
         "weights_bytes": mem.weights,
@@ -107,3 +111,12 @@ def estimate(
             f"catalog: {cat.origin} of {cat.snapshot_date}",
         ],
     }
+
+
+def _hub(m) -> dict | None:
+    """Where a Hub model's config came from (id, revision asked for, commit read) and the checkpoint's size as stored."""
+    h = m.hub
+    if h is None or h.commit is None and h.revision is None and h.weights_bytes is None and h.notice is None:
+        return None  # a bundled model's record: its published count is in parameter_count
+    return {"id": h.repo_id, "revision": h.revision, "commit": h.commit, "gated": h.gated, "weights_bytes": h.weights_bytes,
+            "source": h.source, "notice": h.notice}

@@ -488,7 +488,7 @@ def stack_config_for(plan_: Plan, *, owner: str = "unknown", cost_center: str = 
     c = plan_.choice
     a = plan_.assumptions or load_assumptions()
     common = dict(
-        mode=c.mode, model=plan_.model.hf_id or plan_.model.name, region=plan_.region, dtype=plan_.dtype, owner=owner,
+        mode=c.mode, model=plan_.model.hf_id or plan_.model.name, model_revision=plan_.model.revision, region=plan_.region, dtype=plan_.dtype, owner=owner,
         cost_center=cost_center, term=plan_.term,
         usage_requests_per_month=math.ceil(plan_.traffic.requests_per_month),
         usage_active_hours_per_day=plan_.traffic.active_hours,

@@ -20,7 +20,8 @@ def plan_to_dict(p: Plan) -> dict:
     a = p.assumptions
     return {
         "schema_version": JSON_SCHEMA_VERSION,
-        "model": {"name": p.model.name, "hf_id": p.model.hf_id, "parameters": parameter_count(p.model).total},
+        "model": {"name": p.model.name, "hf_id": p.model.hf_id, "revision": p.model.revision or None,
+                  "parameters": parameter_count(p.model).total},
         "dtype": p.dtype,
         "region": p.region,
         "mode": p.mode,

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from llmdeploy.assumptions import Assumptions, load_assumptions
 from llmdeploy.catalog import Gpu, Instance
-from llmdeploy.errors import UnknownChoiceError, UsageError
-from llmdeploy.models import ModelConfig
+from llmdeploy.errors import ConfigError, UnknownChoiceError, UsageError
+from llmdeploy.models import CLOSED_FORM_FAMILIES, ModelConfig
 
 GIB = 1024**3
 DTYPE_BYTES: dict[str, float] = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
@@ -37,10 +37,18 @@ class ParameterCount:
     decoder: int  # decoder blocks and final norm (all blocks for decoder-only models)
     lm_head: int  # 0 when tied to the embedding
     other: int  # learned positions etc.
+    experts_inactive: int = 0  # MoE: routed-expert parameters a token does not use
+    method: str = "closed form"  # how they were counted
+    from_hub: bool = False  # the Hub's count stands in for one of ours
 
     @property
     def total(self) -> int:
         return self.embedding + self.encoder + self.decoder + self.lm_head + self.other
+
+    @property
+    def active(self) -> int:
+        """Parameters one token uses: all of them for a dense model, the routed experts' share for MoE."""
+        return self.total - self.experts_inactive
 
     @property
     def read_per_decode_step(self) -> int:
@@ -50,7 +58,16 @@ class ParameterCount:
 
 
 def parameter_count(m: ModelConfig) -> ParameterCount:
-    """Exact parameter count of the checkpoint a config describes (untied heads counted)."""
+    """Exact parameter count of the checkpoint a config describes (untied heads counted).
+
+    Closed forms for ``CLOSED_FORM_FAMILIES``; any other architecture carries the
+    count ``llmdeploy.models`` made when it read the config (meta device or Hub).
+    """
+    if m.model_type not in CLOSED_FORM_FAMILIES:
+        c = m.counted
+        if c is None:  # from_dict counts every other family or refuses it; a hand-built config may not have
+            raise ConfigError(f"no parameter count for {m.name} (model_type {m.model_type!r}); load it with llmdeploy.models.")
+        return ParameterCount(c.embedding, c.encoder, c.decoder, c.lm_head, c.other, c.experts_inactive, c.method, c.from_hub)
     d, v = m.d_model, m.vocab_size
     mlp = (3 if m.gated_mlp else 2) * d * m.d_ff
     if m.model_type == "t5":
@@ -70,6 +87,28 @@ def parameter_count(m: ModelConfig) -> ParameterCount:
         attn += m.attention_inner + 2 * m.kv_inner
     per_layer = attn + mlp + 2 * d
     return ParameterCount(v * d, 0, m.n_layers * per_layer + d, 0 if m.tied_embeddings else v * d, 0)
+
+
+def parameter_report(m: ModelConfig) -> dict:
+    """Our count beside the Hub's: which one sizing uses and how far apart they are (``estimate --json``)."""
+    p = parameter_count(m)
+    hub = m.hub
+    hub_total = hub.parameters_total if hub else None
+    difference = hub_total - p.total if hub_total and not p.from_hub else None
+    return {
+        "used": "hub" if p.from_hub else "llmdeploy",
+        "method": p.method,
+        "llmdeploy": None if p.from_hub else p.total,
+        "hub": hub_total,
+        "hub_by_dtype": dict(hub.parameters_by_dtype) if hub else {},
+        "hub_source": hub.source if hub else None,
+        "hub_kind": None if hub is None else "published" if hub.recorded else "hub",  # a bundled record, or fetched
+        "difference": difference,  # the Hub's count minus ours; None when there is nothing to compare
+        "total": p.total,
+        "active": p.active,
+        "experts": m.n_experts,
+        "experts_per_token": m.n_experts_per_token,
+    }
 
 
 def weights_bytes(m: ModelConfig, dtype: str) -> int:

@@ -31,6 +31,7 @@ DTYPES = tuple(DTYPE_BYTES)  # the dtypes sizing knows the size of
 # Pinned LMI (DJL Serving) version for sagemaker.core.image_uris.retrieve("djl-lmi", region, version).
 DEFAULT_LMI_VERSION = "0.33.0"
 _STACK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+_REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,254}$")  # a git ref or commit, as the Hub accepts in /resolve/{rev}/
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("mode", "mode", "string", "Hosting mode: reserved (self-hosted EC2), realtime, async or serverless.", MODES),
     Setting("model", "model", "string", "Model name from the bundled configs, or a Hugging Face id served from weightsUri."),
+    Setting("modelRevision", "model_revision", "string",
+            "Hugging Face Hub commit of the model that plan sized (empty for a bundled config): the checkpoint the plan describes."),
     Setting("region", "region", "string", "AWS region to deploy into."),
     Setting("instanceType", "instance_type", "string", "EC2 type (reserved) or ml.* type (realtime, async); empty for serverless."),
     Setting("instanceCount", "instance_count", "integer", "Instances for the peak (realtime, reserved) or the async scale-out maximum."),
@@ -82,6 +85,7 @@ BY_KEY = {s.key: s for s in SETTINGS}
 class StackConfig:
     mode: str
     model: str = "flan-t5-xl"
+    model_revision: str = ""
     region: str = "us-east-1"
     instance_type: str = ""
     instance_count: int = 1
@@ -168,6 +172,9 @@ class StackConfig:
         for name in ("usage_requests_per_month", "usage_ms_per_request", "usage_bytes_per_request"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_key(name)} must not be negative, got {getattr(self, name)}.")
+        if self.model_revision and not _REVISION.match(self.model_revision):
+            raise ConfigError(f"{_key('model_revision')} {self.model_revision!r} is not a Hub branch, tag or commit "
+                              "(letters, digits, '.', '_', '-', '/').", hint="Re-run 'llmdeploy plan --stack NAME' to record it.")
         if self.weights_uri and not self.weights_uri.startswith("s3://"):
             raise ConfigError(f"{_key('weights_uri')} must be an s3:// URI, got {self.weights_uri!r}.")
         # Checked in every mode (only reserved uses them) so a typo never waits for a mode switch to surface.

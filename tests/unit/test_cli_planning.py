@@ -115,11 +115,14 @@ def test_bad_config_files(tmp_path):
     assert result.exit_code == 2 and "must be a JSON object" in result.output
     bad.write_text('{"model_type": "whisper"}')
     result = CliRunner().invoke(cli, ["plan", "--model", str(bad)])
-    assert result.exit_code == 2 and "'whisper'" in result.output and "supported" in result.output
+    assert result.exit_code == 2 and "(whisper) lacks the field 'hidden_size' (or d_model" in result.output, result.output
+    bad.write_text('{"model_type": "whisperish", "d_model": 8, "num_heads": 2, "num_layers": 1, "vocab_size": 10}')
+    result = CliRunner().invoke(cli, ["plan", "--model", str(bad)])
+    assert result.exit_code == 2 and "model_type 'whisperish'" in result.output and "closed forms exist for" in result.output
 
 
 def test_planning_imports_no_heavy_module():
-    """plan and estimate must stay instant: no torch, transformers, pulumi, boto3 or sagemaker import."""
+    """plan and estimate must stay instant: no torch, transformers, huggingface_hub, pulumi, boto3 or sagemaker import."""
     code = (
         "import sys\n"
         "from click.testing import CliRunner\n"
@@ -128,7 +131,8 @@ def test_planning_imports_no_heavy_module():
         "    r = CliRunner().invoke(cli, args)\n"
         "    assert r.exit_code == 0, r.output\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "{'torch', 'transformers', 'pulumi', 'pulumi_aws', 'boto3', 'botocore', 'sagemaker', 'matplotlib', 'aiohttp'})\n"
+        "{'torch', 'transformers', 'pulumi', 'pulumi_aws', 'boto3', 'botocore', 'sagemaker', 'matplotlib', 'aiohttp',"
+        " 'huggingface_hub', 'httpx2'})\n"
         "print(heavy)\n"
         "assert not heavy, heavy\n"
     )

@@ -37,10 +37,19 @@ def _runnable(line: str):
         env[key] = value
     if words[:1] != ["llmdeploy"] or len(words) < 2:
         return None
-    offline = words[1] in OFFLINE and "refresh" not in words
+    offline = words[1] in OFFLINE and "refresh" not in words and not _uses_the_hub(words)
     if words[1] == "preview" and "--offline" in words:
         offline = True
     return (env, words[1:]) if offline else None
+
+
+def _uses_the_hub(words: list[str]) -> bool:
+    """A Hub id that is not bundled, or --revision, reaches the Hugging Face Hub (tests/hub covers those)."""
+    from llmdeploy.hub import looks_like_hub_id
+    from llmdeploy.models import bundled_index
+
+    bundled = {row["hf_id"].lower() for row in bundled_index().values()}
+    return "--revision" in words or any(looks_like_hub_id(w) and w.lower() not in bundled for w in words[2:])
 
 
 def _example_blocks():

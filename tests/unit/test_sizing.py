@@ -170,7 +170,11 @@ def test_model_config_errors_name_the_problem(tmp_path):
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_model_config(str(tmp_path))
     bad.write_text('{"model_type": "bert", "hidden_size": 8}')
-    with pytest.raises(ConfigError, match="cannot size; supported"):
+    with pytest.raises(ConfigError, match=r"\(bert\) lacks the field 'num_attention_heads' \(or n_head, "):
+        load_model_config(str(bad))
+    bad.write_text('{"model_type": "no-such-arch", "hidden_size": 8, "num_attention_heads": 2, "num_hidden_layers": 1, '
+                   '"vocab_size": 10}')
+    with pytest.raises(ConfigError, match=r"cannot count the parameters .* has no model_type 'no-such-arch' .*closed forms exist"):
         load_model_config(str(bad))
     bad.write_text('{"model_type": "llama", "hidden_size": 8}')
     with pytest.raises(ConfigError, match="lacks the field"):

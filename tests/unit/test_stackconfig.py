@@ -20,6 +20,15 @@ def test_round_trip_through_the_file(tmp_path, cat):
     assert read_stack_file(path, catalog=cat) == cfg
 
 
+def test_the_hub_commit_plan_sized_round_trips(tmp_path, cat):
+    commit = "8faed761d45a263340a0528343f099c05c9a4323"
+    cfg = StackConfig(mode="reserved", model="Qwen/Qwen2.5-1.5B", model_revision=commit, instance_type="g5.xlarge")
+    path = write_stack_file(tmp_path / "Pulumi.dev.yaml", cfg)
+    assert f"llmdeploy:modelRevision: {commit}" in path.read_text()
+    assert read_stack_file(path, catalog=cat).model_revision == commit
+    assert StackConfig(mode="reserved", instance_type="g5.xlarge").model_revision == "", "bundled configs record none"
+
+
 def test_values_from_pulumi_arrive_as_strings_and_are_coerced(cat):
     cfg = StackConfig.from_mapping(
         {"llmdeploy:mode": "realtime", "llmdeploy:instanceType": "ml.g4dn.xlarge", "llmdeploy:instanceCount": "3", "aws:region": "us-east-1"},
@@ -42,6 +51,8 @@ def test_values_from_pulumi_arrive_as_strings_and_are_coerced(cat):
         ({"mode": "reserved", "instanceType": "p5.48xlarge", "region": "eu-west-1"}, UnknownChoiceError, "instance type in eu-west-1"),
         ({"mode": "reserved", "instanceType": "g4dn.2xlarge", "weightsUri": "https://x"}, ConfigError, "must be an s3:// URI"),
         ({"instanceType": "g4dn.2xlarge"}, ConfigError, "has no llmdeploy:mode"),
+        ({"mode": "reserved", "instanceType": "g4dn.2xlarge", "model": "Qwen/Qwen2.5-1.5B", "modelRevision": "main branch"},
+         ConfigError, "modelRevision 'main branch' is not a Hub branch, tag or commit"),
     ],
 )
 def test_rules(raw, error, needle, cat):
