@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "preview": ("llmdeploy.cli.deploy", "preview", "Show what a stack would create (and cost, with --offline)."),
     "deploy": ("llmdeploy.cli.deploy", "deploy", "Create or update a stack with Pulumi."),
     "destroy": ("llmdeploy.cli.deploy", "destroy", "Delete every resource of a stack."),
+    "status": ("llmdeploy.cli.status", "status", "Health, alarms and month-to-date cost of a deployed stack."),
     "package": ("llmdeploy.cli.package", "package", "Build a reproducible model.tar.gz for the LMI container."),
     "serve": ("llmdeploy.cli.serve", "serve", "Run the SageMaker-compatible endpoint locally."),
     "finetune": ("llmdeploy.cli.finetune", "finetune", "Bring fine-tune GPU clusters up, watch them, take them down."),

@@ -118,6 +118,11 @@ def _render(d: dict) -> None:
     click.echo(f"\nChoice (--mode {d['mode']}): {c['label']} on {c['instance_type'] or 'serverless'}"
                f"{' × ' + str(c['instance_count']) if c['instance_count'] else ''}: {usd(c['monthly_usd'])}/month, "
                f"{usd(c['annual_usd'])}/year")
+    watch = [i for i in c["line_items"] if i["kind"].startswith("cloudwatch-")]
+    click.echo("Monitoring: " + (f"{usd(sum(i['monthly_usd'] for i in watch))}/month of it is the stack's CloudWatch alarms, "
+                                 "dashboard and GPU metrics (before the account's free tier)" if watch else
+                                 f"CloudWatch alarms and dashboard not priced (the catalog has no CloudWatch prices for "
+                                 f"{d['region']})"))
     click.echo(f"Recommended: {d['recommended']['label']}")
     for reason in d["reasons"]:
         click.echo(f"  - {reason}")

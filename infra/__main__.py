@@ -12,6 +12,7 @@ Pulumi's mock runtime (llmdeploy.infra.offline_preview).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -68,6 +69,7 @@ def build_dir(stack: str) -> Path:
 
 
 def main(*, artifact_dir: str | os.PathLike | None = None) -> dict[str, pulumi.Output]:
+    from llmdeploy import monitoring as mon
     from llmdeploy.infra import lmi_image
     from llmdeploy.infra.artifact import ModelArtifact, ModelArtifactArgs, build_tarball, hub_id
 
@@ -80,6 +82,7 @@ def main(*, artifact_dir: str | os.PathLike | None = None) -> dict[str, pulumi.O
         image = lmi_image.lmi_image(config.region, config.lmi_version, config.lmi_image)
     tarball, sha256 = build_tarball(config, artifact_dir or build_dir(stack))
     tags = base_tags(stack=stack, mode=config.mode, owner=config.owner, cost_center=config.cost_center)
+    targets = mon.targets_for(config, load_catalog())  # alarm thresholds: what the plan recorded
 
     # Serverless' CPU image serves the Hub model itself; the bucket still holds the
     # artifact so switching modes never replaces it.
@@ -96,10 +99,12 @@ def main(*, artifact_dir: str | os.PathLike | None = None) -> dict[str, pulumi.O
             instance_type=config.instance_type, instance_count=config.instance_count,
             min_instances=config.min_instances, service_port=config.service_port,
             weights_uri=config.weights_uri, ingress_cidr=config.ingress_cidr, certificate_arn=config.certificate_arn,
-            tags=tags))
+            agent_config=json.dumps(mon.agent_config(stack), indent=2), tags=tags))
         outputs.update(url=served.url, invoke_command=served.invoke_command)
+        dimensions = {mon.LOAD_BALANCER: served.load_balancer_arn_suffix, mon.TARGET_GROUP: served.target_group_arn_suffix,
+                      mon.STACK: stack}
     else:
-        from llmdeploy.infra.sagemaker_endpoint import SageMakerEndpoint, SageMakerEndpointArgs
+        from llmdeploy.infra.sagemaker_endpoint import VARIANT, SageMakerEndpoint, SageMakerEndpointArgs
 
         serverless = config.mode == "serverless"
         served = SageMakerEndpoint("serve", SageMakerEndpointArgs(
@@ -117,6 +122,13 @@ def main(*, artifact_dir: str | os.PathLike | None = None) -> dict[str, pulumi.O
             async_max_concurrent_invocations=config.async_max_concurrent_invocations,
             tags=tags))
         outputs.update(endpoint_name=served.endpoint_name, invoke_command=served.invoke_command)
+        dimensions = {mon.ENDPOINT: served.endpoint_name, mon.VARIANT: VARIANT}
+    from llmdeploy.infra.monitoring import Monitoring, MonitoringArgs
+
+    monitor = Monitoring("monitor", MonitoringArgs(
+        stack=stack, region=config.region, targets=targets, dimensions=dimensions, alarm_email=config.alarm_email,
+        alarm_topic_arn=config.alarm_topic_arn, tags=tags))
+    outputs.update(dashboard_url=monitor.dashboard_url, alarm_topic_arn=monitor.topic_arn)
     for key, value in outputs.items():
         pulumi.export(key, value)
     return outputs

@@ -4,7 +4,9 @@ Rules every document here keeps (tests/infra/test_iam.py checks them on what the
 program registers):
 - no ``*`` resource except for ``ecr:GetAuthorizationToken``, which IAM only
   accepts on ``*`` (it is account-wide: it returns a registry login token and
-  grants no image access by itself);
+  grants no image access by itself), and ``cloudwatch:PutMetricData``, which has
+  no resource-level permissions either and is pinned to one namespace by the
+  ``cloudwatch:namespace`` condition key instead;
 - S3 access names the artifact bucket's objects (``arn:...:bucket/prefix*``), never ``*``;
 - no AWS managed *FullAccess policies anywhere.
 """
@@ -137,7 +139,19 @@ def sagemaker_execution_policy(*, bucket_arn: str, read_prefixes: Sequence[str],
     return document(statements)
 
 
+def put_metric_data(namespace: str) -> list[dict]:
+    """Publish metrics (the CloudWatch agent's) into one namespace only.
+
+    PutMetricData supports no resource ARNs, so IAM only accepts ``*`` here; the ``cloudwatch:namespace``
+    condition key is what scopes it (AWS: "Using condition keys to limit access to CloudWatch namespaces").
+    """
+    return [{"Sid": "PutGpuMetrics", "Effect": "Allow", "Action": ["cloudwatch:PutMetricData"], "Resource": "*",
+             "Condition": {"StringEquals": {"cloudwatch:namespace": namespace}}}]
+
+
 def instance_policy(*, bucket_arn: str, artifact_prefix: str, ecr_repository_arn: str | None,
-                    weights_uri: str = "", partition: str = "aws") -> dict:
-    """The reserved-mode instance role: fetch the model artifact (and weights) and pull the image, nothing else."""
-    return document(s3_read(bucket_arn, [artifact_prefix]) + weights_read(weights_uri, partition) + ecr_pull(ecr_repository_arn))
+                    weights_uri: str = "", partition: str = "aws", metrics_namespace: str | None = None) -> dict:
+    """The reserved-mode instance role: fetch the model artifact (and weights), pull the image and, with
+    ``metrics_namespace``, publish GPU metrics there; nothing else."""
+    statements = s3_read(bucket_arn, [artifact_prefix]) + weights_read(weights_uri, partition) + ecr_pull(ecr_repository_arn)
+    return document(statements + (put_metric_data(metrics_namespace) if metrics_namespace else []))

@@ -12,15 +12,18 @@ total agrees with the plan when the program builds what the plan chose:
 - Application Load Balancer: hours;
 - SageMaker endpoint configuration: each instance variant's type x initial count, always on
   (realtime) or ``usageActiveHoursPerDay`` (async); serverless variants: memory size x usage;
-- KMS key: one key-month.
-Everything else (S3, SNS, IAM, alarms, autoscaling) is free or usage-billed below a cent
-and, as in the plan, not counted.
+- KMS key: one key-month;
+- CloudWatch: each metric alarm by the metrics it reads, the dashboard, and the GPU metrics the
+  reserved fleet's CloudWatch agent publishes (read from the launch template's user data).
+Everything else (S3, SNS, IAM, autoscaling, CloudWatch API requests) is free or usage-billed below
+a cent and, as in the plan, not counted.
 
 The mock runtime is process-global: one run at a time (``run_program`` holds a lock).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import tempfile
@@ -29,7 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmdeploy import costs
+from llmdeploy import monitoring as mon
 from llmdeploy.catalog import Catalog, load_catalog
+from llmdeploy.catalog import instance as cat_instance
 from llmdeploy.stackconfig import NAMESPACE, StackConfig
 
 FAKE_ACCOUNT = "123456789012"
@@ -82,7 +87,10 @@ def _make_mocks_class():
             if args.typ == "aws:s3/bucket:Bucket":
                 outputs.update(bucket=args.name, arn=f"arn:aws:s3:::{args.name}")
             elif args.typ == "aws:lb/loadBalancer:LoadBalancer":
-                outputs.update(dnsName=f"{args.name}-1234567890.{self.region}.elb.amazonaws.com")
+                outputs.update(dnsName=f"{args.name}-1234567890.{self.region}.elb.amazonaws.com",
+                               arnSuffix=f"app/{args.name}/0123456789abcdef")
+            elif args.typ == "aws:lb/targetGroup:TargetGroup":
+                outputs.update(arnSuffix=f"targetgroup/{args.name}/0123456789abcdef")
             elif args.typ == "aws:ec2/launchTemplate:LaunchTemplate":
                 outputs.update(latestVersion=1)
             elif args.typ == "aws:kms/key:Key":
@@ -235,7 +243,9 @@ _KEY_SETTINGS = {
     "aws:sagemaker/model:Model": ("primaryContainer",),
     "aws:appautoscaling/target:Target": ("minCapacity", "maxCapacity", "resourceId"),
     "aws:appautoscaling/policy:Policy": ("policyType",),
-    "aws:cloudwatch/metricAlarm:MetricAlarm": ("metricName", "threshold", "evaluationPeriods"),
+    "aws:cloudwatch/metricAlarm:MetricAlarm": ("name", "metricName", "extendedStatistic", "statistic", "threshold",
+                                               "evaluationPeriods"),
+    "aws:cloudwatch/dashboard:Dashboard": ("dashboardName",),
     "aws:kms/key:Key": ("enableKeyRotation",),
     "aws:s3/bucketObjectv2:BucketObjectv2": ("key",),
     "aws:ec2/securityGroup:SecurityGroup": ("ingress",),
@@ -290,8 +300,18 @@ def price_resources(resources: list[RecordedResource], config: StackConfig, cata
         items: list[costs.LineItem] = []
         if res.type == "aws:autoscaling/group:Group":
             template = by_id[res.inputs["launchTemplate"]["id"]]
-            items.append(costs.ec2_instances(catalog, region, template.inputs["instanceType"],
-                                             int(res.inputs["desiredCapacity"]), config.term))
+            count = int(res.inputs["desiredCapacity"])
+            items.append(costs.ec2_instances(catalog, region, template.inputs["instanceType"], count, config.term))
+            agent = mon.agent_config_from_user_data(base64.b64decode(template.inputs.get("userData") or "").decode())
+            if agent:
+                gpus = cat_instance(catalog, template.inputs["instanceType"]).gpu_count
+                items += costs.monitoring(catalog, region, alarm_metrics=0, dashboards=0,
+                                          custom_metrics=mon.custom_metrics_of_agent(agent, count, gpus))
+        elif res.type == "aws:cloudwatch/metricAlarm:MetricAlarm":
+            reads = 1 if res.inputs.get("metricName") else sum(1 for q in res.inputs.get("metricQueries", []) if q.get("metric"))
+            items += costs.monitoring(catalog, region, alarm_metrics=reads, dashboards=0, custom_metrics=0)
+        elif res.type == "aws:cloudwatch/dashboard:Dashboard":
+            items += costs.monitoring(catalog, region, alarm_metrics=0, dashboards=1, custom_metrics=0)
         elif res.type == "aws:lb/loadBalancer:LoadBalancer":
             items.append(costs.load_balancer(catalog, region))
         elif res.type == "aws:kms/key:Key":
@@ -345,8 +365,9 @@ def format_table(preview: OfflinePreview) -> str:
     lines.append(fmt.format(*headers))
     lines += [fmt.format(*row).rstrip() for row in rows]
     lines += ["", f"Total: ${preview.monthly_usd:,.2f}/month "
-                  "(instances, load balancer, KMS key and serverless usage as in 'llmdeploy plan'; "
-                  "S3, SNS, CloudWatch, data transfer, ALB capacity units and public IPv4 addresses not counted)"]
+                  "(instances, load balancer, KMS key, CloudWatch alarms, dashboard and agent metrics, and serverless usage "
+                  "as in 'llmdeploy plan'; S3, SNS, CloudWatch API requests and the CloudWatch free tier, data transfer, "
+                  "ALB capacity units and public IPv4 addresses not counted)"]
     return "\n".join(lines)
 
 

@@ -45,6 +45,7 @@ from llmdeploy.infra import iam
 from llmdeploy.infra.artifact import ARTIFACT_PREFIX
 from llmdeploy.infra.lmi_image import ecr_registry, ecr_repository_arn, partition
 from llmdeploy.errors import ConfigError
+from llmdeploy.monitoring import GPU_NAMESPACE, agent_setup_lines
 from llmdeploy.stackconfig import check_certificate_arn, check_ingress_cidr
 
 # AWS's GPU base image: NVIDIA driver, Docker and the NVIDIA container toolkit preinstalled.
@@ -76,6 +77,8 @@ class ReservedEndpointArgs:
     ingress_cidr: str = ""
     # ACM certificate in ``region``: HTTPS on 443, and 80 only redirects. Empty: plain HTTP on 80.
     certificate_arn: str = ""
+    # CloudWatch agent config (JSON) for GPU metrics (llmdeploy.monitoring.agent_config); empty: no agent.
+    agent_config: str = ""
     tags: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -102,8 +105,9 @@ class ReservedEndpointArgs:
         return (self.ingress_cidr or EVERYONE) if self.internet_facing else None
 
 
-def render_user_data(*, region: str, image: str, model_data_url: str, service_port: int, weights_uri: str = "") -> str:
-    """The instance boot script: fetch model.tar.gz, log in to ECR, run the LMI container."""
+def render_user_data(*, region: str, image: str, model_data_url: str, service_port: int, weights_uri: str = "",
+                     agent_config: str = "") -> str:
+    """The instance boot script: fetch model.tar.gz, log in to ECR, run the LMI container (then the GPU metrics agent)."""
     q = shlex.quote
     lines = [
         "#!/bin/bash",
@@ -128,6 +132,8 @@ def render_user_data(*, region: str, image: str, model_data_url: str, service_po
         "docker run -d --name llmdeploy --restart unless-stopped --gpus all --shm-size 2g "
         f"-p {int(service_port)}:{CONTAINER_PORT} -v /opt/ml/model:/opt/ml/model{env} \"$IMAGE\""
     )
+    if agent_config:
+        lines += agent_setup_lines(agent_config)
     return "\n".join(lines) + "\n"
 
 
@@ -226,7 +232,8 @@ class ReservedEndpoint(pulumi.ComponentResource):
             role=role.id,
             policy=pulumi.Output.from_input(args.bucket_arn).apply(lambda arn: iam.to_json(iam.instance_policy(
                 bucket_arn=arn, artifact_prefix=ARTIFACT_PREFIX, ecr_repository_arn=ecr_repository_arn(args.image),
-                weights_uri=args.weights_uri, partition=part))),
+                weights_uri=args.weights_uri, partition=part,
+                metrics_namespace=GPU_NAMESPACE if args.agent_config else None))),
             opts=child,
         )
         aws.iam.RolePolicyAttachment(
@@ -237,7 +244,7 @@ class ReservedEndpoint(pulumi.ComponentResource):
         # -- instances -----------------------------------------------------------------------------
         user_data = pulumi.Output.from_input(args.model_data_url).apply(lambda url: base64.b64encode(render_user_data(
             region=args.region, image=args.image, model_data_url=url, service_port=args.service_port,
-            weights_uri=args.weights_uri).encode()).decode())
+            weights_uri=args.weights_uri, agent_config=args.agent_config).encode()).decode())
         template = aws.ec2.LaunchTemplate(
             f"{name}-template",
             image_id=ami.id,
@@ -333,6 +340,9 @@ class ReservedEndpoint(pulumi.ComponentResource):
             opts=child,
         )
 
+        # CloudWatch's LoadBalancer and TargetGroup dimensions: the ARNs' final parts (app/..., targetgroup/...).
+        self.load_balancer_arn_suffix = alb.arn_suffix
+        self.target_group_arn_suffix = target_group.arn_suffix
         # An internal load balancer's name resolves to private addresses: call it from inside the VPC.
         self.url = pulumi.Output.concat(f"{args.scheme}://", alb.dns_name)
         self.invoke_command = alb.dns_name.apply(lambda dns: invoke_command(dns, args.scheme, not args.internet_facing))

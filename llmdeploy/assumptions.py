@@ -26,13 +26,26 @@ class Assumptions:
     json_overhead_bytes: int
     finetune_activation_recompute: bool
     finetune_gpu_usable_fraction: float
+    monitoring: "MonitoringAssumptions"
+
+
+@dataclass(frozen=True)
+class MonitoringAssumptions:
+    """Alarm thresholds that are not plan figures (``[monitoring]`` in assumptions.toml)."""
+
+    error_rate_5xx: float
+    error_rate_4xx: float
+    gpu_memory_fraction: float
+    host_memory_fraction: float
+    serverless_concurrency_fraction: float
+    async_max_wait_s: int
 
 
 @cache
 def load_assumptions() -> Assumptions:
     with PATH.open("rb") as fh:
         raw = tomllib.load(fh)
-    m, s, t, f = raw["memory"], raw["speed"], raw["traffic"], raw["finetune"]
+    m, s, t, f, mon = raw["memory"], raw["speed"], raw["traffic"], raw["finetune"], raw["monitoring"]
     return Assumptions(
         buffer=m["buffer"],
         host_overhead_gib=m["host_overhead_gib"],
@@ -48,4 +61,5 @@ def load_assumptions() -> Assumptions:
         json_overhead_bytes=t["json_overhead_bytes"],
         finetune_activation_recompute=f["activation_recompute"],
         finetune_gpu_usable_fraction=f["gpu_usable_fraction"],
+        monitoring=MonitoringAssumptions(**{k: mon[k] for k in MonitoringAssumptions.__dataclass_fields__}),
     )

@@ -16,7 +16,9 @@ File layout (all TOML, each with ``schema_version``):
 - ``sagemaker_prices.toml``: ``[hosting."REGION"] "ml.TYPE" = {hourly, source}``,
   ``[serverless."REGION"] usd_per_gb_second, usd_per_gb_processed, source``,
   ``[other."REGION"] alb_hourly, kms_key_monthly, source`` and, optionally, ``public_ipv4_hourly`` (USD per
-  public IPv4 address / Elastic IP per hour) with its own ``public_ipv4_source``.
+  public IPv4 address / Elastic IP per hour) with its own ``public_ipv4_source``, and CloudWatch's
+  ``cloudwatch_alarm_metric_monthly``, ``cloudwatch_dashboard_monthly``, ``cloudwatch_custom_metric_monthly``
+  (USD per month, all three or none) with their ``cloudwatch_source``.
 - ``limits.toml``: ``[serverless]`` and ``[async]`` service limits the documentation states, each with a source;
   the ranges AWS's API models declare come from ``llmdeploy/data/aws_limits.json`` (``llmdeploy.apilimits``).
 """
@@ -128,6 +130,16 @@ class ServerlessPrice:
 
 
 @dataclass(frozen=True)
+class CloudWatchPrices:
+    """What the monitoring llmdeploy deploys costs per month (before the account's free tier)."""
+
+    alarm_metric_monthly: float  # per standard-resolution alarm metric
+    dashboard_monthly: float
+    custom_metric_monthly: float  # first 10,000 metrics
+    source: Source
+
+
+@dataclass(frozen=True)
 class OtherPrices:
     region: str
     alb_hourly: float
@@ -135,6 +147,7 @@ class OtherPrices:
     source: Source
     public_ipv4_hourly: float | None = None  # None: the row does not state it (never guessed)
     public_ipv4_source: Source | None = None
+    cloudwatch: CloudWatchPrices | None = None  # None: the row does not state them (never guessed)
 
 
 @dataclass(frozen=True)
@@ -217,7 +230,28 @@ def _other_prices(sources: Mapping[str, Source], region: str, row: Mapping) -> O
             raise ConfigError(f"catalog row {where} has public_ipv4_hourly but no public_ipv4_source naming where it came from.")
         ipv4_source = _source(sources, row["public_ipv4_source"], f"{where}.public_ipv4_hourly")
     return OtherPrices(region, row["alb_hourly"], row["kms_key_monthly"], _source(sources, row["source"], where),
-                       float(ipv4) if ipv4 is not None else None, ipv4_source)
+                       float(ipv4) if ipv4 is not None else None, ipv4_source, _cloudwatch_prices(sources, where, row))
+
+
+_CLOUDWATCH_KEYS = ("cloudwatch_alarm_metric_monthly", "cloudwatch_dashboard_monthly", "cloudwatch_custom_metric_monthly")
+
+
+def _cloudwatch_prices(sources: Mapping[str, Source], where: str, row: Mapping) -> CloudWatchPrices | None:
+    present = [k for k in _CLOUDWATCH_KEYS if k in row]
+    if not present:
+        return None
+    if len(present) != len(_CLOUDWATCH_KEYS):
+        missing = ", ".join(k for k in _CLOUDWATCH_KEYS if k not in row)
+        raise ConfigError(f"catalog row {where} prices CloudWatch only in part; add {missing} or remove the others.")
+    for key in _CLOUDWATCH_KEYS:
+        value = row[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"catalog row {where} has {key} {value!r}; use a price in USD per month (0 or more).")
+    if "cloudwatch_source" not in row:
+        raise ConfigError(f"catalog row {where} has CloudWatch prices but no cloudwatch_source naming where they came from.")
+    return CloudWatchPrices(float(row["cloudwatch_alarm_metric_monthly"]), float(row["cloudwatch_dashboard_monthly"]),
+                            float(row["cloudwatch_custom_metric_monthly"]),
+                            _source(sources, row["cloudwatch_source"], f"{where}.cloudwatch"))
 
 
 def _network_cards(row: Mapping, itype: str) -> int:

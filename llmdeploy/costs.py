@@ -8,6 +8,7 @@ program creates what the plan assumed.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ GB = 1e9  # SageMaker serverless bills data processed per GB (10^9 bytes) and me
 @dataclass(frozen=True)
 class LineItem:
     kind: str  # ec2-instance | load-balancer | sagemaker-instance | serverless-compute | serverless-data | kms-key
+    #          | cloudwatch-alarms | cloudwatch-dashboard | cloudwatch-metrics
     description: str
     quantity: float  # units per month
     unit: str
@@ -78,8 +80,38 @@ def serverless(cat: Catalog, region: str, memory_mb: int, requests_per_month: fl
     ]
 
 
+def monitoring(cat: Catalog, region: str, *, alarm_metrics: int, dashboards: int, custom_metrics: int) -> list[LineItem]:
+    """CloudWatch alarms, dashboards and custom metrics a stack creates (before the account's free tier).
+
+    Empty when the catalog row states no CloudWatch prices: nothing is guessed, and the caller says so.
+    """
+    prices = cat_mod.other_prices(cat, region).cloudwatch
+    if prices is None:
+        return []
+    items = [LineItem("cloudwatch-alarms", f"{alarm_metrics} CloudWatch alarm metric(s), standard resolution",
+                      alarm_metrics, "alarm-metric-month", prices.alarm_metric_monthly, prices.source.key),
+             LineItem("cloudwatch-dashboard", "CloudWatch dashboard", dashboards, "dashboard-month",
+                      prices.dashboard_monthly, prices.source.key)]
+    if custom_metrics:
+        items.append(LineItem("cloudwatch-metrics", f"{custom_metrics} custom metrics (CloudWatch agent, GPU)",
+                              custom_metrics, "metric-month", prices.custom_metric_monthly, prices.source.key))
+    return [i for i in items if i.quantity]
+
+
 def instances_for(peak_rps: float, per_instance_rps: float) -> int:
     """Instances needed to serve a peak, at least one."""
     if per_instance_rps <= 0:
         return 0
     return max(1, math.ceil(peak_rps / per_instance_rps - 1e-9))
+
+
+def planned_to_date(monthly_usd: float, now: dt.datetime) -> tuple[float, float]:
+    """(what the plan's monthly figure has cost since the month began, hours elapsed), UTC months.
+
+    The monthly figure is an hourly rate times 730 hours, so the plan to date is that rate times the hours
+    elapsed: a 31-day month ends at 744/730 of the monthly figure, as the bill would.
+    """
+    now = now.astimezone(dt.timezone.utc)
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    hours = (now - start).total_seconds() / 3600
+    return monthly_usd * hours / HOURS_PER_MONTH, hours

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from llmdeploy import catalog as cat_mod
-from llmdeploy import costs, sizing
+from llmdeploy import costs, monitoring, sizing
 from llmdeploy.assumptions import Assumptions, load_assumptions
 from llmdeploy.catalog import Catalog, Instance
 from llmdeploy.errors import InfeasibleError, UnknownChoiceError, UsageError
@@ -276,7 +276,8 @@ def _serverless_option(m: ModelConfig, dtype: str, cat: Catalog, region: str, tr
                       latency_s=lat.total_s)
     memory_mb = sizes[0]
     ms = math.ceil(lat.total_s * 1000)
-    items = costs.serverless(cat, region, memory_mb, traffic.requests_per_month, ms, _bytes_per_request(traffic, a))
+    items = hosting_items(cat, region, "serverless", serverless_memory_mb=memory_mb, requests_per_month=traffic.requests_per_month,
+                          ms_per_request=ms, bytes_per_request=_bytes_per_request(traffic, a))
     return Option("serverless", None, None, 0, True,
                   f"{memory_mb} MB, ~{lat.total_s:.2f} s per request on CPU, concurrency {concurrency}",
                   tuple(items), lat.total_s, 1, None, 1, memory_mb, concurrency, ms)
@@ -305,21 +306,50 @@ class _Context:
 
     def option(self, mode: str, term: str | None, traffic: Traffic) -> Option:
         cat, region, a = self.cat, self.region, self.a
+        def price(c, n):
+            return hosting_items(cat, region, mode, instance_type=c.instance.type, count=n, gpus=c.instance.gpu_count,
+                                 term=term, active_hours=traffic.active_hours)
         if mode == "reserved":
-            def reserved_price(c, n):
-                return [costs.ec2_instances(cat, region, c.instance.type, n, term), costs.load_balancer(cat, region)]
             # A type without a published price for this term is not a candidate for it.
             ec2 = [c for c in self.ec2 if cat.ec2[(region, c.instance.type)].hourly(term) is not None]
-            return _instance_option("reserved", term, ec2, traffic, a, reserved_price)
+            return _instance_option("reserved", term, ec2, traffic, a, price)
         if mode == "realtime":
-            return _instance_option("realtime", None, self.hosting, traffic, a,
-                                    lambda c, n: [costs.sagemaker_instances(cat, region, c.instance.type, n, 24)])
+            return _instance_option("realtime", None, self.hosting, traffic, a, price)
         if mode == "async":
-            return _instance_option(
-                "async", None, self.hosting_async, traffic, a,
-                lambda c, n: [costs.sagemaker_instances(cat, region, c.instance.type, n, traffic.active_hours),
-                              costs.kms_key(cat, region)])
+            return _instance_option("async", None, self.hosting_async, traffic, a, price)
         return _serverless_option(self.m, self.dtype, cat, region, traffic, buffer=self.buffer, a=a)
+
+
+def hosting_items(cat: Catalog, region: str, mode: str, *, instance_type: str = "", count: int = 0, gpus: int = 0,
+                  term: str | None = "1y", active_hours: float = 24, serverless_memory_mb: int = 0,
+                  requests_per_month: float = 0, ms_per_request: float = 0, bytes_per_request: float = 0,
+                  monitored: "monitoring.Billable | None" = None) -> list[costs.LineItem]:
+    """The monthly line items of one way of hosting: the one pricing rule plan, status and the tests share.
+
+    ``monitored`` is what the stack's monitoring bills (alarms, dashboard, agent metrics); by default the full
+    set the Pulumi program creates for this mode (llmdeploy.monitoring).
+    """
+    if mode == "reserved":
+        items = [costs.ec2_instances(cat, region, instance_type, count, term), costs.load_balancer(cat, region)]
+    elif mode == "realtime":
+        items = [costs.sagemaker_instances(cat, region, instance_type, count, 24)]
+    elif mode == "async":
+        # Scales to zero: instance-hours only while traffic lasts.
+        items = [costs.sagemaker_instances(cat, region, instance_type, count, active_hours), costs.kms_key(cat, region)]
+    else:
+        items = costs.serverless(cat, region, serverless_memory_mb, requests_per_month, ms_per_request, bytes_per_request)
+    b = monitored or monitoring.billable(mode, instance_count=count, gpus_per_instance=gpus)
+    return items + costs.monitoring(cat, region, alarm_metrics=b.alarm_metrics, dashboards=b.dashboards,
+                                    custom_metrics=b.custom_metrics)
+
+
+def planned_line_items(config: StackConfig, cat: Catalog) -> list[costs.LineItem]:
+    """What a stack config costs per month, priced as ``plan`` priced it (``llmdeploy status`` compares the bill)."""
+    return hosting_items(
+        cat, config.region, config.mode, instance_type=config.instance_type, count=config.instance_count,
+        term=config.term, active_hours=config.usage_active_hours_per_day, serverless_memory_mb=config.serverless_memory_mb,
+        requests_per_month=config.usage_requests_per_month, ms_per_request=config.usage_ms_per_request,
+        bytes_per_request=config.usage_bytes_per_request, monitored=monitoring.billable_for(config, cat))
 
 
 def _context(m, dtype, cat, region, traffic, *, loading, buffer, a, only: tuple[str, ...] = ()) -> _Context:
@@ -493,6 +523,11 @@ def stack_config_for(plan_: Plan, *, owner: str = "unknown", cost_center: str = 
         usage_requests_per_month=math.ceil(plan_.traffic.requests_per_month),
         usage_active_hours_per_day=plan_.traffic.active_hours,
         usage_bytes_per_request=_bytes_per_request(plan_.traffic, a),
+        # What the alarms hold the stack to: the latency target and each instance's planned capacity. Async was
+        # chosen knowing a request may take longer than the target (it queues), so its bar is the plan's estimate.
+        usage_latency_target_ms=math.ceil(1000 * (max(plan_.traffic.latency_target_s, c.latency_s or 0)
+                                                  if c.mode == "async" else plan_.traffic.latency_target_s)),
+        usage_requests_per_hour_per_instance=round(3600 * c.requests_per_s_per_instance) if c.requests_per_s_per_instance else 0,
     )
     if c.mode == "serverless":
         return StackConfig(

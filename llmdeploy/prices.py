@@ -500,8 +500,8 @@ class RefreshResult:
             "cache": str(self.cache_dir), "retrieved": self.retrieved.isoformat(), "source_url": SOURCE_URL,
             "queries": self.queries, "price_list_items": self.items_read,
             "regions": [r.as_dict() for r in self.regions],
-            "not_refreshed": "other.* (load balancer hourly, KMS key monthly, public IPv4) prices and every spec/limit "
-                             "file are kept from the bundled snapshot.",
+            "not_refreshed": "other.* (load balancer hourly, KMS key monthly, public IPv4, CloudWatch) prices and every spec/limit file are "
+                             "kept from the bundled snapshot.",
         }
 
 
@@ -882,6 +882,7 @@ def describe() -> dict:
     used = {p.source.key for p in [*cat.ec2.values(), *cat.hosting.values(), *cat.serverless.values(), *cat.other.values()]}
     used |= {o.public_ipv4_source.key for o in cat.other.values() if o.public_ipv4_source}
     used |= {s.key for p in cat.ec2.values() for s in (p.ri_1y_source, p.ri_3y_source) if s}
+    used |= {o.cloudwatch.source.key for o in cat.other.values() if o.cloudwatch}
     return {
         "in_use": "refreshed cache" if refreshed else "bundled snapshot",
         "origin": cat.origin,

@@ -66,6 +66,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("certificateArn", "certificate_arn", "string",
             "Reserved mode: ACM certificate ARN in the stack's region; set, the load balancer serves HTTPS on 443 "
             "and port 80 only redirects to it. Empty = plain HTTP on 80."),
+    Setting("alarmEmail", "alarm_email", "string",
+            "Email address the stack's CloudWatch alarms notify (through a new SNS topic; confirm the subscription mail). "
+            "Empty = no email."),
+    Setting("alarmTopicArn", "alarm_topic_arn", "string",
+            "Existing SNS topic ARN, in the stack's region, for the alarms to notify instead of a new topic."),
     Setting("targetInvocationsPerInstance", "target_invocations_per_instance", "integer", "Realtime autoscaling target, invocations per instance per minute."),
     Setting("serverlessMemoryMb", "serverless_memory_mb", "integer", "Serverless endpoint memory size in MB."),
     Setting("serverlessMaxConcurrency", "serverless_max_concurrency", "integer", "Serverless endpoint max concurrency."),
@@ -77,6 +82,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("usageActiveHoursPerDay", "usage_active_hours_per_day", "integer", "Usage the plan assumed: hours a day with traffic (async scales to zero outside)."),
     Setting("usageMsPerRequest", "usage_ms_per_request", "integer", "Usage the plan assumed: serverless compute milliseconds per request."),
     Setting("usageBytesPerRequest", "usage_bytes_per_request", "integer", "Usage the plan assumed: request + response bytes."),
+    Setting("usageLatencyTargetMs", "usage_latency_target_ms", "integer",
+            "Latency the plan held requests to, in ms: the p90 latency alarm's threshold (0 = none recorded, no alarm)."),
+    Setting("usageRequestsPerHourPerInstance", "usage_requests_per_hour_per_instance", "integer",
+            "Requests one instance serves per hour at the plan's batch size: the capacity alarms' threshold (0 = none)."),
 )
 BY_KEY = {s.key: s for s in SETTINGS}
 
@@ -99,6 +108,8 @@ class StackConfig:
     service_port: int = 8080
     ingress_cidr: str = ""
     certificate_arn: str = ""
+    alarm_email: str = ""
+    alarm_topic_arn: str = ""
     target_invocations_per_instance: int = 60
     serverless_memory_mb: int = 6144
     serverless_max_concurrency: int = 20
@@ -110,6 +121,8 @@ class StackConfig:
     usage_active_hours_per_day: int = 24
     usage_ms_per_request: int = 0
     usage_bytes_per_request: int = 0
+    usage_latency_target_ms: int = 0
+    usage_requests_per_hour_per_instance: int = 0
 
     # -- conversions ---------------------------------------------------------------------------
 
@@ -169,7 +182,8 @@ class StackConfig:
             raise ConfigError(f"{_key('min_instances')} 0 is only possible in async mode (mode is {self.mode!r}).")
         if not 1 <= self.usage_active_hours_per_day <= 24:
             raise ConfigError(f"{_key('usage_active_hours_per_day')} must be 1..24, got {self.usage_active_hours_per_day}.")
-        for name in ("usage_requests_per_month", "usage_ms_per_request", "usage_bytes_per_request"):
+        for name in ("usage_requests_per_month", "usage_ms_per_request", "usage_bytes_per_request", "usage_latency_target_ms",
+                     "usage_requests_per_hour_per_instance"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_key(name)} must not be negative, got {getattr(self, name)}.")
         if self.model_revision and not _REVISION.match(self.model_revision):
@@ -181,6 +195,10 @@ class StackConfig:
         check_ingress_cidr(self.ingress_cidr, name=_key("ingress_cidr"))
         if self.certificate_arn:
             check_certificate_arn(self.certificate_arn, self.region, name=_key("certificate_arn"))
+        if self.alarm_email:
+            check_alarm_email(self.alarm_email, name=_key("alarm_email"))
+        if self.alarm_topic_arn:
+            check_sns_topic_arn(self.alarm_topic_arn, self.region, name=_key("alarm_topic_arn"))
         if self.mode == "serverless":
             self._validate_serverless(catalog)
         elif not self.instance_type:
@@ -353,6 +371,30 @@ def check_certificate_arn(value: str, region: str, *, name: str = "certificate A
     expected = "aws-cn" if region.startswith("cn-") else "aws-us-gov" if region.startswith("us-gov-") else "aws"
     if arn_partition != expected:
         raise ConfigError(f"{name} {value!r} names partition {arn_partition!r}; region {region} is in {expected!r}.")
+    return str(value).strip()
+
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+# arn:PARTITION:sns:REGION:ACCOUNT:NAME (topic names: 1-256 letters, digits, '-' and '_'; FIFO ends in .fifo).
+_TOPIC_ARN = re.compile(r"^arn:(aws|aws-cn|aws-us-gov):sns:([a-z0-9-]+):(\d{12}):[A-Za-z0-9_-]{1,251}(\.fifo)?$")
+
+
+def check_alarm_email(value: str, *, name: str = "alarm email") -> str:
+    if not _EMAIL.match(str(value).strip()):
+        raise ConfigError(f"{name} {value!r} is not an email address (example: oncall@example.com).")
+    return str(value).strip()
+
+
+def check_sns_topic_arn(value: str, region: str, *, name: str = "SNS topic ARN") -> str:
+    """An SNS topic a CloudWatch alarm in ``region`` can notify: alarm actions name topics of their own region."""
+    match = _TOPIC_ARN.match(str(value).strip())
+    if not match:
+        raise ConfigError(f"{name} {value!r} is not an SNS topic ARN; expected arn:aws:sns:{region}:ACCOUNT:TOPIC "
+                          "(see 'aws sns list-topics').")
+    if match.group(2) != region:
+        raise ConfigError(f"{name} {value!r} is in {match.group(2)}, but the stack deploys to {region}; "
+                          f"CloudWatch alarms notify topics in their own region: use a topic in {region}, or leave it "
+                          "empty and set alarmEmail.")
     return str(value).strip()
 
 

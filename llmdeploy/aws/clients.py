@@ -89,6 +89,13 @@ def client(service: str, region: str):
     return cache[key]
 
 
+def require_credentials(region: str) -> None:
+    """CloudError in one line when boto3 finds no credentials at all (before any call is attempted)."""
+    if new_session(region).get_credentials() is None:
+        raise CloudError("no AWS credentials found (set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or use SSO/OIDC).",
+                         hint="Check with: aws sts get-caller-identity.")
+
+
 def reset() -> None:
     """Forget this thread's sessions and clients (tests switch endpoints between runs)."""
     _local.clients = {}

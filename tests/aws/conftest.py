@@ -1,6 +1,7 @@
 """A real moto server for the AWS tests: one process per session, reset before each test.
 
-The server runs as a child process on 127.0.0.1 (``python -m moto.server``);
+The server runs as a child process on 127.0.0.1 (``moto_plus.py``: ``python -m moto.server`` plus the
+percentile statistics and Cost Explorer tag calls moto lacks, see that file);
 llmdeploy's clients reach it through ``LLMDEPLOY_AWS_ENDPOINT_URL``. It is
 stopped by its PID at the end of the session.
 """
@@ -29,10 +30,10 @@ def _free_port() -> int:
 
 
 def start_moto_server() -> tuple[subprocess.Popen, str]:
-    """Start ``python -m moto.server`` on a free port and wait until it answers."""
+    """Start the moto server (``moto_plus.py``) on a free port and wait until it answers."""
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, str(Path(__file__).with_name("moto_plus.py")), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -82,6 +82,10 @@ kms_key_monthly = 1.0
 source = "test"
 public_ipv4_hourly = 0.005
 public_ipv4_source = "test"
+cloudwatch_alarm_metric_monthly = 0.10
+cloudwatch_dashboard_monthly = 3.00
+cloudwatch_custom_metric_monthly = 0.30
+cloudwatch_source = "test"
 [other."us-west-2"]
 alb_hourly = 0.0225
 kms_key_monthly = 1.0

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from llmdeploy.infra import iam
+from llmdeploy.monitoring import GPU_NAMESPACE
 
 from .mocks import MODES, as_list, of_type, one, policy_documents, run_mode, statements
 
@@ -29,8 +30,13 @@ def test_no_iam_policy_may_grant_s3_on_star(mode):
 def test_only_ecr_login_may_use_a_star_resource(mode):
     for name, st in _allow_statements(run_mode(mode)):
         if "*" in as_list(st["Resource"]):
+            if as_list(st["Action"]) == ["cloudwatch:PutMetricData"]:
+                # No resource ARNs exist for it: the namespace condition is what scopes it (one namespace, exactly).
+                assert st["Condition"] == {"StringEquals": {"cloudwatch:namespace": GPU_NAMESPACE}}, (
+                    f"PutMetricData on '*' must be pinned to the {GPU_NAMESPACE} namespace ({name})")
+                continue
             assert as_list(st["Action"]) == ["ecr:GetAuthorizationToken"], (
-                f"only ecr:GetAuthorizationToken may use Resource '*' ({name}: {st['Action']})")
+                f"only ecr:GetAuthorizationToken (and namespace-pinned PutMetricData) may use Resource '*' ({name}: {st['Action']})")
         assert "*" not in as_list(st["Action"]), f"no IAM policy may allow every action ({name})"
 
 
@@ -69,7 +75,7 @@ def test_instance_role_reads_only_the_artifact_bucket_objects():
     assert s3 and all(r.startswith(f"{bucket_arn}/") for s in s3 for r in as_list(s["Resource"])), (
         "the instance role may read only the artifact bucket's objects")
     actions = {a for s in doc["Statement"] for a in as_list(s["Action"])}
-    assert actions == {"s3:GetObject", "ecr:GetAuthorizationToken", *iam.ECR_PULL_ACTIONS}
+    assert actions == {"s3:GetObject", "ecr:GetAuthorizationToken", *iam.ECR_PULL_ACTIONS, "cloudwatch:PutMetricData"}
 
 
 def test_sids_are_unique():

@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from llmdeploy import costs
+from llmdeploy.plan import planned_line_items
 from llmdeploy.catalog import load_catalog
 from llmdeploy.cli.main import cli
 from llmdeploy.infra.offline_preview import offline_preview
@@ -15,17 +16,8 @@ from .mocks import stack_config
 
 
 def _plan_items(mode):
-    """What plan sums for the same stack (llmdeploy/plan.py's line items)."""
-    c, cat = stack_config(mode), load_catalog()
-    if mode == "reserved":
-        return [costs.ec2_instances(cat, c.region, c.instance_type, c.instance_count, c.term), costs.load_balancer(cat, c.region)]
-    if mode == "realtime":
-        return [costs.sagemaker_instances(cat, c.region, c.instance_type, c.instance_count, 24)]
-    if mode == "async":
-        return [costs.sagemaker_instances(cat, c.region, c.instance_type, c.instance_count, c.usage_active_hours_per_day),
-                costs.kms_key(cat, c.region)]
-    return costs.serverless(cat, c.region, c.serverless_memory_mb, c.usage_requests_per_month, c.usage_ms_per_request,
-                            c.usage_bytes_per_request)
+    """What plan sums for the same stack (llmdeploy/plan.py's line items, priced from the stack config)."""
+    return planned_line_items(stack_config(mode), load_catalog())
 
 
 @pytest.mark.parametrize("mode", ["reserved", "realtime", "async", "serverless"])
@@ -33,12 +25,13 @@ def test_preview_prices_each_billable_resource_like_the_plan(mode):
     result = offline_preview(stack_config(mode), stack=f"p-{mode}")
     assert result.monthly_usd == pytest.approx(costs.total(_plan_items(mode)), abs=1e-9)
     billable = {r.type for r in result.resources if r.items}
+    cloudwatch = {"aws:cloudwatch/metricAlarm:MetricAlarm", "aws:cloudwatch/dashboard:Dashboard"}
     expected = {
         "reserved": {"aws:autoscaling/group:Group", "aws:lb/loadBalancer:LoadBalancer"},
         "realtime": {"aws:sagemaker/endpointConfiguration:EndpointConfiguration"},
         "async": {"aws:sagemaker/endpointConfiguration:EndpointConfiguration", "aws:kms/key:Key"},
         "serverless": {"aws:sagemaker/endpointConfiguration:EndpointConfiguration"},
-    }[mode]
+    }[mode] | cloudwatch
     assert billable == expected
 
 

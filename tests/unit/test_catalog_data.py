@@ -56,6 +56,7 @@ def test_every_row_names_a_defined_source(cat):
 def test_every_source_is_used(cat):
     used = {row.source.key for row in _all_rows(cat)}
     used |= {o.public_ipv4_source.key for o in cat.other.values() if o.public_ipv4_source is not None}
+    used |= {o.cloudwatch.source.key for o in cat.other.values() if o.cloudwatch is not None}
     assert set(cat.sources) == used, f"unused sources: {set(cat.sources) - used}"
 
 

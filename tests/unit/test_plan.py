@@ -34,7 +34,10 @@ def test_reserved_g4dn_2xlarge_one_year_ri_per_year_comes_from_the_catalog(cat):
     assert annual_instance == pytest.approx(ri * 8760)
     assert 3900 < annual_instance < 4300, "a 1-year RI g4dn.2xlarge is about $4.1K a year"
     alb = next(i for i in choice.line_items if i.kind == "load-balancer")
-    assert choice.monthly_usd == pytest.approx(instances.monthly_usd + alb.monthly_usd, abs=0.01)
+    monitoring = [i for i in choice.line_items if i.kind.startswith("cloudwatch-")]
+    assert {i.kind for i in monitoring} == {"cloudwatch-alarms", "cloudwatch-dashboard", "cloudwatch-metrics"}, (
+        "the stack's alarms, dashboard and GPU agent metrics are priced")
+    assert choice.monthly_usd == pytest.approx(instances.monthly_usd + alb.monthly_usd + costs.total(monitoring), abs=0.01)
 
 
 def test_serverless_refuses_flan_t5_xl_and_accepts_flan_t5_small(cat):
@@ -56,9 +59,15 @@ def test_serverless_needs_a_gpu_when_cpu_latency_misses_the_target(cat):
 
 def test_serverless_cost_is_linear_in_requests(cat):
     m = load_model_config("flan-t5-small")
-    one = make_plan(m, cat=cat, mode="serverless", traffic=Traffic(requests_per_day=1000)).choice.monthly_usd
-    ten = make_plan(m, cat=cat, mode="serverless", traffic=Traffic(requests_per_day=10000)).choice.monthly_usd
+    def usage(rpd):  # what requests pay for; the monitoring (alarms, dashboard) is a fixed monthly amount on top
+        items = make_plan(m, cat=cat, mode="serverless", traffic=Traffic(requests_per_day=rpd)).choice.line_items
+        fixed = [i for i in items if i.kind.startswith("cloudwatch-")]
+        assert fixed, "the serverless stack's alarms and dashboard are priced too"
+        return costs.total([i for i in items if i not in fixed]), costs.total(fixed)
+
+    (one, fixed_one), (ten, fixed_ten) = usage(1000), usage(10000)
     assert ten == pytest.approx(10 * one, rel=0.01)
+    assert fixed_one == fixed_ten
 
 
 def test_instances_scale_with_peak_traffic(cat):
