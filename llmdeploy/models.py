@@ -14,6 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from llmdeploy.checks import MAX_CONFIG_INT, shown
 from llmdeploy.errors import ConfigError, UnknownChoiceError
 
 MODELS_DIR = Path(__file__).parent / "data" / "models"
@@ -85,12 +86,17 @@ def load_model_config(name_or_path: str) -> ModelConfig:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    from llmdeploy.fileio import read_text_utf8
+
+    text = read_text_utf8(path, "model config")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"model config {path} is not valid JSON (line {exc.lineno}: {exc.msg}).") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read model config {path}: {exc.strerror}.") from None
+    except ValueError as exc:  # an integer of more than 4300 digits (Python's int-parsing limit)
+        raise ConfigError(f"model config {path} has a number too long to read: {str(exc).split(';')[0]}.") from None
+    except RecursionError:
+        raise ConfigError(f"model config {path} is nested too deeply to read.") from None
     if not isinstance(data, dict):
         raise ConfigError(f"model config {path} must be a JSON object, got {type(data).__name__}.")
     return data
@@ -98,10 +104,10 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def from_dict(raw: dict[str, Any], *, name: str, hf_id: str | None = None, origin: str = "") -> ModelConfig:
     model_type = raw.get("model_type")
-    reader = _FAMILY_READERS.get(model_type)
+    reader = _FAMILY_READERS.get(model_type) if isinstance(model_type, str) else None
     if reader is None:
         raise ConfigError(
-            f"model config {origin or name} has model_type {model_type!r}, which llmdeploy cannot size; "
+            f"model config {origin or name} has model_type {shown(model_type)}, which llmdeploy cannot size; "
             f"supported: {', '.join(sorted(_FAMILY_READERS))}."
         )
     try:
@@ -114,19 +120,28 @@ def from_dict(raw: dict[str, Any], *, name: str, hf_id: str | None = None, origi
     config = ModelConfig(
         name=name, model_type=model_type, hf_id=hf_id, origin=origin, native_dtype=_TORCH_DTYPES.get(str(dtype), "fp32"), **fields
     )
-    for field_name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff"):
+    # Derived sizes too (head_dim = hidden / heads, GPT-2's n_inner), each 1..MAX_CONFIG_INT.
+    for field_name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "max_positions"):
         value = getattr(config, field_name)
-        if not isinstance(value, int) or value <= 0:
-            raise ConfigError(f"model config {origin or name}: {field_name} must be a positive integer, got {value!r}.")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_CONFIG_INT:
+            raise ConfigError(f"model config {origin or name}: {field_name} must be a whole number 1..{MAX_CONFIG_INT}, "
+                              f"got {shown(value)}.")
+    if config.n_kv_heads > config.n_heads:
+        raise ConfigError(f"model config {origin or name}: {config.n_kv_heads} key/value heads is more than its "
+                          f"{config.n_heads} attention heads.")
     return config
 
 
-def _int(raw: dict[str, Any], key: str, default: Any = None) -> int:
+def _int(raw: dict[str, Any], key: str, default: Any = None, *, minimum: int = 1) -> int:
+    """The integer ``raw[key]``: whole, ``minimum``..MAX_CONFIG_INT (0 layers, heads or widths would divide by zero,
+    negative ones give negative sizes and times, and a 5000-digit one overflows every float)."""
     value = raw.get(key, default)
     if value is None:
         raise KeyError(key)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{key} must be an integer, got {value!r}")
+        raise ValueError(f"{key} must be an integer, got {shown(value)}")
+    if not minimum <= value <= MAX_CONFIG_INT:
+        raise ValueError(f"{key} must be {minimum}..{MAX_CONFIG_INT}, got {shown(value)}")
     return value
 
 
@@ -147,7 +162,7 @@ def _t5(raw: dict[str, Any]) -> dict[str, Any]:
         tied_embeddings=bool(raw.get("tie_word_embeddings", True)),
         attention_bias=False,
         max_positions=_int(raw, "n_positions", 512),
-        relative_attention_buckets=_int(raw, "relative_attention_num_buckets", 32),
+        relative_attention_buckets=_int(raw, "relative_attention_num_buckets", 32, minimum=0),
     )
 
 
