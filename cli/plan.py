@@ -69,8 +69,6 @@ def plan(ctx, mode, term, model, dtype, region, requests_per_day, peak_rps, inpu
     It shows the changes and asks, or needs --force when there is no terminal.
     Nothing is written unless every check of the command passed.
     """
-    import sys
-
     from click.core import ParameterSource
 
     from llmdeploy import plan as plan_mod
@@ -104,7 +102,7 @@ def plan(ctx, mode, term, model, dtype, region, requests_per_day, peak_rps, inpu
                      if ctx.get_parameter_source(param) is ParameterSource.DEFAULT)
         update = prepare_stack_file(stack_path, config, header=report.stack_header(result), keep_existing=keep)
         if update.existed and update.changes:
-            if not force and not sys.stdin.isatty():
+            if not force and not _interactive():
                 raise LlmdeployError(f"{update.path} exists and plan would change {update.brief()}; pass --force to "
                                      "update those (every other key is kept), or run plan in a terminal to be asked.")
             for line in update.summary():
@@ -130,6 +128,13 @@ def plan(ctx, mode, term, model, dtype, region, requests_per_day, peak_rps, inpu
             click.echo(f"\nWrote {written}: deploy it with 'llmdeploy deploy --stack {stack}' or 'pulumi up -s {stack}'.")
         if chart_path:
             click.echo(f"Drew {chart_path}.")
+
+
+def _interactive() -> bool:
+    """Whether someone can answer a question (stdin is a terminal)."""
+    import sys
+
+    return sys.stdin.isatty()
 
 
 def _render(d: dict) -> None:

@@ -182,6 +182,9 @@ def plan_cluster(
     idle_minutes = None
     if idle is not None:
         idle_minutes = max(1, int(parse_duration(idle, option="--idle").total_seconds() // 60))
+        if idle_minutes * 60 >= ttl_delta.total_seconds():
+            raise UsageError(f"--idle {idle} is not shorter than --ttl {ttl}: the idle limit would never end the cluster.",
+                             hint="Pass a shorter --idle, or leave it out.")
     inst = check_gpu_instance(cat, region, instance_type)
     if instances is None:
         if model is None:
