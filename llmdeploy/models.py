@@ -80,6 +80,8 @@ def load_model_config(name_or_path: str) -> ModelConfig:
             raise ConfigError(f"model directory {key!r} has no config.json.", hint="Point at a Hugging Face model folder or its config.json.")
     if path.is_file():
         return from_dict(_read_json(path), name=path.parent.name if path.name == "config.json" else path.stem, origin=str(path))
+    if path.exists():  # a FIFO, a device, a socket: reading could block or never end
+        raise ConfigError(f"model config {key!r} is not a regular file.", hint="Point at a config.json or a model folder.")
     raise UnknownChoiceError(
         "model", key, index, fix="Use a bundled name (llmdeploy estimate --list-models) or a path to a config.json or model folder."
     )

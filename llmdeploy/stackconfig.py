@@ -491,6 +491,8 @@ def read_stack_file(path: str | Path, *, catalog=None) -> StackConfig:
     from llmdeploy.fileio import read_text_utf8
 
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"stack config {path} is not a regular file.")
     if not path.is_file():
         raise ConfigError(
             f"stack config {path} does not exist.", hint=f"Write it with 'llmdeploy plan --stack {path.stem.removeprefix('Pulumi.')}'."

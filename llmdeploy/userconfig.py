@@ -47,6 +47,8 @@ def config_path() -> Path:
 
 def load_user_config(path: Path | None = None) -> dict[str, Any]:
     path = path or config_path()
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"user config {path} is not a regular file.", hint="Point LLMDEPLOY_CONFIG at a TOML file.")
     if not path.is_file():
         if os.environ.get("LLMDEPLOY_CONFIG"):
             raise ConfigError(f"LLMDEPLOY_CONFIG names {str(path)!r}, which does not exist.", hint="Create it or unset LLMDEPLOY_CONFIG.")

@@ -116,3 +116,22 @@ def test_a_broken_price_cache_can_still_be_cleared():
 def test_a_broken_catalog_folder_is_one_line(tmp_path):
     folder = _cache_with("gpus.toml", b"\xff", cache=tmp_path / "cat")
     assert_refused(invoke(["plan", "--catalog", folder]), 2, "not UTF-8", "gpus.toml")
+
+
+@pytest.mark.parametrize("command", [["estimate"], ["plan", "--model"]])
+def test_a_model_config_that_is_a_fifo_is_not_read(command, tmp_path):
+    """Reading a FIFO would block for ever: refused by its kind, before any read."""
+    import os
+
+    os.mkfifo(tmp_path / "config.json")
+    assert_refused(invoke([*command, tmp_path / "config.json"]), 2, "not a regular file")
+
+
+def test_a_user_config_or_stack_file_that_is_a_fifo_is_not_read(tmp_path, monkeypatch):
+    import os
+
+    os.mkfifo(tmp_path / "Pulumi.dev.yaml")
+    assert_refused(invoke(["preview", "--offline", "--stack", "dev", "--project-dir", tmp_path]), 2, "not a regular file")
+    os.mkfifo(tmp_path / "config.toml")
+    monkeypatch.setenv("LLMDEPLOY_CONFIG", str(tmp_path / "config.toml"))
+    assert_refused(invoke(["plan"]), 2, "not a regular file")
