@@ -23,6 +23,16 @@ SHARED = (
 SHELLS = ("bash", "zsh", "fish")
 
 
+def _command(name: str) -> str:
+    """A command whose [section] the file may have; UnknownChoiceError (exit 2, did you mean) otherwise."""
+    from llmdeploy.cli.main import COMMANDS
+    from llmdeploy.errors import UnknownChoiceError
+
+    if name not in COMMANDS:
+        raise UnknownChoiceError("command", name, COMMANDS, fix="Pass --command with one of these.")
+    return name
+
+
 @click.group()
 def config():
     """Show the effective configuration, the config file, and shell completion."""
@@ -33,7 +43,8 @@ Examples:
   llmdeploy config show
   LLMDEPLOY_REGION=eu-west-1 llmdeploy config show --command plan --json
 """)
-@click.option("--command", "command_name", default="plan", show_default=True, help="Whose [section] of the config file to apply.")
+@click.option("--command", "command_name", default="plan", show_default=True, callback=lambda ctx, p, v: _command(v),
+              help="Whose [section] of the config file to apply.")
 @opt.json_option
 def show(command_name, as_json):
     """Each shared setting, its value and where it came from (flag > environment > file > default)."""

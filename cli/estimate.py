@@ -24,13 +24,13 @@ Examples:
 @opt.model_argument()
 @opt.revision_option
 @opt.dtype_option
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Requests served together.")
-@click.option("--input-tokens", type=click.IntRange(min=1), default=256, show_default=True, help="Prompt length.")
-@click.option("--output-tokens", type=click.IntRange(min=1), default=64, show_default=True, help="Generated tokens.")
+@click.option("--batch", type=opt.BATCH, default=1, show_default=True, help="Requests served together.")
+@click.option("--input-tokens", type=opt.TOKENS, default=256, show_default=True, help="Prompt length.")
+@click.option("--output-tokens", type=opt.TOKENS, default=64, show_default=True, help="Generated tokens.")
 @opt.buffer_option
 @opt.loading_option
-@click.option("--finetune-batch", type=click.IntRange(min=1), default=8, show_default=True, help="Micro-batch for the fine-tune estimate.")
-@click.option("--finetune-seq", type=click.IntRange(min=1), default=512, show_default=True, help="Sequence length for the fine-tune estimate.")
+@click.option("--finetune-batch", type=opt.BATCH, default=8, show_default=True, help="Micro-batch for the fine-tune estimate.")
+@click.option("--finetune-seq", type=opt.TOKENS, default=512, show_default=True, help="Sequence length for the fine-tune estimate.")
 @click.option("--instance-type", "instance_types", multiple=True, metavar="TYPE", help="Only show fit for this type; repeatable.")
 @click.option("--list-models", is_flag=True, help="List the bundled model configs and exit.")
 @opt.region_option

@@ -11,7 +11,7 @@ import os
 
 import click
 
-from llmdeploy.cli.options import emit_json, json_option, region_option, stack_option, yes_option
+from llmdeploy.cli.options import Whole, emit_json, json_option, region_option, stack_option, yes_option
 from llmdeploy.cli.render import table
 
 DEFAULT_OWNER_ENV = "LLMDEPLOY_OWNER"
@@ -62,7 +62,7 @@ def finetune() -> None:
 
 
 @finetune.command("up")
-@click.option("--instances", type=int, default=None, metavar="N", help="Number of nodes (default: sized from --model).")
+@click.option("--instances", type=Whole(), default=None, metavar="N", help="Number of nodes (default: sized from --model).")
 @click.option("--ttl", required=True, metavar="DURATION", help="Deadline from now: 6h, 90m, 1d2h. Nodes terminate at it.")
 @click.option("--idle", metavar="DURATION", default=None, help="Also terminate a node whose GPUs sat idle this long (e.g. 30m).")
 @click.option("--instance-type", default="p4d.24xlarge", show_default=True, metavar="TYPE", help="EC2 GPU instance type.")

@@ -10,6 +10,7 @@ line and an exit status.
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 
 import click
@@ -107,18 +108,42 @@ def cli(ctx: click.Context) -> None:
     Options come from flags, then LLMDEPLOY_* environment variables, then the
     user config file (see 'llmdeploy config show'), then built-in defaults.
     """
-    from llmdeploy.userconfig import default_map, load_user_config
+    from llmdeploy.userconfig import check_keys, config_path, default_map, load_user_config
 
     try:
         raw = load_user_config()
+        if raw:
+            check_keys(raw, option_names(ctx), path=config_path())
+            ctx.default_map = default_map(raw, list(COMMANDS))
     except LlmdeployError as exc:
         click.echo(f"Error: {exc}", err=True)
         ctx.exit(exc.exit_code)
-    if raw:
-        ctx.default_map = default_map(raw, list(COMMANDS))
+
+
+def option_names(ctx: click.Context) -> dict:
+    """{command: its option names} ({group: {subcommand: ...}}): what the user config may set.
+
+    Imports every command module (click and llmdeploy only: no SDK), so it runs only when a config file exists.
+    """
+
+    def walk(command: click.Command):
+        if isinstance(command, click.Group):
+            return {name: walk(command.get_command(ctx, name)) for name in command.list_commands(ctx)}
+        return {p.name for p in command.params if p.name and p.name != "help"}
+
+    return walk(cli)
+
+
+def _terminate(signum, frame) -> None:
+    """SIGTERM ends the command the way Ctrl-C does: by an exception, so every cleanup (temp files) runs."""
+    signal.signal(signum, signal.SIG_DFL)  # a second SIGTERM kills at once
+    raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Only in the real process (the console script), not under CliRunner: a test must not own the signal.
+    # `llmdeploy serve` installs its own handlers on its event loop, which take over while it runs.
+    signal.signal(signal.SIGTERM, _terminate)
     cli.main(args=argv, prog_name="llmdeploy")
 
 

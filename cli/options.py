@@ -9,11 +9,15 @@ Precedence for every option: flag > environment variable > user config file
 from __future__ import annotations
 
 import json as _json
+import os
 import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
+from llmdeploy import checks
+from llmdeploy.errors import UsageError
 from llmdeploy.sizing import DTYPE_BYTES, LOADING_STRATEGIES
 
 DEFAULT_REGION = "us-east-1"
@@ -45,12 +49,94 @@ stack_option = click.option(
     help="Pulumi stack name (Pulumi.NAME.yaml at the project root).",
 )
 
-yes_option = click.option("--yes", "-y", is_flag=True, help="Do it; without this only show what would happen.")
+# -- numbers: every numeric flag goes through one of these (llmdeploy.checks does the checking) -----------
+
+
+class _BadNumber(click.BadParameter):
+    """click's BadParameter printed as our own one line ("--buffer must be ..."), still exit 2."""
+
+    def format_message(self) -> str:
+        return self.message
+
+
+def _label(param: click.Parameter | None, ctx: click.Context | None) -> str:
+    """The flag's name, and where its value came from when that was not the command line."""
+    if param is None:
+        return "value"
+    name = max(param.opts, key=len) if getattr(param, "opts", None) else (param.human_readable_name or "value")
+    source = ctx.get_parameter_source(param.name) if ctx is not None and param.name else None
+    if source is ParameterSource.ENVIRONMENT:
+        envvars = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or ())
+        name += f" (from ${next((e for e in envvars if os.environ.get(e)), envvars[0] if envvars else 'environment')})"
+    elif source is ParameterSource.DEFAULT_MAP:
+        name += " (from the user config file)"
+    return name
+
+
+class Number(click.ParamType):
+    """A finite float within optional bounds: ``nan``, ``inf``, ``1e400`` and out-of-range values are one line."""
+
+    name = "float"
+
+    def __init__(self, minimum: float | None = None, maximum: float | None = None, above: float | None = None):
+        self.minimum, self.maximum, self.above = minimum, maximum, above
+
+    def convert(self, value, param, ctx):
+        label = _label(param, ctx)
+        try:
+            return checks.number(label, checks.parse_float(label, value), minimum=self.minimum, maximum=self.maximum,
+                                 above=self.above)
+        except UsageError as exc:
+            raise _BadNumber(str(exc), ctx=ctx, param=param) from None
+
+    def __repr__(self) -> str:
+        return f"Number({self.minimum}, {self.maximum}, above={self.above})"
+
+
+class Whole(click.ParamType):
+    """A whole number within optional bounds; a 5000-digit value is refused by its length, not echoed whole."""
+
+    name = "integer"
+
+    def __init__(self, minimum: int | None = None, maximum: int | None = None):
+        self.minimum, self.maximum = minimum, maximum
+
+    def convert(self, value, param, ctx):
+        label = _label(param, ctx)
+        try:
+            return checks.number(label, checks.parse_int(label, value), minimum=self.minimum, maximum=self.maximum)
+        except UsageError as exc:
+            raise _BadNumber(str(exc), ctx=ctx, param=param) from None
+
+    def __repr__(self) -> str:
+        return f"Whole({self.minimum}, {self.maximum})"
+
+
+TOKENS = Whole(1, checks.MAX_TOKENS)
+BATCH = Whole(1, checks.MAX_BATCH)
+
+
+# -- confirmation: from the command line or one named environment variable, never from a config file ----
+
+ASSUME_YES_ENV = "LLMDEPLOY_ASSUME_YES"
+
+
+def _yes_not_from_a_file(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    # The user config loader already refuses a `yes` key; this keeps the rule whatever fills default_map.
+    if value and ctx.get_parameter_source(param.name) is ParameterSource.DEFAULT_MAP:
+        raise click.UsageError(f"--yes cannot come from a config file; pass --yes or set {ASSUME_YES_ENV}=1 for one run.")
+    return value
+
+
+yes_option = click.option(
+    "--yes", "-y", is_flag=True, envvar=ASSUME_YES_ENV, callback=_yes_not_from_a_file,
+    help=f"Do it; without this only show what would happen (or ask). Also ${ASSUME_YES_ENV}=1; never from the config file.",
+)
 
 
 def emit_json(payload: object) -> None:
-    """One JSON document on stdout, stable key order, newline-terminated."""
-    sys.stdout.write(_json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+    """One JSON document on stdout, stable key order, newline-terminated; never NaN or Infinity (not JSON)."""
+    sys.stdout.write(_json.dumps(checks.finite_json(payload), indent=2, sort_keys=False, allow_nan=False, default=str) + "\n")
 
 
 def model_argument(default: str | None = DEFAULT_MODEL):
@@ -90,7 +176,7 @@ dtype_option = click.option(
 
 buffer_option = click.option(
     "--buffer",
-    type=click.FloatRange(min=0, max=4),
+    type=Number(minimum=0, maximum=4),
     default=None,
     help="Extra GPU memory on top of weights + KV cache, as a fraction (default 0.2 = 20 %).",
 )

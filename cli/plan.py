@@ -6,6 +6,7 @@ import click
 
 from llmdeploy.cli import options as opt
 from llmdeploy.cli.render import table, usd
+from llmdeploy.fileio import check_output_path, write_atomic
 from llmdeploy.plan import PLAN_MODES, TERMS
 
 
@@ -30,12 +31,15 @@ Examples:
 @opt.revision_option
 @opt.dtype_option
 @opt.region_option
-@click.option("--requests-per-day", type=float, default=10_000, show_default=True, help="Average daily requests.")
-@click.option("--peak-rps", type=float, default=None, help="Peak requests per second (default: twice the active-hours average).")
-@click.option("--input-tokens", type=int, default=256, show_default=True, help="Prompt tokens per request.")
-@click.option("--output-tokens", type=int, default=64, show_default=True, help="Generated tokens per request.")
-@click.option("--active-hours", type=int, default=12, show_default=True, help="Hours a day that see traffic (1-24).")
-@click.option("--latency-target", type=float, default=5.0, show_default=True, help="Seconds one request may take.")
+# Flags are parsed as finite numbers here; their ranges and consistency (peak >= average) are checked
+# once, by plan.Traffic.validate, so a library caller gets the same lines.
+@click.option("--requests-per-day", type=opt.Number(), default=10_000, show_default=True, help="Average daily requests.")
+@click.option("--peak-rps", type=opt.Number(), default=None,
+              help="Peak requests per second, at least the active-hours average (default: twice that average).")
+@click.option("--input-tokens", type=opt.Whole(), default=256, show_default=True, help="Prompt tokens per request.")
+@click.option("--output-tokens", type=opt.Whole(), default=64, show_default=True, help="Generated tokens per request.")
+@click.option("--active-hours", type=opt.Whole(), default=12, show_default=True, help="Hours a day that see traffic (1-24).")
+@click.option("--latency-target", type=opt.Number(), default=5.0, show_default=True, help="Seconds one request may take.")
 @click.option("--instance-type", "instance_types", multiple=True, metavar="TYPE",
               help="Only consider this GPU type (EC2 or ml. name); repeatable.")
 @opt.buffer_option
@@ -45,26 +49,47 @@ Examples:
 @click.option("--owner", envvar="LLMDEPLOY_OWNER", default="unknown", show_default=True, help="Owner tag for the stack.")
 @click.option("--cost-center", envvar="LLMDEPLOY_COST_CENTER", default="unassigned", show_default=True, help="Cost-center tag.")
 @click.option("--markdown", is_flag=True, help="Print a Markdown table (for pull-request comments).")
-@click.option("--chart", type=click.Path(dir_okay=False, writable=True), help="Also draw monthly cost against traffic to this PNG.")
+@click.option("--chart", type=click.Path(dir_okay=False), help="Also draw monthly cost against traffic to this PNG.")
+@click.option("--force", is_flag=True,
+              help="Update an existing Pulumi.NAME.yaml without asking (only the settings plan owns; never from the config file).")
 @opt.catalog_option
 @opt.json_option
-def plan(mode, term, model, revision, dtype, region, requests_per_day, peak_rps, input_tokens, output_tokens, active_hours, latency_target,
-         instance_types, buffer, loading, stack, project_dir, owner, cost_center, markdown, chart, catalog_dir, as_json):
+@click.pass_context
+def plan(ctx, mode, term, model, revision, dtype, region, requests_per_day, peak_rps, input_tokens, output_tokens,
+         active_hours, latency_target, instance_types, buffer, loading, stack, project_dir, owner, cost_center, markdown,
+         chart, force, catalog_dir, as_json):
     """Cost every way of hosting MODEL for a traffic profile and pick one.
 
     Options: self-hosted EC2 (reserved: on-demand, 1-year and 3-year RI),
     SageMaker real-time, SageMaker async (scales to zero) and SageMaker
     serverless. With --stack, writes the Pulumi stack config that
     `llmdeploy deploy` / `pulumi up` read; without it, writes nothing.
+
+    An existing Pulumi.NAME.yaml is merged, not replaced: plan sets only the
+    settings it decides and keeps every other key (secrets, encryptionsalt,
+    aws:profile, an ingressCidr or certificateArn you set) and the file's mode.
+    It shows the changes and asks, or needs --force when there is no terminal.
+    Nothing is written unless every check of the command passed.
     """
+    from click.core import ParameterSource
+
     from llmdeploy import plan as plan_mod
     from llmdeploy import report
     from llmdeploy.catalog import load_catalog
+    from llmdeploy.errors import LlmdeployError
     from llmdeploy.models import load_model_config
-    from llmdeploy.stackconfig import stack_file, write_stack_file
+    from llmdeploy.stackconfig import prepare_stack_file, stack_file
 
     if as_json and markdown:
         raise click.UsageError("--json and --markdown are exclusive: pick one.")
+    # Output paths first: a bad one is refused before any work (and before the stack file is touched).
+    stack_path = stack_file(opt.resolve_project_dir(project_dir), stack) if stack else None
+    if stack_path is not None:
+        check_output_path(stack_path, "stack config")
+    if chart:
+        from llmdeploy import chart as chart_mod
+
+        chart_mod.check_path(chart)
     cat = load_catalog(catalog_dir)
     traffic = plan_mod.Traffic(requests_per_day=requests_per_day, input_tokens=input_tokens, output_tokens=output_tokens,
                                active_hours=active_hours, latency_target_s=latency_target, peak_rps=peak_rps)
@@ -72,19 +97,29 @@ def plan(mode, term, model, revision, dtype, region, requests_per_day, peak_rps,
     opt.echo_hub_notice(model_config.hub.notice if model_config.hub else None)
     result = plan_mod.make_plan(model_config, cat=cat, region=region, mode=mode, term=term, dtype=dtype,
                                 traffic=traffic, loading=loading, buffer=buffer, instance_types=instance_types)
-    written = None
-    if stack:
+    png = chart_mod.render(result, cat) if chart else None
+    update = None
+    if stack_path is not None:
         config = plan_mod.stack_config_for(result, owner=owner, cost_center=cost_center)
         config.validate(cat)  # AWS's limits and tag patterns: refuse before writing, as preview and the program would
-        path = stack_file(opt.resolve_project_dir(project_dir), stack)
-        written = write_stack_file(path, config, header=report.stack_header(result))
-    chart_path = None
-    if chart:
-        from llmdeploy import chart as chart_mod
-
-        chart_path = chart_mod.draw(result, cat, chart)
+        # --owner / --cost-center left at their built-in default do not overwrite the file's own values.
+        keep = tuple(name for name, param in (("owner", "owner"), ("costCenter", "cost_center"))
+                     if ctx.get_parameter_source(param) is ParameterSource.DEFAULT)
+        update = prepare_stack_file(stack_path, config, header=report.stack_header(result), keep_existing=keep)
+        if update.existed and update.changes:
+            if not force and not _interactive():
+                raise LlmdeployError(f"{update.path} exists and plan would change {update.brief()}; pass --force to "
+                                     "update those (every other key is kept), or run plan in a terminal to be asked.")
+            for line in update.summary():
+                click.echo(line, err=True)
+            if not force:
+                click.confirm(f"Update {update.path.name}?", abort=True, err=True)
+    # Every check passed: write.
+    written = update.write() if update is not None and update.changes else (update.path if update else None)
+    chart_path = write_atomic(chart_mod.check_path(chart), png) if chart else None
     data = report.plan_to_dict(result)
     data["stack_file"] = None if written is None else str(written)
+    data["stack_changes"] = None if update is None else [{"key": k, "old": o, "new": n} for k, o, n in update.changes]
     data["chart"] = None if chart_path is None else str(chart_path)
     if as_json:
         opt.emit_json(data)
@@ -92,10 +127,19 @@ def plan(mode, term, model, revision, dtype, region, requests_per_day, peak_rps,
         click.echo(report.plan_markdown(data))
     else:
         _render(data)
-        if written:
+        if update is not None and not update.changes:
+            click.echo(f"\n{written} already matches this plan: left as it is.")
+        elif written:
             click.echo(f"\nWrote {written}: deploy it with 'llmdeploy deploy --stack {stack}' or 'pulumi up -s {stack}'.")
         if chart_path:
             click.echo(f"Drew {chart_path}.")
+
+
+def _interactive() -> bool:
+    """Whether someone can answer a question (stdin is a terminal)."""
+    import sys
+
+    return sys.stdin.isatty()
 
 
 def _render(d: dict) -> None:

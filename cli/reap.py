@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from llmdeploy.cli.options import emit_json, json_option, regions_option, yes_option
+from llmdeploy.cli.options import Whole, emit_json, json_option, regions_option, yes_option
 
 
 def _usd(value: float | None) -> str:
@@ -35,7 +35,7 @@ def _table(items, title: str) -> None:
 @regions_option
 @yes_option
 @json_option
-@click.option("--concurrency", type=click.IntRange(1, 256), default=16, show_default=True, help="Deletions in flight at once.")
+@click.option("--concurrency", type=Whole(1, 256), default=16, show_default=True, help="Deletions in flight at once.")
 @click.option("--now", "now_text", default=None, metavar="ISO", help="Treat this UTC time as now (tests, what-ifs).")
 def reap(regions, yes, as_json, concurrency, now_text):
     """Delete llmdeploy-managed resources whose expires-at has passed.

@@ -196,14 +196,18 @@ class Catalog:
 
 
 def _read(directory: Path, name: str) -> dict:
+    from llmdeploy.fileio import read_text_utf8
+
     path = directory / name
+    if not path.exists():
+        raise ConfigError(f"catalog file {path} is missing.", hint="Reinstall llmdeploy or run 'llmdeploy prices refresh'.")
+    text = read_text_utf8(path, "catalog file")  # a price cache that is not UTF-8 is one line, not a traceback
     try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"catalog file {path} is missing.", hint="Reinstall llmdeploy or run 'llmdeploy prices refresh'.") from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"catalog file {path} is not valid TOML: {exc}.", hint="Delete it and run 'llmdeploy prices refresh'.") from None
+    except ValueError as exc:  # an integer of more than 4300 digits
+        raise ConfigError(f"catalog file {path} has a value Python cannot read: {str(exc).split(';')[0]}.") from None
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
         raise ConfigError(
@@ -261,6 +265,25 @@ def _network_cards(row: Mapping, itype: str) -> int:
     return cards
 
 
+def _malformed_is_one_line(load):
+    """A catalog folder with a missing key or a value of the wrong type (a hand-edited or truncated price cache)
+    is one ConfigError naming the folder, not a KeyError traceback."""
+
+    @functools.wraps(load)
+    def wrapper(directory: Path, origin: str | None = None) -> Catalog:
+        try:
+            return load(directory, origin)
+        except ConfigError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            what = f"lacks {exc.args[0]!r}" if isinstance(exc, KeyError) else f"has a malformed value ({exc})"
+            raise ConfigError(f"catalog {directory} {what}.",
+                              hint="Run 'llmdeploy prices clear' (a refreshed cache) or fix the --catalog folder.") from None
+
+    return wrapper
+
+
+@_malformed_is_one_line
 def load_catalog_from(directory: Path, origin: str | None = None) -> Catalog:
     """Parse one catalog directory. Raises ConfigError on anything malformed."""
     directory = Path(directory)

@@ -19,10 +19,23 @@ def traffic_points(center: float, n: int = POINTS) -> list[float]:
     return [lo * (hi / lo) ** (i / (n - 1)) for i in range(n)]
 
 
-def draw(plan: Plan, cat: Catalog, path: str | Path) -> Path:
+def check_path(path: str | Path) -> Path:
+    """The chart's output path, checked before any work (``plan`` calls it before it writes anything)."""
+    from llmdeploy.fileio import check_output_path
+
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise UsageError(f"--chart {str(path)!r} must end in .png.", hint="Example: --chart costs.png")
+    return check_output_path(path, "--chart")
+
+
+def draw(plan: Plan, cat: Catalog, path: str | Path) -> Path:
+    path = check_path(path)
+    return write_atomic(path, render(plan, cat))
+
+
+def render(plan: Plan, cat: Catalog) -> bytes:
+    """The chart as PNG bytes; writes nothing."""
     try:
         import matplotlib
 
@@ -56,4 +69,4 @@ def draw(plan: Plan, cat: Catalog, path: str | Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
     plt.close(fig)
-    return write_atomic(path, buf.getvalue())
+    return buf.getvalue()

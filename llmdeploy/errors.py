@@ -69,3 +69,7 @@ class MissingDependencyError(LlmdeployError):
 
 class CloudError(LlmdeployError):
     """An AWS or Pulumi call failed in a way the user must act on (credentials, permissions)."""
+
+
+class FileError(LlmdeployError):
+    """A file could not be written or read for a reason outside the command line (a full disk, an I/O error)."""

@@ -42,7 +42,10 @@ def parse_duration(value: str, *, option: str = "--ttl", maximum: dt.timedelta |
     if not text or match is None or not any(match.groupdict().values()):
         raise UsageError(f"{option} {value!r} is not a duration. Use {DURATION_FORMS}.")
     parts = {k: int(v) for k, v in match.groupdict().items() if v}
-    total = dt.timedelta(days=parts.get("d", 0), hours=parts.get("h", 0), minutes=parts.get("m", 0))
+    try:
+        total = dt.timedelta(days=parts.get("d", 0), hours=parts.get("h", 0), minutes=parts.get("m", 0))
+    except OverflowError:  # more days than a timedelta holds (999999999)
+        raise UsageError(f"{option} {value[:24]!r} is too long to be a duration. Use {DURATION_FORMS}.") from None
     if total <= dt.timedelta(0):
         raise UsageError(f"{option} {value!r} is zero; it must be above zero. Use {DURATION_FORMS}.")
     if maximum is not None and total > maximum:
@@ -222,6 +225,9 @@ def plan_cluster(
     idle_minutes = None
     if idle is not None:
         idle_minutes = max(1, int(parse_duration(idle, option="--idle").total_seconds() // 60))
+        if idle_minutes * 60 >= ttl_delta.total_seconds():
+            raise UsageError(f"--idle {idle} is not shorter than --ttl {ttl}: the idle limit would never end the cluster.",
+                             hint="Pass a shorter --idle, or leave it out.")
     inst = check_gpu_instance(cat, region, instance_type)
     if instances is None:
         if model is None:

@@ -20,6 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from llmdeploy.checks import MAX_CONFIG_INT, shown
 from llmdeploy.errors import ConfigError, UnknownChoiceError, UsageError
 
 MODELS_DIR = Path(__file__).parent / "data" / "models"
@@ -142,6 +143,8 @@ def load_model_config(name_or_path: str, *, revision: str | None = None) -> Mode
         if revision is not None:
             raise UsageError(f"--revision {revision!r} applies to Hugging Face Hub ids, not to the local file {key!r}.")
         return from_dict(_read_json(path), name=path.parent.name if path.name == "config.json" else path.stem, origin=str(path))
+    if path.exists():  # a FIFO, a device, a socket: reading could block or never end
+        raise ConfigError(f"model config {key!r} is not a regular file.", hint="Point at a config.json or a model folder.")
     if key.startswith((".", "/", "~")) or key.endswith(".json"):
         raise ConfigError(f"no such model config file or folder: {key!r}.",
                           hint="Check the path, or use a bundled name (llmdeploy estimate --list-models) or a Hub id (org/name).")
@@ -160,12 +163,17 @@ def load_model_config(name_or_path: str, *, revision: str | None = None) -> Mode
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    from llmdeploy.fileio import read_text_utf8
+
+    text = read_text_utf8(path, "model config")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"model config {path} is not valid JSON (line {exc.lineno}: {exc.msg}).") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read model config {path}: {exc.strerror}.") from None
+    except ValueError as exc:  # an integer of more than 4300 digits (Python's int-parsing limit)
+        raise ConfigError(f"model config {path} has a number too long to read: {str(exc).split(';')[0]}.") from None
+    except RecursionError:
+        raise ConfigError(f"model config {path} is nested too deeply to read.") from None
     if not isinstance(data, dict):
         raise ConfigError(f"model config {path} must be a JSON object, got {type(data).__name__}.")
     return data
@@ -193,10 +201,15 @@ def from_dict(
         name=name, model_type=model_type, hf_id=hf_id, origin=origin, native_dtype=_TORCH_DTYPES.get(str(dtype), "fp32"),
         hub=hub, **fields,
     )
-    for field_name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff"):
+    # Derived sizes too (head_dim = hidden / heads, GPT-2's n_inner), each 1..MAX_CONFIG_INT.
+    for field_name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "max_positions"):
         value = getattr(config, field_name)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(f"model config {where}: {field_name} must be a positive integer, got {value!r}.")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_CONFIG_INT:
+            raise ConfigError(f"model config {where}: {field_name} must be a whole number 1..{MAX_CONFIG_INT}, "
+                              f"got {shown(value)}.")
+    if config.n_kv_heads > config.n_heads:
+        raise ConfigError(f"model config {where}: {config.n_kv_heads} key/value heads is more than its "
+                          f"{config.n_heads} attention heads.")
     if model_type in CLOSED_FORM_FAMILIES:
         return config
     return _with_counted(config, raw, where)
@@ -233,12 +246,16 @@ def _with_counted(config: ModelConfig, raw: dict[str, Any], where: str) -> Model
     raise ConfigError(message)
 
 
-def _int(raw: dict[str, Any], key: str, default: Any = None) -> int:
+def _int(raw: dict[str, Any], key: str, default: Any = None, *, minimum: int = 1) -> int:
+    """The integer ``raw[key]``: whole, ``minimum``..MAX_CONFIG_INT (0 layers, heads or widths would divide by zero,
+    negative ones give negative sizes and times, and a 5000-digit one overflows every float)."""
     value = raw.get(key, default)
     if value is None:
         raise KeyError(key)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{key} must be an integer, got {value!r}")
+        raise ValueError(f"{key} must be an integer, got {shown(value)}")
+    if not minimum <= value <= MAX_CONFIG_INT:
+        raise ValueError(f"{key} must be {minimum}..{MAX_CONFIG_INT}, got {shown(value)}")
     return value
 
 
@@ -259,7 +276,7 @@ def _t5(raw: dict[str, Any]) -> dict[str, Any]:
         tied_embeddings=bool(raw.get("tie_word_embeddings", True)),
         attention_bias=False,
         max_positions=_int(raw, "n_positions", 512),
-        relative_attention_buckets=_int(raw, "relative_attention_num_buckets", 32),
+        relative_attention_buckets=_int(raw, "relative_attention_num_buckets", 32, minimum=0),
     )
 
 

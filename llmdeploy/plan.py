@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from llmdeploy import catalog as cat_mod
-from llmdeploy import costs, monitoring, sizing
+from llmdeploy import checks, costs, monitoring, sizing
 from llmdeploy.assumptions import Assumptions, load_assumptions
 from llmdeploy.catalog import Catalog, Instance
 from llmdeploy.errors import InfeasibleError, UnknownChoiceError, UsageError
@@ -39,18 +39,21 @@ class Traffic:
     peak_rps: float | None = None  # derived from the average when None
 
     def validate(self) -> "Traffic":
-        if not self.requests_per_day > 0:
-            raise UsageError(f"--requests-per-day must be greater than 0, got {self.requests_per_day:g}.")
-        if self.input_tokens < 1 or self.output_tokens < 1:
-            raise UsageError(
-                f"--input-tokens and --output-tokens must be at least 1, got {self.input_tokens} and {self.output_tokens}."
-            )
-        if not 1 <= self.active_hours <= 24:
-            raise UsageError(f"--active-hours must be 1..24, got {self.active_hours}.")
-        if not self.latency_target_s > 0:
-            raise UsageError(f"--latency-target must be greater than 0 seconds, got {self.latency_target_s:g}.")
-        if self.peak_rps is not None and not self.peak_rps > 0:
-            raise UsageError(f"--peak-rps must be greater than 0, got {self.peak_rps:g}.")
+        # One check per number (llmdeploy.checks: finite, in range); the CLI's flags only parse.
+        checks.number("--requests-per-day", self.requests_per_day, above=0, maximum=checks.MAX_REQUESTS_PER_DAY)
+        checks.number("--input-tokens", self.input_tokens, minimum=1, maximum=checks.MAX_TOKENS)
+        checks.number("--output-tokens", self.output_tokens, minimum=1, maximum=checks.MAX_TOKENS)
+        checks.number("--active-hours", self.active_hours, minimum=1, maximum=24)
+        checks.number("--latency-target", self.latency_target_s, above=0, maximum=checks.MAX_LATENCY_S)
+        if self.peak_rps is not None:
+            checks.number("--peak-rps", self.peak_rps, above=0, maximum=checks.MAX_RPS)
+            average = self.requests_per_day / (self.active_hours * 3600)
+            if self.peak_rps < average * (1 - 1e-9):  # equal is flat traffic; the margin absorbs rounding
+                raise UsageError(
+                    f"--peak-rps {self.peak_rps:g} is below the average rate of {average:.4g} requests/s that "
+                    f"--requests-per-day {self.requests_per_day:g} over --active-hours {self.active_hours} implies.",
+                    hint=f"Pass --peak-rps {average:.4g} or more, or fewer requests per day.",
+                )
         return self
 
     def peak(self, a: Assumptions) -> float:

@@ -752,9 +752,30 @@ def build_price_tables(bundled_dir: Path, regions: Sequence[str], offers: Mappin
     return sources, ec2, sm, summaries
 
 
+# Written into every cache folder `prices refresh` creates: `prices clear` (and a later refresh) delete or
+# replace $LLMDEPLOY_CACHE_DIR/catalog only when it is there, so a folder llmdeploy did not make is never lost.
+CACHE_MARKER = ".llmdeploy-cache"
+CACHE_MARKER_TEXT = ("This folder is a price catalog written by 'llmdeploy prices refresh'.\n"
+                     "'llmdeploy prices clear' deletes it (it deletes only folders holding this file).\n")
+
+
+def check_owned_cache(cache: Path) -> None:
+    """LlmdeployError unless ``cache`` is a real folder that llmdeploy created (it holds ``CACHE_MARKER``)."""
+    if cache.is_symlink():
+        raise LlmdeployError(f"{cache} is a symbolic link (to {os.path.realpath(cache)}); llmdeploy only deletes or "
+                             "replaces a cache folder it created, never what a link points to.",
+                             hint="Remove the link yourself, or set LLMDEPLOY_CACHE_DIR to another folder.")
+    marker = cache / CACHE_MARKER
+    if not cache.is_dir() or marker.is_symlink() or not marker.is_file():
+        raise LlmdeployError(f"{cache} was not created by 'llmdeploy prices refresh' (no {CACHE_MARKER} file in it); "
+                             "llmdeploy leaves it alone.",
+                             hint="If it is an old llmdeploy cache, delete it yourself; else set LLMDEPLOY_CACHE_DIR to another folder.")
+
+
 def write_catalog_dir(target: Path, bundled_dir: Path, sources: Mapping, ec2: Mapping, sm: Mapping) -> None:
-    """A complete catalog directory: the bundled files, with the three price files replaced."""
+    """A complete catalog directory: the bundled files, with the three price files replaced, and the cache marker."""
     target.mkdir(parents=True, exist_ok=True)
+    (target / CACHE_MARKER).write_text(CACHE_MARKER_TEXT, encoding="utf-8")
     for src in sorted(Path(bundled_dir).glob("*.toml")):
         if src.name not in PRICE_FILES:
             shutil.copyfile(src, target / src.name)
@@ -802,6 +823,8 @@ def refresh(regions: Sequence[str] | None = None, *, client=None, today: dt.date
     known_ml = {cat_mod.SAGEMAKER_PREFIX + t for t in bundled.instances}
     today = today or dt.date.today()
     cache = Path(cache_dir) if cache_dir else cat_mod.user_cache_dir()
+    if cache.exists() or cache.is_symlink():
+        check_owned_cache(cache)  # replace only a cache an earlier refresh wrote; checked before any query
     queries = plan_queries(regions, types)
 
     # 1. Read everything first: nothing is written until every query has succeeded.
@@ -902,7 +925,9 @@ def clear(cache_dir: Path | None = None) -> Path | None:
     cat_mod.load_catalog.cache_clear()
     if not (cache.exists() or cache.is_symlink()):
         return None
-    # Rename first so a concurrent reader never sees a half-deleted catalog.
+    check_owned_cache(cache)
+    # Rename first so a concurrent reader never sees a half-deleted catalog. rmtree never follows a
+    # symbolic link inside the folder (it removes the link), so nothing outside it is touched.
     doomed = Path(tempfile.mkdtemp(prefix=".catalog.del-", dir=cache.parent))
     os.rmdir(doomed)
     os.rename(cache, doomed)

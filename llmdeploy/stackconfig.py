@@ -309,7 +309,8 @@ def _example(value: Any) -> str:
 
 
 def check_stack_name(name: str) -> str:
-    if not _STACK_NAME.match(name or ""):
+    # fullmatch: `$` alone would let "prod\n" through (it matches before a trailing newline).
+    if not _STACK_NAME.fullmatch(name or ""):
         raise ConfigError(
             f"stack name {name!r} is not valid: use 1-100 letters, digits, '-', '_' or '.'.",
         )
@@ -405,29 +406,211 @@ def stack_file(project_dir: str | Path, stack: str) -> Path:
     return Path(project_dir) / f"Pulumi.{check_stack_name(stack)}.yaml"
 
 
-def write_stack_file(path: str | Path, config: StackConfig, *, header: str = "") -> Path:
-    """Write ``Pulumi.<stack>.yaml`` atomically. Keeps provider keys (``aws:region``) in step."""
+# Keys of Pulumi.NAME.yaml that `plan --stack` decides (from the plan's choice and traffic), plus `aws:region`,
+# kept equal to llmdeploy:region. Every other key of an existing file is the user's and is kept as it is:
+# ingressCidr, certificateArn, lmiVersion / lmiImage, weightsUri, servicePort, the autoscaling and
+# concurrency settings plan leaves at their defaults, `secure:` values, provider settings (aws:profile),
+# and the top-level keys Pulumi owns (encryptionsalt, secretsprovider, encryptedkey, environment).
+# tests/unit/bad_input/test_stack_file_edits.py checks that plan sets no setting outside this list.
+PLANNED = (
+    "mode", "model", "region", "instanceType", "instanceCount", "minInstances", "term", "dtype", "tensorParallelDegree",
+    "serverlessMemoryMb", "serverlessMaxConcurrency", "owner", "costCenter", "usageRequestsPerMonth",
+    "usageActiveHoursPerDay", "usageMsPerRequest", "usageBytesPerRequest",
+)
+PLANNED_KEYS = ("aws:region", *(f"{NAMESPACE}:{k}" for k in PLANNED))
+_HEADER_START = "# Written by `llmdeploy plan`"
+
+
+@dataclass(frozen=True)
+class StackUpdate:
+    """What writing a plan into ``path`` would do; nothing is written until :meth:`write`.
+
+    ``changes`` are ``(key, old, new)`` for the keys plan sets that differ (``old`` is None for a key the
+    file lacks); ``kept`` the keys of the existing file plan leaves alone; ``mode`` the file mode kept.
+    """
+
+    path: Path
+    text: str
+    existed: bool
+    changes: tuple[tuple[str, Any, Any], ...]
+    kept: tuple[str, ...]
+    mode: int
+    comments_kept: bool = True
+
+    def write(self) -> Path:
+        from llmdeploy.fileio import write_atomic
+
+        return write_atomic(self.path, self.text, mode=self.mode)
+
+    def brief(self, n: int = 3) -> str:
+        """The changes in a few words, for one line."""
+        parts = [f"{k} ({_scalar(o)} -> {_scalar(v)})" if o is not None else f"{k} (new: {_scalar(v)})"
+                 for k, o, v in self.changes[:n]]
+        more = f" and {len(self.changes) - n} more" if len(self.changes) > n else ""
+        return ", ".join(parts) + more
+
+    def summary(self) -> list[str]:
+        """Lines for a person: what changes (a diff of the keys) and what is kept."""
+        name = self.path.name
+        if not self.existed:
+            return [f"{name} is new: writing {len(self.changes)} settings."]
+        if not self.changes:
+            return [f"{name} already matches the plan; nothing to write."]
+        kept = ", ".join(self.kept[:8]) + (f", ... ({len(self.kept)} in all)" if len(self.kept) > 8 else "")
+        lines = [f"{name} exists; plan changes {len(self.changes)} setting(s)"
+                 + (f" and keeps the {len(self.kept)} other key(s) ({kept})" if self.kept else "") + ":"]
+        for key, old, new in self.changes:
+            lines.append(f"  + {key}: {_scalar(new)}" if old is None else f"  ~ {key}: {_scalar(old)} -> {_scalar(new)}")
+        if not self.comments_kept:
+            lines.append("  (its config: block is not in block style, so the file is rewritten without its comments)")
+        return lines
+
+
+def _scalar(value: Any) -> str:
     import yaml
 
-    from llmdeploy.fileio import write_atomic
+    return yaml.safe_dump(value, default_flow_style=True, width=10**9).removesuffix("\n...\n").strip()
 
-    body = {"config": {"aws:region": config.region, **config.to_mapping()}}
-    text = yaml.safe_dump(body, sort_keys=False, default_flow_style=False)
+
+def prepare_stack_file(path: str | Path, config: StackConfig, *, header: str = "",
+                       keep_existing: tuple[str, ...] = ()) -> StackUpdate:
+    """The update of ``Pulumi.<stack>.yaml`` that deploys ``config``, merged into the file if it exists.
+
+    A new file gets every setting. In an existing one only ``PLANNED_KEYS`` are set (less
+    ``keep_existing``, bare setting names such as "owner" whose value in the file wins); everything
+    else stays byte for byte: other keys, values, comments, order. Raises ConfigError, before anything
+    is written, when the existing file cannot be read or the merged settings are not valid.
+    """
+    import yaml
+
+    from llmdeploy.fileio import check_output_path, read_text_utf8
+
+    path = check_output_path(path, "stack config")
+    wanted = {"aws:region": config.region, **config.to_mapping()}
     prefix = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
-    return write_atomic(path, prefix + text)
+    if not path.exists():
+        text = prefix + yaml.safe_dump({"config": wanted}, sort_keys=False, default_flow_style=False)
+        return StackUpdate(path, text, False, tuple((k, None, v) for k, v in wanted.items()), (), 0o644)
+
+    mode = path.stat().st_mode & 0o7777
+    old_text = read_text_utf8(path, "stack config")
+    try:
+        doc = yaml.safe_load(old_text)
+        root = yaml.compose(old_text)
+    except (yaml.YAMLError, ValueError) as exc:
+        raise ConfigError(f"stack config {path} is not valid YAML ({exc.__class__.__name__}); plan will not overwrite it.",
+                          hint="Fix it or move it away, then run plan again.") from None
+    doc = {} if doc is None else doc
+    if not isinstance(doc, dict) or not isinstance(doc.get("config", {}) or {}, dict):
+        raise ConfigError(f"stack config {path} is not a mapping with a 'config:' mapping; plan will not overwrite it.",
+                          hint="Fix it or move it away, then run plan again.")
+    old_config = dict(doc.get("config") or {})
+    keep = {f"{NAMESPACE}:{k}" for k in keep_existing}
+    owned = [k for k in PLANNED_KEYS if k not in keep or k not in old_config]
+    changes = tuple((k, old_config.get(k), wanted[k]) for k in owned if k not in old_config or old_config[k] != wanted[k])
+    kept = tuple(k for k in [*(k for k in doc if k != "config"), *old_config] if k not in owned or k in keep)
+    merged = {**old_config, **{k: wanted[k] for k in owned}}
+    # The merged file must be one deploy accepts: a user's certificateArn in another region than the plan's,
+    # or a mistyped key, is refused here, before anything is written. (secure: values are opaque.)
+    try:
+        StackConfig.from_mapping({k: v for k, v in merged.items() if not isinstance(v, dict)}, origin=str(path))
+    except UsageError as exc:
+        raise ConfigError(f"{path} with this plan merged in would not deploy, so it is left as it is: {exc}") from None
+    if not changes:
+        return StackUpdate(path, old_text, True, (), kept, mode)
+    expected = {**doc, "config": merged}
+    text = _splice(old_text, root, {k: wanted[k] for k, _, _ in changes}, prefix)
+    comments_kept = text is not None and _parses_to(text, expected)
+    if not comments_kept:
+        text = prefix + yaml.safe_dump(expected, sort_keys=False, default_flow_style=False)
+    return StackUpdate(path, text, True, changes, kept, mode, comments_kept)
+
+
+def _parses_to(text: str, expected: dict) -> bool:
+    import yaml
+
+    try:
+        return yaml.safe_load(text) == expected
+    except (yaml.YAMLError, ValueError):
+        return False
+
+
+def _splice(text: str, root, values: dict[str, Any], prefix: str) -> str | None:
+    """``text`` with each key of ``values`` set in its block-style ``config:`` mapping, or None if it is not one.
+
+    Values are replaced where they stand (comments on the line stay); new keys go after the last entry,
+    at its indentation. The caller re-parses the result and falls back to a plain dump if it differs.
+    """
+    import yaml
+
+    if not isinstance(root, yaml.MappingNode) or root.flow_style:
+        return None
+    config = next((v for k, v in root.value if getattr(k, "value", None) == "config"), None)
+    if config is None:
+        body = text if text.endswith("\n") or not text else text + "\n"
+        added = yaml.safe_dump({"config": values}, sort_keys=False, default_flow_style=False, width=10**9)
+        return _with_header(body + added, prefix)
+    if not isinstance(config, yaml.MappingNode) or config.flow_style or not config.value:
+        return None
+    edits: list[tuple[int, int, str]] = []
+    present = {}
+    for key_node, value_node in config.value:
+        present[key_node.value] = value_node
+    for key, value in values.items():
+        node = present.get(key)
+        if node is None:
+            continue
+        start, end = node.start_mark.index, node.end_mark.index
+        while end > start and text[end - 1] in " \t\n":
+            end -= 1
+        edits.append((start, end, _scalar(value)))
+    new_keys = [k for k in values if k not in present]
+    if new_keys:
+        indent = " " * config.value[0][0].start_mark.column
+        end = config.value[-1][1].end_mark.index
+        while end > 0 and text[end - 1] in " \t\n":
+            end -= 1
+        newline = text.find("\n", end)
+        at = len(text) if newline == -1 else newline + 1
+        lines = "".join(indent + yaml.safe_dump({k: values[k]}, default_flow_style=False, width=10**9) for k in new_keys)
+        edits.append((at, at, ("\n" if newline == -1 else "") + lines))
+    for start, end, replacement in sorted(edits, reverse=True):
+        text = text[:start] + replacement + text[end:]
+    return _with_header(text, prefix)
+
+
+def _with_header(text: str, prefix: str) -> str:
+    """Our own header comment refreshed (date, price); any other leading comment is the user's and stays."""
+    if not text.startswith(_HEADER_START):
+        return text
+    lines = text.splitlines(keepends=True)
+    n = 0
+    while n < len(lines) and lines[n].startswith("#"):
+        n += 1
+    return prefix + "".join(lines[n:])
+
+
+def write_stack_file(path: str | Path, config: StackConfig, *, header: str = "", keep_existing: tuple[str, ...] = ()) -> Path:
+    """Write ``Pulumi.<stack>.yaml`` atomically, merged into an existing file (see :func:`prepare_stack_file`)."""
+    update = prepare_stack_file(path, config, header=header, keep_existing=keep_existing)
+    return update.write() if update.changes else update.path
 
 
 def read_stack_file(path: str | Path, *, catalog=None) -> StackConfig:
     import yaml
 
+    from llmdeploy.fileio import read_text_utf8
+
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"stack config {path} is not a regular file.")
     if not path.is_file():
         raise ConfigError(
             f"stack config {path} does not exist.", hint=f"Write it with 'llmdeploy plan --stack {path.stem.removeprefix('Pulumi.')}'."
         )
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
+        data = yaml.safe_load(read_text_utf8(path, "stack config")) or {}
+    except (yaml.YAMLError, ValueError) as exc:
         raise ConfigError(f"stack config {path} is not valid YAML ({exc.__class__.__name__}).") from None
     if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
         raise ConfigError(f"stack config {path} has no 'config:' mapping.")

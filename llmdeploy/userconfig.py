@@ -13,6 +13,11 @@ option; a ``[command]`` table applies to one command (``[finetune.up]`` to a sub
     [plan]
     mode = "reserved"
     requests_per_day = 50000
+
+Keys are option names with underscores (``requests_per_day``); an unknown key is an error with a
+"did you mean". Safety defaults cannot be turned off here: ``yes`` (skip a confirmation, make
+``reap`` delete) and ``force`` (overwrite an edited stack file) come only from the command line,
+``yes`` also from ``LLMDEPLOY_ASSUME_YES=1`` for one run.
 """
 
 from __future__ import annotations
@@ -22,7 +27,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from llmdeploy.errors import ConfigError
+from llmdeploy.errors import ConfigError, did_you_mean
+
+# Options that switch a safety default off: never from a file that applies to every run.
+NOT_FROM_FILE = {
+    "yes": "it would skip every confirmation and make a plain 'llmdeploy reap' delete; pass --yes, "
+           "or set LLMDEPLOY_ASSUME_YES=1 for one run",
+    "force": "it would overwrite edited stack files without asking; pass --force on the command line",
+}
 
 
 def config_path() -> Path:
@@ -35,15 +47,76 @@ def config_path() -> Path:
 
 def load_user_config(path: Path | None = None) -> dict[str, Any]:
     path = path or config_path()
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"user config {path} is not a regular file.", hint="Point LLMDEPLOY_CONFIG at a TOML file.")
     if not path.is_file():
         if os.environ.get("LLMDEPLOY_CONFIG"):
             raise ConfigError(f"LLMDEPLOY_CONFIG names {str(path)!r}, which does not exist.", hint="Create it or unset LLMDEPLOY_CONFIG.")
         return {}
+    from llmdeploy.fileio import read_text_utf8
+
+    text = read_text_utf8(path, "user config")
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"user config {path} is not valid TOML: {exc}.", hint="Fix it, or move it away to use the defaults.") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise ConfigError(f"user config {path} has a value Python cannot read: {str(exc).split(';')[0]}.") from None
+
+
+def check_keys(raw: dict[str, Any], commands: dict[str, Any], *, path: Path | str = "") -> None:
+    """ConfigError (one line, with a "did you mean") for a key no command has, and for the keys of ``NOT_FROM_FILE``.
+
+    ``commands`` maps each command name to the set of its option names, or, for a group, to a dict
+    of its subcommands mapped the same way. A top-level key must be an option of some command or a
+    command's table; a ``[command]`` key an option of that command (of one of its subcommands for a group).
+    """
+    where = f"user config {path}" if path else "user config"
+
+    def options_of(node: Any) -> set[str]:
+        if isinstance(node, dict):
+            return set().union(*(options_of(v) for v in node.values())) if node else set()
+        return set(node)
+
+    def check_table(table: dict[str, Any], node: Any, section: str) -> None:
+        valid = options_of(node)
+        subs = node if isinstance(node, dict) else {}
+        for key, value in table.items():
+            label = f"{key!r}" + (f" in [{section}]" if section else "")
+            if key in NOT_FROM_FILE:
+                raise ConfigError(f"{where}: {label} is not allowed in a config file: {NOT_FROM_FILE[key]}.")
+            if key in subs:
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{where}: {label} must be a table of options for 'llmdeploy {section} {key}'.")
+                check_table(value, subs[key], f"{section}.{key}")
+                continue
+            if isinstance(value, dict):
+                hint = did_you_mean(key, subs) if subs else None
+                raise ConfigError(f"{where}: [{section + '.' if section else ''}{key}] is not a command."
+                                  + (f" Did you mean [{section}.{hint}]?" if hint else ""))
+            if key not in valid:
+                underscored = key.replace("-", "_")
+                if underscored in valid:
+                    raise ConfigError(f"{where}: {label} is not an option name; did you mean {underscored!r}?")
+                hint = did_you_mean(key, valid)
+                scope = f"'llmdeploy {section.replace('.', ' ')}'" if section else "any command"
+                raise ConfigError(f"{where}: unknown key {label}: no option of {scope} has that name."
+                                  + (f" Did you mean {hint!r}?" if hint else ""),
+                                  hint="Keys are option names with underscores (see 'llmdeploy COMMAND --help'); remove or fix it.")
+
+    for key, value in raw.items():
+        if key in NOT_FROM_FILE:
+            raise ConfigError(f"{where}: {key!r} is not allowed in a config file: {NOT_FROM_FILE[key]}.")
+        if key in commands:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: {key!r} must be a table of options for 'llmdeploy {key}'.")
+            check_table(value, commands[key], key)
+            continue
+        if isinstance(value, dict):
+            hint = did_you_mean(key, commands)
+            raise ConfigError(f"{where}: [{key}] is not a command." + (f" Did you mean [{hint}]?" if hint else "")
+                              + f" Commands: {', '.join(commands)}.")
+        check_table({key: value}, commands, "")
 
 
 def default_map(raw: dict[str, Any], commands: list[str]) -> dict[str, Any]:
@@ -57,6 +130,6 @@ def default_map(raw: dict[str, Any], commands: list[str]) -> dict[str, Any]:
         merged = {**shared, **{k: v for k, v in section.items() if not isinstance(v, dict)}}
         for sub, table in section.items():
             if isinstance(table, dict):
-                merged[sub] = {**shared, **table}
+                merged[sub] = {**{k: v for k, v in merged.items() if not isinstance(v, dict)}, **table}
         out[name] = merged
     return out
