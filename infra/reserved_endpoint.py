@@ -28,7 +28,9 @@ import pulumi_aws as aws
 
 from llmdeploy.infra import iam
 from llmdeploy.infra.artifact import ARTIFACT_PREFIX
+from llmdeploy.containers.package import CONTAINER_MODEL_DIR
 from llmdeploy.infra.lmi_image import ecr_registry, ecr_repository_arn, partition
+from llmdeploy.responses import check_body_command
 from llmdeploy.stackconfig import check_certificate_arn, check_ingress_cidr
 
 # AWS's GPU base image: NVIDIA driver, Docker and the NVIDIA container toolkit preinstalled.
@@ -74,8 +76,14 @@ class ReservedEndpointArgs:
         return "https" if self.certificate_arn else "http"
 
 
-def render_user_data(*, region: str, image: str, model_data_url: str, service_port: int, weights_uri: str = "") -> str:
-    """The instance boot script: fetch model.tar.gz, log in to ECR, run the LMI container."""
+def render_user_data(*, region: str, image: str, model_data_url: str, service_port: int) -> str:
+    """The instance boot script: fetch model.tar.gz, log in to ECR, run the LMI container.
+
+    The container serves exactly one model, /opt/ml/model (model.tar.gz). Where the weights are
+    (weightsUri, a Hub id or packaged) is option.model_id in its serving.properties, nothing else:
+    an HF_MODEL_ID variable would make DJL register a second model next to it, and /invocations
+    without a model name would then answer 400 "Parameter model_name is required".
+    """
     q = shlex.quote
     lines = [
         "#!/bin/bash",
@@ -85,20 +93,20 @@ def render_user_data(*, region: str, image: str, model_data_url: str, service_po
         f"REGION={q(region)}",
         f"IMAGE={q(image)}",
         f"MODEL_DATA_URL={q(model_data_url)}",
+        f"MODEL_DIR={q(CONTAINER_MODEL_DIR)}",
         "systemctl enable --now docker",
-        "mkdir -p /opt/ml/model",
+        'mkdir -p "$MODEL_DIR"',
         # Instance-role credentials through IMDSv2; the role may read only the artifact bucket.
-        'aws s3 cp --region "$REGION" "$MODEL_DATA_URL" /opt/ml/model.tar.gz',
-        "tar -xzf /opt/ml/model.tar.gz -C /opt/ml/model",
+        'aws s3 cp --region "$REGION" "$MODEL_DATA_URL" "$MODEL_DIR.tar.gz"',
+        'tar -xzf "$MODEL_DIR.tar.gz" -C "$MODEL_DIR"',
     ]
     registry = ecr_registry(image)
     if registry:
         lines.append(f'aws ecr get-login-password --region "$REGION" | docker login --username AWS --password-stdin {q(registry)}')
     lines.append('docker pull "$IMAGE"')
-    env = f" -e HF_MODEL_ID={q(weights_uri)}" if weights_uri else ""
     lines.append(
         "docker run -d --name llmdeploy --restart unless-stopped --gpus all --shm-size 2g "
-        f"-p {int(service_port)}:{CONTAINER_PORT} -v /opt/ml/model:/opt/ml/model{env} \"$IMAGE\""
+        f'-p {int(service_port)}:{CONTAINER_PORT} -v "$MODEL_DIR:$MODEL_DIR" "$IMAGE"'
     )
     return "\n".join(lines) + "\n"
 
@@ -106,8 +114,9 @@ def render_user_data(*, region: str, image: str, model_data_url: str, service_po
 def invoke_command(dns_name: str, scheme: str = "http") -> str:
     """A curl call of the endpoint. With HTTPS the certificate names your domain, not the ALB's DNS name:
     the trailing shell comment says so, since curl rejects the name mismatch until that domain points here."""
-    command = (f"curl -X POST {scheme}://{dns_name}/invocations -H 'Content-Type: application/json' "
-               f"-d {shlex.quote(SAMPLE_BODY)}")
+    # DJL answers a request batched with a malformed one with 200 and an error body: check the body too.
+    command = (f"curl -sS -o response.json -X POST {scheme}://{dns_name}/invocations "
+               f"-H 'Content-Type: application/json' -d {shlex.quote(SAMPLE_BODY)} && {check_body_command('response.json')}")
     if scheme == "https":
         command += f"  # use your certificate's domain in place of {dns_name} once its DNS record (CNAME/alias) points here"
     return command
@@ -184,8 +193,7 @@ class ReservedEndpoint(pulumi.ComponentResource):
 
         # -- instances -----------------------------------------------------------------------------
         user_data = pulumi.Output.from_input(args.model_data_url).apply(lambda url: base64.b64encode(render_user_data(
-            region=args.region, image=args.image, model_data_url=url, service_port=args.service_port,
-            weights_uri=args.weights_uri).encode()).decode())
+            region=args.region, image=args.image, model_data_url=url, service_port=args.service_port).encode()).decode())
         template = aws.ec2.LaunchTemplate(
             f"{name}-template",
             image_id=ami.id,

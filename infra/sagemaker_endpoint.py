@@ -9,7 +9,11 @@
   HasBacklogWithoutCapacity alarm adds the first instance. This is the pattern of
   SageMaker's "Autoscale an asynchronous endpoint" guide.
 - serverless: no instances; memory and concurrency from the stack (validated
-  against the catalog's limits before this runs), CPU-only image.
+  against the catalog's limits before this runs), the LMI family's CPU image.
+
+Every mode's Model is the same: an LMI-family image with our model.tar.gz as its
+model data. Instance-backed variants whose image needs a newer NVIDIA driver than
+SageMaker's default hosts get ``inference_ami_version`` (llmdeploy/data/lmi.toml).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import pulumi_aws as aws
 from llmdeploy.infra import iam
 from llmdeploy.infra.artifact import ARTIFACT_PREFIX
 from llmdeploy.infra.lmi_image import ecr_repository_arn, partition
+from llmdeploy.responses import check_body_command
 
 VARIANT = "AllTraffic"
 ASYNC_INPUT_PREFIX = "async-input/"
@@ -40,8 +45,10 @@ class SageMakerEndpointArgs:
     image: str
     bucket_name: pulumi.Input[str]
     bucket_arn: pulumi.Input[str]
-    model_data_url: pulumi.Input[str] | None = None  # None: the image serves a Hub model from env
+    model_data_url: pulumi.Input[str] | None = None
     environment: dict[str, str] = field(default_factory=dict)
+    # ProductionVariant InferenceAmiVersion (driver/CUDA of the hosts); "" = SageMaker's default hosts.
+    inference_ami_version: str = ""
     weights_uri: str = ""
     instance_type: str = ""
     instance_count: int = 1
@@ -151,6 +158,8 @@ class SageMakerEndpoint(pulumi.ComponentResource):
                 container_startup_health_check_timeout_in_seconds=STARTUP_TIMEOUT_S,
                 model_data_download_timeout_in_seconds=STARTUP_TIMEOUT_S,
             )
+            if args.inference_ami_version:
+                variant["inference_ami_version"] = args.inference_ami_version
         return variant
 
     def _async_notifications(self, child):
@@ -273,14 +282,16 @@ class SageMakerEndpoint(pulumi.ComponentResource):
         region = self._args.region
         if self._args.mode == "async":
             input_uri = f"s3://{bucket}/{ASYNC_INPUT_PREFIX}request.json"
+            # The result lands at the printed OutputLocation; like any response it may hold {"error", "code"}.
             return (
                 f"echo {shlex.quote(SAMPLE_BODY)} > request.json && aws s3 cp request.json {input_uri} && "
                 f"aws sagemaker-runtime invoke-endpoint-async --region {region} --endpoint-name {endpoint_name} "
                 f"--content-type application/json --input-location {input_uri}"
             )
+        # DJL answers a request batched with a malformed one with status 200 and an error body: check the body.
         return (
             f"aws sagemaker-runtime invoke-endpoint --region {region} --endpoint-name {endpoint_name} "
             f"--content-type application/json --cli-binary-format raw-in-base64-out "
-            f"--body {shlex.quote(SAMPLE_BODY)} /dev/stdout"
+            f"--body {shlex.quote(SAMPLE_BODY)} response.json >/dev/null && {check_body_command('response.json')}"
         )
 
