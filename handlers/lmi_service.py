@@ -6,8 +6,9 @@ Each request of a batch is answered on its own: a malformed one gets its own
 ``{"error", "code"}`` body, the others their outputs. A batch travels back as ONE
 Output whose status DJL gives every request in it (PyPredictor.java), so that body is
 the only place a request's own error can go: clients must check it, not only the
-status. A single request (DJL does not wrap a batch of one) gets its status too. Requests with identical generation parameters share
-ONE padded ``generate`` call; a batch that runs out of GPU memory is retried in halves.
+status. A single request (DJL does not wrap a batch of one) gets its status too.
+Requests with identical generation parameters share ONE padded ``generate`` call; a
+batch that runs out of GPU memory is retried in halves.
 
 The local endpoint (``endpoint.py``) calls ``predict`` directly with parsed requests.
 No djl_python import here: the Output class is passed in by ``model.py``.
@@ -49,7 +50,8 @@ class Seq2SeqService:
     def __init__(self, engine=None, config: ServingConfig | None = None,
                  engine_loader: Callable | None = None, model_dir: str | None = None):
         self.engine = engine
-        # The folder model.py was loaded from: DJL does not pass its --model-dir in the properties.
+        # The folder model.py was loaded from: used when the properties carry no model_dir
+        # (djl_python's ModelService.invoke_handler adds one; other callers may not).
         self.model_dir = model_dir
         self.config = config
         self._engine_loader = engine_loader
