@@ -71,6 +71,8 @@ def prompts(n: int, words: int) -> list[str]:
 async def drive(url: str, bodies: list[dict], clients: int) -> tuple[float, list[float], int]:
     import aiohttp
 
+    from llmdeploy.responses import response_error
+
     latencies: list[float] = []
     errors = 0
     queue = list(reversed(bodies))
@@ -82,8 +84,8 @@ async def drive(url: str, bodies: list[dict], clients: int) -> tuple[float, list
                 body = queue.pop()
                 t0 = time.perf_counter()
                 async with session.post(url, json=body) as resp:
-                    await resp.read()
-                    if resp.status != 200:
+                    # The status alone is not enough: under DJL a batched request's error comes back as 200.
+                    if response_error(resp.status, await resp.read()) is not None:
                         errors += 1
                 latencies.append(time.perf_counter() - t0)
 

@@ -17,10 +17,12 @@ Examples:
   llmdeploy package --model ./flan-t5-xl --out model.tar.gz
   llmdeploy package --model ./flan-t5-xl --out model.tar.gz --dtype bf16 --batch-size 16
   llmdeploy package --model-id google/flan-t5-xl --out code-only.tar.gz
+  llmdeploy package --model-id s3://my-bucket/flan-t5-xl/ --out code-only.tar.gz
 """,
 )
 @click.option("--model", "model_dir", metavar="DIR", help="Model folder (save_pretrained output) to put under weights/.")
-@click.option("--model-id", metavar="ID", help="Hub id or path for LMI to load instead of packaged weights.")
+@click.option("--model-id", metavar="ID",
+              help="Weights for LMI to load instead of packaged ones: a Hub id, an s3:// URI or an absolute path.")
 @click.option("--out", "out", default="model.tar.gz", show_default=True, metavar="FILE", help="Tarball to write.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True,
               help="Weights dtype; auto = bf16 on compute capability >= 8.0, fp16 (wo in fp32) below, fp32 on CPU.")
@@ -73,7 +75,10 @@ def package(model_dir, model_id, out, dtype, batch_size, max_batch_delay_ms, ten
 
     if as_json:
         emit_json({"path": str(result.path), "sha256": result.sha256, "bytes": result.size,
-                   "members": list(result.members)})
+                   "members": list(result.members), "adapted": list(result.adapted)})
         return
+    for name in result.adapted:
+        click.echo(f"adapted {name} (written by transformers 5) so that the LMI images' transformers 4.x loads it",
+                   err=True)
     click.echo(f"wrote {result.path} ({result.size:,} bytes, {len(result.members)} files)")
     click.echo(f"sha256 {result.sha256}")

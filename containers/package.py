@@ -2,8 +2,22 @@
 
 Same inputs -> same bytes: entries sorted, mtime/uid/gid/uname/gname/mode fixed, gzip
 header with mtime 0 and no file name. Contents: serving.properties, the handler files
-(flat, next to model.py, as DJL's Python engine loads them) and, optionally, a model
-folder under ``weights/`` (serving.properties then says ``option.model_id=weights``).
+(flat, next to model.py, as DJL's Python engine loads them), requirements.txt (the
+handler's libraries for the djl-inference CPU image only, see llmdeploy.lmi) and,
+optionally, a model folder under ``weights/``: serving.properties then says
+``option.model_id=/opt/ml/model/weights``, an absolute path, because LMI resolves a
+relative model_id against its working directory and then asks the Hugging Face Hub
+for it (a connect timeout on a network-isolated endpoint).
+
+serving.properties is read by DJL as Java properties: every value written is checked
+(no line breaks, no backslashes, model_id only a Hub id, an s3:// URI or an absolute
+path), so no setting can add a line of its own. ``option.rolling_batch=disable`` is
+always written: otherwise LMI's config recommender turns a T5 model with
+``batch_size`` <= 1 into rolling batch (0.33) or async mode (0.35+), which this
+synchronous handler cannot serve.
+
+Model folders written by transformers 5 are adapted as they are packaged so that the
+transformers 4.x inside the LMI images loads them (handlers/compat.py says what and why).
 """
 
 from __future__ import annotations
@@ -12,7 +26,9 @@ import gzip
 import hashlib
 import importlib
 import io
+import json
 import os
+import re
 import tarfile
 import tempfile
 from collections.abc import Callable
@@ -21,9 +37,16 @@ from pathlib import Path
 
 from llmdeploy.errors import ConfigError, UsageError
 
+# What model.py imports, flat. (endpoint.py, the aiohttp server of `llmdeploy serve`, is not needed in DJL.)
 HANDLER_FILES = ("model.py", "lmi_service.py", "seq2seq.py", "precision.py", "batching.py",
-                 "serving_config.py", "endpoint.py")
+                 "serving_config.py", "compat.py")
 WEIGHTS_ARCNAME = "weights"
+CONTAINER_MODEL_DIR = "/opt/ml/model"  # where SageMaker and the reserved boot script extract model.tar.gz
+REQUIREMENTS = "requirements.txt"
+# Hugging Face Hub ids: "name" or "owner/name", letters, digits, '.', '_' and '-'.
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
+_S3_URI = re.compile(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?")
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f\\]")  # control characters (line breaks) and backslashes
 FIXED_MTIME = 0  # 1970-01-01; reproducible whatever the files' own times
 FILE_MODE = 0o644
 DTYPE_CHOICES = ("auto", "fp32", "fp16", "bf16", "int8")
@@ -44,6 +67,8 @@ class PackageSettings:
     model_id: str | None = None  # hub id / path when the weights are not packaged
 
     def validate(self) -> "PackageSettings":
+        if self.model_id is not None:
+            check_model_id(self.model_id)
         if self.dtype not in DTYPE_CHOICES:
             from llmdeploy.errors import UnknownChoiceError
 
@@ -66,27 +91,94 @@ class PackageResult:
     sha256: str
     size: int
     members: tuple[str, ...]
+    adapted: tuple[str, ...] = ()  # weights files rewritten for transformers 4.x (handlers/compat.py)
+
+
+def check_model_id(model_id: str) -> str:
+    """``model_id`` when it is a Hub id, an s3:// URI or an absolute path with nothing that breaks a properties line."""
+    shown = repr(model_id)
+    if _UNSAFE.search(model_id):
+        raise UsageError(f"--model-id {shown} contains a line break, control character or backslash, which "
+                         "serving.properties cannot hold; give a Hugging Face Hub id (google/flan-t5-xl), an s3:// "
+                         "URI or an absolute path.")
+    if model_id != model_id.strip() or not model_id:
+        raise UsageError(f"--model-id {shown} is empty or has leading/trailing spaces; remove them.")
+    if model_id.startswith("s3://"):
+        if not _S3_URI.fullmatch(model_id):
+            raise UsageError(f"--model-id {shown} is not an s3://BUCKET/PREFIX URI with a valid bucket name.")
+        return model_id
+    if model_id.startswith("/") or _HUB_ID.fullmatch(model_id):
+        return model_id
+    raise UsageError(f"--model-id {shown} is not a Hugging Face Hub id (owner/name), an s3:// URI or an absolute "
+                     "path; for a local folder give --model DIR to package it.")
+
+
+def _property(key: str, value) -> str:
+    text = str(value)
+    if _UNSAFE.search(text) or text != text.strip():
+        raise UsageError(f"serving.properties value {text!r} for {key} contains a line break, control character, "
+                         "backslash or surrounding spaces.")
+    return f"{key}={text}"
 
 
 def render_serving_properties(settings: PackageSettings, *, with_weights: bool) -> str:
     settings.validate()
-    model_id = WEIGHTS_ARCNAME if with_weights else settings.model_id
+    model_id = f"{CONTAINER_MODEL_DIR}/{WEIGHTS_ARCNAME}" if with_weights else settings.model_id
     lines = [
         "# Written by `llmdeploy package`; read by DJL Serving (LMI) and by model.py.",
-        "engine=Python",
-        "option.entryPoint=model.py",
+        _property("engine", "Python"),
+        _property("option.entryPoint", "model.py"),
     ]
     if model_id:
-        lines.append(f"option.model_id={model_id}")
+        lines.append(_property("option.model_id", model_id))
     lines += [
-        f"option.dtype={settings.dtype}",
-        f"option.tensor_parallel_degree={settings.tensor_parallel_degree}",
-        f"option.backend={settings.backend}",
-        f"option.max_new_tokens={settings.max_new_tokens}",
-        f"batch_size={settings.batch_size}",
-        f"max_batch_delay={settings.max_batch_delay_ms}",
+        # Our handler batches by itself (DJL's dynamic batching below): never rolling batch or async mode.
+        _property("option.rolling_batch", "disable"),
+        _property("option.dtype", settings.dtype),
+        _property("option.tensor_parallel_degree", int(settings.tensor_parallel_degree)),
+        _property("option.backend", settings.backend),
+        _property("option.max_new_tokens", int(settings.max_new_tokens)),
+        _property("batch_size", int(settings.batch_size)),
+        _property("max_batch_delay", int(settings.max_batch_delay_ms)),
+        # One model copy per device. DJL's default on CPU (the serverless image) is up to 2 Python workers,
+        # each loading the whole model: twice the memory a serverless endpoint has.
+        _property("maxWorkers", 1),
     ]
     return "\n".join(lines) + "\n"
+
+
+def requirements_txt() -> str:
+    from llmdeploy.lmi import cpu_image_requirements, load_lmi_table
+
+    return cpu_image_requirements(load_lmi_table())
+
+
+def adapted_weight_files(weights_dir: Path) -> dict[str, bytes]:
+    """{arcname: bytes} for the weights' JSON files transformers 4.x cannot read as written (by transformers 5).
+
+    ConfigError, naming the file, when one of them is not a JSON object.
+    """
+    from llmdeploy.handlers.compat import (MODEL_CONFIG, TOKENIZER_CONFIG, dumps, model_config_for_v4,
+                                           tokenizer_config_for_v4)
+
+    names = {p.name for p in weights_dir.iterdir() if p.is_file()}
+    adapted = {}
+    for name, adapt in ((TOKENIZER_CONFIG, lambda c: tokenizer_config_for_v4(c, names)),
+                        (MODEL_CONFIG, model_config_for_v4)):
+        path = weights_dir / name
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{str(path)!r} is not valid JSON ({exc}); re-save the model with save_pretrained().") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{str(path)!r} holds a JSON {type(data).__name__}, not an object; "
+                              "re-save the model with save_pretrained().")
+        fixed = adapt(data)
+        if fixed is not None:
+            adapted[f"{WEIGHTS_ARCNAME}/{name}"] = dumps(fixed).encode()
+    return adapted
 
 
 def handler_dir() -> Path:
@@ -150,11 +242,14 @@ def build_model_tarball(out: str | os.PathLike, settings: PackageSettings | None
         raise UsageError(f"--out {str(out)!r} is a folder; give a file name such as model.tar.gz")
 
     small: list[tuple[str, bytes]] = [
-        ("serving.properties", render_serving_properties(settings, with_weights=weights is not None).encode())]
+        ("serving.properties", render_serving_properties(settings, with_weights=weights is not None).encode()),
+        (REQUIREMENTS, requirements_txt().encode())]
     src = handler_dir()
     for name in HANDLER_FILES:
         small.append((name, (src / name).read_bytes()))
-    large = _weight_files(weights) if weights is not None else []
+    adapted = adapted_weight_files(weights) if weights is not None else {}
+    small += sorted(adapted.items())
+    large = [(n, p) for n, p in _weight_files(weights) if n not in adapted] if weights is not None else []
     entries: list[tuple[str, bytes | Path]] = sorted(small + large, key=lambda e: e[0])  # type: ignore[operator]
     total = sum(len(d) if isinstance(d, bytes) else d.stat().st_size for _, d in entries)
 
@@ -185,7 +280,7 @@ def build_model_tarball(out: str | os.PathLike, settings: PackageSettings | None
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    return PackageResult(out, hashing.sha.hexdigest(), hashing.size, tuple(n for n, _ in entries))
+    return PackageResult(out, hashing.sha.hexdigest(), hashing.size, tuple(n for n, _ in entries), tuple(sorted(adapted)))
 
 
 class _ProgressReader:

@@ -2,9 +2,13 @@
 
 DJL calls ``handle(inputs)``: first with an empty Input carrying serving.properties
 (we parse them once and load the model, answer None), then with batches of requests.
-Each request of a batch is answered on its own: a malformed one gets its own 4xx
-error, the others their outputs. Requests with identical generation parameters share
-ONE padded ``generate`` call; a batch that runs out of GPU memory is retried in halves.
+Each request of a batch is answered on its own: a malformed one gets its own
+``{"error", "code"}`` body, the others their outputs. A batch travels back as ONE
+Output whose status DJL gives every request in it (PyPredictor.java), so that body is
+the only place a request's own error can go: clients must check it, not only the
+status. A single request (DJL does not wrap a batch of one) gets its status too.
+Requests with identical generation parameters share ONE padded ``generate`` call; a
+batch that runs out of GPU memory is retried in halves.
 
 The local endpoint (``endpoint.py``) calls ``predict`` directly with parsed requests.
 No djl_python import here: the Output class is passed in by ``model.py``.
@@ -44,8 +48,11 @@ def error_body(exc: BaseException) -> dict:
 
 class Seq2SeqService:
     def __init__(self, engine=None, config: ServingConfig | None = None,
-                 engine_loader: Callable | None = None):
+                 engine_loader: Callable | None = None, model_dir: str | None = None):
         self.engine = engine
+        # The folder model.py was loaded from: used when the properties carry no model_dir
+        # (djl_python's ModelService.invoke_handler adds one; other callers may not).
+        self.model_dir = model_dir
         self.config = config
         self._engine_loader = engine_loader
         self.properties_parsed = 0
@@ -60,6 +67,9 @@ class Seq2SeqService:
     def initialize(self, properties: dict) -> None:
         with self._init_lock:
             if self.config is None:
+                properties = dict(properties or {})
+                if self.model_dir:
+                    properties.setdefault("model_dir", self.model_dir)
                 self.config = parse_properties(properties)
                 self.properties_parsed += 1
             if self.engine is None:
@@ -155,27 +165,28 @@ class Seq2SeqService:
         merged = [b if isinstance(b, RequestError) else next(answers_iter) for b in bodies]
 
         outputs = output_cls()
-        if not inputs.is_batch():
+        # DJL's PyPredictor copies the batch Output's code, message and properties onto every request
+        # of the batch and splits only the content (keys "batch_<i>.<name>"). So one Content-Type
+        # property serves the whole batch, and a request's own error can only travel in its body.
+        outputs.add_property("Content-Type", "application/json")
+        if not inputs.is_batch():  # DJL sends a batch of one without any batch_ keys
             answer = merged[0]
             if isinstance(answer, BaseException):
                 body = error_body(answer)
                 outputs.set_code(body["code"])
-                outputs.set_message(body["error"])
-                outputs.add_property("content-type", "application/json")
+                outputs.set_message(body["error"].replace("\r", " ").replace("\n", " "))
                 outputs.add_as_json(body)
             else:
-                outputs.add_property("content-type", "application/json")
                 outputs.add_as_json(answer)
             return outputs
         for index, answer in enumerate(merged):
             value = error_body(answer) if isinstance(answer, BaseException) else answer
             _add_batch_item(outputs, index, value)
-            outputs.add_property(f"batch_{index}_Content-Type", "application/json")
         return outputs
 
 
 def _add_batch_item(outputs, index: int, value) -> None:
-    """DJL >= 0.27: Output.add(value, key, batch_index=i) keys content as 'batch_{i}.data'."""
+    """One content entry per request, keyed "batch_<index>.data" (djl_python >= 0.27: add(batch_index=))."""
     payload = json.dumps(value, ensure_ascii=False)
     try:
         outputs.add(payload, key="data", batch_index=index)

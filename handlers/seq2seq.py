@@ -17,14 +17,19 @@ import threading
 from pathlib import Path
 
 try:
+    from .compat import (MODEL_CONFIG, TOKENIZER_CONFIG, dtype_keyword, dumps, major_version, model_config_for_v4,
+                         read_json, tokenizer_config_for_v4)
     from .precision import DeviceInfo, Precision, apply_precision, choose_precision, detect_device, torch_dtype
     from .serving_config import DEFAULT_CONTEXT_TOKENS, MissingBackendError, ServingConfig, ServingConfigError
 except ImportError:  # copied flat next to model.py in the container
+    from compat import (MODEL_CONFIG, TOKENIZER_CONFIG, dtype_keyword, dumps, major_version, model_config_for_v4,
+                        read_json, tokenizer_config_for_v4)
     from precision import DeviceInfo, Precision, apply_precision, choose_precision, detect_device, torch_dtype
     from serving_config import DEFAULT_CONTEXT_TOKENS, MissingBackendError, ServingConfig, ServingConfigError
 
 log = logging.getLogger("llmdeploy.handlers.seq2seq")
 
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ckpt")
 _HF_GENERATE_KEYS = ("max_new_tokens", "min_new_tokens", "do_sample", "temperature", "top_k", "top_p",
                      "num_beams", "repetition_penalty", "no_repeat_ngram_size", "length_penalty", "early_stopping")
 
@@ -40,6 +45,72 @@ def context_length(model_config, tokenizer, override: int | None = None) -> int:
     if isinstance(limit, int) and 0 < limit < 1_000_000:
         return limit
     return DEFAULT_CONTEXT_TOKENS
+
+
+def _transformers():
+    """The transformers module, or a MissingBackendError saying how this container lacks it."""
+    try:
+        import transformers
+    except ImportError:
+        raise MissingBackendError(
+            "transformers is not installed in this container. The LMI GPU images ship it; the djl-inference CPU "
+            "image gets it from model.tar.gz's requirements.txt at start-up (look for DJL's 'pip install' lines "
+            "above: the endpoint needs to reach PyPI), or pip install 'transformers>=4.51.3'") from None
+    return transformers
+
+
+def load_tokenizer(location: str):
+    """AutoTokenizer for ``location``; a folder written by transformers 5 is adapted for 4.x (see compat.py).
+
+    The adapted copy holds only the small tokenizer files, in a temporary folder removed after loading.
+    """
+    transformers = _transformers()
+    if major_version(transformers.__version__) < 5 and os.path.isdir(location):
+        names = {n for n in os.listdir(location) if os.path.isfile(os.path.join(location, n))}
+        config = read_json(os.path.join(location, TOKENIZER_CONFIG))
+        fixed = tokenizer_config_for_v4(config, names) if config is not None else None
+        if fixed is not None:
+            log.info("%s/%s was written by transformers 5: loading an adapted copy under transformers %s",
+                     location, TOKENIZER_CONFIG, transformers.__version__)
+            with tempfile.TemporaryDirectory(prefix="llmdeploy-tokenizer-") as tmp:
+                for name in names:
+                    if name != TOKENIZER_CONFIG and not name.endswith(_WEIGHT_SUFFIXES):
+                        shutil.copyfile(os.path.join(location, name), os.path.join(tmp, name))
+                with open(os.path.join(tmp, TOKENIZER_CONFIG), "w", encoding="utf-8") as fh:
+                    fh.write(dumps(fixed))
+                return transformers.AutoTokenizer.from_pretrained(tmp)
+    return transformers.AutoTokenizer.from_pretrained(location)
+
+
+def load_seq2seq_model(location: str, dtype, **kwargs):
+    """AutoModelForSeq2SeqLM at ``dtype`` under transformers 4.x or 5 with the checkpoint's own head semantics.
+
+    Under 4.x a T5 config written by transformers 5 gets ``tie_word_embeddings`` back from
+    ``scale_decoder_outputs`` (compat.model_config_for_v4), and an untied model whose checkpoint
+    stores no ``lm_head.weight`` (transformers 5 tied it to the embeddings, unscaled) gets the
+    embeddings copied into its head, which is what transformers 5 computes.
+    """
+    transformers = _transformers()
+    kwargs[dtype_keyword(transformers.__version__)] = dtype
+    if major_version(transformers.__version__) < 5 and os.path.isdir(location):
+        raw = read_json(os.path.join(location, MODEL_CONFIG))
+        fixed = model_config_for_v4(raw) if raw is not None else None
+        if fixed is not None:
+            config = transformers.AutoConfig.from_pretrained(location)
+            config.tie_word_embeddings = fixed["tie_word_embeddings"]
+            kwargs["config"] = config
+            log.info("%s/%s was written by transformers 5: tie_word_embeddings=%s for transformers %s",
+                     location, MODEL_CONFIG, config.tie_word_embeddings, transformers.__version__)
+    model, info = transformers.AutoModelForSeq2SeqLM.from_pretrained(location, output_loading_info=True, **kwargs)
+    head = model.get_output_embeddings()
+    if "lm_head.weight" in info.get("missing_keys", ()) and head is not None \
+            and not getattr(model.config, "tie_word_embeddings", False):
+        import torch
+
+        log.info("%s stores no lm_head.weight: the head takes the input embeddings (tied, unscaled)", location)
+        with torch.no_grad():
+            head.weight.copy_(model.get_input_embeddings().weight)
+    return model
 
 
 class _TokenizingEngine:
@@ -90,19 +161,17 @@ class TransformersEngine(_TokenizingEngine):
 
     @classmethod
     def load(cls, location: str, config: ServingConfig, *, device: DeviceInfo | None = None) -> "TransformersEngine":
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
         device = device or detect_device(config.device)
         precision = choose_precision(config.dtype, device)
         log.info("loading %s on %s (%s): %s", location, device.name, precision.dtype, precision.reason)
-        tokenizer = AutoTokenizer.from_pretrained(location)
-        kwargs: dict = {"dtype": torch_dtype(precision)}
+        tokenizer = load_tokenizer(location)
+        kwargs: dict = {}
         if precision.load_in_8bit:
             from transformers import BitsAndBytesConfig
 
             kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
             kwargs["device_map"] = {"": device.index}
-        model = AutoModelForSeq2SeqLM.from_pretrained(location, **kwargs)
+        model = load_seq2seq_model(location, torch_dtype(precision), **kwargs)
         if not model.config.is_encoder_decoder:
             raise ServingConfigError(f"{location} is not a sequence-to-sequence model "
                                      f"({model.config.model_type}); this handler serves encoder-decoder models")
@@ -203,7 +272,7 @@ class CTranslate2Engine(_TokenizingEngine):
              device: DeviceInfo | None = None, compute_type: str | None = None,
              intra_threads: int = 0) -> "CTranslate2Engine":
         import ctranslate2
-        from transformers import AutoConfig, AutoTokenizer
+        from transformers import AutoConfig
 
         device = device or detect_device(config.device)
         converted = convert_to_ctranslate2(location, ct2_dir)
@@ -224,7 +293,7 @@ class CTranslate2Engine(_TokenizingEngine):
         translator = ctranslate2.Translator(str(converted), device=device.kind,
                                             device_index=device.index, compute_type=compute_type,
                                             inter_threads=1, intra_threads=intra_threads)
-        tokenizer = AutoTokenizer.from_pretrained(location)
+        tokenizer = load_tokenizer(location)
         ctx = context_length(AutoConfig.from_pretrained(location), tokenizer, config.max_input_tokens)
         return cls(translator, tokenizer, max_input_tokens=ctx)
 

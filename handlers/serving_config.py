@@ -24,6 +24,8 @@ _DTYPE_ALIASES = {
 BACKENDS = ("transformers", "ctranslate2")
 DEFAULT_MAX_NEW_TOKENS = 256
 DEFAULT_CONTEXT_TOKENS = 512
+# Where SageMaker (and the reserved-mode boot script) put the extracted model.tar.gz.
+CONTAINER_MODEL_DIR = "/opt/ml/model"
 
 
 class HandlerError(Exception):
@@ -70,10 +72,22 @@ class ServingConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
 
     def model_location(self) -> str:
-        """Local folder (or hub id) to load: option.model_id when it is set and not s3://, else model_dir."""
+        """Local folder (or hub id) to load: option.model_id when it is set and not s3://, else model_dir.
+
+        DJL downloads an ``s3://`` model_id itself and hands the handler the local copy's path in its
+        place, so an s3:// value reaching here means nothing was downloaded. A path under
+        ``/opt/ml/model`` (what `llmdeploy package` writes) that does not exist, as when the extracted
+        tarball is served from another folder, is looked up under model_dir instead.
+        """
         if self.model_id and not self.model_id.startswith("s3://"):
-            # A relative model_id (e.g. "weights", as `llmdeploy package` writes) is a folder in model_dir.
-            if self.model_dir and not os.path.isabs(self.model_id):
+            if os.path.isabs(self.model_id):
+                relative = os.path.relpath(self.model_id, CONTAINER_MODEL_DIR)
+                if (self.model_dir and not os.path.exists(self.model_id) and not relative.startswith("..")
+                        and os.path.isdir(os.path.join(self.model_dir, relative))):
+                    return os.path.join(self.model_dir, relative)
+                return self.model_id
+            # A relative model_id is a folder in model_dir when one exists there, else a hub id.
+            if self.model_dir:
                 candidate = os.path.join(self.model_dir, self.model_id)
                 if os.path.isdir(candidate):
                     return candidate

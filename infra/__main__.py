@@ -23,8 +23,6 @@ from llmdeploy.errors import LlmdeployError
 from llmdeploy.stackconfig import BY_KEY, NAMESPACE, SETTINGS, StackConfig
 from llmdeploy.tags import base_tags
 
-SERVERLESS_TASK = "text2text-generation"  # FLAN-T5 is a seq2seq model
-
 
 def read_config() -> StackConfig:
     """The stack's ``llmdeploy:*`` settings, validated (ConfigError / UnknownChoiceError on bad input)."""
@@ -71,21 +69,25 @@ def build_dir(stack: str) -> Path:
 def main(*, artifact_dir: str | os.PathLike | None = None) -> dict[str, pulumi.Output]:
     from llmdeploy import monitoring as mon
     from llmdeploy.infra import lmi_image
-    from llmdeploy.infra.artifact import ModelArtifact, ModelArtifactArgs, build_tarball, hub_id
+    from llmdeploy.infra.artifact import ModelArtifact, ModelArtifactArgs, build_tarball
 
     config = read_config()
     stack = pulumi.get_stack()
-    # Resolve everything that can fail before registering anything.
-    if config.mode == "serverless":
-        image = config.lmi_image or lmi_image.serverless_image(config.region)
+    # Resolve everything that can fail before registering anything. Every mode serves the same
+    # model.tar.gz in an LMI-family image: the GPU build, or its CPU build for serverless.
+    serverless = config.mode == "serverless"
+    if serverless:
+        image = lmi_image.serverless_image(config.region, config.lmi_version, config.lmi_image)
+        inference_ami = ""  # no instances to pick an AMI for
     else:
         image = lmi_image.lmi_image(config.region, config.lmi_version, config.lmi_image)
+        inference_ami = lmi_image.inference_ami_version(config.lmi_version, image)
     tarball, sha256 = build_tarball(config, artifact_dir or build_dir(stack))
+    if note := lmi_image.requirements_warning(config.lmi_version, image):
+        pulumi.log.warn(note)
     tags = base_tags(stack=stack, mode=config.mode, owner=config.owner, cost_center=config.cost_center)
     targets = mon.targets_for(config, load_catalog())  # alarm thresholds: what the plan recorded
 
-    # Serverless' CPU image serves the Hub model itself; the bucket still holds the
-    # artifact so switching modes never replaces it.
     artifact = ModelArtifact("model", ModelArtifactArgs(tarball=tarball, sha256=sha256, tags=tags,
                                                         weights_uri=config.weights_uri))
     outputs: dict[str, pulumi.Output] = {"mode": pulumi.Output.from_input(config.mode),
@@ -106,12 +108,10 @@ def main(*, artifact_dir: str | os.PathLike | None = None) -> dict[str, pulumi.O
     else:
         from llmdeploy.infra.sagemaker_endpoint import VARIANT, SageMakerEndpoint, SageMakerEndpointArgs
 
-        serverless = config.mode == "serverless"
         served = SageMakerEndpoint("serve", SageMakerEndpointArgs(
             mode=config.mode, region=config.region, image=image,
             bucket_name=artifact.bucket_name, bucket_arn=artifact.bucket_arn,
-            model_data_url=None if serverless else artifact.model_data_url,
-            environment={"HF_MODEL_ID": hub_id(config.model), "HF_TASK": SERVERLESS_TASK} if serverless else {},
+            model_data_url=artifact.model_data_url, inference_ami_version=inference_ami,
             weights_uri=config.weights_uri,
             instance_type=config.instance_type, instance_count=config.instance_count,
             min_instances=config.min_instances,

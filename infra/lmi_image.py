@@ -1,14 +1,20 @@
-"""Which container image serves the model: resolved offline with sagemaker-core's image_uris.
+"""Which container image serves the model, and on which SageMaker host AMI.
 
-GPU modes (realtime, async, reserved) run AWS's Large Model Inference container
-(DJL Serving), ``image_uris.retrieve("djl-lmi", region, version)``. The version is
-pinned in the stack config (``lmiVersion``, default ``DEFAULT_LMI_VERSION``) so a
-redeploy never picks up a new container by surprise; ``lmiImage`` overrides it.
+Every mode runs the same model.tar.gz with the same handler in an image of AWS's Large
+Model Inference family (DJL Serving):
 
-Serverless endpoints have no GPU and cap the container image at 10 GB, which the
-CUDA-based LMI image exceeds (and sagemaker-core knows no CPU build of it). They
-use the Hugging Face PyTorch *CPU* inference image instead, which serves a Hub
-model through HF_MODEL_ID / HF_TASK with no custom code.
+- GPU modes (realtime, async, reserved): the LMI image,
+  ``image_uris.retrieve("djl-lmi", region, version)`` with sagemaker-core, offline.
+- serverless (no GPU, images up to 10 GB): the family's CPU build,
+  ``djl-inference:<version>-cpu-full``, which sagemaker-core does not resolve: it lives in
+  the same ECR repository as the LMI tags, so its URI is that repository with the CPU tag
+  recorded in ``llmdeploy/data/lmi.toml``.
+
+The version is pinned in the stack config (``lmiVersion``, default from lmi.toml) so a
+redeploy never picks up a new container by surprise; ``lmiImage`` overrides the URI.
+What each version ships, and the InferenceAmiVersion its CUDA needs on SageMaker hosts,
+come from ``llmdeploy.lmi``; a version whose recipe was not read still resolves, with a
+warning (``requirements_warning``).
 
 ``sagemaker.core`` takes ~2 s to import, so it is imported inside the functions.
 """
@@ -16,14 +22,10 @@ model through HF_MODEL_ID / HF_TASK with no custom code.
 from __future__ import annotations
 
 from llmdeploy.errors import ConfigError
+from llmdeploy.lmi import (cpu_image_tag, cpu_versions, cuda_of_tag, inference_ami_for_cuda, load_lmi_table,
+                           release, unknown_requirements_note)
 
 LMI_FRAMEWORK = "djl-lmi"
-# Hugging Face PyTorch inference (CPU build) for serverless: transformers 4.49 on PyTorch 2.6, py312.
-SERVERLESS_FRAMEWORK = "huggingface"
-SERVERLESS_TRANSFORMERS_VERSION = "4.49.0"
-SERVERLESS_BASE_FRAMEWORK = "pytorch2.6.0"
-# Any CPU instance family makes image_uris pick the "cpu" processor tag.
-_CPU_INSTANCE_HINT = "ml.m5.xlarge"
 
 
 def lmi_versions() -> list[str]:
@@ -52,21 +54,44 @@ def lmi_image(region: str, version: str, override: str = "") -> str:
         raise ConfigError(f"no LMI {version} image for region {region!r}: {exc}") from None
 
 
-def serverless_image(region: str) -> str:
-    """The Hugging Face PyTorch CPU inference image for ``region`` (serverless has no GPU)."""
-    from sagemaker.core import image_uris
+def serverless_image(region: str, version: str, override: str = "") -> str:
+    """The djl-inference CPU image for ``region`` at LMI ``version`` (serverless has no GPU)."""
+    if override:
+        return override
+    table = load_lmi_table()
+    tag = cpu_image_tag(table, version)
+    if tag is None:
+        raise ConfigError(
+            f"no CPU build of LMI {version} is recorded for serverless; djl-inference CPU images exist for "
+            f"{', '.join(cpu_versions(table))}.",
+            hint="Set llmdeploy:lmiVersion to one of them, or llmdeploy:lmiImage to a CPU image URI.")
+    repository = lmi_image(region, version).rsplit(":", 1)[0]
+    return f"{repository}:{tag}"
 
-    try:
-        return image_uris.retrieve(
-            SERVERLESS_FRAMEWORK,
-            region,
-            version=SERVERLESS_TRANSFORMERS_VERSION,
-            base_framework_version=SERVERLESS_BASE_FRAMEWORK,
-            image_scope="inference",
-            instance_type=_CPU_INSTANCE_HINT,
-        )
-    except ValueError as exc:
-        raise ConfigError(f"no Hugging Face CPU inference image for region {region!r}: {exc}") from None
+
+def inference_ami_version(version: str, image: str) -> str:
+    """The ProductionVariant InferenceAmiVersion ``image`` needs ("" = SageMaker's default hosts serve it).
+
+    Its CUDA comes from lmi.toml when ``image`` is the recorded build of ``version``, else from its tag
+    ("...-cu130"); an image whose tag names no CUDA gets the default hosts (and a requirements_warning).
+    """
+    table = load_lmi_table()
+    rel = release(table, version)
+    cuda = rel.cuda if rel is not None and image.endswith(":" + rel.image_tag) else cuda_of_tag(image)
+    return inference_ami_for_cuda(table, cuda)
+
+
+def requirements_warning(version: str, image: str) -> str | None:
+    """One line when the served image's libraries were not checked (unknown version or a custom image)."""
+    table = load_lmi_table()
+    rel = release(table, version)
+    if rel is None:
+        return unknown_requirements_note(table, version)
+    recorded = [":" + rel.image_tag] + ([":" + tag] if (tag := cpu_image_tag(table, version)) else [])
+    if not any(image.endswith(r) for r in recorded):
+        return (f"llmdeploy:lmiImage {image!r} is not a recorded LMI build: llmdeploy has not checked its "
+                "transformers, torch and CUDA against the handler.")
+    return None
 
 
 def ecr_repository_arn(image_uri: str) -> str | None:
@@ -105,14 +130,24 @@ def _version_key(version: str) -> tuple[int, ...]:
 
 
 if __name__ == "__main__":
-    # `python -m llmdeploy.infra.lmi_image REGION [VERSION]`: the URI for `docker build --build-arg LMI_IMAGE=...`.
+    # `python -m llmdeploy.infra.lmi_image REGION [VERSION]`: the GPU and CPU image URIs a stack would run.
     import sys
 
     from llmdeploy.stackconfig import DEFAULT_LMI_VERSION
 
     if len(sys.argv) not in (2, 3):
         sys.exit("usage: python -m llmdeploy.infra.lmi_image REGION [VERSION]")
+    region, version = sys.argv[1], sys.argv[2] if len(sys.argv) == 3 else DEFAULT_LMI_VERSION
     try:
-        print(lmi_image(sys.argv[1], sys.argv[2] if len(sys.argv) == 3 else DEFAULT_LMI_VERSION))
+        gpu = lmi_image(region, version)
+        print(f"gpu {gpu}")
+        print(f"sagemaker-inference-ami {inference_ami_version(version, gpu) or '(default)'}")
     except ConfigError as exc:
         sys.exit(f"Error: {exc}")
+    try:
+        print(f"cpu {serverless_image(region, version)}")
+    except ConfigError:
+        print("cpu (no CPU build recorded: serverless cannot use this version)")
+    note = requirements_warning(version, gpu)
+    if note:
+        print(f"warning: {note}", file=sys.stderr)

@@ -43,9 +43,11 @@ import pulumi_aws as aws
 
 from llmdeploy.infra import iam
 from llmdeploy.infra.artifact import ARTIFACT_PREFIX
+from llmdeploy.containers.package import CONTAINER_MODEL_DIR
 from llmdeploy.infra.lmi_image import ecr_registry, ecr_repository_arn, partition
 from llmdeploy.errors import ConfigError
 from llmdeploy.monitoring import GPU_NAMESPACE, agent_setup_lines
+from llmdeploy.responses import check_body_command
 from llmdeploy.stackconfig import check_certificate_arn, check_ingress_cidr
 
 # AWS's GPU base image: NVIDIA driver, Docker and the NVIDIA container toolkit preinstalled.
@@ -105,9 +107,14 @@ class ReservedEndpointArgs:
         return (self.ingress_cidr or EVERYONE) if self.internet_facing else None
 
 
-def render_user_data(*, region: str, image: str, model_data_url: str, service_port: int, weights_uri: str = "",
-                     agent_config: str = "") -> str:
-    """The instance boot script: fetch model.tar.gz, log in to ECR, run the LMI container (then the GPU metrics agent)."""
+def render_user_data(*, region: str, image: str, model_data_url: str, service_port: int, agent_config: str = "") -> str:
+    """The instance boot script: fetch model.tar.gz, log in to ECR, run the LMI container (then the GPU metrics agent).
+
+    The container serves exactly one model, /opt/ml/model (model.tar.gz). Where the weights are
+    (weightsUri, a Hub id or packaged) is option.model_id in its serving.properties, nothing else:
+    an HF_MODEL_ID variable would make DJL register a second model next to it, and /invocations
+    without a model name would then answer 400 "Parameter model_name is required".
+    """
     q = shlex.quote
     lines = [
         "#!/bin/bash",
@@ -117,20 +124,20 @@ def render_user_data(*, region: str, image: str, model_data_url: str, service_po
         f"REGION={q(region)}",
         f"IMAGE={q(image)}",
         f"MODEL_DATA_URL={q(model_data_url)}",
+        f"MODEL_DIR={q(CONTAINER_MODEL_DIR)}",
         "systemctl enable --now docker",
-        "mkdir -p /opt/ml/model",
+        'mkdir -p "$MODEL_DIR"',
         # Instance-role credentials through IMDSv2; the role may read only the artifact bucket.
-        'aws s3 cp --region "$REGION" "$MODEL_DATA_URL" /opt/ml/model.tar.gz',
-        "tar -xzf /opt/ml/model.tar.gz -C /opt/ml/model",
+        'aws s3 cp --region "$REGION" "$MODEL_DATA_URL" "$MODEL_DIR.tar.gz"',
+        'tar -xzf "$MODEL_DIR.tar.gz" -C "$MODEL_DIR"',
     ]
     registry = ecr_registry(image)
     if registry:
         lines.append(f'aws ecr get-login-password --region "$REGION" | docker login --username AWS --password-stdin {q(registry)}')
     lines.append('docker pull "$IMAGE"')
-    env = f" -e HF_MODEL_ID={q(weights_uri)}" if weights_uri else ""
     lines.append(
         "docker run -d --name llmdeploy --restart unless-stopped --gpus all --shm-size 2g "
-        f"-p {int(service_port)}:{CONTAINER_PORT} -v /opt/ml/model:/opt/ml/model{env} \"$IMAGE\""
+        f'-p {int(service_port)}:{CONTAINER_PORT} -v "$MODEL_DIR:$MODEL_DIR" "$IMAGE"'
     )
     if agent_config:
         lines += agent_setup_lines(agent_config)
@@ -141,8 +148,9 @@ def invoke_command(dns_name: str, scheme: str = "http", internal: bool = False) 
     """A curl call of the endpoint. With HTTPS the certificate names your domain, not the ALB's DNS name:
     the trailing shell comment says so, since curl rejects the name mismatch until that domain points here.
     An internal ALB answers only inside the VPC: the comment says that, and how to open it."""
-    command = (f"curl -X POST {scheme}://{dns_name}/invocations -H 'Content-Type: application/json' "
-               f"-d {shlex.quote(SAMPLE_BODY)}")
+    # DJL answers a request batched with a malformed one with 200 and an error body: check the body too.
+    command = (f"curl -sS -o response.json -X POST {scheme}://{dns_name}/invocations "
+               f"-H 'Content-Type: application/json' -d {shlex.quote(SAMPLE_BODY)} && {check_body_command('response.json')}")
     if scheme == "https":
         command += f"  # use your certificate's domain in place of {dns_name} once its DNS record (CNAME/alias) points here"
     elif internal:
@@ -244,7 +252,7 @@ class ReservedEndpoint(pulumi.ComponentResource):
         # -- instances -----------------------------------------------------------------------------
         user_data = pulumi.Output.from_input(args.model_data_url).apply(lambda url: base64.b64encode(render_user_data(
             region=args.region, image=args.image, model_data_url=url, service_port=args.service_port,
-            weights_uri=args.weights_uri, agent_config=args.agent_config).encode()).decode())
+            agent_config=args.agent_config).encode()).decode())
         template = aws.ec2.LaunchTemplate(
             f"{name}-template",
             image_id=ami.id,

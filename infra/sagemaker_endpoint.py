@@ -10,7 +10,11 @@
   HasBacklogWithoutCapacity alarm adds the first instance. This is the pattern of
   SageMaker's "Autoscale an asynchronous endpoint" guide.
 - serverless: no instances; memory and concurrency from the stack (validated
-  against the catalog's limits before this runs), CPU-only image.
+  against the catalog's limits before this runs), the LMI family's CPU image.
+
+Every mode's Model is the same: an LMI-family image with our model.tar.gz as its
+model data. Instance-backed variants whose image needs a newer NVIDIA driver than
+SageMaker's default hosts get ``inference_ami_version`` (llmdeploy/data/lmi.toml).
 
 Second deploys. The Model names a content-addressed artifact (infra/artifact.py), so
 any change to it replaces the Model and the endpoint config (both auto-named), and
@@ -40,6 +44,7 @@ import pulumi_random as random
 from llmdeploy.infra import iam
 from llmdeploy.infra.artifact import ARTIFACT_PREFIX, ASYNC_FAILURE_PREFIX, ASYNC_INPUT_PREFIX, ASYNC_OUTPUT_PREFIX
 from llmdeploy.infra.lmi_image import ecr_repository_arn, partition
+from llmdeploy.responses import check_body_command
 
 VARIANT = "AllTraffic"
 SAMPLE_BODY = '{"inputs": "Translate to German: How old are you?"}'
@@ -54,8 +59,10 @@ class SageMakerEndpointArgs:
     image: str
     bucket_name: pulumi.Input[str]
     bucket_arn: pulumi.Input[str]
-    model_data_url: pulumi.Input[str] | None = None  # None: the image serves a Hub model from env
+    model_data_url: pulumi.Input[str] | None = None
     environment: dict[str, str] = field(default_factory=dict)
+    # ProductionVariant InferenceAmiVersion (driver/CUDA of the hosts); "" = SageMaker's default hosts.
+    inference_ami_version: str = ""
     weights_uri: str = ""
     instance_type: str = ""
     instance_count: int = 1
@@ -171,6 +178,8 @@ class SageMakerEndpoint(pulumi.ComponentResource):
                 container_startup_health_check_timeout_in_seconds=STARTUP_TIMEOUT_S,
                 model_data_download_timeout_in_seconds=STARTUP_TIMEOUT_S,
             )
+            if args.inference_ami_version:
+                variant["inference_ami_version"] = args.inference_ami_version
         return variant
 
     def _async_notifications(self, child):
@@ -307,14 +316,16 @@ class SageMakerEndpoint(pulumi.ComponentResource):
         region = self._args.region
         if self._args.mode == "async":
             input_uri = f"s3://{bucket}/{ASYNC_INPUT_PREFIX}request.json"
+            # The result lands at the printed OutputLocation; like any response it may hold {"error", "code"}.
             return (
                 f"echo {shlex.quote(SAMPLE_BODY)} > request.json && aws s3 cp request.json {input_uri} && "
                 f"aws sagemaker-runtime invoke-endpoint-async --region {region} --endpoint-name {endpoint_name} "
                 f"--content-type application/json --input-location {input_uri}"
             )
+        # DJL answers a request batched with a malformed one with status 200 and an error body: check the body.
         return (
             f"aws sagemaker-runtime invoke-endpoint --region {region} --endpoint-name {endpoint_name} "
             f"--content-type application/json --cli-binary-format raw-in-base64-out "
-            f"--body {shlex.quote(SAMPLE_BODY)} /dev/stdout"
+            f"--body {shlex.quote(SAMPLE_BODY)} response.json >/dev/null && {check_body_command('response.json')}"
         )
 

@@ -259,8 +259,13 @@ def _serverless_option(m: ModelConfig, dtype: str, cat: Catalog, region: str, tr
     if region not in cat.serverless:
         return Option("serverless", None, None, 0, False,
                       f"the catalog has no SageMaker serverless price for {region} (run 'llmdeploy prices refresh')")
+    # The endpoint runs the handler in the LMI CPU image: weights in fp32 whatever the stack's dtype
+    # (handlers/precision.py: fp32 on CPU) beside DJL's Java front end (its heap, llmdeploy/data/lmi.toml).
+    from llmdeploy.lmi import load_lmi_table
+
+    dtype = "fp32"
     mem = sizing.inference_memory(m, dtype, batch=1, input_tokens=traffic.input_tokens, output_tokens=traffic.output_tokens, buffer=buffer)
-    needed = mem.total + int(a.host_overhead_gib * sizing.GIB)
+    needed = mem.total + int((a.host_overhead_gib + load_lmi_table().cpu_image.jvm_heap_gib) * sizing.GIB)
     sizes = [s for s in limits.memory_sizes_mb if s * 1024**2 >= needed]
     if not sizes:
         return Option("serverless", None, None, 0, False,

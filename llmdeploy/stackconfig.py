@@ -22,14 +22,16 @@ from typing import Any
 
 from llmdeploy.catalog import TERMS as catalog_TERMS
 from llmdeploy.errors import ConfigError, UnknownChoiceError, UsageError
+from llmdeploy.lmi import default_lmi_version
 from llmdeploy.sizing import DTYPE_BYTES
 
 NAMESPACE = "llmdeploy"
 MODES = ("reserved", "realtime", "async", "serverless")
 TERMS = catalog_TERMS  # pricing terms are the catalog's
 DTYPES = tuple(DTYPE_BYTES)  # the dtypes sizing knows the size of
-# Pinned LMI (DJL Serving) version for sagemaker.core.image_uris.retrieve("djl-lmi", region, version).
-DEFAULT_LMI_VERSION = "0.33.0"
+# Pinned LMI (DJL Serving) version for sagemaker.core.image_uris.retrieve("djl-lmi", region, version):
+# chosen, with its sources, in llmdeploy/data/lmi.toml.
+DEFAULT_LMI_VERSION = default_lmi_version()
 _STACK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 _REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,254}$")  # a git ref or commit, as the Hub accepts in /resolve/{rev}/
 

@@ -8,7 +8,7 @@ from llmdeploy.infra.reserved_endpoint import AMI_NAME_FILTER, render_user_data
 
 from .mocks import of_type, one, run, run_mode, stack_config
 
-IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/djl-inference:0.33.0-lmi15.0.0-cu128"
+IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/djl-inference:0.36.0-lmi27.0.0-cu130"
 
 
 def _sgs(mocks):
@@ -117,25 +117,47 @@ def test_user_data_runs_the_lmi_container_with_the_artifact():
 def test_render_user_data():
     script = render_user_data(region="us-east-1", image=IMAGE, model_data_url="s3://b/model/model.tar.gz", service_port=8080)
     assert script.startswith("#!/bin/bash\n") and "set -euo pipefail" in script
-    assert 'aws s3 cp --region "$REGION" "$MODEL_DATA_URL" /opt/ml/model.tar.gz' in script
+    assert "MODEL_DIR=/opt/ml/model\n" in script
+    assert 'aws s3 cp --region "$REGION" "$MODEL_DATA_URL" "$MODEL_DIR.tar.gz"' in script
+    assert 'tar -xzf "$MODEL_DIR.tar.gz" -C "$MODEL_DIR"' in script
     assert "docker login --username AWS --password-stdin 763104351884.dkr.ecr.us-east-1.amazonaws.com" in script
     run_line = next(line for line in script.splitlines() if line.startswith("docker run"))
-    assert "--gpus all" in run_line and "-p 8080:8080" in run_line and "-v /opt/ml/model:/opt/ml/model" in run_line
-    assert "HF_MODEL_ID" not in script
+    assert "--gpus all" in run_line and "-p 8080:8080" in run_line and '-v "$MODEL_DIR:$MODEL_DIR"' in run_line
+    assert " -e " not in run_line, "the container gets no model variables: it serves /opt/ml/model alone"
 
 
-def test_render_user_data_quotes_and_weights():
-    script = render_user_data(region="eu-west-1", image="docker.io/me/lmi:1", model_data_url="s3://b/m.tar.gz",
-                              service_port=9000, weights_uri="s3://w/x y/")
+def test_render_user_data_quotes_and_no_ecr_login_elsewhere():
+    script = render_user_data(region="eu-west-1", image="docker.io/me/lmi:1", model_data_url="s3://b/m y.tar.gz",
+                              service_port=9000)
     assert "docker login" not in script, "no ECR login for a non-ECR image"
-    assert "-e HF_MODEL_ID='s3://w/x y/'" in script
+    assert "MODEL_DATA_URL='s3://b/m y.tar.gz'" in script and "-p 9000:8080" in script
+
+
+def test_weights_uri_reaches_the_container_only_through_serving_properties(tmp_path):
+    """Reserved with weightsUri: one model (ours), its serving.properties naming the weights; no HF_MODEL_ID.
+
+    DJL registers a second model for HF_MODEL_ID next to /opt/ml/model, and /invocations without a
+    model name then answers 400 "Parameter model_name is required".
+    """
+    import tarfile
+
+    from llmdeploy.infra.offline_preview import run_program
+
+    mocks = run_program(stack_config("reserved", weights_uri="s3://weights-bucket/flan-t5-xl/"), stack="reserved-weights",
+                        artifact_dir=str(tmp_path))
+    script = base64.b64decode(one(mocks, "aws:ec2/launchTemplate:LaunchTemplate").inputs["userData"]).decode()
+    assert "HF_MODEL_ID" not in script and "weights-bucket" not in script
+    with tarfile.open(tmp_path / "model.tar.gz") as tar:
+        props = tar.extractfile("serving.properties").read().decode()
+    assert "option.model_id=s3://weights-bucket/flan-t5-xl/\n" in props
 
 
 def test_outputs_give_a_curl_command():
     mocks = run_mode("reserved")
     dns = one(mocks, "aws:lb/loadBalancer:LoadBalancer").outputs["dnsName"]
     assert mocks.outputs["url"] == f"http://{dns}"
-    assert mocks.outputs["invoke_command"].startswith(f"curl -X POST http://{dns}/invocations ")
+    assert mocks.outputs["invoke_command"].startswith(f"curl -sS -o response.json -X POST http://{dns}/invocations ")
+    assert mocks.outputs["invoke_command"].endswith(" response.json"), "the body is checked, not only the status"
 
 
 # -- load balancer hardening: ingressCidr and certificateArn ------------------------------------------
@@ -244,7 +266,7 @@ def test_certificate_turns_on_https_and_80_only_redirects():
         "instances must accept the service port only from the ALB security group"
     dns = one(mocks, "aws:lb/loadBalancer:LoadBalancer").outputs["dnsName"]
     assert mocks.outputs["url"] == f"https://{dns}", "with a certificate the endpoint URL is https"
-    assert mocks.outputs["invoke_command"].startswith(f"curl -X POST https://{dns}/invocations "), \
+    assert mocks.outputs["invoke_command"].startswith(f"curl -sS -o response.json -X POST https://{dns}/invocations "), \
         "with a certificate the invoke command must use https"
 
 
@@ -263,8 +285,9 @@ def test_invoke_command_with_https_notes_the_certificate_domain():
     from llmdeploy.infra.reserved_endpoint import invoke_command
 
     plain = invoke_command("lb.example.elb.amazonaws.com")
-    assert plain.startswith("curl -X POST http://lb.example.elb.amazonaws.com/invocations ") and "#" not in plain
+    assert plain.startswith("curl -sS -o response.json -X POST http://lb.example.elb.amazonaws.com/invocations ")
+    assert "  # " not in plain
     assert "inside the VPC" in invoke_command("internal-lb.example.elb.amazonaws.com", internal=True)
     tls = invoke_command("lb.example.elb.amazonaws.com", "https")
-    assert tls.startswith("curl -X POST https://lb.example.elb.amazonaws.com/invocations ")
+    assert tls.startswith("curl -sS -o response.json -X POST https://lb.example.elb.amazonaws.com/invocations ")
     assert "# use your certificate's domain" in tls, "the https command must say the certificate names another host"

@@ -19,8 +19,41 @@ def test_provisioned_concurrency_only_when_asked():
     assert variant["serverlessConfig"]["provisionedConcurrency"] == 2
 
 
-def test_serverless_runs_a_cpu_image_serving_the_hub_model():
-    container = one(run_mode("serverless"), "aws:sagemaker/model:Model").inputs["primaryContainer"]
-    assert "-cpu-" in container["image"], "serverless has no GPU: the image must be a CPU build"
-    assert container["environment"]["HF_MODEL_ID"] == "google/flan-t5-small"
-    assert container["environment"]["HF_TASK"] == "text2text-generation"
+def test_serverless_runs_our_artifact_in_the_lmi_cpu_image():
+    """Same handler, same model.tar.gz as every other mode; the CPU build of the pinned LMI version."""
+    mocks = run_mode("serverless")
+    container = one(mocks, "aws:sagemaker/model:Model").inputs["primaryContainer"]
+    assert container["image"].endswith("/djl-inference:0.36.0-cpu-full"), "serverless has no GPU: the LMI CPU build"
+    bucket = one(mocks, "aws:s3/bucket:Bucket").outputs["bucket"]
+    assert container["modelDataUrl"] == f"s3://{bucket}/model/model.tar.gz"
+    assert not container.get("environment"), "no HF_MODEL_ID / HF_TASK: the handler reads serving.properties"
+    (variant,) = one(mocks, "aws:sagemaker/endpointConfiguration:EndpointConfiguration").inputs["productionVariants"]
+    assert "inferenceAmiVersion" not in variant, "no instances, no host AMI"
+
+
+def test_serverless_artifact_is_the_same_tarball_as_realtime(tmp_path):
+    from llmdeploy.infra.offline_preview import run_program
+
+    digests = {}
+    for mode in ("serverless", "realtime"):
+        run_program(stack_config(mode, model="flan-t5-small"), stack=f"same-{mode}", artifact_dir=str(tmp_path / mode))
+        digests[mode] = (tmp_path / mode / "model.tar.gz").read_bytes()
+    assert digests["serverless"] == digests["realtime"], "one model.tar.gz for every mode"
+
+
+def test_serverless_needs_a_version_with_a_cpu_build():
+    import pytest
+
+    from llmdeploy.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no CPU build of LMI 0.34.0"):
+        run(stack_config("serverless", lmi_version="0.34.0"), stack="serverless-034")
+
+
+def test_serverless_limits_the_artifact_must_respect():
+    """What the CPU image must fit: 10 GB image, 4 MB payload, 60 s, memory sizes; no GPU (catalog limits)."""
+    from llmdeploy.catalog import load_catalog
+
+    limits = load_catalog().serverless_limits
+    assert (limits.max_image_gb, limits.max_payload_mb, limits.timeout_s, limits.gpu) == (10, 4, 60, False)
+    assert stack_config("serverless").serverless_memory_mb in limits.memory_sizes_mb

@@ -14,7 +14,12 @@ TINY_WORDS = [f"w{i}" for i in range(240)]
 
 
 def build_tiny_t5(path: Path, *, d_model=64, d_ff=128, d_kv=16, num_heads=4, num_layers=2, seed=0) -> Path:
-    """A FLAN-T5-shaped (gated-gelu, untied lm_head config) random model + a word-level tokenizer."""
+    """A FLAN-T5-shaped random model (gated-gelu, an lm_head of its own) + a word-level tokenizer.
+
+    Like google/flan-t5-*, the checkpoint stores lm_head.weight apart from the embeddings with
+    ``tie_word_embeddings: false``. transformers 5 ties T5's head on construction whatever the
+    config says, so the head is untied by hand there; 4.x builds it untied already.
+    """
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
@@ -32,6 +37,10 @@ def build_tiny_t5(path: Path, *, d_model=64, d_ff=128, d_kv=16, num_heads=4, num
                       tie_word_embeddings=False, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
     torch.manual_seed(seed)
     model = T5ForConditionalGeneration(config)
+    if model.lm_head.weight is model.shared.weight:  # transformers 5
+        head = torch.randn(model.shared.weight.shape, generator=torch.Generator().manual_seed(seed + 1))
+        model.lm_head.weight = torch.nn.Parameter(head * model.config.initializer_factor)
+        model.config.tie_word_embeddings = False
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
@@ -109,3 +118,23 @@ def fake_service():
         return Seq2SeqService(engine=engine, config=parse_properties({"option.max_new_tokens": "32"}))
 
     return make
+
+
+def serving_properties(**options) -> str:
+    """serving.properties text as `llmdeploy package` writes it, with ``option.<key>`` overrides."""
+    from llmdeploy.containers.package import PackageSettings, render_serving_properties
+
+    text = render_serving_properties(PackageSettings(), with_weights=False)
+    lines = [line for line in text.splitlines() if not any(line.startswith(f"option.{k}=") for k in options)]
+    lines += [f"option.{k}={v}" for k, v in options.items()]
+    return "\n".join(lines) + "\n"
+
+
+def djl_for(service, model_dir: str = "/opt/ml/model"):
+    """DJL's Java side in front of ``service``, through the djl_python engine double (see djl_double.py)."""
+    from types import SimpleNamespace
+
+    from djl_double import Djl, Output, PythonEngine
+
+    module = SimpleNamespace(handle=lambda inputs: service.handle(inputs, Output))
+    return Djl(PythonEngine(module, model_dir))

@@ -35,6 +35,18 @@ def test_relative_model_id_resolves_inside_model_dir(tmp_path):
         parse_properties({}).model_location()
 
 
+def test_container_model_path_is_found_under_another_model_dir(tmp_path):
+    """`llmdeploy package` writes /opt/ml/model/weights; served from elsewhere, the same layout is used there."""
+    (tmp_path / "weights").mkdir()
+    moved = parse_properties({"option.model_id": "/opt/ml/model/weights", "model_dir": str(tmp_path)})
+    assert moved.model_location() == str(tmp_path / "weights")
+    # a path outside /opt/ml/model, or one that exists, is taken as written
+    assert parse_properties({"model_id": "/opt/ml/other", "model_dir": str(tmp_path)}).model_location() == "/opt/ml/other"
+    assert parse_properties({"model_id": str(tmp_path / "weights")}).model_location() == str(tmp_path / "weights")
+    # s3:// means DJL did not download it: fall back to the model folder
+    assert parse_properties({"model_id": "s3://b/w/", "model_dir": str(tmp_path)}).model_location() == str(tmp_path)
+
+
 @pytest.mark.parametrize("body, fragment", [
     ({}, "missing field 'inputs'"),
     ({"inputs": 3}, "must be a string or a list"),
@@ -95,9 +107,10 @@ def test_int8_needs_bitsandbytes_and_cuda():
 
 def test_t4_precision_keeps_wo_in_fp32_on_a_real_t5(tiny_model_dir):
     import torch
-    from transformers import AutoModelForSeq2SeqLM
 
-    model = AutoModelForSeq2SeqLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    from llmdeploy.handlers.seq2seq import load_seq2seq_model
+
+    model = load_seq2seq_model(str(tiny_model_dir), torch.float32)
     kept = apply_precision(model, choose_precision("auto", T4))
     assert kept and all(name.endswith(".wo") for name in kept)
     dtypes = {name: p.dtype for name, p in model.named_parameters()}
@@ -106,6 +119,6 @@ def test_t4_precision_keeps_wo_in_fp32_on_a_real_t5(tiny_model_dir):
     assert any(n.endswith("wi_0.weight") and dt == torch.float16 for n, dt in dtypes.items())
     # transformers declares the same rule; ours holds even when the loader does not apply it
     assert "wo" in set(model._keep_in_fp32_modules or ())
-    model2 = AutoModelForSeq2SeqLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    model2 = load_seq2seq_model(str(tiny_model_dir), torch.float32)
     apply_precision(model2, choose_precision("auto", A100))
     assert {p.dtype for p in model2.parameters()} == {torch.bfloat16}

@@ -44,15 +44,16 @@ def test_ct2_engine_one_call_per_batch_and_truncation(ct2_engine):
 
 
 def test_ctranslate2_backend_behind_the_service(tiny_model_dir, tiny_ct2_dir, tmp_path):
-    from djl_double import Input, Output
+    from conftest import djl_for, serving_properties
+    from djl_double import HttpRequest
 
     from llmdeploy.handlers.lmi_service import Seq2SeqService
     from llmdeploy.handlers.seq2seq import load_engine
 
     service = Seq2SeqService(engine_loader=lambda cfg: load_engine(cfg, ct2_dir=tiny_ct2_dir))
-    assert service.handle(Input({"option.model_id": str(tiny_model_dir), "option.backend": "ctranslate2"}),
-                          Output) is None
+    djl = djl_for(service)
+    assert djl.initialize(serving_properties(model_id=str(tiny_model_dir), backend="ctranslate2")).code == 204
     assert service.engine.name == "ctranslate2"
-    items = service.handle(Input.batch([{"inputs": "w1"}, {"inputs": "w2", "parameters": {"bad": 1}}]),
-                           Output).json_items()
-    assert "generated_text" in items["batch_0.data"] and items["batch_1.data"]["code"] == 400
+    good, bad = djl.predict([HttpRequest.json({"inputs": "w1"}), HttpRequest.json({"inputs": "w2", "parameters": {"bad": 1}})])
+    assert good.status == bad.status == 200
+    assert "generated_text" in good.json() and bad.json()["code"] == 400

@@ -1,13 +1,12 @@
-"""DJL Serving contract, batching per request, one generate per batch, truncation, OOM split."""
+"""DJL Serving contract (through djl_double's mirror of the real engine), batching, truncation, OOM split."""
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 
 import pytest
-from djl_double import Input, Output
+from conftest import djl_for, serving_properties
+from djl_double import HttpRequest
 
 from llmdeploy.handlers.batching import is_out_of_memory, run_with_oom_split
 from llmdeploy.handlers.lmi_service import Seq2SeqService
@@ -15,7 +14,11 @@ from llmdeploy.handlers.lmi_service import Seq2SeqService
 P4 = {"max_new_tokens": 4, "min_new_tokens": 4}
 
 
-def test_init_call_returns_none_and_properties_parsed_once(tiny_model_dir):
+def requests(*bodies):
+    return [HttpRequest.json(b) for b in bodies]
+
+
+def test_init_call_loads_once_and_answers_204(tiny_model_dir):
     loads = []
 
     def loader(cfg):
@@ -25,17 +28,30 @@ def test_init_call_returns_none_and_properties_parsed_once(tiny_model_dir):
         return FakeEngine()
 
     service = Seq2SeqService(engine_loader=loader)
-    assert service.handle(Input({"option.model_id": str(tiny_model_dir), "batch_size": "4"}), Output) is None
+    djl = djl_for(service, model_dir="/srv/model")
+    init = djl.initialize(serving_properties(model_id=str(tiny_model_dir), max_new_tokens=64))
+    assert (init.code, init.message, init.content) == (204, "No content", [])  # the engine's answer to None
     first = service.config
-    assert first.batch_size == 4 and service.properties_parsed == 1 and len(loads) == 1
-    out = service.handle(Input.batch([{"inputs": "a"}], {"batch_size": "1", "option.dtype": "fp16"}), Output)
+    assert first.model_id == str(tiny_model_dir) and first.max_new_tokens_cap == 64
+    assert first.model_dir == "/srv/model", "ModelService.invoke_handler passes model_dir on every call"
+    assert service.properties_parsed == 1 and len(loads) == 1
+    (resp,) = djl.predict(requests({"inputs": "a"}))
+    (again,) = djl.predict(requests({"inputs": "b"}))
     assert service.config is first and service.properties_parsed == 1 and len(loads) == 1
-    assert out.json_items()["batch_0.data"] == {"generated_text": "echo:a:64"}
+    assert resp.status == 200 and resp.json() == {"generated_text": "echo:a:64"}
+    assert again.json() == {"generated_text": "echo:b:64"}
 
 
-def test_batch_with_one_bad_request_answers_the_others(tiny_model_dir, tiny_engine):
+def test_bad_serving_properties_fail_the_worker_at_init():
+    djl = djl_for(Seq2SeqService())
+    with pytest.raises(RuntimeError, match="Failed to initialize model: invoke handler failure"):
+        djl.initialize(serving_properties(dtype="fp8"))
+
+
+def test_batch_with_bad_requests_answers_each_with_200_and_its_own_body(tiny_model_dir, tiny_engine):
     service = Seq2SeqService(engine=tiny_engine)
-    service.handle(Input({"option.model_id": str(tiny_model_dir), "option.max_new_tokens": "16"}), Output)
+    djl = djl_for(service)
+    djl.initialize(serving_properties(model_id=str(tiny_model_dir), max_new_tokens=16))
     calls = tiny_engine.generate_calls
     bodies = [
         {"inputs": "w1 w2 w3", "parameters": P4},
@@ -45,42 +61,60 @@ def test_batch_with_one_bad_request_answers_the_others(tiny_model_dir, tiny_engi
         {"inputs": "w11", "parameters": {"temperature": 0.5, "bogus": 1}},  # unknown param
         {"inputs": "w12", "parameters": P4},
     ]
-    out = service.handle(Input.batch(bodies), Output)
-    items = out.json_items()
-    assert set(items) == {f"batch_{i}.data" for i in range(6)}
-    # what DJL's PyPredictor.java requires: one content entry per request, keys batch_<i>.<name>
-    assert len(out.content) == 6 and all(re.fullmatch(r"batch_(\d+)\.(.*)", k) for k, _ in out.content)
-    assert out.code == 200  # the batch's code is shared by every item; per-item errors are in the body
+    answers = djl.predict(requests(*bodies))  # PyPredictor splits it; a size mismatch would raise
+    # Every request gets the batch's status and headers: a bad request's own 400 lives in its body only.
+    assert [a.status for a in answers] == [200] * 6
+    assert all(a.headers == {"Content-Type": "application/json"} for a in answers)
+    bodies_out = [a.json() for a in answers]
     for bad in (1, 2, 4):
-        assert items[f"batch_{bad}.data"]["code"] == 400 and items[f"batch_{bad}.data"]["error"]
-    assert "not valid JSON" in items["batch_2.data"]["error"]
-    assert "bogus" in items["batch_4.data"]["error"]
-    assert isinstance(items["batch_0.data"], dict) and "generated_text" in items["batch_0.data"]
-    assert isinstance(items["batch_3.data"], list) and len(items["batch_3.data"]) == 2
-    assert "generated_text" in items["batch_5.data"]
+        assert bodies_out[bad]["code"] == 400 and bodies_out[bad]["error"]
+    assert "not valid JSON" in bodies_out[2]["error"]
+    assert "bogus" in bodies_out[4]["error"]
+    assert set(bodies_out[0]) == {"generated_text"}
+    assert isinstance(bodies_out[3], list) and len(bodies_out[3]) == 2
+    assert set(bodies_out[5]) == {"generated_text"}
     # the four good texts share identical params: ONE padded generate call
     assert tiny_engine.generate_calls == calls + 1
     assert tiny_engine.batch_sizes[-1] == 4
-    assert out.properties["batch_0_Content-Type"] == "application/json"
 
 
-def test_single_non_batch_request_error_sets_code(fake_service):
+def test_a_request_alone_gets_its_own_status(fake_service):
+    """DJL does not wrap a batch of one, so a lone malformed request is answered 400."""
+    djl = djl_for(fake_service())
+    djl.initialize(serving_properties())
+    (bad,) = djl.predict(requests({"inputs": 5}))
+    assert bad.status == 400 and bad.json()["code"] == 400 and "'inputs' must be" in bad.json()["error"]
+    assert bad.headers == {"Content-Type": "application/json"}
+    (ok,) = djl.predict(requests({"inputs": "hi"}))
+    assert ok.status == 200 and ok.json() == {"generated_text": "echo:hi:32"}
+    (text,) = djl.predict([HttpRequest(b"plain words", {"content-type": "text/plain"})])
+    assert text.json() == {"generated_text": "echo:plain words:32"}
+
+
+def test_an_error_message_never_carries_a_line_break_into_the_status_line(fake_service):
+    """DJL turns Output.message into the HTTP reason phrase; 0.36's Output.send no longer strips CR/LF."""
     service = fake_service()
-    out = service.handle(Input.single({"inputs": 5}), Output)
-    assert out.code == 400 and json.loads(out.content[0][1])["code"] == 400
-    ok = service.handle(Input.single({"inputs": "hi"}), Output)
-    assert ok.code == 200 and json.loads(ok.content[0][1]) == {"generated_text": "echo:hi:32"}
+
+    def broken(texts, params):
+        raise RuntimeError("CUDA error: device-side assert\r\nSet-Cookie: x=1")
+
+    service.engine.generate = broken
+    djl = djl_for(service)
+    djl.initialize(serving_properties())
+    out = djl.call({"Content-Type": "application/json"}, [("data", b'{"inputs": "a"}')])
+    assert out.code == 500 and "\r" not in out.message and "\n" not in out.message
+    assert "Set-Cookie" in out.get_data().decode()  # the whole text stays in the JSON body
 
 
 def test_different_params_go_in_separate_generate_calls(fake_service):
     service = fake_service()
-    bodies = [{"inputs": "a", "parameters": {"max_new_tokens": 5}},
-              {"inputs": "b", "parameters": {"max_new_tokens": 6}},
-              {"inputs": "c", "parameters": {"max_new_tokens": 5}},
-              {"inputs": "d"}]
-    items = service.handle(Input.batch(bodies), Output).json_items()
-    assert [items[f"batch_{i}.data"]["generated_text"] for i in range(4)] == \
-        ["echo:a:5", "echo:b:6", "echo:c:5", "echo:d:32"]
+    djl = djl_for(service)
+    djl.initialize(serving_properties())
+    answers = djl.predict(requests({"inputs": "a", "parameters": {"max_new_tokens": 5}},
+                                   {"inputs": "b", "parameters": {"max_new_tokens": 6}},
+                                   {"inputs": "c", "parameters": {"max_new_tokens": 5}},
+                                   {"inputs": "d"}))
+    assert [a.json()["generated_text"] for a in answers] == ["echo:a:5", "echo:b:6", "echo:c:5", "echo:d:32"]
     assert sorted(len(texts) for texts, _ in service.engine.calls) == [1, 1, 2]
 
 
@@ -104,9 +138,10 @@ def test_long_input_truncated_to_context_with_warning(tiny_engine, caplog):
 
 def test_oom_batch_is_split_in_halves(fake_service):
     service = fake_service(oom_above=2)
-    bodies = [{"inputs": f"t{i}", "parameters": {"max_new_tokens": 3}} for i in range(7)]
-    items = service.handle(Input.batch(bodies), Output).json_items()
-    assert [items[f"batch_{i}.data"]["generated_text"] for i in range(7)] == [f"echo:t{i}:3" for i in range(7)]
+    djl = djl_for(service)
+    djl.initialize(serving_properties())
+    answers = djl.predict(requests(*[{"inputs": f"t{i}", "parameters": {"max_new_tokens": 3}} for i in range(7)]))
+    assert [a.json()["generated_text"] for a in answers] == [f"echo:t{i}:3" for i in range(7)]
     sizes = [len(texts) for texts, _ in service.engine.calls]
     assert sizes[0] == 7 and max(sizes[1:]) <= 4
     assert service.split_batches == [7, 3, 4]  # 7 -> 3+4, then 3 -> 1+2, 4 -> 2+2
@@ -142,16 +177,18 @@ def test_non_oom_failure_fails_that_group_only(fake_service):
         return original(texts, params)
 
     service.engine.generate = flaky
-    items = service.handle(Input.batch([{"inputs": "a", "parameters": {"max_new_tokens": 7}},
-                                        {"inputs": "b"}]), Output).json_items()
-    assert items["batch_0.data"]["code"] == 500 and "kernel exploded" in items["batch_0.data"]["error"]
-    assert items["batch_1.data"] == {"generated_text": "echo:b:32"}
+    djl = djl_for(service)
+    djl.initialize(serving_properties())
+    first, second = djl.predict(requests({"inputs": "a", "parameters": {"max_new_tokens": 7}}, {"inputs": "b"}))
+    assert first.status == 200 and first.json()["code"] == 500 and "kernel exploded" in first.json()["error"]
+    assert second.json() == {"generated_text": "echo:b:32"}
 
 
 def test_real_engine_oom_split_answers_every_request(tiny_model_dir, tiny_engine, monkeypatch):
     """The transformers engine's generate raising CUDA-style OOM above 2 inputs: all 5 still answered."""
     service = Seq2SeqService(engine=tiny_engine)
-    service.handle(Input({"option.model_id": str(tiny_model_dir), "option.max_new_tokens": "16"}), Output)
+    djl = djl_for(service)
+    djl.initialize(serving_properties(model_id=str(tiny_model_dir), max_new_tokens=16))
     real_generate = tiny_engine.model.generate
     sizes = []
 
@@ -162,7 +199,18 @@ def test_real_engine_oom_split_answers_every_request(tiny_model_dir, tiny_engine
         return real_generate(**kwargs)
 
     monkeypatch.setattr(tiny_engine.model, "generate", generate)
-    bodies = [{"inputs": f"w{i} w{i + 1}", "parameters": P4} for i in range(5)]
-    items = service.handle(Input.batch(bodies), Output).json_items()
-    assert all("generated_text" in items[f"batch_{i}.data"] for i in range(5))
+    answers = djl.predict(requests(*[{"inputs": f"w{i} w{i + 1}", "parameters": P4} for i in range(5)]))
+    assert all("generated_text" in a.json() for a in answers)
     assert sizes == [5, 2, 3, 1, 2]
+
+
+def test_the_double_mirrors_the_pinned_lmi_engine():
+    """djl_double.py names the djl-serving branch it mirrors: the pinned LMI version's recipe."""
+    import djl_double
+
+    from llmdeploy.lmi import load_lmi_table
+
+    table = load_lmi_table()
+    assert djl_double.DJL_SERVING_BRANCH == table.versions[table.default].branch, \
+        "re-read djl_python at the new pin's branch and update the double (then its branch name)"
+    assert table.versions[table.tested_lmi_version].branch in djl_double.ALSO_READ

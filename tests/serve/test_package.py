@@ -15,7 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from llmdeploy.cli.main import cli
-from llmdeploy.containers.package import HANDLER_FILES, PackageSettings, build_model_tarball, sha256_file
+from llmdeploy.containers.package import (HANDLER_FILES, PackageSettings, build_model_tarball,
+                                          render_serving_properties, sha256_file)
 from llmdeploy.errors import UsageError
 
 
@@ -30,6 +31,17 @@ def test_same_inputs_same_bytes(tiny_model_dir, tmp_path):
     assert len({a.sha256, c.sha256, d.sha256}) == 3
 
 
+def _properties(text: str) -> dict:
+    """serving.properties as java.util.Properties reads these lines (key=value; '#' comments)."""
+    props = {}
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith(("#", "!")):
+            key, _, value = line.partition("=")
+            assert key.strip() not in props, f"duplicate key {key!r}"
+            props[key.strip()] = value.strip()
+    return props
+
+
 def test_members_fixed_metadata_and_layout(tiny_model_dir, tmp_path):
     result = build_model_tarball(tmp_path / "m.tar.gz", PackageSettings(dtype="fp16", batch_size=4),
                                  weights_dir=tiny_model_dir)
@@ -41,11 +53,84 @@ def test_members_fixed_metadata_and_layout(tiny_model_dir, tmp_path):
         names = [m.name for m in members]
         assert names == sorted(names)
         assert {(m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode) for m in members} == {(0, 0, 0, "root", "root", 0o644)}
-        assert set(HANDLER_FILES) <= set(names) and "serving.properties" in names
+        assert set(HANDLER_FILES) <= set(names) and "serving.properties" in names and "requirements.txt" in names
         assert "weights/config.json" in names and "weights/model.safetensors" in names
-        props = tar.extractfile("serving.properties").read().decode()
-    assert "engine=Python" in props and "option.entryPoint=model.py" in props
-    assert "option.model_id=weights" in props and "option.dtype=fp16" in props and "batch_size=4" in props
+        props = _properties(tar.extractfile("serving.properties").read().decode())
+    assert props == {
+        "engine": "Python", "option.entryPoint": "model.py",
+        # absolute: a relative model_id makes LMI ask the Hugging Face Hub for it at start-up
+        "option.model_id": "/opt/ml/model/weights",
+        # always: LMI's recommender otherwise picks rolling batch / async mode for T5 when batch_size <= 1
+        "option.rolling_batch": "disable",
+        "option.dtype": "fp16", "option.tensor_parallel_degree": "1", "option.backend": "transformers",
+        "option.max_new_tokens": "256", "batch_size": "4", "max_batch_delay": "50", "maxWorkers": "1",
+    }
+
+
+def test_rolling_batch_is_off_whatever_the_batch_size():
+    for batch_size in (1, 2, 32):
+        props = _properties(render_serving_properties(PackageSettings(batch_size=batch_size), with_weights=True))
+        assert props["option.rolling_batch"] == "disable" and props["batch_size"] == str(batch_size)
+
+
+def test_lmi_recommender_leaves_the_handler_in_sync_mode():
+    """Without option.rolling_batch, LMI 0.35+ puts a T5 with batch_size 1 in async mode (no handle() call)."""
+    from djl_double import lmi_recommended
+
+    t5 = ["T5ForConditionalGeneration"]
+    for batch_size in (1, 8):
+        ours = _properties(render_serving_properties(PackageSettings(batch_size=batch_size), with_weights=True))
+        assert "option.async_mode" not in lmi_recommended(ours, t5)
+    bare = {"engine": "Python", "option.entryPoint": "model.py", "batch_size": "1"}
+    assert lmi_recommended(bare, t5)["option.async_mode"] == "true", "the case option.rolling_batch=disable prevents"
+
+
+@pytest.mark.parametrize("model_id", ["google/flan-t5-xl", "gpt2", "s3://my-bucket/models/flan-t5-xl/",
+                                      "/mnt/models/flan t5"])
+def test_model_ids_that_serving_properties_can_hold(model_id):
+    props = _properties(render_serving_properties(PackageSettings(model_id=model_id), with_weights=False))
+    assert props["option.model_id"] == model_id and props["option.entryPoint"] == "model.py"
+
+
+@pytest.mark.parametrize("model_id, needle", [
+    ("x\noption.entryPoint=/etc/evil.py", "line break"),
+    ("x\roption.entryPoint=/etc/evil.py", "line break"),
+    ("google/flan\\u000aoption.x=1", "backslash"),
+    ("./flan-t5", "--model DIR"),
+    ("s3://Bad_Bucket/x", "bucket name"),
+    (" google/flan-t5-xl", "spaces"),
+])
+def test_model_ids_that_would_break_serving_properties_are_refused(model_id, needle, tmp_path):
+    with pytest.raises(UsageError, match=needle):
+        build_model_tarball(tmp_path / "x.tar.gz", PackageSettings(model_id=model_id))
+    assert not (tmp_path / "x.tar.gz").exists()
+
+
+def test_cli_refuses_an_injected_line_in_one_line(tmp_path):
+    out = tmp_path / "evil.tar.gz"
+    res = CliRunner().invoke(cli, ["package", "--model-id", "x\noption.entryPoint=/etc/evil.py", "--out", str(out)])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1 and "line break" in res.output
+    assert not out.exists()
+
+
+def test_requirements_apply_only_to_the_cpu_image_python(tmp_path):
+    """DJL pip-installs requirements.txt at start-up: transformers for the CPU image, nothing in the GPU images."""
+    from packaging.requirements import Requirement
+
+    from llmdeploy.lmi import load_lmi_table
+
+    table = load_lmi_table()
+    result = build_model_tarball(tmp_path / "r.tar.gz", PackageSettings(model_id="google/flan-t5-small"))
+    with tarfile.open(result.path) as tar:
+        lines = [ln for ln in tar.extractfile("requirements.txt").read().decode().splitlines()
+                 if ln.strip() and not ln.startswith("#")]
+    reqs = [Requirement(line) for line in lines]
+    assert {r.name for r in reqs} == {"transformers", "tokenizers"}
+    applies = lambda py: [str(r.specifier) for r in reqs if r.marker.evaluate({"python_version": py})]  # noqa: E731
+    assert applies(table.cpu_image.python) == [f"=={table.tested_transformers}", f"=={table.tested_tokenizers}"]
+    for rel in table.versions.values():  # every GPU image: pip skips every line, no network, no downgrade
+        assert rel.python != table.cpu_image.python and applies(rel.python) == []
 
 
 def test_progress_callback_reaches_total(tiny_model_dir, tmp_path):
@@ -62,8 +147,14 @@ def test_bad_inputs_raise_usage_errors(tmp_path):
     assert not (tmp_path / "x.tar.gz").exists()
 
 
-def test_flat_handler_runs_from_the_extracted_tarball(tiny_model_dir, tmp_path):
-    """What DJL does: model folder on sys.path, `import model`, handle(init) then handle(batch)."""
+@pytest.mark.parametrize("loader", ["import model", "load by path"])
+def test_flat_handler_runs_from_the_extracted_tarball(tiny_model_dir, tmp_path, loader):
+    """What DJL does with model.tar.gz, through the engine double (djl_double.py) in a clean process.
+
+    djl_python 0.33 imports the entry point as ``model`` with the model folder on sys.path;
+    0.36 loads it by path under a hashed module name with the folder on PYTHONPATH. The model
+    folder is not /opt/ml/model here, so the absolute model_id is found under the folder.
+    """
     result = build_model_tarball(tmp_path / "m.tar.gz", PackageSettings(max_new_tokens=8), weights_dir=tiny_model_dir)
     model_dir = tmp_path / "opt-ml-model"
     with tarfile.open(result.path) as tar:
@@ -74,27 +165,34 @@ def test_flat_handler_runs_from_the_extracted_tarball(tiny_model_dir, tmp_path):
     fake_djl.mkdir(parents=True)
     (fake_djl / "__init__.py").write_text("from .double import Input, Output\n")
     (fake_djl / "double.py").write_text((Path(__file__).parent / "djl_double.py").read_text())
-    props = {}
-    for line in (model_dir / "serving.properties").read_text().splitlines():
-        if line and not line.startswith("#"):
-            k, v = line.split("=", 1)
-            props[k] = v
-    props["model_dir"] = str(model_dir)
     script = f"""
-import json, sys
+import hashlib, importlib, importlib.util, json, sys
 sys.path.insert(0, {str(tmp_path / 'fake')!r}); sys.path.append({str(model_dir)!r})
-import model
-from djl_python import Input
-props = json.loads({json.dumps(json.dumps(props))})
-assert model.handle(Input(props)) is None
-out = model.handle(Input.batch([{{"inputs": "w1 w2", "parameters": {{"max_new_tokens": 3}}}}, {{"inputs": 1}}]))
-print(json.dumps(out.json_items()))
+if {loader!r} == "import model":
+    module = importlib.import_module("model")
+else:
+    path = {str(model_dir / 'model.py')!r}
+    name = "model_" + hashlib.md5(path.encode()).hexdigest()[:8]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec); sys.modules[name] = module; spec.loader.exec_module(module)
+from djl_python.double import Djl, HttpRequest, PythonEngine
+djl = Djl(PythonEngine(module, {str(model_dir)!r}))
+init = djl.initialize(open({str(model_dir / 'serving.properties')!r}).read())
+batch = djl.predict([HttpRequest.json({{"inputs": "w1 w2", "parameters": {{"max_new_tokens": 3}}}}),
+                     HttpRequest.json({{"inputs": 1}})])
+(lone,) = djl.predict([HttpRequest.json({{"inputs": 1}})])
+print(json.dumps({{"init": init.code, "batch": [[a.status, a.headers, a.json()] for a in batch],
+                  "lone": [lone.status, lone.json()]}}))
 assert not any(m.startswith("llmdeploy") for m in sys.modules), [m for m in sys.modules if m.startswith("llmdeploy")]
 """
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    items = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert "generated_text" in items["batch_0.data"] and items["batch_1.data"]["code"] == 400
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["init"] == 204
+    (good_status, good_headers, good), (bad_status, _, bad) = out["batch"]
+    assert good_status == bad_status == 200 and good_headers == {"Content-Type": "application/json"}
+    assert set(good) == {"generated_text"} and bad["code"] == 400
+    assert out["lone"][0] == 400 and out["lone"][1]["code"] == 400
 
 
 def test_cli_package_prints_sha256(tiny_model_dir, tmp_path):
@@ -127,18 +225,3 @@ def test_cli_serve_help():
     assert res.exit_code == 0
     for flag in ("--model", "--port", "--host", "--max-batch-size", "--max-batch-delay-ms", "--backend"):
         assert flag in res.output
-
-
-def test_dockerfile_pins_lmi_and_copies_every_handler_file():
-    import re
-
-    text = (Path(__file__).resolve().parents[2] / "containers" / "Dockerfile").read_text()
-    image = re.search(r"^ARG LMI_IMAGE=(\S+)$", text, re.M).group(1)
-    assert re.fullmatch(r"\d+\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com/djl-inference:\d+\.\d+\.\d+-lmi[\w.-]+", image)
-    assert "FROM ${LMI_IMAGE}" in text
-    for name in HANDLER_FILES:
-        assert f"handlers/{name}" in text, name
-    props = (Path(__file__).resolve().parents[2] / "containers" / "serving.properties").read_text()
-    for key in ("engine=Python", "option.entryPoint=model.py", "batch_size=", "max_batch_delay=", "option.dtype=",
-                "option.tensor_parallel_degree="):
-        assert key in props

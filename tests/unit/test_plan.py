@@ -51,8 +51,24 @@ def test_serverless_refuses_flan_t5_xl_and_accepts_flan_t5_small(cat):
     assert small.choice.serverless_memory_mb in cat.serverless_limits.memory_sizes_mb
 
 
+def test_serverless_memory_is_sized_for_what_the_cpu_image_runs(cat):
+    """fp32 weights (the handler's CPU precision) whatever the dtype asked, plus DJL's JVM heap."""
+    from llmdeploy import sizing
+    from llmdeploy.assumptions import load_assumptions
+    from llmdeploy.lmi import load_lmi_table
+
+    m = load_model_config("flan-t5-small")
+    fp16 = make_plan(m, cat=cat, mode="serverless", dtype="fp16").choice
+    fp32 = make_plan(m, cat=cat, mode="serverless", dtype="fp32").choice
+    assert fp16.serverless_memory_mb == fp32.serverless_memory_mb
+    weights = sizing.inference_memory(m, "fp32", batch=1, input_tokens=1, output_tokens=1, buffer=0).total
+    floor = weights + (load_assumptions().host_overhead_gib + load_lmi_table().cpu_image.jvm_heap_gib) * sizing.GIB
+    assert fp32.serverless_memory_mb * 1024**2 >= floor
+
+
 def test_serverless_needs_a_gpu_when_cpu_latency_misses_the_target(cat):
-    plan = make_plan(load_model_config("flan-t5-xl"), cat=cat, dtype="int8", traffic=Traffic(latency_target_s=2))
+    # flan-t5-base fits serverless memory in fp32 (what the handler loads on CPU) but is slow there
+    plan = make_plan(load_model_config("flan-t5-base"), cat=cat, traffic=Traffic(latency_target_s=2))
     option = _option(plan, "serverless")
     assert not option.feasible and "needs a GPU" in option.reason
 

@@ -1,0 +1,191 @@
+"""Developer check: the packaged handler inside DJL Serving's real Python engine (not run in CI).
+
+CI tests the handler through tests/serve/djl_double.py, a double of DJL's Python engine. This
+script holds that double to the real thing: it takes ``djl_python`` and ``djl_python_engine.py``
+from a djl-serving checkout at the branch of an LMI version (default: the pinned one, see
+llmdeploy/data/lmi.toml), builds model.tar.gz with ``llmdeploy package`` (a tiny random FLAN-T5
+built offline, or ``--model DIR``), extracts it, starts the real engine process the way DJL's
+Java side does (Connection.java: same arguments, PYTHONPATH, a Unix socket), and speaks DJL's
+wire protocol to it with the Java-side half of the double (initialisation call, PyPredictor's
+batching and splitting). It prints every HTTP answer DJL would send and exits 1 on the first
+that is not what the handler promises.
+
+    fetch the repository first (it is not vendored), e.g. into /work/.mirror/.../repo, then:
+    python tools/check_djl_engine.py --djl-serving PATH/TO/djl-serving [--branch 0.33.0-dlc] [--model DIR]
+
+Run it under each transformers you care about (the dev venv, and a venv with
+llmdeploy/data/lmi.toml's [tested] pins): the engine process uses this Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "serve"))  # djl_double (the Java side) and the tiny-model builder
+
+
+class SocketTransport:
+    """One connection to djl_python_engine.py: send an encoded Input, read one Output frame back."""
+
+    def __init__(self, path: str, timeout_s: float):
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the engine did not open {path} within {timeout_s:g} s") from None
+                time.sleep(0.2)
+        self.sock.settimeout(timeout_s)
+
+    def _exact(self, n: int, into: bytearray) -> bytes:
+        chunk = bytearray()
+        while len(chunk) < n:
+            part = self.sock.recv(n - len(chunk))
+            if not part:
+                raise RuntimeError("the engine closed the connection (see its log above)")
+            chunk += part
+        into += chunk
+        return bytes(chunk)
+
+    def __call__(self, wire: bytes) -> bytes:
+        self.sock.sendall(wire)
+        frame = bytearray()
+        short = lambda: struct.unpack(">h", self._exact(2, frame))[0]  # noqa: E731
+        length = lambda: struct.unpack(">i", self._exact(4, frame))[0]  # noqa: E731
+
+        def utf8():
+            n = length()
+            if n > 0:
+                self._exact(n, frame)
+
+        short()  # code
+        utf8()  # message
+        for _ in range(short()):
+            utf8(), utf8()
+        size = short()
+        if size < 0:
+            raise RuntimeError("the engine streamed its answer; the handler never streams")
+        for _ in range(size):
+            utf8()
+            self._exact(length(), frame)
+        return bytes(frame)
+
+
+def extract_engine(repo: str, branch: str, into: Path) -> Path:
+    """engines/python/setup of ``branch`` from a djl-serving git directory (bare or not), as installed.
+
+    The image installs djl_python with its setup.py, which appends ``__version__`` (the ``serving``
+    version of gradle/libs.versions.toml) to djl_python/__init__.py when it is missing there (0.33).
+    """
+    archive = subprocess.run(["git", "-C", repo, "archive", branch, "engines/python/setup", "gradle/libs.versions.toml"],
+                             check=True, capture_output=True).stdout
+    into.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    setup = into / "engines" / "python" / "setup"
+    init = setup / "djl_python" / "__init__.py"
+    if "__version__" not in init.read_text():
+        version = next(line.split("=", 1)[1].strip().strip('"')
+                       for line in (into / "gradle" / "libs.versions.toml").read_text().splitlines()
+                       if line.split("=", 1)[0].strip() == "serving")
+        with init.open("a") as fh:
+            fh.write(f"\n__version__ = '{version}'\n")
+    return setup
+
+
+def main(argv=None) -> int:
+    from llmdeploy.lmi import load_lmi_table
+
+    table = load_lmi_table()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--djl-serving", required=True, help="djl-serving git directory (a checkout or a bare mirror)")
+    parser.add_argument("--branch", default=table.versions[table.default].branch,
+                        help="branch holding the LMI version's recipe (default: the pinned %(default)s)")
+    parser.add_argument("--model", type=Path, help="model folder to package (default: a tiny random FLAN-T5)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds for start-up and each answer")
+    args = parser.parse_args(argv)
+
+    from djl_double import Djl, HttpRequest
+
+    from llmdeploy.containers.package import PackageSettings, build_model_tarball
+    from llmdeploy.responses import response_error
+
+    import transformers
+
+    with tempfile.TemporaryDirectory(prefix="djl-check-") as tmp_name:
+        tmp = Path(tmp_name)
+        engine_dir = extract_engine(args.djl_serving, args.branch, tmp / "djl-serving")
+        model = args.model
+        if model is None:
+            from conftest import build_tiny_t5
+
+            model = build_tiny_t5(tmp / "tiny-flan-t5")
+        result = build_model_tarball(tmp / "model.tar.gz", PackageSettings(max_new_tokens=16), weights_dir=model)
+        model_dir = tmp / "opt-ml-model"
+        with tarfile.open(result.path) as tar:
+            tar.extractall(model_dir, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+        sock = str(tmp / "djl_sock")
+        cmd = [sys.executable, str(engine_dir / "djl_python_engine.py"), "--sock-type", "unix", "--sock-name", sock,
+               "--model-dir", str(model_dir), "--entry-point", "model.py", "--device-id", "-1",
+               "--cluster-size", "1", "--recommended-entry-point", "", "--log-level", "info", "--no-async-mode"]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(engine_dir), str(model_dir)]))  # PyEnv's PYTHONPATH
+        print(f"djl-serving {args.branch}, transformers {transformers.__version__}, python {sys.version.split()[0]}")
+        print(f"packaged {result.path.name} ({len(result.members)} files, adapted: {list(result.adapted) or 'none'})")
+        engine = subprocess.Popen(cmd, env=env, cwd=tmp)
+        failures = []
+        try:
+            djl = Djl(SocketTransport(sock, args.timeout))
+            init = djl.initialize((model_dir / "serving.properties").read_text())
+            print(f"init -> {init.code} {init.message}")
+            if init.code != 204:
+                failures.append("the initialisation call must answer 204 (the handler returns None)")
+            good = {"inputs": "w1 w2 w3", "parameters": {"max_new_tokens": 4, "min_new_tokens": 4}}
+            cases = {
+                "single": [good],
+                "single, malformed": [{"inputs": 5}],
+                "batch with malformed requests": [good, b"{not json", {"inputs": ["w5 w6", "w7"]},
+                                                  {"inputs": "w8", "parameters": {"bogus": 1}}],
+            }
+            for name, bodies in cases.items():
+                answers = djl.predict([HttpRequest.json(b) for b in bodies])
+                for body, answer in zip(bodies, answers):
+                    error = response_error(answer.status, answer.body)
+                    print(f"{name}: {answer.status} {answer.headers} {json.dumps(answer.json())}")
+                    expect_error = body is not good and not (isinstance(body, dict) and isinstance(body["inputs"], list))
+                    batched = len(bodies) > 1
+                    if answer.headers.get("Content-Type") != "application/json" or len(answer.headers) != 1:
+                        failures.append(f"{name}: headers {answer.headers}, expected only Content-Type: application/json")
+                    if expect_error != (error is not None):
+                        failures.append(f"{name}: {'no error' if error is None else error} for {body!r}")
+                    if expect_error and answer.status != (200 if batched else 400):
+                        failures.append(f"{name}: status {answer.status} for a malformed request "
+                                        f"({'batched: the batch' if batched else 'alone: its own'} status expected)")
+        finally:
+            engine.terminate()
+            try:
+                engine.wait(10)
+            except subprocess.TimeoutExpired:
+                engine.kill()
+    for failure in failures:
+        print(f"FAIL {failure}")
+    print("OK: the handler answers as promised inside the real djl_python engine" if not failures else
+          f"{len(failures)} failure(s)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
