@@ -186,7 +186,8 @@ def from_dict(
     where = origin if origin and origin != "bundled" else name
     model_type = raw.get("model_type")
     if not isinstance(model_type, str) or not model_type:
-        raise ConfigError(f"model config {where} has no model_type, so its architecture is unknown.",
+        what = "has no model_type" if model_type in (None, "") else f"has model_type {shown(model_type)}, not a name"
+        raise ConfigError(f"model config {where} {what}, so its architecture is unknown.",
                           hint="A Hugging Face config.json names it (e.g. \"model_type\": \"llama\").")
     reader = _FAMILY_READERS.get(model_type, _generic)
     try:

@@ -65,7 +65,8 @@ STACK = "Stack"  # appended by the agent to its GPU metrics; the agent also aggr
 PERIOD_S = 300
 EVALUATION_PERIODS = 3
 DASHBOARD_PREFIX = "llmdeploy-"
-# Alarms other components create that are billed like ours (sagemaker_endpoint's scale-from-zero alarm).
+# Alarms other components create that are billed like ours: sagemaker_endpoint's scale-from-zero alarm, which an
+# async endpoint has only when it may scale to zero (minInstances 0).
 SCALING_ALARM_METRICS = {"async": 1}
 GREATER = "GreaterThanThreshold"
 _DASHBOARD_NAME = re.compile(r"[^A-Za-z0-9_-]")
@@ -298,18 +299,19 @@ def custom_metric_count(mode: str, instance_count: int, gpus_per_instance: int) 
 
 @functools.cache
 def billable(mode: str, *, instance_count: int, gpus_per_instance: int, latency_target: bool = True,
-             capacity: bool = True) -> Billable:
+             capacity: bool = True, scales_to_zero: bool = True) -> Billable:
     """What ``plan`` prices for a stack's monitoring (the alarm set does not depend on threshold values)."""
     t = Targets(mode, 1 if latency_target else 0, 1 if capacity and mode != "serverless" else 0, instance_count,
                 gpus_per_instance)
-    alarms = sum(s.alarm_metrics for s in alarm_specs(t)) + SCALING_ALARM_METRICS.get(mode, 0)
+    alarms = sum(s.alarm_metrics for s in alarm_specs(t)) + (SCALING_ALARM_METRICS.get(mode, 0) if scales_to_zero else 0)
     return Billable(alarms, 1, custom_metric_count(mode, instance_count, gpus_per_instance))
 
 
 def billable_for(config: "StackConfig", cat: "Catalog") -> Billable:
     t = targets_for(config, cat)
     return billable(t.mode, instance_count=t.instance_count, gpus_per_instance=t.gpus_per_instance,
-                    latency_target=bool(t.latency_target_ms), capacity=bool(t.requests_per_hour_per_instance))
+                    latency_target=bool(t.latency_target_ms), capacity=bool(t.requests_per_hour_per_instance),
+                    scales_to_zero=config.min_instances == 0)
 
 
 # -- the dashboard -----------------------------------------------------------------------------------

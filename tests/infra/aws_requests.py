@@ -40,7 +40,10 @@ def _drop_empty(value: Any) -> Any:
 
 
 def _int(value) -> int:
-    return int(float(value))
+    """An API integer. The mock runtime hands numbers over as floats: a fraction would be a bug in the program."""
+    number = float(value)
+    assert number.is_integer(), f"{value!r} is not a whole number"
+    return int(number)
 
 
 def _bool(value) -> bool:
@@ -133,13 +136,10 @@ def requests_for(res, by_id: dict[str, Any]) -> list[Request] | None:
             "TargetTrackingScalingPolicyConfiguration": _target_tracking(i.get("targetTrackingScalingPolicyConfiguration")),
             "StepScalingPolicyConfiguration": _step(i.get("stepScalingPolicyConfiguration"))}))]
     elif t == "aws:cloudwatch/metricAlarm:MetricAlarm":
-        out = [("cloudwatch", "PutMetricAlarm", _drop_empty({
-            "AlarmName": _name(res), "AlarmDescription": i.get("alarmDescription"), "Namespace": i["namespace"],
-            "MetricName": i["metricName"], "Dimensions": _tag_list(i.get("dimensions"), "Name", "Value"),
-            "Statistic": i["statistic"], "Period": _int(i["period"]), "EvaluationPeriods": _int(i["evaluationPeriods"]),
-            "Threshold": float(i["threshold"]), "ComparisonOperator": i["comparisonOperator"],
-            "TreatMissingData": i.get("treatMissingData"), "AlarmActions": i.get("alarmActions"),
-            "Tags": _tag_list(tags)}))]
+        out = [("cloudwatch", "PutMetricAlarm", put_metric_alarm(i, _name(res)))]
+    elif t == "aws:cloudwatch/dashboard:Dashboard":
+        # resourceDashboardPut: PutDashboard on create and on every update (the body replaces the old one).
+        out = [("cloudwatch", "PutDashboard", {"DashboardName": i["dashboardName"], "DashboardBody": i["dashboardBody"]})]
     elif t == "aws:kms/key:Key":
         out = [("kms", "CreateKey", _drop_empty({"Description": i.get("description"),
                                                  "Tags": _tag_list(tags, "TagKey", "TagValue")})),
@@ -148,8 +148,19 @@ def requests_for(res, by_id: dict[str, Any]) -> list[Request] | None:
                ("kms", "ScheduleKeyDeletion", {"KeyId": res.outputs["keyId"],
                                                "PendingWindowInDays": _int(i["deletionWindowInDays"])})]
     elif t == "aws:sns/topic:Topic":
-        out = [("sns", "CreateTopic", _drop_empty({"Name": _name(res), "Attributes": {"KmsMasterKeyId": i.get("kmsMasterKeyId")},
-                                                   "Tags": _tag_list(tags)}))]
+        # resourceTopicCreate: CreateTopic carries the name and tags (and only FIFO attributes); every other
+        # attribute (DisplayName, KmsMasterKeyId, ...) is one SetTopicAttributes call after it.
+        arn = res.outputs["arn"]
+        out = [("sns", "CreateTopic", _drop_empty({"Name": _name(res), "Tags": _tag_list(tags)}))]
+        for member, attribute in (("displayName", "DisplayName"), ("kmsMasterKeyId", "KmsMasterKeyId")):
+            if i.get(member):
+                out.append(("sns", "SetTopicAttributes", {"TopicArn": arn, "AttributeName": attribute,
+                                                          "AttributeValue": i[member]}))
+    elif t == "aws:sns/topicSubscription:TopicSubscription":
+        # resourceTopicSubscriptionCreate: Subscribe with ReturnSubscriptionArn (an unconfirmed email subscription
+        # still gets its ARN); attributes other than endpoint, protocol and topic go in Attributes.
+        out = [("sns", "Subscribe", {"TopicArn": i["topic"], "Protocol": i["protocol"], "Endpoint": i["endpoint"],
+                                     "ReturnSubscriptionArn": True})]
     elif t == "aws:ec2/securityGroup:SecurityGroup":
         gid = res.id
         out = [("ec2", "CreateSecurityGroup", _drop_empty({"GroupName": _name(res), "Description": i["description"],
@@ -245,6 +256,40 @@ def requests_for(res, by_id: dict[str, Any]) -> list[Request] | None:
 
 def _opt_int(value):
     return None if value is None else _int(value)
+
+
+def put_metric_alarm(i: dict, name: str) -> dict:
+    """MetricAlarm inputs -> the PutMetricAlarm request (the provider's expandPutMetricAlarmInput).
+
+    A single-metric alarm names its metric at the top level (Namespace, MetricName, Dimensions, Period, Statistic
+    or ExtendedStatistic); a metric-math alarm (metric_query) sends a Metrics list instead, one expression with
+    ReturnData and the metrics it reads as MetricStat, and no top-level metric.
+    """
+    return _drop_empty({
+        "AlarmName": name, "AlarmDescription": i.get("alarmDescription"),
+        "ActionsEnabled": _bool(i.get("actionsEnabled", True)),  # always sent (the provider's default is true)
+        "AlarmActions": i.get("alarmActions"), "OKActions": i.get("okActions"),
+        "Namespace": i.get("namespace"), "MetricName": i.get("metricName"),
+        "Dimensions": _tag_list(i.get("dimensions"), "Name", "Value"), "Period": _opt_int(i.get("period")),
+        "Statistic": i.get("statistic"), "ExtendedStatistic": i.get("extendedStatistic"),
+        "EvaluateLowSampleCountPercentile": i.get("evaluateLowSampleCountPercentiles"),
+        "Metrics": [_metric_query(q) for q in i.get("metricQueries") or []],
+        "EvaluationPeriods": _int(i["evaluationPeriods"]), "DatapointsToAlarm": _opt_int(i.get("datapointsToAlarm")),
+        "Threshold": float(i["threshold"]), "ComparisonOperator": i["comparisonOperator"],
+        "TreatMissingData": i.get("treatMissingData", "missing"),  # always sent (the provider's default)
+        "Tags": _tag_list(i.get("tags"))})
+
+
+def _metric_query(q: dict) -> dict:
+    """expandMetricAlarmMetrics: one metric_query -> MetricDataQuery (an expression, or a MetricStat)."""
+    m = q.get("metric")
+    return _drop_empty({
+        "Id": q["id"], "Expression": q.get("expression") or None, "Label": q.get("label") or None,
+        "ReturnData": _bool(q.get("returnData", False)), "Period": _opt_int(q.get("period")) or None,
+        "MetricStat": {"Metric": {"Namespace": m.get("namespace"), "MetricName": m["metricName"],
+                                  "Dimensions": _tag_list(m.get("dimensions"), "Name", "Value")},
+                       "Period": _int(m["period"]), "Stat": m["stat"], "Unit": m.get("unit")} if m else None,
+    })
 
 
 def _role_name(role_input: str, by_id: dict) -> str:

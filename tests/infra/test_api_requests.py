@@ -2,8 +2,9 @@
 
 Pulumi's mocks accept any value; AWS does not. Each resource is mapped to the request(s) the provider sends
 (tests/infra/aws_requests.py) and validated against botocore's model of that API: required members, types,
-ranges, lengths, enums and patterns. Covers every mode (with a certificate and an open ingress for reserved)
-and a fine-tune cluster.
+ranges, lengths, enums and patterns. Covers every mode (with a certificate, an open ingress and an alarm e-mail
+subscription for reserved), the monitoring component's alarms (single-metric and metric-math), dashboard and
+topic, and a fine-tune cluster.
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ def test_every_request_of_each_mode_validates_against_botocore(mode):
 
 
 def test_reserved_with_tls_and_an_open_ingress_validates():
-    mocks = run(stack_config("reserved", certificate_arn=CERT, ingress_cidr="0.0.0.0/0", service_port=9000),
-                stack="api-tls")
+    mocks = run(stack_config("reserved", certificate_arn=CERT, ingress_cidr="0.0.0.0/0", service_port=9000,
+                             alarm_email="oncall@example.com"), stack="api-tls")
+    types = {r.type for r in mocks.resources}
+    assert {"aws:sns/topicSubscription:TopicSubscription", "aws:cloudwatch/dashboard:Dashboard"} <= types
     problems = _check(mocks.resources)
     assert not problems, "AWS would reject these requests:\n" + "\n".join(problems)
 
@@ -62,6 +65,11 @@ def test_the_validator_is_not_vacuous():
                                           "Tags": [{"Key": "owner", "Value": "o(brien)"}]})
     assert validate("sagemaker", "CreateEndpointConfig", {"EndpointConfigName": "x", "ProductionVariants": [
         {"VariantName": "v", "ModelName": "m", "InstanceType": "ml.nope.xlarge", "InitialInstanceCount": 1}]})
+    # A metric-math alarm's MetricStat needs its Stat and Period; a dashboard needs its body.
+    assert validate("cloudwatch", "PutMetricAlarm", {"AlarmName": "a", "EvaluationPeriods": 1, "ComparisonOperator":
+                    "GreaterThanThreshold", "Threshold": 1.0, "Metrics": [{"Id": "m", "MetricStat": {
+                        "Metric": {"Namespace": "AWS/ApplicationELB", "MetricName": "RequestCount"}}}]})
+    assert validate("cloudwatch", "PutDashboard", {"DashboardName": "d"})
 
 
 def _finetune_resources(**overrides):

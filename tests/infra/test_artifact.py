@@ -57,8 +57,9 @@ def _artifact_reach(mocks) -> tuple[str, str, str]:
 
 @pytest.mark.parametrize("mode", ["realtime", "reserved"])
 def test_a_dtype_change_reaches_the_model_and_the_launch_template(mode):
-    before = _artifact_reach(run(stack_config(mode, dtype="fp16"), stack=f"dtype-{mode}-a"))
-    after = _artifact_reach(run(stack_config(mode, dtype="bf16"), stack=f"dtype-{mode}-b"))
+    # One stack, deployed three times: the stack name is part of the user data (the GPU metrics' Stack dimension).
+    before = _artifact_reach(run(stack_config(mode, dtype="fp16"), stack=f"dtype-{mode}"))
+    after = _artifact_reach(run(stack_config(mode, dtype="bf16"), stack=f"dtype-{mode}"))
     assert before[0] != after[0], "a dtype change must upload the archive under a new key (content addressing)"
     if mode == "realtime":
         # Model inputs are replace-on-change in the provider: a new modelDataUrl is a new (auto-named) Model, hence a
@@ -68,7 +69,7 @@ def test_a_dtype_change_reaches_the_model_and_the_launch_template(mode):
     else:
         assert before[0] in before[2] and after[0] in after[2] and before[2] != after[2], \
             "the launch template's user data must name the new archive: a new version the instance refresh rolls out"
-    same = _artifact_reach(run(stack_config(mode, dtype="fp16"), stack=f"dtype-{mode}-c"))
+    same = _artifact_reach(run(stack_config(mode, dtype="fp16"), stack=f"dtype-{mode}"))
     assert same == before, "an unchanged stack must give the same key (nothing to roll out)"
 
 

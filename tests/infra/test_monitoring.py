@@ -23,6 +23,7 @@ from llmdeploy.errors import ConfigError, LlmdeployError
 from llmdeploy.infra.offline_preview import config_values, make_mocks, run_program
 from llmdeploy.tags import base_tags
 
+from .aws_requests import put_metric_alarm
 from .mocks import COST_CENTER, MODES, OWNER, of_type, one, run, stack_config
 
 # What a plan records (llmdeploy.plan.stack_config_for): a latency target and each instance's capacity.
@@ -58,40 +59,9 @@ def monitoring_alarms(mocks) -> dict[str, object]:
 # -- the request each alarm stands for, checked against botocore's model -----------------------------------
 
 
-def _dims(d: dict) -> list[dict]:
-    return [{"Name": k, "Value": v} for k, v in d.items()]
-
-
 def put_metric_alarm_request(inputs: dict) -> dict:
     """pulumi-aws MetricAlarm inputs (wire names) -> the PutMetricAlarm request the provider sends."""
-    simple = {"name": "AlarmName", "alarmDescription": "AlarmDescription", "actionsEnabled": "ActionsEnabled",
-              "alarmActions": "AlarmActions", "okActions": "OKActions", "evaluationPeriods": "EvaluationPeriods",
-              "datapointsToAlarm": "DatapointsToAlarm", "threshold": "Threshold", "comparisonOperator": "ComparisonOperator",
-              "treatMissingData": "TreatMissingData", "namespace": "Namespace", "metricName": "MetricName",
-              "period": "Period", "statistic": "Statistic", "extendedStatistic": "ExtendedStatistic",
-              "evaluateLowSampleCountPercentiles": "EvaluateLowSampleCountPercentile"}
-    request = {api: inputs[wire] for wire, api in simple.items() if wire in inputs}
-    for key in ("EvaluationPeriods", "DatapointsToAlarm", "Period"):  # the mock runtime hands numbers over as floats
-        if key in request:
-            assert float(request[key]).is_integer(), f"{key} must be a whole number"
-            request[key] = int(request[key])
-    if "dimensions" in inputs:
-        request["Dimensions"] = _dims(inputs["dimensions"])
-    if "metricQueries" in inputs:
-        request["Metrics"] = []
-        for q in inputs["metricQueries"]:
-            query = {"Id": q["id"], "ReturnData": q.get("returnData", False)}
-            if "expression" in q:
-                query.update(Expression=q["expression"], Label=q.get("label", ""))
-            else:
-                m = q["metric"]
-                query["MetricStat"] = {"Metric": {"Namespace": m["namespace"], "MetricName": m["metricName"],
-                                                  "Dimensions": _dims(m.get("dimensions", {}))},
-                                       "Period": int(m["period"]), "Stat": m["stat"]}
-            request["Metrics"].append(query)
-    if "tags" in inputs:
-        request["Tags"] = [{"Key": k, "Value": v} for k, v in inputs["tags"].items()]
-    return request
+    return put_metric_alarm(inputs, inputs["name"])
 
 
 @functools.cache
@@ -172,6 +142,23 @@ def test_each_mode_gets_one_dashboard_and_its_alarms_notify_the_stacks_topic(mod
 
 def _threshold(mocks, key):
     return monitoring_alarms(mocks)[key].inputs["threshold"]
+
+
+@pytest.mark.parametrize("mode, min_instances", [(m, None) for m in MODES] + [("async", 1)])
+def test_the_alarm_metrics_the_program_creates_are_what_plan_and_status_price(mode, min_instances):
+    """Every alarm of the stack (the monitoring component's and the async scale-from-zero alarm) is billed per metric
+    it reads; ``billable_for`` (plan's and status's figure) must count the same. An async stack kept warm
+    (minInstances 1) has no scale-from-zero alarm."""
+    from llmdeploy.catalog import load_catalog
+
+    overrides = {**PLANNED, **({} if mode != "serverless" else {"usage_requests_per_hour_per_instance": 0})}
+    if min_instances is not None:
+        overrides["min_instances"] = min_instances
+    config = stack_config(mode, **overrides)
+    mocks = run(config, stack=f"bill-{mode}-{min_instances}")
+    reads = sum(1 if a.inputs.get("metricName") else sum(1 for q in a.inputs["metricQueries"] if q.get("metric"))
+                for a in of_type(mocks, ALARM))
+    assert reads == mon.billable_for(config, load_catalog()).alarm_metrics
 
 
 @pytest.mark.parametrize("mode", ["realtime", "async", "serverless"])

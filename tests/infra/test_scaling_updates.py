@@ -141,7 +141,16 @@ def test_async_honours_min_instances():
     assert target.inputs["minCapacity"] == 1, "async with minInstances 1 keeps one instance (min capacity 1)"
     assert [p.inputs["policyType"] for p in of_type(one_up, POLICY)] == ["TargetTrackingScaling"], \
         "no scale-from-zero step policy when the floor is above zero"
-    assert not of_type(one_up, "aws:cloudwatch/metricAlarm:MetricAlarm")
+    assert not _scale_from_zero_alarms(one_up), "no HasBacklogWithoutCapacity alarm when an instance always runs"
     zero = run(stack_config("async", min_instances=0), stack="async-min0")
     assert one(zero, TARGET).inputs["minCapacity"] == 0, "only minInstances 0 scales to zero"
     assert sorted(p.inputs["policyType"] for p in of_type(zero, POLICY)) == ["StepScaling", "TargetTrackingScaling"]
+    (alarm,) = _scale_from_zero_alarms(zero)
+    step = next(p for p in of_type(zero, POLICY) if p.inputs["policyType"] == "StepScaling")
+    assert alarm.inputs["alarmActions"] == [step.outputs["arn"]], "the alarm adds the first instance (step policy)"
+
+
+def _scale_from_zero_alarms(mocks) -> list:
+    """The scaling alarm (AWS/SageMaker HasBacklogWithoutCapacity); the monitoring component's alarms only notify."""
+    return [a for a in of_type(mocks, "aws:cloudwatch/metricAlarm:MetricAlarm")
+            if a.inputs.get("metricName") == "HasBacklogWithoutCapacity"]

@@ -181,11 +181,17 @@ def test_zizmor_gate_fails_on_an_unpinned_action_and_a_persisted_token(tmp_path)
 # each resource type the program registers: create, read (after create and on refresh), update, delete, tags. Read from
 # the provider's internal/service/<svc>/*.go (S3 bucket read: HeadBucket + the 12 Get* calls below; VPC data source:
 # DescribeVpcs, DescribeVpcAttribute x3, DescribeRouteTables; listener read: DescribeListenerAttributes; security
-# group delete: DescribeNetworkInterfaces for lingering ENIs) and, for the calls other services make on the caller's
-# behalf, from AWS's docs: "Amazon EC2 Auto Scaling API permissions" (CreateAutoScalingGroup with a launch template:
-# ec2:RunInstances, ec2:CreateTags, iam:PassRole, iam:CreateServiceLinkedRole) and Application Auto Scaling's
-# SageMaker integration (register: sagemaker:DescribeEndpoint(Config), UpdateEndpointWeightsAndCapacities, the
-# service-linked role; target tracking: cloudwatch alarms). Names are IAM actions, not API names (IAM_NAMES below).
+# group delete: DescribeNetworkInterfaces for lingering ENIs; bucket policy: Put/Get/DeleteBucketPolicy; lifecycle
+# configuration: PutBucketLifecycleConfiguration, GetBucketLifecycleConfiguration (it waits until the rules read back),
+# DeleteBucketLifecycle; dashboard: PutDashboard on create and update, GetDashboard, DeleteDashboards; topic
+# subscription: Subscribe, GetSubscriptionAttributes, SetSubscriptionAttributes, Unsubscribe; group update with
+# instance_refresh: StartInstanceRefresh, and when one is running CancelInstanceRefresh + DescribeInstanceRefreshes)
+# and, for the calls other services make on the caller's behalf, from AWS's docs: "Amazon EC2 Auto Scaling API
+# permissions" (CreateAutoScalingGroup with a launch template: ec2:RunInstances, ec2:CreateTags, iam:PassRole,
+# iam:CreateServiceLinkedRole) and Application Auto Scaling's SageMaker integration (register:
+# sagemaker:DescribeEndpoint(Config), UpdateEndpointWeightsAndCapacities, the service-linked role; target tracking:
+# cloudwatch alarms). Names are IAM actions, not API names (IAM_NAMES below; the Service Authorization Reference says
+# which action authorises an API whose name differs, e.g. DeleteBucketLifecycle: s3:PutLifecycleConfiguration).
 TAGS_ON_CREATE = "tags passed to Create* need the service's tagging action too"
 DEPLOY_ACTIONS: dict[str, set[str]] = {
     "aws:s3/bucket:Bucket": {
@@ -202,6 +208,10 @@ DEPLOY_ACTIONS: dict[str, set[str]] = {
     "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": {
         "s3:PutEncryptionConfiguration", "s3:GetEncryptionConfiguration"},
     "aws:s3/bucketVersioning:BucketVersioning": {"s3:PutBucketVersioning", "s3:GetBucketVersioning"},
+    "aws:s3/bucketPolicy:BucketPolicy": {"s3:PutBucketPolicy", "s3:GetBucketPolicy", "s3:DeleteBucketPolicy"},
+    "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration": {
+        "s3:PutLifecycleConfiguration",  # PutBucketLifecycleConfiguration and DeleteBucketLifecycle
+        "s3:GetLifecycleConfiguration"},
     "aws:s3/bucketObjectv2:BucketObjectv2": {
         "s3:PutObject", "s3:PutObjectTagging", "s3:GetObject", "s3:GetObjectTagging", "s3:DeleteObjectTagging",
         # the bucket is versioned: delete removes every version of the key
@@ -245,6 +255,8 @@ DEPLOY_ACTIONS: dict[str, set[str]] = {
     "aws:cloudwatch/metricAlarm:MetricAlarm": {
         "cloudwatch:PutMetricAlarm", "cloudwatch:TagResource", "cloudwatch:DescribeAlarms",
         "cloudwatch:ListTagsForResource", "cloudwatch:UntagResource", "cloudwatch:DeleteAlarms"},
+    # Dashboards take no tags (pulumi-aws 7).
+    "aws:cloudwatch/dashboard:Dashboard": {"cloudwatch:PutDashboard", "cloudwatch:GetDashboard", "cloudwatch:DeleteDashboards"},
     "aws:kms/key:Key": {
         "kms:CreateKey", "kms:TagResource", "kms:DescribeKey", "kms:GetKeyPolicy", "kms:GetKeyRotationStatus",
         "kms:ListResourceTags", "kms:EnableKeyRotation", "kms:UpdateKeyDescription", "kms:UntagResource",
@@ -252,6 +264,10 @@ DEPLOY_ACTIONS: dict[str, set[str]] = {
     "aws:sns/topic:Topic": {
         "sns:CreateTopic", "sns:TagResource", "sns:GetTopicAttributes", "sns:SetTopicAttributes",
         "sns:ListTagsForResource", "sns:UntagResource", "sns:DeleteTopic"},
+    # An e-mail subscription is not confirmed by the provider (the recipient confirms); an unconfirmed one cannot be
+    # unsubscribed, which the provider treats as deleted.
+    "aws:sns/topicSubscription:TopicSubscription": {
+        "sns:Subscribe", "sns:GetSubscriptionAttributes", "sns:SetSubscriptionAttributes", "sns:Unsubscribe"},
     "aws:ec2/securityGroup:SecurityGroup": {
         "ec2:CreateSecurityGroup", "ec2:CreateTags", "ec2:DescribeSecurityGroups",
         "ec2:RevokeSecurityGroupEgress",  # drops the default allow-all egress rule before adding ours
@@ -285,11 +301,15 @@ DEPLOY_ACTIONS: dict[str, set[str]] = {
         "autoscaling:DescribeScalingActivities", "autoscaling:UpdateAutoScalingGroup",
         "autoscaling:AttachLoadBalancerTargetGroups", "autoscaling:DetachLoadBalancerTargetGroups",
         "autoscaling:DeleteTags", "autoscaling:DeleteAutoScalingGroup",
+        # instance_refresh: a new launch template version starts a rolling refresh (cancelling one still running)
+        "autoscaling:StartInstanceRefresh", "autoscaling:CancelInstanceRefresh", "autoscaling:DescribeInstanceRefreshes",
         "elasticloadbalancing:DescribeTargetHealth",  # waiting for capacity counts healthy targets
         # what EC2 Auto Scaling checks the caller may do with the launch template
         "ec2:RunInstances", "ec2:CreateTags", "iam:PassRole",
         "iam:CreateServiceLinkedRole",  # AWSServiceRoleForAutoScaling, first use
     },
+    # pulumi-random: generated in the provider process, no AWS call (the scaling generation marker).
+    "random:index/randomId:RandomId": set(),
 }
 # Data sources (invokes): called by preview and by up alike.
 INVOKE_ACTIONS: dict[str, set[str]] = {
@@ -297,6 +317,7 @@ INVOKE_ACTIONS: dict[str, set[str]] = {
     "aws:ec2/getAmi:getAmi": {"ec2:DescribeImages"},
     "aws:ec2/getVpc:getVpc": {"ec2:DescribeVpcs", "ec2:DescribeVpcAttribute", "ec2:DescribeRouteTables"},
     "aws:ec2/getSubnets:getSubnets": {"ec2:DescribeSubnets"},
+    "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": {"ec2:DescribeInstanceTypeOfferings"},
 }
 # Pulumi's S3 state backend: a preview only reads (no lock, no history: pkg/backend/diy/backend.go, Preview ->
 # apply with DryRun); an update also writes the checkpoint, history, backups and its lock file.
@@ -307,6 +328,7 @@ IAM_NAMES = {
     "s3:ListBucket": "ListObjectsV2", "s3:GetBucketCORS": "GetBucketCors",
     "s3:GetAccelerateConfiguration": "GetBucketAccelerateConfiguration",
     "s3:GetLifecycleConfiguration": "GetBucketLifecycleConfiguration",
+    "s3:PutLifecycleConfiguration": "PutBucketLifecycleConfiguration",
     "s3:GetReplicationConfiguration": "GetBucketReplication", "s3:GetEncryptionConfiguration": "GetBucketEncryption",
     "s3:PutEncryptionConfiguration": "PutBucketEncryption",
     "s3:GetBucketObjectLockConfiguration": "GetObjectLockConfiguration",
@@ -315,16 +337,25 @@ IAM_NAMES = {
     "iam:PassRole": None,  # a permission, not an API: checked when SageMaker / EC2 receive the role
 }
 BOTOCORE_SERVICE = {"elasticloadbalancing": "elbv2"}
+# `pulumi up`'s role gets its permissions from several managed policies: one would exceed IAM's 6,144-character
+# limit. Global ones (the state and artifact buckets, the stack's IAM roles) and those held to the stack's region.
+DEPLOY_POLICIES = ("github-actions-pulumi-deploy-global.json", "github-actions-pulumi-deploy-regional.json")
+PREVIEW_POLICY = "github-actions-pulumi-preview.json"
+POLICIES = (*DEPLOY_POLICIES, PREVIEW_POLICY)
+# IAM quotas: a managed policy holds at most 6,144 characters (whitespace not counted); a role can have 10 managed
+# policies attached by default.
+MANAGED_POLICY_CHARS, MANAGED_POLICIES_PER_ROLE = 6144, 10
 
 
 def _registered():
-    """Resource types and invokes the program registers in every mode (and with HTTPS and weights in S3)."""
+    """Resource types and invokes the program registers in every mode (and with HTTPS, weights in S3 and an alarm
+    e-mail)."""
     from tests.infra import mocks
 
     runs = [mocks.run_mode(mode) for mode in mocks.MODES]
     runs.append(mocks.run(mocks.stack_config(
         "reserved", certificate_arn="arn:aws:acm:us-east-1:123456789012:certificate/0a1b2c3d",
-        weights_uri="s3://weights-bucket/flan-t5-xl/"), stack="test-reserved-https"))
+        weights_uri="s3://weights-bucket/flan-t5-xl/", alarm_email="oncall@example.com"), stack="test-reserved-https"))
     types = {r.type for m in runs for r in m.resources if r.custom}
     invokes = {token for m in runs for token, _ in m.calls}
     names = {(r.type, r.name) for m in runs for r in m.resources if r.custom}
@@ -333,6 +364,14 @@ def _registered():
 
 def _policy(name: str) -> dict:
     return json.loads((IAM_DIR / name).read_text())
+
+
+def _deploy_policy() -> dict:
+    """What the deploy role may do: the statements of all its managed policies (their Sids are unique)."""
+    statements = [s for name in DEPLOY_POLICIES for s in _policy(name)["Statement"]]
+    sids = [s["Sid"] for s in statements]
+    assert len(sids) == len(set(sids)), f"a Sid is in two deploy policies: {sids}"
+    return {"Statement": statements}
 
 
 def _actions(statements) -> set[str]:
@@ -352,7 +391,7 @@ def test_every_resource_type_and_data_source_the_program_uses_has_its_calls_list
 
 
 def test_deploy_policy_covers_exactly_the_calls_pulumi_up_makes():
-    policy = _policy("github-actions-pulumi-deploy.json")
+    policy = _deploy_policy()
     state = _statement(policy, "PulumiStateList"), _statement(policy, "PulumiStateObjects")
     program = [s for s in policy["Statement"] if s not in state]
     assert _actions(program) == set().union(*DEPLOY_ACTIONS.values(), *INVOKE_ACTIONS.values())
@@ -361,7 +400,7 @@ def test_deploy_policy_covers_exactly_the_calls_pulumi_up_makes():
 
 
 def test_preview_policy_only_reads():
-    policy = _policy("github-actions-pulumi-preview.json")
+    policy = _policy(PREVIEW_POLICY)
     state = _statement(policy, "PulumiStateList"), _statement(policy, "PulumiStateObjects")
     program = [s for s in policy["Statement"] if s not in state]
     # A preview registers nothing: the provider configures (sts) and the data sources run; Create/Read/Update/Delete
@@ -374,7 +413,7 @@ def test_preview_policy_only_reads():
 def test_deploy_policy_names_the_programs_own_buckets_and_roles():
     """Resource patterns match Pulumi's auto-names (logical name + '-' + random suffix) of what the program creates."""
     _, _, names = _registered()
-    policy = _policy("github-actions-pulumi-deploy.json")
+    policy = _deploy_policy()
     by_type = {}
     for typ, name in names:
         by_type.setdefault(typ, set()).add(name)
@@ -395,7 +434,7 @@ def test_deploy_policy_names_the_programs_own_buckets_and_roles():
                               "sagemaker.application-autoscaling.amazonaws.com"]
 
 
-@pytest.mark.parametrize("name", ["github-actions-pulumi-deploy.json", "github-actions-pulumi-preview.json"])
+@pytest.mark.parametrize("name", POLICIES)
 def test_policy_actions_exist_in_the_aws_service_models(name):
     """Every action is a real IAM action: its API operation is in botocore's service model (bundled with boto3)."""
     import botocore.session
@@ -420,8 +459,10 @@ def test_github_actions_pulumi_uses_the_read_only_role_for_previews_and_the_depl
              for job_id, job in wf["jobs"].items()}
     assert roles == {"preview": ["${{ vars.AWS_PREVIEW_ROLE_ARN }}"], "comment": [], "up": ["${{ vars.AWS_ROLE_ARN }}"]}
     assert {wf["jobs"]["preview"]["environment"], wf["jobs"]["up"]["environment"]} == {"preview", "production"}
-    for policy in ("github-actions-pulumi-preview.json", "github-actions-pulumi-deploy.json"):
+    for policy in POLICIES:
         assert f"examples/iam/{policy}" in header and (IAM_DIR / policy).exists()
+    assert sorted(p.name for p in IAM_DIR.glob("github-actions-pulumi-*.json")) == sorted(POLICIES), \
+        "every policy file in examples/iam is one the workflow's roles attach"
 
 
 def test_plan_comment_needs_no_aws_role_and_no_secret():
@@ -431,11 +472,12 @@ def test_plan_comment_needs_no_aws_role_and_no_secret():
     assert all(AWS_CREDENTIALS not in _uses(job) and "id-token" not in job["permissions"] for job in wf["jobs"].values())
 
 
-@pytest.mark.parametrize("name", ["github-actions-pulumi-deploy.json", "github-actions-pulumi-preview.json"])
+@pytest.mark.parametrize("name", POLICIES)
 def test_policy_fits_a_managed_policy(name):
     # IAM quota: a managed policy holds at most 6,144 characters, whitespace not counted.
     text = json.dumps(_policy(name), separators=(",", ":"))
-    assert len(text) <= 6144, f"{name} is {len(text)} characters"
+    assert len(text) <= MANAGED_POLICY_CHARS, f"{name} is {len(text)} characters: split it (see DEPLOY_POLICIES)"
+    assert len(DEPLOY_POLICIES) <= MANAGED_POLICIES_PER_ROLE
     # Everything outside IAM and the two S3 buckets stays in the stack's region.
     for statement in _policy(name)["Statement"]:
         if statement["Resource"] == ["*"] and statement["Sid"] != "ServiceLinkedRoles":

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import os
 import stat
+from dataclasses import replace
 
 import pytest
 import yaml
 
 from llmdeploy.catalog import load_catalog
-from llmdeploy.models import load_model_config
+from llmdeploy.models import HubRecord, load_model_config
 from llmdeploy.plan import MODES, make_plan, stack_config_for
 from llmdeploy.stackconfig import PLANNED, SETTINGS, StackConfig, prepare_stack_file
 
@@ -36,11 +37,17 @@ def _edited(project, *plan_args):
     assert invoke(["plan", "--mode", "reserved", "--stack", "prod", "--project-dir", project, *plan_args]).exit_code == 0
     path = project / "Pulumi.prod.yaml"
     text = path.read_text()
-    text = text.replace("llmdeploy:ingressCidr: 0.0.0.0/0", "llmdeploy:ingressCidr: 203.0.113.0/24  # office VPN only")
-    text = text.replace("llmdeploy:certificateArn: ''", f"llmdeploy:certificateArn: {ARN}")
-    text = text.replace("llmdeploy:weightsUri: ''", "llmdeploy:weightsUri: s3://models/flan-t5-xl/")
-    text = text.replace("config:\n", "encryptionsalt: v1:Zm9vYmFy:v1:c2FsdA==\nconfig:\n  aws:profile: prod-admin\n"
-                                      "  llmdeploy:hfToken:\n    secure: v1:AAABAHsomeciphertext==\n", 1)
+    # The user's edits of what plan wrote (the defaults: an internal load balancer, no certificate, weights in the
+    # archive). Each must hit, or the test would check nothing.
+    for written, edited in (
+        ("llmdeploy:ingressCidr: ''", "llmdeploy:ingressCidr: 203.0.113.0/24  # office VPN only"),
+        ("llmdeploy:certificateArn: ''", f"llmdeploy:certificateArn: {ARN}"),
+        ("llmdeploy:weightsUri: ''", "llmdeploy:weightsUri: s3://models/flan-t5-xl/"),
+        ("config:\n", "encryptionsalt: v1:Zm9vYmFy:v1:c2FsdA==\nconfig:\n  aws:profile: prod-admin\n"
+                      "  llmdeploy:hfToken:\n    secure: v1:AAABAHsomeciphertext==\n"),
+    ):
+        assert text.count(written) == 1, f"plan no longer writes {written!r}: update the edit"
+        text = text.replace(written, edited)
     text += "# deploy notes: ask #ml-platform before changing the instance type\n"
     path.write_text(text)
     os.chmod(path, 0o600)
@@ -146,11 +153,14 @@ def test_a_mistyped_key_in_the_file_is_named_and_the_file_kept(tmp_path):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_plan_sets_no_setting_outside_planned(mode):
-    """PLANNED (what plan owns in an existing file) covers every setting stack_config_for decides."""
-    model = "flan-t5-small" if mode == "serverless" else "flan-t5-xl"
-    config = stack_config_for(make_plan(load_model_config(model), cat=load_catalog(), mode=mode), owner="o", cost_center="c")
+    """PLANNED (what plan owns in an existing file) covers every setting stack_config_for decides, for a model
+    sized from the Hub too (plan records the commit it read: modelRevision)."""
+    model = load_model_config("flan-t5-small" if mode == "serverless" else "flan-t5-xl")
+    model = replace(model, hub=HubRecord(repo_id=model.hf_id or model.name, commit="0123456789abcdef" * 2 + "01234567"))
+    config = stack_config_for(make_plan(model, cat=load_catalog(), mode=mode), owner="o", cost_center="c")
     default = StackConfig(mode=mode)
     decided = {s.key for s in SETTINGS if getattr(config, s.field) != getattr(default, s.field)}
+    assert "modelRevision" in decided
     assert decided <= set(PLANNED), decided - set(PLANNED)
 
 

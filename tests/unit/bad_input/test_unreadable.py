@@ -29,8 +29,13 @@ def test_model_config_not_utf8(raw, command, tmp_path):
 @pytest.mark.parametrize("text, needle", [
     ("", "not valid JSON"), ("{", "not valid JSON"), ("[1, 2]", "must be a JSON object"), ("null", "must be a JSON object"),
     ('{"model_type": "llama", "hidden_size": ' + "9" * 5000 + "}", "too long"),
-    ("[" * 100_000 + "]" * 100_000, "nested too deeply"), ('{"model_type": "whisper"}', "cannot size"),
-    ('{"model_type": {"a": 1}}', "cannot size"), ('{"model_type": "llama"}', "lacks the field"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    # An architecture transformers knows is sized once its config has the fields (whisper: d_model, ...).
+    ('{"model_type": "whisper"}', "lacks the field"), ('{"model_type": "llama"}', "lacks the field"),
+    ('{"model_type": {"a": 1}}', "not a name"), ('{"model_type": ""}', "has no model_type"),
+    # One no closed form and no transformers class covers: nothing can count its parameters.
+    ('{"model_type": "no-such-arch", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, '
+     '"vocab_size": 100, "intermediate_size": 128}', "cannot count the parameters"),
 ])
 def test_model_config_unreadable(text, needle, tmp_path):
     path = tmp_path / "config.json"
