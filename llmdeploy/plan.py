@@ -493,6 +493,10 @@ def stack_config_for(plan_: Plan, *, owner: str = "unknown", cost_center: str = 
         usage_requests_per_month=math.ceil(plan_.traffic.requests_per_month),
         usage_active_hours_per_day=plan_.traffic.active_hours,
         usage_bytes_per_request=_bytes_per_request(plan_.traffic, a),
+        # The rest of the traffic, so `llmdeploy deploy` can show this comparison again (llmdeploy.stackplan).
+        usage_input_tokens=plan_.traffic.input_tokens, usage_output_tokens=plan_.traffic.output_tokens,
+        usage_peak_requests_per_hour=0 if plan_.traffic.peak_rps is None else max(1, round(plan_.traffic.peak_rps * 3600)),
+        usage_latency_target_ms=max(1, round(plan_.traffic.latency_target_s * 1000)),
     )
     if c.mode == "serverless":
         return StackConfig(

@@ -68,10 +68,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("asyncMaxConcurrentInvocations", "async_max_concurrent_invocations", "integer", "Async: concurrent invocations per instance."),
     Setting("owner", "owner", "string", "Owner tag on every resource."),
     Setting("costCenter", "cost_center", "string", "Cost-center tag on every resource."),
+    Setting("maxMonthlyUsd", "max_monthly_usd", "integer",
+            "Monthly budget in USD: deploy, the Pulumi program and the policy pack refuse a stack whose estimate is "
+            "higher (0 = no budget)."),
     Setting("usageRequestsPerMonth", "usage_requests_per_month", "integer", "Usage the plan assumed: requests per month."),
     Setting("usageActiveHoursPerDay", "usage_active_hours_per_day", "integer", "Usage the plan assumed: hours a day with traffic (async scales to zero outside)."),
     Setting("usageMsPerRequest", "usage_ms_per_request", "integer", "Usage the plan assumed: serverless compute milliseconds per request."),
     Setting("usageBytesPerRequest", "usage_bytes_per_request", "integer", "Usage the plan assumed: request + response bytes."),
+    # The rest of the traffic plan was given, so that deploy can show plan's comparison for it (0 = not recorded).
+    Setting("usageInputTokens", "usage_input_tokens", "integer", "Usage the plan assumed: prompt tokens per request."),
+    Setting("usageOutputTokens", "usage_output_tokens", "integer", "Usage the plan assumed: generated tokens per request."),
+    Setting("usagePeakRequestsPerHour", "usage_peak_requests_per_hour", "integer",
+            "Usage the plan assumed: peak requests per hour when given (0 = twice the active-hours average)."),
+    Setting("usageLatencyTargetMs", "usage_latency_target_ms", "integer",
+            "Usage the plan assumed: the latency target per request, in milliseconds."),
 )
 BY_KEY = {s.key: s for s in SETTINGS}
 
@@ -100,10 +110,15 @@ class StackConfig:
     async_max_concurrent_invocations: int = 4
     owner: str = "unknown"
     cost_center: str = "unassigned"
+    max_monthly_usd: int = 0
     usage_requests_per_month: int = 0
     usage_active_hours_per_day: int = 24
     usage_ms_per_request: int = 0
     usage_bytes_per_request: int = 0
+    usage_input_tokens: int = 0
+    usage_output_tokens: int = 0
+    usage_peak_requests_per_hour: int = 0
+    usage_latency_target_ms: int = 0
 
     # -- conversions ---------------------------------------------------------------------------
 
@@ -152,7 +167,8 @@ class StackConfig:
             raise ConfigError(f"{_key('min_instances')} 0 is only possible in async mode (mode is {self.mode!r}).")
         if not 1 <= self.usage_active_hours_per_day <= 24:
             raise ConfigError(f"{_key('usage_active_hours_per_day')} must be 1..24, got {self.usage_active_hours_per_day}.")
-        for name in ("usage_requests_per_month", "usage_ms_per_request", "usage_bytes_per_request"):
+        for name in ("usage_requests_per_month", "usage_ms_per_request", "usage_bytes_per_request", "max_monthly_usd",
+                     "usage_input_tokens", "usage_output_tokens", "usage_peak_requests_per_hour", "usage_latency_target_ms"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_key(name)} must not be negative, got {getattr(self, name)}.")
         if self.weights_uri and not self.weights_uri.startswith("s3://"):
