@@ -67,6 +67,7 @@ AUTOSCALING_GROUP = "aws:autoscaling/group:Group"
 
 SSE_ALGORITHMS = ("AES256", "aws:kms", "aws:kms:dsse")  # S3 PutBucketEncryption's SSEAlgorithm values
 SSH_PORT = 22
+UNKNOWN = object()  # what ``known`` returns, when asked to, for a value only the update will know
 # The tags every llmdeploy resource carries (llmdeploy.tags.base_tags); managed-by must say llmdeploy.
 REQUIRED_TAGS = (llm_tags.MANAGED_BY, llm_tags.STACK, llm_tags.MODE, llm_tags.PURPOSE, llm_tags.OWNER,
                  llm_tags.COST_CENTER)
@@ -134,8 +135,8 @@ def referenced(resource: PolicyResource, prop: str, candidates: Iterable[PolicyR
 def validate_imdsv2(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     if args.resource_type not in (LAUNCH_TEMPLATE, INSTANCE):
         return
-    tokens = known(args.props, "metadataOptions", "httpTokens")
-    if tokens != "required":
+    tokens = known(args.props, "metadataOptions", "httpTokens", unknown=UNKNOWN)
+    if tokens not in ("required", UNKNOWN):  # unknown in a preview: checked again before the update creates it
         report_violation(f"{args.name}: metadataOptions.httpTokens is {tokens!r}; set it to 'required' so only IMDSv2 "
                          "(session tokens) can read instance credentials.")
 
@@ -152,8 +153,10 @@ def validate_ebs_encrypted(args: ResourceValidationArgs, report_violation: Repor
                 report_violation(f"{name}: blockDeviceMappings[{i}] ({known(mapping, 'deviceName', default='?')}) "
                                  "is not encrypted; set ebs.encrypted to 'true'.")
     elif args.resource_type == INSTANCE:
-        root = known(props, "rootBlockDevice")
-        if root is None and known(props, "launchTemplate") is None:
+        root = known(props, "rootBlockDevice", unknown=UNKNOWN)
+        if root is UNKNOWN:
+            pass  # only known once the update runs: checked again then
+        elif root is None and known(props, "launchTemplate") is None:
             report_violation(f"{name}: no rootBlockDevice and no launch template: the root volume would follow the AMI "
                              "and account default; declare rootBlockDevice with encrypted = true.")
         elif root is not None and not _truthy(known(root, "encrypted")):
@@ -184,7 +187,7 @@ def validate_s3_encrypted(args: StackValidationArgs, report_violation: ReportVio
 def validate_sagemaker_kms(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     if args.resource_type != ENDPOINT_CONFIG:
         return
-    if "kmsKeyArn" in args.props and known(args.props, "kmsKeyArn", unknown="(unknown)") in ("", None):
+    if known(args.props, "kmsKeyArn", default="(not set)", unknown="(unknown)") in ("", None):
         report_violation(f"{args.name}: kmsKeyArn is set but empty; name a KMS key or leave it out.")
     if known(args.props, "asyncInferenceConfig", unknown="(unknown)") is not None and \
             known(args.props, "asyncInferenceConfig", "outputConfig", "kmsKeyId", unknown="(unknown)") in ("", None):
@@ -254,7 +257,10 @@ def validate_no_public_plain_http(args: StackValidationArgs, report_violation: R
         actions = {known(a, "type") for a in _items(known(listener.props, "defaultActions", default=[]))}
         if protocol != "HTTP" or actions <= {"redirect", "fixed-response"}:
             continue  # TLS, or plain HTTP that only redirects to HTTPS (or answers a fixed text)
-        port = int(float(known(listener.props, "port", default=80)))
+        port = known(listener.props, "port", default=80)
+        if not isinstance(port, (int, float)):
+            continue  # only known once the update runs; the check runs again on the update's outputs
+        port = int(port)
         for balancer in referenced(listener, "loadBalancerArn", balancers):
             if known(balancer.props, "internal") is True:
                 continue
@@ -288,7 +294,9 @@ def is_taggable(token: str) -> bool:
 
 
 def resource_tags(resource_type: str, props: Any) -> dict[str, str] | None:
-    tags = known(props, "tags")
+    tags = known(props, "tags", unknown=UNKNOWN)
+    if tags is UNKNOWN:
+        return None
     if resource_type == AUTOSCALING_GROUP:  # ASGs take a list of {key, value, propagateAtLaunch}
         return {known(t, "key"): known(t, "value") for t in _items(tags)} if tags is not None else None
     return dict(tags) if isinstance(tags, Mapping) else None
@@ -297,6 +305,8 @@ def resource_tags(resource_type: str, props: Any) -> dict[str, str] | None:
 def validate_tags(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     if not is_taggable(args.resource_type):
         return
+    if known(args.props, "tags", unknown=UNKNOWN) is UNKNOWN:
+        return  # only known once the update runs: checked again then, before the resource is created
     tags = resource_tags(args.resource_type, args.props) or {}
     missing = [k for k in REQUIRED_TAGS if not tags.get(k)]
     if missing:

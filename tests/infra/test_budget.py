@@ -71,7 +71,8 @@ def test_over_budget_pulumi_up_fails_with_one_line(monkeypatch, tmp_path):
 def test_check_rounds_to_the_cent_and_names_the_tightest_limit():
     limits = [budget.Limit(1000.0, "llmdeploy:maxMonthlyUsd in Pulumi.dev.yaml"), budget.Limit(500.0, "--max-monthly-usd")]
     budget.check(500.004, limits, stack="dev")  # shown as $500.00: within
-    with pytest.raises(budget.OverBudgetError, match=r"\$500\.01/month, over the budget of \$500\.00/month \(--max-monthly-usd\)"):
+    over = r"\$500\.01/month, over the budget of \$500\.00/month \(--max-monthly-usd\)"
+    with pytest.raises(budget.OverBudgetError, match=over):
         budget.check(500.01, limits, stack="dev")
     budget.check(10**9, [], stack="dev")  # no budget, no limit
 

@@ -312,6 +312,7 @@ def test_plan_writes_where_deploy_reads(tmp_path, monkeypatch):
 def test_help_imports_no_heavy_module():
     code = ("import sys; from click.testing import CliRunner; from llmdeploy.cli.main import cli; "
             "r = CliRunner().invoke(cli, ['deploy', '--help']); assert r.exit_code == 0, r.output; "
-            "heavy = [m for m in sys.modules if m.split('.')[0] in ('pulumi', 'pulumi_aws', 'boto3') or m.startswith('sagemaker')]; "
+            "heavy = [m for m in sys.modules if m.split('.')[0] in ('pulumi', 'pulumi_aws', 'boto3') "
+            "or m.startswith('sagemaker')]; "
             "print(heavy); assert not heavy")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -111,8 +111,11 @@ EPC = "aws:sagemaker/endpointConfiguration:EndpointConfiguration"
 def test_async_results_need_a_kms_key():
     policy = by_name("sagemaker-kms")
     output = {"s3OutputPath": "s3://b/async-out/"}
-    assert violations(policy, resource_args(EPC, {"asyncInferenceConfig": {"outputConfig": {**output, "kmsKeyId": "arn:aws:kms:k"}}})) == []
-    assert violations(policy, resource_args(EPC, {"asyncInferenceConfig": {"outputConfig": {**output, "kmsKeyId": UNKNOWN}}})) == [], \
+    def with_key(key):
+        return {"asyncInferenceConfig": {"outputConfig": {**output, "kmsKeyId": key}}}
+
+    assert violations(policy, resource_args(EPC, with_key("arn:aws:kms:us-east-1:123456789012:key/k"))) == []
+    assert violations(policy, resource_args(EPC, with_key(UNKNOWN))) == [], \
         "a key created in the same update is unknown in a preview, not missing"
     [message] = violations(policy, resource_args(EPC, {"asyncInferenceConfig": {"outputConfig": output}}, name="cfg"))
     assert "cfg: async inference writes results to S3 without a KMS key" in message
@@ -248,3 +251,19 @@ def test_budget_is_not_applicable_to_other_stacks(monkeypatch):
     monkeypatch.setenv("PULUMI_CONFIG", json.dumps({"aws:region": "us-east-1"}))
     assert violations(by_name("monthly-budget"), stack_args(_reserved_resources(), config={"maxMonthlyUsd": 1})) == \
         "not applicable"
+
+
+def test_values_only_known_after_the_update_never_crash_a_policy(monkeypatch):
+    """In a preview every property may be unknown: no policy may raise (the SDK would report it as an error)."""
+    props = {key: UNKNOWN for key in ("metadataOptions", "blockDeviceMappings", "rootBlockDevice", "kmsKeyArn",
+                                      "asyncInferenceConfig", "ingress", "tags", "cidrIpv4", "port", "protocol")}
+    from llmdeploy.policy.guardrails import POLICIES
+    from pulumi_policy import ResourceValidationPolicy
+
+    for token in (LT, INSTANCE, EPC, SG, LISTENER, "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"):
+        for policy in POLICIES:
+            if isinstance(policy, ResourceValidationPolicy):
+                # unknown is not wrong: each is checked again, with known values, before the update creates it
+                assert violations(policy, resource_args(token, props)) == [], (policy.name, token)
+    unknown_listener = policy_resource(LISTENER, {**props, "defaultActions": [{"type": "forward"}]}, name="l")
+    assert violations(by_name("no-public-plain-http"), stack_args([*_web()[:2], unknown_listener])) == []

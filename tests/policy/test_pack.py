@@ -34,7 +34,8 @@ def test_the_folder_is_a_python_policy_pack_using_the_projects_virtualenv():
     assert project["runtime"]["name"] == "python"
     program = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
     # The shim resolves the virtualenv relative to the pack folder: it must be the program's own.
-    assert (PACK / project["runtime"]["options"]["virtualenv"]).resolve() == (ROOT / program["runtime"]["options"]["virtualenv"]).resolve()
+    venv = project["runtime"]["options"]["virtualenv"]
+    assert (PACK / venv).resolve() == (ROOT / program["runtime"]["options"]["virtualenv"]).resolve()
     assert (PACK / "__main__.py").is_file()
     assert any(line.startswith("pulumi-policy") for line in (PACK / "requirements.txt").read_text().splitlines())
     example = json.loads((PACK / "budget.example.json").read_text())
@@ -111,5 +112,6 @@ def test_the_ci_example_runs_the_pack_with_its_budget():
     for step in pulumi_steps:
         assert step["with"]["policyPacks"] == "policy"
         assert step["with"]["policyPackConfigs"].endswith("/policy-config.json")
-    written = [s["run"] for job in workflow["jobs"].values() for s in job.get("steps", []) if "policy-config.json" in s.get("run", "")]
+    runs = [s.get("run", "") for job in workflow["jobs"].values() for s in job.get("steps", [])]
+    written = [run for run in runs if "policy-config.json" in run]
     assert len(written) == 2 and all('"monthly-budget": {"maxMonthlyUsd": %s}' in run for run in written)

@@ -22,7 +22,8 @@ from .helpers import policy_resource, resource_args, stack_args, violations
 CERT = "arn:aws:acm:us-east-1:123456789012:certificate/0a1b2c3d-4e5f-6789-abcd-ef0123456789"
 
 
-def check_all(mocks, stack: str, config_map: dict[str, str], monkeypatch, pack_config: dict | None = None) -> dict[str, list[str]]:
+def check_all(mocks, stack: str, config_map: dict[str, str], monkeypatch,
+              pack_config: dict | None = None) -> dict[str, list[str]]:
     """{policy name: violations} over the recorded resources (only policies that found something)."""
     monkeypatch.setenv("PULUMI_CONFIG", json.dumps(config_map))
     monkeypatch.setenv("PULUMI_STACK", stack)
