@@ -33,9 +33,23 @@ def _command(name: str) -> str:
     return name
 
 
-@click.group()
+@click.group(
+    epilog="""\b
+Examples:
+  llmdeploy config show                         # every shared setting, its value and where it came from
+  llmdeploy config show --command plan          # with the file's [plan] section applied
+  LLMDEPLOY_REGION=eu-west-1 llmdeploy config show --json
+  $EDITOR "$(llmdeploy config path)"             # edit the user config file
+  eval "$(llmdeploy config completion bash)"    # tab completion, in ~/.bashrc
+"""
+)
 def config():
-    """Show the effective configuration, the config file, and shell completion."""
+    """Show the effective configuration, the config file, and shell completion.
+
+    Every option comes from the command line first, then its LLMDEPLOY_*
+    environment variable, then the user config file (TOML, at
+    'llmdeploy config path'), then the built-in default.
+    """
 
 
 @config.command(epilog="""\b

@@ -173,3 +173,7 @@ def _render(d: dict) -> None:
     click.echo("Break-even:")
     for b in d["break_even"]:
         click.echo(f"  - {b['note']}")
+
+
+# `llmdeploy deploy` shows this same comparison, for the traffic the stack recorded, before it asks (cli/deploy.py).
+render_plan = _render

@@ -2,9 +2,10 @@
 
 It only reads the stack config ``llmdeploy plan --stack NAME`` wrote, validates
 it against the catalog, and wires the components for the chosen mode. Every
-check (mode, serverless limits, instance type in the region, LMI version, the
-model artifact build) runs before the first resource is registered, so bad input
-creates nothing and reads as one line, not a traceback.
+check (mode, serverless limits, instance type in the region, the budget
+``maxMonthlyUsd``, LMI version, the model artifact build) runs before the first
+resource is registered, so bad input or a stack over its budget creates nothing
+and reads as one line, not a traceback. The monthly estimate is a stack output.
 
 ``main()`` is also what ``llmdeploy preview --offline`` and the tests run under
 Pulumi's mock runtime (llmdeploy.infra.offline_preview).
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pulumi
 
+from llmdeploy import budget
 from llmdeploy.catalog import load_catalog
 from llmdeploy.errors import LlmdeployError
 from llmdeploy.stackconfig import BY_KEY, NAMESPACE, SETTINGS, StackConfig
@@ -25,12 +27,18 @@ from llmdeploy.tags import base_tags
 
 
 def read_config() -> StackConfig:
-    """The stack's ``llmdeploy:*`` settings, validated (ConfigError / UnknownChoiceError on bad input)."""
+    """The stack's ``llmdeploy:*`` settings, validated (ConfigError / UnknownChoiceError on bad input).
+
+    ``pulumi.Config`` can only look keys up; a mistyped key is found in the whole config map, which
+    Pulumi's Python language host hands the program as the ``PULUMI_CONFIG`` environment variable
+    (read with the public ``pulumi.runtime.get_config_env``). Inline Automation API programs get
+    their config another way; ``llmdeploy deploy`` has validated the stack file before running them.
+    """
     cfg = pulumi.Config(NAMESPACE)
     raw = {s.key: _structured(value) for s in SETTINGS if (value := cfg.get(s.key)) is not None}
     if (provider_region := pulumi.Config("aws").get("region")) is not None:
         raw["aws:region"] = provider_region  # from_mapping refuses a stack whose two regions disagree
-    for key in _all_config_keys():
+    for key in pulumi.runtime.get_config_env():
         ns, _, bare = key.partition(":")
         if ns == NAMESPACE and bare not in BY_KEY:
             raw[bare] = ""  # from_mapping names the unknown setting and the valid ones
@@ -49,16 +57,6 @@ def _structured(value: str):
     return value
 
 
-def _all_config_keys() -> list[str]:
-    # pulumi.Config can only look keys up; the whole map is needed to spot a mistyped one.
-    try:
-        from pulumi.runtime import config as runtime_config
-
-        return list(runtime_config.CONFIG.get()) + list(runtime_config.get_config_env())
-    except Exception:  # noqa: BLE001 - a private API: without it only the typo check is lost
-        return []
-
-
 def build_dir(stack: str) -> Path:
     """Where model.tar.gz is built; it must outlive the program (the engine uploads it afterwards)."""
     base = os.environ.get("LLMDEPLOY_BUILD_DIR") or os.path.join(
@@ -73,6 +71,8 @@ def main(*, artifact_dir: str | os.PathLike | None = None) -> dict[str, pulumi.O
 
     config = read_config()
     stack = pulumi.get_stack()
+    # The budget first: over it, the program fails here, before a single resource is registered.
+    monthly_usd = budget.check_stack(config, load_catalog(), stack=stack, origin=f"stack {stack!r} config")
     # Resolve everything that can fail before registering anything. Every mode serves the same
     # model.tar.gz in an LMI-family image: the GPU build, or its CPU build for serverless.
     serverless = config.mode == "serverless"
@@ -129,6 +129,7 @@ def main(*, artifact_dir: str | os.PathLike | None = None) -> dict[str, pulumi.O
         stack=stack, region=config.region, targets=targets, dimensions=dimensions, alarm_email=config.alarm_email,
         alarm_topic_arn=config.alarm_topic_arn, tags=tags))
     outputs.update(dashboard_url=monitor.dashboard_url, alarm_topic_arn=monitor.topic_arn)
+    outputs["monthly_estimate_usd"] = pulumi.Output.from_input(round(monthly_usd, 2))  # what `destroy` says stops
     for key, value in outputs.items():
         pulumi.export(key, value)
     return outputs

@@ -74,8 +74,12 @@ def select_stack(
     program: Callable[[], None] | None = None,
     work_dir: str | os.PathLike | None = None,
     config: Mapping[str, str] | None = None,
-) -> "Stack":
-    """Create or select ``stack_name`` of ``project_name`` and set its ``config``.
+    create: bool = True,
+) -> "Stack | None":
+    """Select ``stack_name`` of ``project_name`` (creating it when ``create``) and set its ``config``.
+
+    With ``create=False`` a stack that does not exist yet is None, and nothing is written to the
+    backend: ``llmdeploy deploy`` creates the stack only once the user said yes.
 
     With ``program`` the stack runs that inline program (in this process); else
     the Pulumi project at ``work_dir``. The backend is ``backend_url()``, set on
@@ -97,17 +101,33 @@ def select_stack(
     url = backend_url()
     settings = auto.ProjectSettings(name=project_name, runtime="python", backend=auto.ProjectBackend(url=url))
     opts = auto.LocalWorkspaceOptions(project_settings=settings, env_vars=_env_vars(url))
+    if program is None:
+        opts.project_settings = None  # a work_dir project has its own Pulumi.yaml
+    where = dict(stack_name=stack_name, project_name=project_name, program=program) if program is not None else \
+        dict(stack_name=stack_name, work_dir=str(work_dir))
     try:
-        if program is not None:
-            stack = auto.create_or_select_stack(stack_name=stack_name, project_name=project_name, program=program, opts=opts)
+        if create:
+            stack = auto.create_or_select_stack(**where, opts=opts)
         else:
-            opts.project_settings = None  # a work_dir project has its own Pulumi.yaml
-            stack = auto.create_or_select_stack(stack_name=stack_name, work_dir=str(work_dir), opts=opts)
+            try:
+                stack = auto.select_stack(**where, opts=opts)
+            except auto.StackNotFoundError:
+                return None
         for key, value in (config or {}).items():
             stack.set_config(key, auto.ConfigValue(value=str(value)))
     except auto.CommandError as exc:
         raise CloudError(f"could not select Pulumi stack {stack_name!r}: {_last_line(exc)}") from None
     return stack
+
+
+def outputs(stack: "Stack") -> dict[str, object]:
+    """The stack's current outputs as plain values (empty before its first ``up``)."""
+    from pulumi import automation as auto
+
+    try:
+        return {key: out.value for key, out in stack.outputs().items()}
+    except auto.CommandError as exc:
+        raise CloudError(f"could not read the outputs of Pulumi stack {stack.name!r}: {_last_line(exc)}") from None
 
 
 def up(stack: "Stack", on_output: OnOutput | None = None) -> dict[str, object]:

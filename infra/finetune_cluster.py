@@ -279,6 +279,11 @@ class FinetuneCluster(pulumi.ComponentResource):
                 )
                 for card, device, kind in layout
             ],
+            # The nodes set the same themselves; here too, so anything launched from this template gets IMDSv2
+            # only (policy/'s imdsv2-required checks every launch template, like AWS Config's
+            # ec2-launch-template-imdsv2-check rule).
+            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
+                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=2, instance_metadata_tags="enabled"),
             # No expires-at here: tag specifications are versioned, and the interfaces die with their node anyway.
             tag_specifications=[aws.ec2.LaunchTemplateTagSpecificationArgs(
                 resource_type="network-interface", tags={k: v for k, v in tagged("eni").items() if k != "expires-at"})],

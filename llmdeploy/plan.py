@@ -533,9 +533,13 @@ def stack_config_for(plan_: Plan, *, owner: str = "unknown", cost_center: str = 
         usage_bytes_per_request=_bytes_per_request(plan_.traffic, a),
         # What the alarms hold the stack to: the latency target and each instance's planned capacity. Async was
         # chosen knowing a request may take longer than the target (it queues), so its bar is the plan's estimate.
-        usage_latency_target_ms=math.ceil(1000 * (max(plan_.traffic.latency_target_s, c.latency_s or 0)
+        alarm_latency_ms=math.ceil(1000 * (max(plan_.traffic.latency_target_s, c.latency_s or 0)
                                                   if c.mode == "async" else plan_.traffic.latency_target_s)),
         usage_requests_per_hour_per_instance=round(3600 * c.requests_per_s_per_instance) if c.requests_per_s_per_instance else 0,
+        # The rest of the traffic, so `llmdeploy deploy` can show this comparison again (llmdeploy.stackplan).
+        usage_input_tokens=plan_.traffic.input_tokens, usage_output_tokens=plan_.traffic.output_tokens,
+        usage_peak_requests_per_hour=0 if plan_.traffic.peak_rps is None else max(1, round(plan_.traffic.peak_rps * 3600)),
+        usage_latency_target_ms=max(1, round(plan_.traffic.latency_target_s * 1000)),
     )
     if c.mode == "serverless":
         return StackConfig(

@@ -80,12 +80,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("asyncMaxConcurrentInvocations", "async_max_concurrent_invocations", "integer", "Async: concurrent invocations per instance."),
     Setting("owner", "owner", "string", "Owner tag on every resource."),
     Setting("costCenter", "cost_center", "string", "Cost-center tag on every resource."),
+    Setting("maxMonthlyUsd", "max_monthly_usd", "integer",
+            "Monthly budget in USD: deploy, the Pulumi program and the policy pack refuse a stack whose estimate is "
+            "higher (0 = no budget)."),
     Setting("usageRequestsPerMonth", "usage_requests_per_month", "integer", "Usage the plan assumed: requests per month."),
     Setting("usageActiveHoursPerDay", "usage_active_hours_per_day", "integer", "Usage the plan assumed: hours a day with traffic (async scales to zero outside)."),
     Setting("usageMsPerRequest", "usage_ms_per_request", "integer", "Usage the plan assumed: serverless compute milliseconds per request."),
     Setting("usageBytesPerRequest", "usage_bytes_per_request", "integer", "Usage the plan assumed: request + response bytes."),
+    # The rest of the traffic plan was given, so that deploy can show plan's comparison for it (0 = not recorded).
+    Setting("usageInputTokens", "usage_input_tokens", "integer", "Usage the plan assumed: prompt tokens per request."),
+    Setting("usageOutputTokens", "usage_output_tokens", "integer", "Usage the plan assumed: generated tokens per request."),
+    Setting("usagePeakRequestsPerHour", "usage_peak_requests_per_hour", "integer",
+            "Usage the plan assumed: peak requests per hour when given (0 = twice the active-hours average)."),
     Setting("usageLatencyTargetMs", "usage_latency_target_ms", "integer",
-            "Latency the plan held requests to, in ms: the p90 latency alarm's threshold (0 = none recorded, no alarm)."),
+            "Usage the plan assumed: the latency target per request, in milliseconds."),
+    Setting("alarmLatencyMs", "alarm_latency_ms", "integer",
+            "Latency the plan held requests to, in ms (async: its estimate when longer than the target): the p90 latency alarm's threshold (0 = none recorded, no alarm)."),
     Setting("usageRequestsPerHourPerInstance", "usage_requests_per_hour_per_instance", "integer",
             "Requests one instance serves per hour at the plan's batch size: the capacity alarms' threshold (0 = none)."),
 )
@@ -119,11 +129,16 @@ class StackConfig:
     async_max_concurrent_invocations: int = 4
     owner: str = "unknown"
     cost_center: str = "unassigned"
+    max_monthly_usd: int = 0
     usage_requests_per_month: int = 0
     usage_active_hours_per_day: int = 24
     usage_ms_per_request: int = 0
     usage_bytes_per_request: int = 0
+    usage_input_tokens: int = 0
+    usage_output_tokens: int = 0
+    usage_peak_requests_per_hour: int = 0
     usage_latency_target_ms: int = 0
+    alarm_latency_ms: int = 0
     usage_requests_per_hour_per_instance: int = 0
 
     # -- conversions ---------------------------------------------------------------------------
@@ -184,8 +199,9 @@ class StackConfig:
             raise ConfigError(f"{_key('min_instances')} 0 is only possible in async mode (mode is {self.mode!r}).")
         if not 1 <= self.usage_active_hours_per_day <= 24:
             raise ConfigError(f"{_key('usage_active_hours_per_day')} must be 1..24, got {self.usage_active_hours_per_day}.")
-        for name in ("usage_requests_per_month", "usage_ms_per_request", "usage_bytes_per_request", "usage_latency_target_ms",
-                     "usage_requests_per_hour_per_instance"):
+        for name in ("usage_requests_per_month", "usage_ms_per_request", "usage_bytes_per_request", "max_monthly_usd",
+                     "usage_input_tokens", "usage_output_tokens", "usage_peak_requests_per_hour", "usage_latency_target_ms",
+                     "alarm_latency_ms", "usage_requests_per_hour_per_instance"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_key(name)} must not be negative, got {getattr(self, name)}.")
         if self.model_revision and not _REVISION.match(self.model_revision):

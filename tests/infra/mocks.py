@@ -9,11 +9,11 @@ inputs (wire names: camelCase, as a provider would receive them).
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 import warnings
 from typing import Any
 
+from llmdeploy.policy.guardrails import is_taggable  # noqa: F401 - whether a type takes tags: the policy pack's rule
 from llmdeploy.stackconfig import StackConfig
 
 # One valid stack per mode, in the bundled catalog's us-east-1.
@@ -79,17 +79,3 @@ def statements(doc: dict) -> list[dict]:
 
 def as_list(value: Any) -> list:
     return value if isinstance(value, list) else [value]
-
-
-@functools.cache
-def is_taggable(token: str) -> bool:
-    """Whether the pulumi_aws resource behind ``token`` takes ``tags`` (its constructor says so)."""
-    import pulumi_aws
-
-    parts = token.split(":")
-    if len(parts) != 3 or parts[0] != "aws":
-        return False
-    module = parts[1].split("/")[0]
-    mod = getattr(pulumi_aws, module) if module != "index" else pulumi_aws
-    cls = getattr(mod, parts[2])
-    return "tags" in inspect.signature(cls._internal_init).parameters

@@ -62,3 +62,33 @@ def test_preview_of_a_bad_stack_file_exits_2(tmp_path):
     (tmp_path / "Pulumi.bad.yaml").write_text("config:\n  llmdeploy:mode: serverless\n  llmdeploy:serverlessMemoryMb: 5000\n")
     result = CliRunner().invoke(cli, ["preview", "--offline", "--stack", "bad", "--project-dir", str(tmp_path)])
     assert result.exit_code == 2 and "5000" in result.stderr
+
+
+def test_a_run_leaves_no_event_loop_open_and_no_thread_behind():
+    """The cause of the old "Exception ignored in BaseEventLoop.__del__ ... Invalid file descriptor" at exit:
+    Pulumi's mock monitor opens an event loop in each executor thread and nothing closed them, so the garbage
+    collector finalized them, and their self-pipe sockets, in arbitrary order. Every loop is closed now."""
+    import asyncio
+    import gc
+    import threading
+
+    before = {id(o) for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop)}
+    offline_preview(stack_config("async"), stack="loops")
+    gc.collect()
+    opened = [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop) and id(o) not in before]
+    assert [loop for loop in opened if not loop.is_closed()] == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("llmdeploy-")]
+
+
+def test_the_cli_exits_without_an_unclosed_event_loop(tmp_path):
+    """In Python's development mode an event loop finalized while still open is a ResourceWarning: none at exit."""
+    import subprocess
+    import sys
+
+    write_stack_file(tmp_path / "Pulumi.dev.yaml", stack_config("realtime"))
+    run = subprocess.run([sys.executable, "-X", "dev", "-W", "ignore::DeprecationWarning", "-m", "llmdeploy.cli.main",
+                          "preview", "--offline", "--stack", "dev", "--project-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "Total: $" in run.stdout
+    assert "unclosed event loop" not in run.stderr and "Exception ignored" not in run.stderr, run.stderr[-2000:]

@@ -6,11 +6,8 @@ from pathlib import Path
 
 import pulumi
 import pytest
-from pulumi.runtime import mocks as mocks_mod
-from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
 
-from llmdeploy.infra.offline_preview import config_values, make_mocks
+from llmdeploy.infra.offline_preview import config_values, make_mocks, run_with_mocks
 
 from .mocks import stack_config
 
@@ -18,13 +15,16 @@ PROGRAM = Path(__file__).resolve().parents[2] / "infra" / "__main__.py"
 
 
 def _run_as_pulumi_does(values, monkeypatch, tmp_path):
+    """The file run as pulumi-language-python-exec runs it: runpy with run_name="__main__", config from PULUMI_CONFIG."""
     monkeypatch.setenv("LLMDEPLOY_BUILD_DIR", str(tmp_path))
     mocks = make_mocks()
-    mocks_mod.set_mocks(mocks, project="llmdeploy", stack="entry", preview=False)
-    pulumi.runtime.set_all_config(values)
+
+    def program() -> None:
+        runpy.run_path(str(PROGRAM), run_name="__main__")
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        _sync_await(run_pulumi_func(lambda: runpy.run_path(str(PROGRAM), run_name="__main__")))
+        run_with_mocks(program, mocks, stack="entry", config=values)
     return mocks
 
 

@@ -1,0 +1,1 @@
+"""llmdeploy's policy pack (Pulumi CrossGuard): ``pulumi preview --policy-pack policy``. See guardrails.py."""
