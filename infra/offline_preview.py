@@ -19,15 +19,27 @@ Everything else (S3, SNS, IAM, autoscaling, CloudWatch API requests) is free or 
 a cent and, as in the plan, not counted.
 
 The mock runtime is process-global: one run at a time (``run_program`` holds a lock).
+Only Pulumi's public test API drives it (``set_mocks`` + ``pulumi.runtime.test``), on an event
+loop of its own that is closed after each run (see ``_event_loop``); ``set_mocks`` is given a
+``MockMonitor`` that also records what each registration says about ordering (``_recording_monitor``).
+The price of one resource (``line_items``) is shared with the policy pack's budget policy (policy/);
+``llmdeploy.plan.planned_line_items`` prices the stack config the same way before anything exists
+(the program's budget check, ``llmdeploy.budget``), and tests/infra/test_budget.py holds the two equal.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import concurrent.futures
+import contextlib
+import dataclasses
 import hashlib
 import json
+import os
 import tempfile
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,36 +192,105 @@ def run_program(config: StackConfig | dict[str, str], *, stack: str = "preview",
     """Run infra/__main__.py's ``main`` under fresh mocks with ``config``; returns the mocks (``.resources``).
 
     ``config`` is a StackConfig or the raw ``{"llmdeploy:key": "value"}`` map (raw maps
-    let tests feed invalid settings). Exceptions from the program propagate.
+    let tests feed invalid settings). Exceptions from the program propagate. The resolved
+    stack outputs land in ``mocks.outputs``.
     """
     import pulumi
-    from pulumi.runtime import mocks as mocks_mod
-    from pulumi.runtime.stack import run_pulumi_func
-    from pulumi.runtime.sync_await import _sync_await
 
     values = config_values(config) if isinstance(config, StackConfig) else dict(config)
     region = values.get(f"{NAMESPACE}:region") or values.get("aws:region") or "us-east-1"
-    from pulumi.runtime import config as runtime_config
+    mocks = mocks or make_mocks(region)
 
-    with _LOCK:
-        previous_config = dict(runtime_config.CONFIG.get())
-        mocks = mocks or make_mocks(region)
-        # A fresh monitor and settings per run: nothing leaks from the previous program.
-        mocks_mod.set_mocks(mocks, project="llmdeploy", stack=stack, preview=False, monitor=_recording_monitor(mocks))
-        pulumi.runtime.set_all_config(values)
+    def program():
         from llmdeploy.infra.__main__ import main
 
-        def program() -> None:
+        with tempfile.TemporaryDirectory(prefix="llmdeploy-preview-") as tmp:
             outputs = main(artifact_dir=artifact_dir or tmp)
-            # Resolve the stack outputs too (as pulumi.runtime.test does), for tests and the preview.
-            mocks.outputs = _sync_await(pulumi.Output.all(**outputs).future())
+        return pulumi.Output.all(**outputs).apply(lambda resolved: setattr(mocks, "outputs", resolved))
 
-        try:
-            with tempfile.TemporaryDirectory(prefix="llmdeploy-preview-") as tmp:
-                _sync_await(run_pulumi_func(program))
-        finally:
-            pulumi.runtime.set_all_config(previous_config)  # leave the process' config as it was
+    run_with_mocks(program, mocks, stack=stack, config=values)
     return mocks
+
+
+def run_with_mocks(program: Callable[[], Any], mocks, *, stack: str, config: Mapping[str, str],
+                   project: str = "llmdeploy") -> None:
+    """Run ``program`` under ``mocks`` the way Pulumi runs a program, with Pulumi's public test API only.
+
+    - the config reaches it as Pulumi's Python language host hands it over: the ``PULUMI_CONFIG``
+      environment variable, loaded with ``set_all_config(get_config_env())`` as
+      pulumi-language-python-exec does (so ``read_config``'s typo check sees the whole map);
+    - ``pulumi.runtime.set_mocks`` (with the recording monitor, which fills each record's URN and
+      dependencies) then ``@pulumi.runtime.test``, which awaits what ``program`` returns (an Output,
+      or None) and every registration;
+    - in a thread of its own, with an event loop of its own (``_event_loop``): the root stack
+      resource, settings and config live in that thread's context, so nothing leaks into the
+      caller's Pulumi runtime or event loop, nor from one run into the next.
+    Exceptions from the program propagate to the caller.
+    """
+    with _LOCK, _environment(PULUMI_CONFIG=json.dumps(dict(config))), \
+            concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmdeploy-program") as runner:
+        runner.submit(_run_in_this_thread, program, mocks, stack, project).result()
+
+
+def _run_in_this_thread(program: Callable[[], Any], mocks, stack: str, project: str) -> None:
+    import pulumi
+
+    # The loop first: set_mocks creates the root stack resource, whose futures belong to the current loop.
+    with _event_loop():
+        pulumi.runtime.reset_options(project=project, stack=stack, preview=False)
+        pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=_recording_monitor(mocks))
+        pulumi.runtime.set_all_config(pulumi.runtime.get_config_env())
+        pulumi.runtime.test(program)()
+
+
+@contextlib.contextmanager
+def _environment(**variables: str):
+    saved = {k: os.environ.get(k) for k in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def _event_loop():
+    """A fresh event loop for one run; afterwards it and every loop its worker threads used are closed.
+
+    Pulumi's mock monitor answers RegisterResource on the loop's default executor, and each worker
+    thread opens an event loop of its own there (``_sync_await`` -> ``new_event_loop``) that nothing
+    ever closes. Left to the garbage collector, such a loop and its self-pipe socket are finalized in
+    arbitrary order, and when the socket goes first ``BaseEventLoop.__del__`` fails with "Invalid file
+    descriptor: -1" (about 1 run in 15 of ``preview --offline``, at exit). Here the worker threads get
+    their loop from the executor's initializer, and all loops are closed explicitly once the threads
+    have stopped.
+    """
+    thread_loops: list[asyncio.AbstractEventLoop] = []
+
+    def give_thread_a_loop() -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        thread_loops.append(loop)
+
+    executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="llmdeploy-mocks", initializer=give_thread_a_loop)
+    loop = asyncio.new_event_loop()
+    loop.set_default_executor(executor)
+    asyncio.set_event_loop(loop)
+    try:
+        yield loop
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            executor.shutdown(wait=True)
+            asyncio.set_event_loop(None)
+            loop.close()
+            for thread_loop in thread_loops:
+                thread_loop.close()
 
 
 # -- pricing -----------------------------------------------------------------------------------------
@@ -289,44 +370,68 @@ def _settings(res: RecordedResource) -> dict[str, Any]:
     return out
 
 
+ASG = "aws:autoscaling/group:Group"
+LOAD_BALANCER = "aws:lb/loadBalancer:LoadBalancer"
+KMS_KEY = "aws:kms/key:Key"
+ENDPOINT_CONFIG = "aws:sagemaker/endpointConfiguration:EndpointConfiguration"
+METRIC_ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+DASHBOARD = "aws:cloudwatch/dashboard:Dashboard"
+
+
+def line_items(token: str, inputs: Mapping[str, Any], config: StackConfig, catalog: Catalog,
+               launch_template: Callable[[], Mapping[str, Any]] | None = None) -> list[costs.LineItem]:
+    """What one resource costs per month, from its own inputs (wire names); [] for the free ones.
+
+    ``launch_template`` returns the inputs of an Auto Scaling group's launch template: its instance
+    type is priced, and the GPU metrics of the CloudWatch agent its user data configures. The term
+    and the usage figures come from the stack config. Shared with the policy pack's budget policy
+    (policy/), which prices what the engine sees.
+    """
+    region = config.region
+    if token == ASG:
+        template = launch_template() if launch_template else {}
+        instance_type, count = template["instanceType"], int(inputs["desiredCapacity"])
+        items = [costs.ec2_instances(catalog, region, instance_type, count, config.term)]
+        agent = mon.agent_config_from_user_data(base64.b64decode(template.get("userData") or "").decode())
+        if agent:
+            gpus = cat_instance(catalog, instance_type).gpu_count
+            items += costs.monitoring(catalog, region, alarm_metrics=0, dashboards=0,
+                                      custom_metrics=mon.custom_metrics_of_agent(agent, count, gpus))
+        return items
+    if token == METRIC_ALARM:  # billed per metric it reads: one, or each metric of a metric-math alarm
+        reads = 1 if inputs.get("metricName") else sum(1 for q in inputs.get("metricQueries") or [] if q.get("metric") is not None)
+        return costs.monitoring(catalog, region, alarm_metrics=reads, dashboards=0, custom_metrics=0)
+    if token == DASHBOARD:
+        return costs.monitoring(catalog, region, alarm_metrics=0, dashboards=1, custom_metrics=0)
+    if token == LOAD_BALANCER:
+        return [costs.load_balancer(catalog, region)]
+    if token == KMS_KEY:
+        return [costs.kms_key(catalog, region)]
+    if token != ENDPOINT_CONFIG:
+        return []
+    items = []
+    is_async = bool(inputs.get("asyncInferenceConfig"))
+    for variant in inputs.get("productionVariants") or []:
+        if variant.get("serverlessConfig"):
+            items += costs.serverless(catalog, region, int(variant["serverlessConfig"]["memorySizeInMb"]),
+                                      config.usage_requests_per_month, config.usage_ms_per_request,
+                                      config.usage_bytes_per_request)
+        else:
+            hours = config.usage_active_hours_per_day if is_async else 24
+            items.append(costs.sagemaker_instances(catalog, region, variant["instanceType"],
+                                                   int(variant["initialInstanceCount"]), hours))
+    return items
+
+
 def price_resources(resources: list[RecordedResource], config: StackConfig, catalog: Catalog) -> list[PricedResource]:
     """Price every custom resource from its own inputs (0 for the free ones)."""
     by_id = {r.id: r for r in resources}
-    region = config.region
     priced = []
     for res in resources:
         if not res.custom:
             continue  # components and the stack are not AWS resources
-        items: list[costs.LineItem] = []
-        if res.type == "aws:autoscaling/group:Group":
-            template = by_id[res.inputs["launchTemplate"]["id"]]
-            count = int(res.inputs["desiredCapacity"])
-            items.append(costs.ec2_instances(catalog, region, template.inputs["instanceType"], count, config.term))
-            agent = mon.agent_config_from_user_data(base64.b64decode(template.inputs.get("userData") or "").decode())
-            if agent:
-                gpus = cat_instance(catalog, template.inputs["instanceType"]).gpu_count
-                items += costs.monitoring(catalog, region, alarm_metrics=0, dashboards=0,
-                                          custom_metrics=mon.custom_metrics_of_agent(agent, count, gpus))
-        elif res.type == "aws:cloudwatch/metricAlarm:MetricAlarm":
-            reads = 1 if res.inputs.get("metricName") else sum(1 for q in res.inputs.get("metricQueries", []) if q.get("metric"))
-            items += costs.monitoring(catalog, region, alarm_metrics=reads, dashboards=0, custom_metrics=0)
-        elif res.type == "aws:cloudwatch/dashboard:Dashboard":
-            items += costs.monitoring(catalog, region, alarm_metrics=0, dashboards=1, custom_metrics=0)
-        elif res.type == "aws:lb/loadBalancer:LoadBalancer":
-            items.append(costs.load_balancer(catalog, region))
-        elif res.type == "aws:kms/key:Key":
-            items.append(costs.kms_key(catalog, region))
-        elif res.type == "aws:sagemaker/endpointConfiguration:EndpointConfiguration":
-            is_async = bool(res.inputs.get("asyncInferenceConfig"))
-            for variant in res.inputs.get("productionVariants", []):
-                if variant.get("serverlessConfig"):
-                    items += costs.serverless(catalog, region, int(variant["serverlessConfig"]["memorySizeInMb"]),
-                                              config.usage_requests_per_month, config.usage_ms_per_request,
-                                              config.usage_bytes_per_request)
-                else:
-                    hours = config.usage_active_hours_per_day if is_async else 24
-                    items.append(costs.sagemaker_instances(catalog, region, variant["instanceType"],
-                                                           int(variant["initialInstanceCount"]), hours))
+        items = line_items(res.type, res.inputs, config, catalog,
+                           launch_template=lambda res=res: by_id[res.inputs["launchTemplate"]["id"]].inputs)
         priced.append(PricedResource(res.type, res.name, _settings(res), items))
     # Registration order depends on when outputs resolve: sort for a stable listing.
     return sorted(priced, key=lambda r: (r.name, r.type))
@@ -348,8 +453,13 @@ class OfflinePreview:
 
 
 def offline_preview(config: StackConfig, *, stack: str, catalog: Catalog | None = None) -> OfflinePreview:
+    """Every resource the program would create, priced.
+
+    The stack's budget (``maxMonthlyUsd``) is lifted for this run, so that a stack over it is
+    still listed and priced; the callers (``preview``, ``deploy``) check the total against it.
+    """
     catalog = catalog or load_catalog()
-    mocks = run_program(config, stack=stack)
+    mocks = run_program(dataclasses.replace(config, max_monthly_usd=0), stack=stack)
     return OfflinePreview(stack, config, price_resources(mocks.resources, config, catalog))
 
 

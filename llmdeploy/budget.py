@@ -1,10 +1,12 @@
 """What a stack costs per month before any resource exists, and the budget it must stay under.
 
 The estimate prices the stack config the way ``llmdeploy plan`` priced the option it chose
-(``llmdeploy.costs`` line items: instances for the peak, the load balancer, the async KMS key,
-serverless usage from the ``usage*`` settings). ``llmdeploy preview --offline`` prices the
-resources the program registers with the same functions; tests/infra/test_budget.py checks the
-two agree to the cent in every mode, so the budget the program enforces is the figure people see.
+(``llmdeploy.plan.planned_line_items``, the figure ``llmdeploy status`` compares the bill with:
+instances for the peak, the load balancer, the async KMS key, serverless usage from the ``usage*``
+settings, and the CloudWatch alarms, dashboard and agent metrics of the stack's monitoring).
+``llmdeploy preview --offline`` prices the resources the program registers with the same
+``llmdeploy.costs`` functions; tests/infra/test_budget.py checks the two agree to the cent in every
+mode, so the budget the program enforces is the figure people see.
 
 A budget is ``llmdeploy:maxMonthlyUsd`` in the stack (0 = none): ``llmdeploy deploy``, the Pulumi
 program itself (before it registers anything) and the policy pack (policy/) refuse a stack whose
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from llmdeploy import costs
 from llmdeploy.catalog import Catalog
 from llmdeploy.errors import LlmdeployError
+from llmdeploy.plan import planned_line_items
 from llmdeploy.stackconfig import NAMESPACE, StackConfig
 
 BUDGET_KEY = f"{NAMESPACE}:maxMonthlyUsd"
@@ -27,25 +30,9 @@ class OverBudgetError(LlmdeployError):
     """The estimate is over a budget: nothing was (or will be) created."""
 
 
-def stack_line_items(config: StackConfig, cat: Catalog) -> list[costs.LineItem]:
-    """The monthly line items of what ``config`` deploys, priced as plan prices that option."""
-    region = config.region
-    if config.mode == "reserved":
-        # A self-hosted fleet is paid for every hour at its full size (min = desired = instanceCount).
-        return [costs.ec2_instances(cat, region, config.instance_type, config.instance_count, config.term),
-                costs.load_balancer(cat, region)]
-    if config.mode == "realtime":
-        return [costs.sagemaker_instances(cat, region, config.instance_type, config.instance_count, 24)]
-    if config.mode == "async":
-        return [costs.sagemaker_instances(cat, region, config.instance_type, config.instance_count,
-                                          config.usage_active_hours_per_day),
-                costs.kms_key(cat, region)]
-    return costs.serverless(cat, region, config.serverless_memory_mb, config.usage_requests_per_month,
-                            config.usage_ms_per_request, config.usage_bytes_per_request)
-
-
 def monthly_estimate(config: StackConfig, cat: Catalog) -> float:
-    return costs.total(stack_line_items(config, cat))
+    """What ``config`` deploys costs per month, priced as plan priced that option (``plan.planned_line_items``)."""
+    return costs.total(planned_line_items(config, cat))
 
 
 @dataclass(frozen=True)

@@ -76,23 +76,16 @@ def _finetune_resources(**overrides):
     """A fine-tune cluster (p4d: 4 EFAs, Elastic IPs) under the same recording mocks as the serving program."""
     import datetime as dt
 
-    from pulumi.runtime import mocks as mocks_mod
-    from pulumi.runtime.stack import run_pulumi_func
-    from pulumi.runtime.sync_await import _sync_await
-
     from llmdeploy.infra import offline_preview
+    from llmdeploy.infra.finetune_cluster import FinetuneCluster, FinetuneClusterArgs
 
+    args = dict(expires_at=dt.datetime(2026, 11, 22, 18, tzinfo=dt.timezone.utc), instance_type="p4d.24xlarge",
+                instance_count=2, ssh_cidr="203.0.113.0/24", idle_minutes=30, owner="ana", cost_center="ml-42",
+                stack="ft", checkpoint_uri="s3://art-bucket/checkpoints/ft/")
+    args.update(overrides)
     mocks = offline_preview.make_mocks()
-    with offline_preview._LOCK:
-        mocks_mod.set_mocks(mocks, project="llmdeploy-finetune", stack="ft", preview=False,
-                            monitor=offline_preview._recording_monitor(mocks))
-        from llmdeploy.infra.finetune_cluster import FinetuneCluster, FinetuneClusterArgs
-
-        args = dict(expires_at=dt.datetime(2026, 11, 22, 18, tzinfo=dt.timezone.utc), instance_type="p4d.24xlarge",
-                    instance_count=2, ssh_cidr="203.0.113.0/24", idle_minutes=30, owner="ana", cost_center="ml-42",
-                    stack="ft", checkpoint_uri="s3://art-bucket/checkpoints/ft/")
-        args.update(overrides)
-        _sync_await(run_pulumi_func(lambda: FinetuneCluster("ft", FinetuneClusterArgs(**args)).instance_ids))
+    offline_preview.run_with_mocks(lambda: FinetuneCluster("ft", FinetuneClusterArgs(**args)).instance_ids, mocks,
+                                   stack="ft", config={}, project="llmdeploy-finetune")
     return mocks.resources
 
 
