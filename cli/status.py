@@ -57,7 +57,8 @@ def status(stack: str | None, project_dir: Path | None, no_cost: bool, as_json: 
 
     data = health.to_dict()
     data["dashboard_url"] = console_url(config.region, health.dashboard)
-    data["plan"] = {"latency_target_ms": config.usage_latency_target_ms or None,
+    # The latency the p90 alarm holds the stack to (alarmLatencyMs: plan's target, async: its estimate when longer).
+    data["plan"] = {"latency_target_ms": config.alarm_latency_ms or None,
                     "requests_per_hour_per_instance": config.usage_requests_per_hour_per_instance or None,
                     "instance_count": None if config.mode == "serverless" else config.instance_count}
     monthly = costs.total(plan.planned_line_items(config, cat))

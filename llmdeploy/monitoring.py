@@ -9,9 +9,10 @@ One definition, three readers:
   the self-hosted fleet, the CloudWatch agent's GPU metrics;
 - ``llmdeploy status`` reads the same metrics for the last hour (``status_queries``) and the alarms' states.
 
-Thresholds come from the plan, recorded in the stack config (``Targets``): the latency target
-(``usageLatencyTargetMs``) and what one instance serves (``usageRequestsPerHourPerInstance``); the fractions
-that say how close to a limit is too close live in ``data/assumptions.toml`` ``[monitoring]``.
+Thresholds come from the plan, recorded in the stack config (``Targets``): the latency the plan holds
+requests to (``alarmLatencyMs``: its target, for async its estimate when longer) and what one instance
+serves (``usageRequestsPerHourPerInstance``); the fractions that say how close to a limit is too close
+live in ``data/assumptions.toml`` ``[monitoring]``.
 
 Metric names, dimensions and statistics follow AWS's documentation (checked 2026-11-30):
 
@@ -117,7 +118,7 @@ class Targets:
     """What the plan promised, as the alarms need it (``targets_for`` reads it from a stack config)."""
 
     mode: str
-    latency_target_ms: int = 0  # 0: the plan recorded none, so no latency alarm
+    latency_target_ms: int = 0  # alarmLatencyMs; 0: the plan recorded none, so no latency alarm
     requests_per_hour_per_instance: int = 0  # 0: none recorded (serverless), so no capacity alarm
     instance_count: int = 1
     gpus_per_instance: int = 0
@@ -129,7 +130,7 @@ def targets_for(config: "StackConfig", cat: "Catalog") -> Targets:
         from llmdeploy.catalog import instance
 
         gpus = instance(cat, config.instance_type).gpu_count
-    return Targets(config.mode, config.usage_latency_target_ms, config.usage_requests_per_hour_per_instance,
+    return Targets(config.mode, config.alarm_latency_ms, config.usage_requests_per_hour_per_instance,
                    config.instance_count, gpus)
 
 

@@ -427,15 +427,16 @@ def stack_file(project_dir: str | Path, stack: str) -> Path:
 # Keys of Pulumi.NAME.yaml that `plan --stack` decides (from the plan's choice and traffic: the model with the Hub
 # commit it sized, the usage it priced, the targets the alarms hold the stack to), plus `aws:region`,
 # kept equal to llmdeploy:region. Every other key of an existing file is the user's and is kept as it is:
-# ingressCidr, certificateArn, lmiVersion / lmiImage, weightsUri, servicePort, the autoscaling and
-# concurrency settings plan leaves at their defaults, `secure:` values, provider settings (aws:profile),
+# ingressCidr, certificateArn, alarmEmail / alarmTopicArn, maxMonthlyUsd (the budget), lmiVersion / lmiImage,
+# weightsUri, servicePort, the autoscaling and concurrency settings plan leaves at their defaults, `secure:` values, provider settings (aws:profile),
 # and the top-level keys Pulumi owns (encryptionsalt, secretsprovider, encryptedkey, environment).
 # tests/unit/bad_input/test_stack_file_edits.py checks that plan sets no setting outside this list.
 PLANNED = (
     "mode", "model", "modelRevision", "region", "instanceType", "instanceCount", "minInstances", "term", "dtype",
     "tensorParallelDegree", "serverlessMemoryMb", "serverlessMaxConcurrency", "owner", "costCenter",
     "usageRequestsPerMonth", "usageActiveHoursPerDay", "usageMsPerRequest", "usageBytesPerRequest",
-    "usageLatencyTargetMs", "usageRequestsPerHourPerInstance",
+    "usageInputTokens", "usageOutputTokens", "usagePeakRequestsPerHour", "usageLatencyTargetMs",
+    "alarmLatencyMs", "usageRequestsPerHourPerInstance",
 )
 PLANNED_KEYS = ("aws:region", *(f"{NAMESPACE}:{k}" for k in PLANNED))
 _HEADER_START = "# Written by `llmdeploy plan`"

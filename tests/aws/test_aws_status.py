@@ -36,13 +36,13 @@ IAM_PREFIX = {"cloudwatch": "cloudwatch", "sagemaker": "sagemaker", "elastic-loa
 
 def realtime_config(**overrides) -> StackConfig:
     return StackConfig(**{**dict(mode="realtime", region=REGION, instance_type="ml.g4dn.xlarge", instance_count=2,
-                                 min_instances=1, usage_latency_target_ms=2000, usage_requests_per_hour_per_instance=1260,
+                                 min_instances=1, alarm_latency_ms=2000, usage_requests_per_hour_per_instance=1260,
                                  owner="ml-platform"), **overrides})
 
 
 def reserved_config() -> StackConfig:
     return StackConfig(mode="reserved", region=REGION, instance_type="g4dn.xlarge", instance_count=2, min_instances=2,
-                       term="on-demand", usage_latency_target_ms=2000, usage_requests_per_hour_per_instance=1260)
+                       term="on-demand", alarm_latency_ms=2000, usage_requests_per_hour_per_instance=1260)
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from .aws_requests import put_metric_alarm
 from .mocks import COST_CENTER, MODES, OWNER, of_type, one, run, stack_config
 
 # What a plan records (llmdeploy.plan.stack_config_for): a latency target and each instance's capacity.
-PLANNED = dict(usage_latency_target_ms=2500, usage_requests_per_hour_per_instance=1800)
+PLANNED = dict(alarm_latency_ms=2500, usage_requests_per_hour_per_instance=1800)
 EXPECTED_KEYS = {
     "realtime": {"latency-p90", "errors-5xx", "errors-4xx", "capacity", "gpu-memory", "host-memory"},
     "async": {"latency-p90", "errors-5xx", "errors-4xx", "backlog", "gpu-memory", "host-memory"},
@@ -168,7 +168,7 @@ def test_sagemaker_latency_alarm_is_p90_model_latency_against_the_plans_target_i
     assert alarm["threshold"] == 2500 * 1000, "ModelLatency is in microseconds: 2500 ms = 2,500,000"
     assert set(alarm["dimensions"]) == {"EndpointName", "VariantName"}
     assert alarm["evaluateLowSampleCountPercentiles"] == "ignore"
-    assert _threshold(planned(mode, usage_latency_target_ms=800), "latency-p90") == 800 * 1000, "it follows the plan"
+    assert _threshold(planned(mode, alarm_latency_ms=800), "latency-p90") == 800 * 1000, "it follows the plan"
 
 
 def test_reserved_latency_alarm_is_the_load_balancers_p90_target_response_time_in_seconds():
@@ -262,7 +262,7 @@ def test_an_existing_topic_replaces_the_new_one():
     ("alarmEmail", "oncall-at-example.com", "not an email address"),
     ("alarmTopicArn", "arn:aws:sns:eu-west-1:123456789012:oncall", "notify topics in their own region"),
     ("alarmTopicArn", "oncall", "is not an SNS topic ARN"),
-    ("usageLatencyTargetMs", "-5", "must not be negative"),
+    ("alarmLatencyMs", "-5", "must not be negative"),
 ])
 def test_bad_alarm_settings_stop_before_anything_is_created(setting, value, expected):
     values = config_values(stack_config("realtime"))

@@ -51,7 +51,8 @@ def test_the_stack_config_prices_exactly_like_the_plan(cat, mode):
 def test_plan_records_its_latency_target_and_per_instance_capacity(cat, mode):
     plan = _plan(cat, mode, latency_target_s=3.5)
     config = stack_config_for(plan)
-    assert config.usage_latency_target_ms == 3500
+    assert config.alarm_latency_ms == 3500, "the latency alarm holds the stack to the target"
+    assert config.usage_latency_target_ms == 3500, "and deploy's comparison re-runs with it"
     assert config.usage_requests_per_hour_per_instance == round(plan.choice.requests_per_s_per_instance * 3600)
     assert config.usage_requests_per_hour_per_instance > 0
 
@@ -59,12 +60,15 @@ def test_plan_records_its_latency_target_and_per_instance_capacity(cat, mode):
 def test_async_records_the_plans_estimate_when_it_exceeds_the_target(cat):
     plan = _plan(cat, "async", latency_target_s=0.5)
     config = stack_config_for(plan)
-    assert config.usage_latency_target_ms == max(500, -(-plan.choice.latency_s * 1000 // 1))
+    assert plan.choice.latency_s * 1000 > 500, "the case this test is about"
+    assert config.alarm_latency_ms == max(500, -(-plan.choice.latency_s * 1000 // 1))
+    assert config.usage_latency_target_ms == 500, "the traffic plan was given stays the user's target"
+    assert mon.targets_for(config, cat).latency_target_ms == config.alarm_latency_ms
 
 
 def test_serverless_records_no_per_instance_capacity(cat):
     config = stack_config_for(_plan(cat, "serverless"))
-    assert config.usage_requests_per_hour_per_instance == 0 and config.usage_latency_target_ms == 5000
+    assert config.usage_requests_per_hour_per_instance == 0 and config.alarm_latency_ms == 5000
 
 
 @pytest.mark.parametrize("mode", ["reserved", "realtime", "async", "serverless"])

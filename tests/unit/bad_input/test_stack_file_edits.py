@@ -18,7 +18,7 @@ import yaml
 from llmdeploy.catalog import load_catalog
 from llmdeploy.models import HubRecord, load_model_config
 from llmdeploy.plan import MODES, make_plan, stack_config_for
-from llmdeploy.stackconfig import PLANNED, SETTINGS, StackConfig, prepare_stack_file
+from llmdeploy.stackconfig import DEFAULT_LMI_VERSION, PLANNED, SETTINGS, StackConfig, prepare_stack_file
 
 from . import assert_refused, invoke
 
@@ -38,11 +38,12 @@ def _edited(project, *plan_args):
     path = project / "Pulumi.prod.yaml"
     text = path.read_text()
     # The user's edits of what plan wrote (the defaults: an internal load balancer, no certificate, weights in the
-    # archive). Each must hit, or the test would check nothing.
+    # archive, the LMI version llmdeploy pins). Each must hit, or the test would check nothing.
     for written, edited in (
         ("llmdeploy:ingressCidr: ''", "llmdeploy:ingressCidr: 203.0.113.0/24  # office VPN only"),
         ("llmdeploy:certificateArn: ''", f"llmdeploy:certificateArn: {ARN}"),
         ("llmdeploy:weightsUri: ''", "llmdeploy:weightsUri: s3://models/flan-t5-xl/"),
+        (f"llmdeploy:lmiVersion: {DEFAULT_LMI_VERSION}\n", "llmdeploy:lmiVersion: 0.33.0  # pinned: an older LMI\n"),
         ("config:\n", "encryptionsalt: v1:Zm9vYmFy:v1:c2FsdA==\nconfig:\n  aws:profile: prod-admin\n"
                       "  llmdeploy:hfToken:\n    secure: v1:AAABAHsomeciphertext==\n"),
     ):
