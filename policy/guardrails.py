@@ -19,9 +19,11 @@ where values are known, by id / ARN / name.
 - ``no-public-plain-http``: no internet-facing load balancer serves plain HTTP (a forward, not a
   redirect to HTTPS) on a port its security groups open to 0.0.0.0/0.
 - ``llmdeploy-tags``: every taggable resource carries llmdeploy's tags (llmdeploy.tags.base_tags).
-- ``monthly-budget``: the stack's resources, priced as ``llmdeploy preview --offline`` prices them,
-  stay under ``llmdeploy:maxMonthlyUsd`` (the stack config the engine passes the pack in
-  ``PULUMI_CONFIG``) and under the pack's own ``maxMonthlyUsd`` (``--policy-pack-config``).
+- ``monthly-budget``: the stack's resources, priced as ``llmdeploy preview --offline`` prices them
+  (``offline_preview.line_items``: instances, load balancer, KMS key, serverless usage, CloudWatch
+  alarms, dashboard and agent metrics), stay under ``llmdeploy:maxMonthlyUsd`` (the stack config the
+  engine passes the pack in ``PULUMI_CONFIG``) and under the pack's own ``maxMonthlyUsd``
+  (``--policy-pack-config``). A priced value only the update will know skips the check in a preview.
 
 Each validate function takes pulumi_policy's own argument objects and is unit-tested on them
 (tests/policy/); tests/policy/test_program_passes.py runs every policy over what the Pulumi
@@ -375,6 +377,8 @@ def validate_budget(args: StackValidationArgs, report_violation: ReportViolation
     except LookupError as exc:
         report_violation(f"the stack cannot be priced: {exc}")
         return
+    except UnknownValueError as exc:  # e.g. a launch template's user data in a preview: priced on the update's outputs
+        args.not_applicable(f"the estimate needs a value only the update will know ({exc.message}); checked again then")
     try:
         budget.check(monthly, limits, stack=os.environ.get("PULUMI_STACK", "this stack"))
     except budget.OverBudgetError as exc:

@@ -211,9 +211,9 @@ def test_asg_tags_are_a_list_and_untaggable_types_are_skipped():
 # -- monthly-budget ----------------------------------------------------------------------------------------------
 
 
-def _reserved_resources(count=2.0, *, through_dependencies=False):
-    template = policy_resource(LT, {"id": UNKNOWN if through_dependencies else "lt-1", "instanceType": "g4dn.xlarge"},
-                               name="serve-template")
+def _reserved_resources(count=2.0, *, through_dependencies=False, user_data=None):
+    template = policy_resource(LT, {"id": UNKNOWN if through_dependencies else "lt-1", "instanceType": "g4dn.xlarge",
+                                    **({"userData": user_data} if user_data is not None else {})}, name="serve-template")
     asg = policy_resource("aws:autoscaling/group:Group",
                           {"desiredCapacity": count, "launchTemplate": {"id": UNKNOWN if through_dependencies else "lt-1"}},
                           name="serve-asg", deps={"launchTemplate": [template]} if through_dependencies else {})
@@ -227,16 +227,51 @@ def _engine_config(monkeypatch, **settings):
     return config
 
 
+def _priced_as_plan(config, monitored) -> float:
+    """What plan's pricing rule (llmdeploy.plan.hosting_items) says the stack's resources cost."""
+    from llmdeploy import costs
+    from llmdeploy.plan import hosting_items
+
+    return costs.total(hosting_items(load_catalog(), config.region, config.mode, instance_type=config.instance_type,
+                                     count=config.instance_count, gpus=1, term=config.term, monitored=monitored))
+
+
 @pytest.mark.parametrize("through_dependencies", [False, True], ids=["values", "preview-dependencies"])
 def test_budget_prices_the_resources_it_sees(monkeypatch, through_dependencies):
-    from llmdeploy import budget
+    from llmdeploy import monitoring as mon
 
     config = _engine_config(monkeypatch, max_monthly_usd=300)
-    monthly = budget.monthly_estimate(config, load_catalog())  # 2 x g4dn.xlarge 1y RI + ALB, ~ $362
+    # 2 x g4dn.xlarge 1y RI + ALB (~ $500): only what it is shown, no monitoring resources among them
+    monthly = _priced_as_plan(config, mon.Billable(0, 0, 0))
     assert monthly > 300
     [message] = violations(by_name("monthly-budget"), stack_args(_reserved_resources(through_dependencies=through_dependencies)))
     assert f"would cost ${monthly:,.2f}/month, over the budget of $300.00/month (llmdeploy:maxMonthlyUsd" in message
     assert violations(by_name("monthly-budget"), stack_args(_reserved_resources(count=1.0))) == [], "one instance fits"
+
+
+def test_budget_prices_the_monitoring_it_sees(monkeypatch):
+    """Alarms by the metrics they read, the dashboard, and the GPU metrics of the agent the user data installs."""
+    import base64
+
+    from llmdeploy import monitoring as mon
+
+    config = _engine_config(monkeypatch, max_monthly_usd=300)
+    script = "\n".join(["#!/bin/bash", *mon.agent_setup_lines(json.dumps(mon.agent_config("dev")))])
+    resources = [*_reserved_resources(user_data=base64.b64encode(script.encode()).decode()),
+                 policy_resource("aws:cloudwatch/metricAlarm:MetricAlarm", {"metricName": "UnHealthyHostCount"}, name="a1"),
+                 policy_resource("aws:cloudwatch/metricAlarm:MetricAlarm", {"metricQueries": [
+                     {"id": "e", "expression": "m1/m2"}, {"id": "m1", "metric": {}}, {"id": "m2", "metric": {}}]}, name="a2"),
+                 policy_resource("aws:cloudwatch/dashboard:Dashboard", {"dashboardName": "llmdeploy-dev"}, name="d")]
+    monthly = _priced_as_plan(config, mon.Billable(3, 1, mon.custom_metric_count("reserved", 2, 1)))
+    [message] = violations(by_name("monthly-budget"), stack_args(resources))
+    assert f"would cost ${monthly:,.2f}/month" in message
+    assert monthly > _priced_as_plan(config, mon.Billable(0, 0, 0)) + 3, "the dashboard alone is $3"
+
+
+def test_budget_waits_for_a_value_only_the_update_knows(monkeypatch):
+    """In a preview the launch template's user data (the agent's metrics) may be unknown: no guess, no crash."""
+    _engine_config(monkeypatch, max_monthly_usd=300)
+    assert violations(by_name("monthly-budget"), stack_args(_reserved_resources(user_data=UNKNOWN))) == "not applicable"
 
 
 def test_budget_from_the_pack_config(monkeypatch):

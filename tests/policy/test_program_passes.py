@@ -46,20 +46,25 @@ def _stack_env(mode: str, **overrides) -> dict[str, str]:
     return config_values(stack_config(mode, **overrides))
 
 
-@pytest.mark.parametrize("mode", [m for m in MODES if m != "reserved"])
-def test_each_managed_mode_passes_every_policy(mode, monkeypatch):
+@pytest.mark.parametrize("mode", MODES)
+def test_each_mode_as_plan_writes_it_passes_every_policy(mode, monkeypatch):
+    """Reserved included: without ingressCidr and certificateArn its load balancer is internal (issue 10's default)."""
     assert check_all(run_mode(mode), f"test-{mode}", _stack_env(mode), monkeypatch) == {}
 
 
-@pytest.mark.parametrize("overrides", [dict(certificate_arn=CERT), dict(ingress_cidr="10.0.0.0/8")], ids=["https", "private"])
+@pytest.mark.parametrize("overrides", [dict(certificate_arn=CERT), dict(ingress_cidr="10.0.0.0/8"),
+                                       dict(certificate_arn=CERT, ingress_cidr="0.0.0.0/0")],
+                         ids=["https", "private", "https-to-everyone"])
 def test_reserved_over_https_or_on_a_private_cidr_passes_every_policy(overrides, monkeypatch):
     mocks = run(stack_config("reserved", **overrides), stack="test-reserved")
     assert check_all(mocks, "test-reserved", _stack_env("reserved", **overrides), monkeypatch) == {}
 
 
 def test_reserved_serving_plain_http_to_everyone_is_flagged_by_exactly_that_policy(monkeypatch):
-    """The default reserved stack (ingressCidr 0.0.0.0/0, no certificate) is a public plain-HTTP endpoint."""
-    found = check_all(run_mode("reserved"), "test-reserved", _stack_env("reserved"), monkeypatch)
+    """ingressCidr 0.0.0.0/0 without a certificate, the user's choice, is a public plain-HTTP endpoint."""
+    overrides = dict(ingress_cidr="0.0.0.0/0")
+    mocks = run(stack_config("reserved", **overrides), stack="test-reserved")
+    found = check_all(mocks, "test-reserved", _stack_env("reserved", **overrides), monkeypatch)
     assert list(found) == ["no-public-plain-http"] and len(found["no-public-plain-http"]) == 1
     assert "serve-http: internet-facing load balancer serve-alb serves plain HTTP on port 80" in found["no-public-plain-http"][0]
 
