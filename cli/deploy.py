@@ -26,7 +26,15 @@ from pathlib import Path
 
 import click
 
-from llmdeploy.cli.options import emit_json, json_option, project_dir_option, resolve_project_dir, stack_option, yes_option
+from llmdeploy.cli.options import (
+    Number,
+    emit_json,
+    json_option,
+    project_dir_option,
+    resolve_project_dir,
+    stack_option,
+    yes_option,
+)
 from llmdeploy.errors import LlmdeployError, MissingDependencyError, UsageError
 
 PROJECT_NAME = "llmdeploy"
@@ -35,7 +43,7 @@ ESTIMATE_OUTPUT = "monthly_estimate_usd"  # the stack output infra/__main__.py e
 # deploy and preview share it; only ever tightens the stack's own llmdeploy:maxMonthlyUsd.
 max_monthly_usd_option = click.option(
     "--max-monthly-usd",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Number(above=0),  # finite: nan or 1e400 would compare as no limit / every limit
     envvar="LLMDEPLOY_MAX_MONTHLY_USD",
     metavar="USD",
     help="Refuse when the monthly estimate is higher (on top of the stack's own llmdeploy:maxMonthlyUsd).",

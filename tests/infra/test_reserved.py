@@ -157,7 +157,12 @@ def test_outputs_give_a_curl_command():
     dns = one(mocks, "aws:lb/loadBalancer:LoadBalancer").outputs["dnsName"]
     assert mocks.outputs["url"] == f"http://{dns}"
     assert mocks.outputs["invoke_command"].startswith(f"curl -sS -o response.json -X POST http://{dns}/invocations ")
-    assert mocks.outputs["invoke_command"].endswith(" response.json"), "the body is checked, not only the status"
+    from llmdeploy.responses import check_body_command
+
+    # The default load balancer is internal (issue 10): the command ends in a comment saying where it works.
+    command, _, comment = mocks.outputs["invoke_command"].partition("  # ")
+    assert command.endswith(f" && {check_body_command('response.json')}"), "the body is checked, not only the status"
+    assert comment.startswith("internal load balancer: run this inside the VPC")
 
 
 # -- load balancer hardening: ingressCidr and certificateArn ------------------------------------------

@@ -1,5 +1,7 @@
 """Serverless: memory and concurrency from the stack, a CPU image, no instances."""
 
+from llmdeploy.infra.artifact import artifact_key
+
 from .mocks import of_type, one, run, run_mode, stack_config
 
 
@@ -25,7 +27,9 @@ def test_serverless_runs_our_artifact_in_the_lmi_cpu_image():
     container = one(mocks, "aws:sagemaker/model:Model").inputs["primaryContainer"]
     assert container["image"].endswith("/djl-inference:0.36.0-cpu-full"), "serverless has no GPU: the LMI CPU build"
     bucket = one(mocks, "aws:s3/bucket:Bucket").outputs["bucket"]
-    assert container["modelDataUrl"] == f"s3://{bucket}/model/model.tar.gz"
+    sha = one(mocks, "aws:s3/bucketObjectv2:BucketObjectv2").inputs["sourceHash"]
+    # The content-addressed key every mode uses (issue 10: model/<sha256>/model.tar.gz).
+    assert container["modelDataUrl"] == f"s3://{bucket}/{artifact_key(sha)}"
     assert not container.get("environment"), "no HF_MODEL_ID / HF_TASK: the handler reads serving.properties"
     (variant,) = one(mocks, "aws:sagemaker/endpointConfiguration:EndpointConfiguration").inputs["productionVariants"]
     assert "inferenceAmiVersion" not in variant, "no instances, no host AMI"

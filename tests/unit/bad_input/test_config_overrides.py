@@ -45,21 +45,33 @@ def test_yes_or_force_in_the_config_file_is_refused_with_the_reason(text, comman
 
 @pytest.fixture
 def pulumi_recorder(monkeypatch, tmp_path):
-    """Stands in for infra/automation.py's three calls `destroy` makes (the Pulumi CLI is not installed here)."""
+    """Stands in for infra/automation.py's calls `destroy` makes (the Pulumi CLI is not installed here): it selects
+    the stack and reads its outputs (read-only, to say what stops being paid), asks, then destroys."""
     from llmdeploy.infra import automation
 
     calls = []
     monkeypatch.setattr(automation, "pulumi_cli", lambda: "/usr/bin/pulumi")
     monkeypatch.setattr(automation, "select_stack", lambda name, **kw: calls.append(("select", name)) or name)
+    monkeypatch.setattr(automation, "outputs", lambda stack: calls.append(("outputs", stack)) or {})
     monkeypatch.setattr(automation, "destroy", lambda stack, **kw: calls.append(("destroy", stack)))
     write_stack_file(tmp_path / "Pulumi.dev.yaml", stack_config("realtime"))
     return calls
 
 
-def test_destroy_asks_without_yes_and_aborts_without_an_answer(pulumi_recorder, tmp_path):
+@pytest.fixture
+def terminal(monkeypatch):
+    """A person at a terminal (CliRunner's stdin is none): `destroy` refuses to ask without one (issue 12)."""
+    monkeypatch.setattr("llmdeploy.cli.deploy._can_ask", lambda: True)
+
+
+def _destroyed(calls) -> bool:
+    return ("destroy", "dev") in calls
+
+
+def test_destroy_asks_without_yes_and_aborts_without_an_answer(pulumi_recorder, terminal, tmp_path):
     result = invoke(["destroy", "--stack", "dev", "--project-dir", tmp_path])
     assert result.exit_code == 1 and "Delete every resource" in result.output
-    assert pulumi_recorder == []
+    assert not _destroyed(pulumi_recorder)
 
 
 @pytest.mark.parametrize("how", ["flag", "env"])
@@ -71,14 +83,22 @@ def test_destroy_skips_the_question_with_the_flag_or_the_named_variable(how, pul
         monkeypatch.setenv(ASSUME_YES_ENV, "1")
     result = invoke(args)
     assert result.exit_code == 0, result.output
-    assert "Delete every resource" not in result.output and ("destroy", "dev") in pulumi_recorder
+    assert "Delete every resource" not in result.output and _destroyed(pulumi_recorder)
 
 
 @pytest.mark.parametrize("value", ["0", "false", ""])
-def test_the_variable_set_to_false_still_asks(value, pulumi_recorder, tmp_path, monkeypatch):
+def test_the_variable_set_to_false_still_asks(value, pulumi_recorder, terminal, tmp_path, monkeypatch):
     monkeypatch.setenv(ASSUME_YES_ENV, value)
     result = invoke(["destroy", "--stack", "dev", "--project-dir", tmp_path])
-    assert result.exit_code == 1 and "Delete every resource" in result.output and pulumi_recorder == []
+    assert result.exit_code == 1 and "Delete every resource" in result.output and not _destroyed(pulumi_recorder)
+
+
+@pytest.mark.parametrize("value", ["0", "false"])
+def test_the_variable_set_to_false_without_a_terminal_refuses_before_anything(value, pulumi_recorder, tmp_path,
+                                                                              monkeypatch):
+    monkeypatch.setenv(ASSUME_YES_ENV, value)
+    assert_refused(invoke(["destroy", "--stack", "dev", "--project-dir", tmp_path]), 2, "no terminal", "--yes")
+    assert pulumi_recorder == []
 
 
 def test_yes_from_a_default_map_is_refused_whatever_fills_it():
