@@ -72,6 +72,7 @@ from llmdeploy.errors import ConfigError, UsageError
 from llmdeploy.stackconfig import check_tag_value
 from llmdeploy.infra import iam
 from llmdeploy.infra.autodown import render_user_data
+from llmdeploy.infra.zones import offered_zones as zones_offering
 
 TYPE = "llmdeploy:finetune:Cluster"
 #: Deep Learning AMI with NVIDIA driver, CUDA, EFA and PyTorch, published by Amazon (llmdeploy/data/amis.toml).
@@ -401,10 +402,7 @@ def interface_layout(network_cards: int, efa: bool) -> list[tuple[int, int, str 
 
 def offered_zones(instance_type: str, opts: pulumi.InvokeOptions | None = None) -> list[str]:
     """The availability zones of the provider's region that offer ``instance_type``; UsageError when none does."""
-    offerings = aws.ec2.get_instance_type_offerings(
-        location_type="availability-zone",
-        filters=[aws.ec2.GetInstanceTypeOfferingsFilterArgs(name="instance-type", values=[instance_type])], opts=opts)
-    zones = sorted(set(offerings.locations))
+    zones = zones_offering(instance_type, opts=opts)
     if not zones:
         raise UsageError(f"no availability zone of this region offers {instance_type}; pass another --instance-type "
                          "or --region.")

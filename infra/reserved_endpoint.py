@@ -45,6 +45,7 @@ from llmdeploy.infra import iam
 from llmdeploy.infra.artifact import ARTIFACT_PREFIX
 from llmdeploy.containers.package import CONTAINER_MODEL_DIR
 from llmdeploy.infra.lmi_image import ecr_registry, ecr_repository_arn, partition
+from llmdeploy.infra.zones import offered_zones as zones_offering
 from llmdeploy.errors import ConfigError
 from llmdeploy.monitoring import GPU_NAMESPACE, agent_setup_lines
 from llmdeploy.responses import check_body_command
@@ -161,9 +162,7 @@ def invoke_command(dns_name: str, scheme: str = "http", internal: bool = False) 
 
 def offered_zones(instance_type: str, region: str, *, opts: pulumi.InvokeOptions | None = None) -> list[str]:
     """The availability zones of ``region`` that offer ``instance_type``; ConfigError in one line when none does."""
-    offerings = aws.ec2.get_instance_type_offerings(
-        location_type="availability-zone", filters=[{"name": "instance-type", "values": [instance_type]}], opts=opts)
-    zones = sorted(set(offerings.locations))
+    zones = zones_offering(instance_type, opts=opts)
     if not zones:
         raise ConfigError(f"no availability zone of {region} offers {instance_type} (DescribeInstanceTypeOfferings).",
                           hint="Pick another instance type or region ('llmdeploy plan --region REGION').")
