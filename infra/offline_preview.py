@@ -346,9 +346,13 @@ def _plain(value: Any) -> Any:
 
 
 def short_type(token: str) -> str:
-    """``aws:sagemaker/endpointConfiguration:EndpointConfiguration`` -> ``sagemaker:EndpointConfiguration``."""
+    """``aws:sagemaker/endpointConfiguration:EndpointConfiguration`` -> ``sagemaker:EndpointConfiguration``;
+    a provider's top-level module keeps the provider's name (``random:index/randomId:RandomId`` -> ``random:RandomId``)."""
     parts = token.split(":")
-    return f"{parts[1].split('/')[0]}:{parts[2]}" if len(parts) == 3 else token
+    if len(parts) != 3:
+        return token
+    module = parts[1].split("/")[0]
+    return f"{parts[0] if module == 'index' else module}:{parts[2]}"
 
 
 def _settings(res: RecordedResource) -> dict[str, Any]:

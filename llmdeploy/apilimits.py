@@ -87,10 +87,6 @@ def load(path: str | None = None) -> dict[str, tuple[Limit, ...]]:
     return {key: tuple(Limit(**entry) for entry in entries) for key, entries in data["limits"].items()}
 
 
-def botocore_version(path: str | None = None) -> str:
-    return json.loads(Path(path or DATA_FILE).read_text())["botocore"]
-
-
 def limits(key: str) -> tuple[Limit, ...]:
     return load()[key]
 

@@ -110,10 +110,6 @@ def bundled_index() -> dict[str, dict[str, Any]]:
         return tomllib.load(fh)["models"]
 
 
-def bundled_names() -> list[str]:
-    return list(bundled_index())
-
-
 def load_model_config(name_or_path: str, *, revision: str | None = None) -> ModelConfig:
     """A bundled model by name (case-insensitive; its Hugging Face id works too), a local path, or a Hub id.
 
