@@ -29,6 +29,28 @@ def test_the_programs_estimate_is_the_price_of_what_it_registers(mode):
     assert offline_preview(config, stack=f"b-{mode}").monthly_usd == pytest.approx(estimate, abs=1e-9)
 
 
+# Settings that change what monitoring the program creates: latency and capacity alarms recorded by plan, an async
+# endpoint that never scales to zero (no scale-from-zero alarm), a larger fleet (more GPU metric series).
+VARIANTS = {
+    "realtime-planned-alarms": stack_config("realtime", alarm_latency_ms=2500, usage_requests_per_hour_per_instance=1800),
+    "async-min-1": stack_config("async", min_instances=1),
+    "async-planned-alarms": stack_config("async", alarm_latency_ms=9000, usage_requests_per_hour_per_instance=900),
+    "reserved-fleet-https": stack_config("reserved", instance_type="g5.12xlarge", instance_count=3, min_instances=3,
+                                         alarm_latency_ms=2000, usage_requests_per_hour_per_instance=1200,
+                                         certificate_arn="arn:aws:acm:us-east-1:123456789012:certificate/0a1b2c3d"),
+    "serverless-latency": stack_config("serverless", alarm_latency_ms=4000),
+}
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_estimate_and_preview_agree_whatever_monitoring_the_stack_gets(name):
+    config = VARIANTS[name]
+    estimate = budget.monthly_estimate(config, load_catalog())
+    preview = offline_preview(config, stack=f"v-{name}")
+    assert preview.monthly_usd == pytest.approx(estimate, abs=1e-9)
+    assert any(r.type == "aws:cloudwatch/dashboard:Dashboard" and r.items for r in preview.resources)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_the_estimate_is_a_stack_output(mode):
     estimate = budget.monthly_estimate(stack_config(mode), load_catalog())

@@ -64,7 +64,12 @@ def test_program_builds_what_the_plan_chose(planned, mode):
 
 @pytest.mark.parametrize("mode", list(PLAN_ARGS))
 def test_offline_preview_total_equals_the_plan(planned, mode):
-    choice, _, folder = planned[mode]
+    from llmdeploy import budget
+    from llmdeploy.catalog import load_catalog
+
+    choice, config, folder = planned[mode]
+    assert budget.monthly_estimate(config, load_catalog()) == pytest.approx(choice["monthly_usd"], abs=0.005), (
+        "the budget the program checks must be plan's figure")
     result = CliRunner().invoke(cli, ["preview", "--offline", "--stack", f"t-{mode}", "--project-dir", str(folder), "--json"])
     assert result.exit_code == 0, result.output
     preview = json.loads(result.stdout)
