@@ -237,10 +237,15 @@ def price_resources(resources: list[RecordedResource], config: StackConfig, cata
         items: list[costs.LineItem] = []
         if res.type == "aws:autoscaling/group:Group":
             template = by_id[res.inputs["launchTemplate"]["id"]]
-            items.append(costs.ec2_instances(catalog, region, template.inputs["instanceType"],
-                                             int(res.inputs["desiredCapacity"]), config.term))
+            count = int(res.inputs["desiredCapacity"])
+            items.append(costs.ec2_instances(catalog, region, template.inputs["instanceType"], count, config.term))
+            for mapping in template.inputs.get("blockDeviceMappings", []):  # each instance's volumes, as the template sizes them
+                size = (mapping.get("ebs") or {}).get("volumeSize")
+                if size:
+                    items.append(costs.root_volumes(catalog, region, count, int(size)))
         elif res.type == "aws:lb/loadBalancer:LoadBalancer":
-            items.append(costs.load_balancer(catalog, region))
+            # One public IPv4 address per Availability Zone of the region's default VPC (the program's subnets).
+            items += [costs.load_balancer(catalog, region), costs.load_balancer_ipv4(catalog, region)]
         elif res.type == "aws:kms/key:Key":
             items.append(costs.kms_key(catalog, region))
         elif res.type == "aws:sagemaker/endpointConfiguration:EndpointConfiguration":

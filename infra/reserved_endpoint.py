@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from llmdeploy.assumptions import load_assumptions
 from llmdeploy.infra import iam
 from llmdeploy.infra.artifact import ARTIFACT_PREFIX
 from llmdeploy.infra.lmi_image import ecr_registry, ecr_repository_arn, partition
@@ -34,7 +35,7 @@ from llmdeploy.stackconfig import check_certificate_arn, check_ingress_cidr
 # AWS's GPU base image: NVIDIA driver, Docker and the NVIDIA container toolkit preinstalled.
 AMI_NAME_FILTER = "Deep Learning Base OSS Nvidia Driver GPU AMI (Amazon Linux 2023) *"
 CONTAINER_PORT = 8080  # the SageMaker container contract LMI follows
-ROOT_VOLUME_GB = 200  # LMI image (~20 GB unpacked) + weights cache
+ROOT_VOLUME_GB = load_assumptions().root_volume_gb  # LMI image (~20 GB unpacked) + weights cache; plan prices the same
 # Loading multi-GB weights takes minutes: don't let the ASG replace instances meanwhile.
 HEALTH_CHECK_GRACE_S = 900
 SAMPLE_BODY = '{"inputs": "Translate to German: How old are you?"}'

@@ -404,7 +404,7 @@ def _dump_sources(sources: Mapping[str, Mapping]) -> str:
     out = ["schema_version = 1", "", "# Written by 'llmdeploy prices refresh': the bundled sources plus the AWS Price List API.", ""]
     for key, row in sources.items():
         out.append(f"[sources.{_s(key)}]")
-        for field in ("url", "retrieved", "note"):
+        for field in ("url", "retrieved", "note", "estimated"):  # estimated: derived rows stay marked after a refresh
             if field in row:
                 out.append(f"{field} = {_v(row[field])}")
         out.append("")

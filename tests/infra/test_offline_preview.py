@@ -18,7 +18,9 @@ def _plan_items(mode):
     """What plan sums for the same stack (llmdeploy/plan.py's line items)."""
     c, cat = stack_config(mode), load_catalog()
     if mode == "reserved":
-        return [costs.ec2_instances(cat, c.region, c.instance_type, c.instance_count, c.term), costs.load_balancer(cat, c.region)]
+        from llmdeploy.assumptions import load_assumptions
+
+        return costs.reserved_fleet(cat, c.region, c.instance_type, c.instance_count, c.term, load_assumptions().root_volume_gb)
     if mode == "realtime":
         return [costs.sagemaker_instances(cat, c.region, c.instance_type, c.instance_count, 24)]
     if mode == "async":
