@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from llmdeploy.plan import Option, Plan
+from llmdeploy.plan import BREAK_EVEN_RANGE, Option, Plan, describe_intervals
 
 JSON_SCHEMA_VERSION = 1
 
@@ -34,13 +34,22 @@ def plan_to_dict(p: Plan) -> dict:
             "latency_target_s": p.traffic.latency_target_s,
         },
         "catalog": {"origin": p.catalog_origin, "date": p.catalog_date},
+        "calibrations": list(p.calibrations),
         "instance_types": list(p.instance_types),
         "options": [option_to_dict(o) for o in p.options],
         "choice": option_to_dict(p.choice),
         "recommended": option_to_dict(p.recommended),
         "reasons": list(p.reasons),
+        "cheapest_by_traffic": {
+            "range_requests_per_day": list(BREAK_EVEN_RANGE),
+            "exact_to_requests_per_day": p.cheapest_exact_to,
+            "intervals": [{"from_requests_per_day": i.low, "to_requests_per_day": i.high, "option": i.option or None}
+                          for i in p.cheapest],
+            "note": "; ".join(describe_intervals(p.cheapest)),
+        },
         "break_even": [
-            {"managed": b.managed, "versus": b.versus, "variable": b.variable, "value": b.value, "note": b.note}
+            {"managed": b.managed, "versus": b.versus, "variable": b.variable, "value": b.value, "note": b.note,
+             "crossings": list(b.crossings), "managed_cheaper": [list(r) for r in b.managed_cheaper]}
             for b in p.break_even
         ],
     }
@@ -66,6 +75,7 @@ def plan_markdown(d: dict) -> str:
                      f"{money(o['monthly_usd'])} | {money(o['annual_usd'])} | {ok} |")
     lines += ["", f"**Recommended:** {d['recommended']['label']}"]
     lines += [f"- {r}" for r in d["reasons"]]
+    lines += ["", f"**Cheapest by traffic** (requests/day): {d['cheapest_by_traffic']['note']}"]
     return "\n".join(lines)
 
 

@@ -23,18 +23,25 @@ def _option(plan, mode, term=None):
     return next(o for o in plan.options if o.mode == mode and o.term == term)
 
 
-def test_reserved_g4dn_2xlarge_one_year_ri_per_year_comes_from_the_catalog(cat):
+def test_reserved_one_year_ri_prices_instances_volumes_balancer_and_addresses_from_the_catalog(cat):
     plan = make_plan(load_model_config("flan-t5-xl"), cat=cat, mode="reserved", term="1y")
     choice = plan.choice
-    assert (choice.mode, choice.term, choice.instance_type, choice.instance_count) == ("reserved", "1y", "g4dn.2xlarge", 1)
-    ri = c.ec2_price(cat, "us-east-1", "g4dn.2xlarge").ri_1y
-    instances = next(i for i in choice.line_items if i.kind == "ec2-instance")
-    assert instances.unit_usd == ri
-    annual_instance = instances.monthly_usd * 12
-    assert annual_instance == pytest.approx(ri * 8760)
-    assert 3900 < annual_instance < 4300, "a 1-year RI g4dn.2xlarge is about $4.1K a year"
-    alb = next(i for i in choice.line_items if i.kind == "load-balancer")
-    assert choice.monthly_usd == pytest.approx(instances.monthly_usd + alb.monthly_usd, abs=0.01)
+    # The handler's safetensors path needs one copy of XL's weights in RAM: g4dn.xlarge's 16 GiB is enough.
+    assert (choice.mode, choice.term, choice.instance_type, choice.instance_count) == ("reserved", "1y", "g4dn.xlarge", 1)
+    ri = c.ec2_price(cat, "us-east-1", "g4dn.xlarge").ri_1y
+    items = {i.kind: i for i in choice.line_items}
+    assert set(items) == {"ec2-instance", "root-volume", "load-balancer", "public-ipv4"}
+    assert items["ec2-instance"].unit_usd == ri and items["ec2-instance"].monthly_usd * 12 == pytest.approx(ri * 8760)
+    assert 2800 < items["ec2-instance"].monthly_usd * 12 < 3000, "a 1-year RI g4dn.xlarge is about $2.9K a year"
+    other = c.other_prices(cat, "us-east-1")
+    # 200 GB gp3 per instance at the catalog's gp3 price ($0.08/GB-month in us-east-1: $16/month).
+    assert (items["root-volume"].quantity, items["root-volume"].unit_usd) == (200, other.ebs_gp3_gb_month)
+    assert items["root-volume"].monthly_usd == pytest.approx(16.0)
+    # One public IPv4 address per Availability Zone the ALB spans (6 in us-east-1), every hour, at $0.005.
+    assert items["public-ipv4"].quantity == 6 * 730 and items["public-ipv4"].unit_usd == other.public_ipv4_hourly
+    assert items["public-ipv4"].monthly_usd == pytest.approx(21.9)
+    assert items["public-ipv4"].source == "vpc-public-ipv4-pricing" and items["root-volume"].source == "ebs-gp3-pricing"
+    assert choice.monthly_usd == pytest.approx(sum(i.monthly_usd for i in items.values()), abs=0.01)
 
 
 def test_serverless_refuses_flan_t5_xl_and_accepts_flan_t5_small(cat):
@@ -49,9 +56,17 @@ def test_serverless_refuses_flan_t5_xl_and_accepts_flan_t5_small(cat):
 
 
 def test_serverless_needs_a_gpu_when_cpu_latency_misses_the_target(cat):
-    plan = make_plan(load_model_config("flan-t5-xl"), cat=cat, dtype="int8", traffic=Traffic(latency_target_s=2))
+    plan = make_plan(load_model_config("flan-t5-small"), cat=cat, traffic=Traffic(latency_target_s=0.5))
     option = _option(plan, "serverless")
-    assert not option.feasible and "needs a GPU" in option.reason
+    assert not option.feasible and "needs a GPU" in option.reason and "measured CPU speed" in option.reason
+    assert option.speed_model == "cpu measured"
+
+
+def test_serverless_sizes_fp32_because_the_handler_runs_fp32_on_cpu(cat):
+    # An int8 or bf16 checkpoint is still run in fp32 on a CPU (handlers/precision.py): XL needs 16 GB there.
+    plan = make_plan(load_model_config("flan-t5-xl"), cat=cat, dtype="int8")
+    option = _option(plan, "serverless")
+    assert not option.feasible and "fp32 on CPU" in option.reason and "6144 MB" in option.reason
 
 
 def test_serverless_cost_is_linear_in_requests(cat):
@@ -116,13 +131,17 @@ def _tiny_catalog():
     base = c.load_catalog_from(c.BUNDLED_DIR)
     return c.Catalog(1, "test", MappingProxyType({"t": src}), MappingProxyType({"T4": t4, "A10G": a10}), MappingProxyType(inst),
                      MappingProxyType(ec2), MappingProxyType(hosting), MappingProxyType({r: c.ServerlessPrice(r, 0.00002, 0.016, src)}),
-                     MappingProxyType({r: c.OtherPrices(r, 0.0, 0.0, src)}), base.serverless_limits, base.async_limits, (r,))
+                     MappingProxyType({r: c.OtherPrices(r, 0.0, 0.0, src, 0.0, src, 0.0, src, 2, src)}), base.serverless_limits,
+                     base.async_limits, (r,))
 
 
 def test_cost_model_on_a_three_row_table():
     cat = _tiny_catalog()
     plan = make_plan(load_model_config("flan-t5-xl"), cat=cat, mode="reserved", term="3y")
-    # g4dn.xlarge is cheapest but its 16 GiB RAM cannot load XL in fp32: the next cheapest wins.
+    assert plan.choice.instance_type == "g4dn.xlarge"  # the cheapest, and one copy of XL fits its 16 GiB of RAM
+    assert plan.choice.monthly_usd == pytest.approx(0.2 * 730)  # volumes, balancer and addresses cost 0 in this table
+    # Read from a .bin state dict (two copies in RAM) it cannot load XL: the next cheapest wins.
+    plan = make_plan(load_model_config("flan-t5-xl"), cat=cat, mode="reserved", term="3y", loading="in-memory")
     assert plan.choice.instance_type == "g4dn.2xlarge"
     assert plan.choice.monthly_usd == pytest.approx(0.32 * 730)
     small = make_plan(load_model_config("flan-t5-small"), cat=cat, mode="reserved", term="3y")
