@@ -129,10 +129,10 @@ def _render(d: dict) -> None:
     cheapest = d["cheapest_by_traffic"]
     low, high = cheapest["range_requests_per_day"]
     click.echo(f"Cheapest option by traffic ({low:,.0f} to {high:,.0f} requests/day, this traffic's shape):")
-    from llmdeploy.plan import Interval, describe_intervals
+    from llmdeploy.plan import TEXT_STRETCHES, Interval, describe_intervals
 
     intervals = [Interval(i["from_requests_per_day"], i["to_requests_per_day"], i["option"] or "") for i in cheapest["intervals"]]
-    for line in describe_intervals(intervals):
+    for line in describe_intervals(intervals, limit=TEXT_STRETCHES):
         click.echo(f"  - {line}")
     if cheapest["exact_to_requests_per_day"] < high:
         click.echo(f"  (exact up to {cheapest['exact_to_requests_per_day']:,.0f}; checked on a fine grid above)")

@@ -490,7 +490,8 @@ class _Curve:
         if self.serverless is not None:
             if rpd * self.peak_per_rpd > self.serverless_max_peak * (1 + 1e-12):
                 return None
-            return round(self.serverless.monthly_usd * rpd / self.serverless_rpd, 2)
+            # the option's own line items are linear in requests: scale their unrounded total, round once, as Option does
+            return round(costs.total(self.serverless.line_items) * rpd / self.serverless_rpd, 2)
         peak = rpd * self.peak_per_rpd
         ceil = math.ceil
         # costs.instances_for, inlined: this runs for every stretch of the break-even scan. Rounding once, after
@@ -557,7 +558,7 @@ def _settled_after(curves: list[_Curve]) -> float:
     bounds, edge = [], 0.0
     for cv in curves:
         if cv.serverless is not None:
-            slope = cv.serverless.monthly_usd / cv.serverless_rpd
+            slope = costs.total(cv.serverless.line_items) / cv.serverless_rpd
             bounds.append((slope, -0.01, 0.01))
             edge = max(edge, cv.serverless_max_peak / cv.peak_per_rpd)
             continue
@@ -642,11 +643,17 @@ def _fmt(rpd: float) -> str:
     return f"{rpd:,.0f}"
 
 
-def describe_intervals(intervals, label_of=lambda i: i.option) -> list[str]:
-    """'serverless up to 3,120', 'async 3,120 – 8,000', ..., 'reserved above 1,200,000' (requests/day)."""
+TEXT_STRETCHES = 8  # stretches spelled out in text; --json always has all of them
+
+
+def describe_intervals(intervals, label_of=lambda i: i.option, limit: int | None = None) -> list[str]:
+    """'serverless up to 3,120', 'async 3,120–8,000', ..., 'reserved above 1,200,000' (requests/day)."""
     lines = []
     last = len(intervals) - 1
     for n, i in enumerate(intervals):
+        if limit is not None and n == limit and last > limit:
+            lines.append(f"... {last - n + 1} more; every stretch is in --json")
+            break
         what = label_of(i) or "nothing can serve"
         if n == 0 and n == last:
             lines.append(f"{what} at every traffic from {_fmt(i.low)} to {_fmt(i.high)} requests/day")
@@ -682,7 +689,7 @@ def _break_even(ctx: _Context, traffic: Traffic, term: str) -> list[BreakEven]:
         elif len(pieces) == 1:
             note = f"{managed} is cheaper at every traffic level up to {_fmt(BREAK_EVEN_RANGE[1])} requests/day"
         else:
-            stretches = "; ".join(describe_intervals([p for p in pieces]))
+            stretches = "; ".join(describe_intervals(pieces, limit=TEXT_STRETCHES))
             note = f"{managed} vs {self_label}, cheaper by requests/day: {stretches}"
         out.append(BreakEven(managed, self_label, "requests_per_day", crossings[0] if crossings else None, note,
                              crossings, cheaper))

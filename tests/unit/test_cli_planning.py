@@ -55,6 +55,10 @@ def test_plan_json_has_the_documented_keys():
             assert key in option, key
     assert data["choice"]["mode"] == "reserved" and data["choice"]["term"] == "1y"
     assert {o["mode"] for o in data["options"]} == {"reserved", "realtime", "async", "serverless"}
+    assert data["catalog"]["date"] == c.load_catalog().oldest_price_date("us-east-1").isoformat(), "the oldest price in use"
+    assert {"device", "origin", "name", "source", "date"} <= set(data["calibrations"][0])
+    assert data["choice"]["speed_model"] in {f"{k['device']} {k['origin']}" for k in data["calibrations"]}
+    assert data["cheapest_by_traffic"]["intervals"] and {b["managed"] for b in data["break_even"]} == {"realtime", "async", "serverless"}
 
 
 def test_plan_writes_a_stack_config_only_with_stack(tmp_path):
@@ -84,6 +88,15 @@ def test_instances_lists_prices_from_the_catalog():
     data = json.loads(run("instances", "--json", "--family", "p4d").output)
     assert [row["instance_type"] for row in data] == ["p4d.24xlarge"]
     assert data[0]["gpu_count"] == 8 and data[0]["source_date"]
+    # Each price names its own source: the EC2 row's and the SageMaker row's, with dates and whether estimated.
+    row = data[0]
+    assert (row["sagemaker_hourly"], row["sagemaker_source_key"], row["sagemaker_source_date"], row["sagemaker_estimated"]) == (
+        25.25, "sagemaker-hosting-p4d-p5-2026-06", "2026-06-18", False)
+    assert row["source_key"] == "vantage-ec2-ri3y" and row["estimated"] is False
+    every = json.loads(run("instances", "--json", "--region", "us-west-2").output)
+    assert all({"source", "source_key", "source_date", "estimated", "sagemaker_estimated"} <= set(r) for r in every)
+    assert all(r["sagemaker_estimated"] for r in every if r["sagemaker_hourly"] is not None), "us-west-2 hosting rows are derived"
+    assert "* estimated, not published" in run("instances", "--region", "us-west-2").output
 
 
 @pytest.mark.parametrize(
