@@ -223,13 +223,22 @@ def measure_batch(probe: Probe, batch: int, new_tokens: int, repeats: int) -> tu
     spent = time.perf_counter()
     firsts, fulls = [], []
     peak = 0
-    for _ in range(repeats):
+    # Up to three extra rounds when noise makes the long run look no longer than the 1-token run.
+    for round_ in range(repeats + 3):
+        if round_ >= repeats and min(fulls) > min(firsts):
+            break
         firsts.append(probe.run(batch, 1))
         probe.reset_peak()
         fulls.append(probe.run(batch, new_tokens))
         peak = max(peak, probe.peak_bytes())
     first, full = min(firsts), min(fulls)
-    return first, max(full - first, 0.0) / (new_tokens - 1), peak, time.perf_counter() - spent
+    if full <= first:
+        from llmdeploy.errors import LlmdeployError
+
+        raise LlmdeployError(f"timings at batch {batch} are too noisy: {new_tokens} tokens took no longer than 1 "
+                             f"({full:.3f} s vs {first:.3f} s).", hint="Pass more --new-tokens or --repeats, or on a shared "
+                             "CPU --threads 1 --clock cpu.")
+    return first, (full - first) / (new_tokens - 1), peak, time.perf_counter() - spent
 
 
 def host_description(probe: Probe) -> str:
@@ -281,7 +290,7 @@ Examples:
 def calibrate(model_dir, device, batches, input_tokens, new_tokens, repeats, threads, clock, out, as_json):
     """Measure the real handler on this machine and write a speed calibration that estimate and plan use.
 
-    Runs the LMI handler (handlers/) on MODEL at each batch size, timing the first token (prefill) and each
+    Runs the LMI handler (handlers/) on the --model folder at each batch size, timing the first token (prefill) and each
     further token, with peak memory; fits the per-layer step overhead and the effective FLOP/s of the speed
     model to them (the bandwidth is measured on its own), and writes the result atomically to the user cache
     (--out FILE to choose). estimate and plan then use it for this device: the CPU calibration is what

@@ -468,7 +468,7 @@ def _reasons(rec: Option, options: list[Option], term: str) -> list[str]:
 # solving the serverless crossings) is exact, where a scan between sample points would miss short stretches.
 # Costs come from the same price functions and tie-break (cost, then MODES order) as the recommendation.
 
-_MAX_STEPS = 200_000  # count steps examined; past them the ordering is settled (see _settled_after)
+_MAX_STEPS = 200_000  # count steps examined one by one; a model needing more (thousands of instances) gets a fine grid beyond
 
 
 def _rank(label: str) -> int:

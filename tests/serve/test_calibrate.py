@@ -11,7 +11,7 @@ from llmdeploy import calibration as cal
 from llmdeploy.cli.main import cli
 
 pytestmark = pytest.mark.slow
-FAST = ["--batch", "1", "--batch", "2", "--input-tokens", "24", "--new-tokens", "4", "--repeats", "1"]
+FAST = ["--batch", "1", "--batch", "2", "--input-tokens", "24", "--new-tokens", "8", "--repeats", "2"]
 
 
 def _calibrate(*args):
@@ -118,3 +118,25 @@ def test_the_cuda_branch_synchronises_around_each_timed_run_and_reads_cuda_peaks
     assert calls == [("sync", 0), ("predict", 4, {"max_new_tokens": 9, "min_new_tokens": 9}), ("sync", 0)]
     probe.reset_peak()
     assert calls[-1] == ("reset", 0) and probe.peak_bytes() == 123_456_789
+
+
+def test_a_long_run_no_longer_than_a_one_token_run_is_refused_not_fitted():
+    from llmdeploy.cli.calibrate import measure_batch
+    from llmdeploy.errors import LlmdeployError
+
+    class Flat:  # every run takes one second, whatever it generates: noise, not a measurement
+        runs = 0
+
+        def run(self, batch, new_tokens):
+            Flat.runs += 1
+            return 1.0
+
+        def reset_peak(self):
+            pass
+
+        def peak_bytes(self):
+            return 1
+
+    with pytest.raises(LlmdeployError, match="timings at batch 4 are too noisy"):
+        measure_batch(Flat(), 4, 8, 2)
+    assert Flat.runs == 2 * (2 + 3), "it retried three extra rounds before giving up"
