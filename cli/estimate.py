@@ -29,6 +29,7 @@ Examples:
 @click.option("--output-tokens", type=opt.TOKENS, default=64, show_default=True, help="Generated tokens.")
 @opt.buffer_option
 @opt.loading_option
+@opt.calibration_option
 @click.option("--finetune-batch", type=opt.BATCH, default=8, show_default=True, help="Micro-batch for the fine-tune estimate.")
 @click.option("--finetune-seq", type=opt.TOKENS, default=512, show_default=True, help="Sequence length for the fine-tune estimate.")
 @click.option("--instance-type", "instance_types", multiple=True, metavar="TYPE", help="Only show fit for this type; repeatable.")
@@ -36,8 +37,8 @@ Examples:
 @opt.region_option
 @opt.catalog_option
 @opt.json_option
-def estimate(model, revision, dtype, batch, input_tokens, output_tokens, buffer, loading, finetune_batch, finetune_seq, instance_types,
-             list_models, region, catalog_dir, as_json):
+def estimate(model, revision, dtype, batch, input_tokens, output_tokens, buffer, loading, calibration_files, finetune_batch,
+             finetune_seq, instance_types, list_models, region, catalog_dir, as_json):
     """Size MODEL from its config: parameters, memory per dtype, fit per instance, fine-tune needs, speed.
 
     MODEL is a bundled name (default flan-t5-xl), a Hugging Face Hub id (org/name),
@@ -59,7 +60,7 @@ def estimate(model, revision, dtype, batch, input_tokens, output_tokens, buffer,
     report = est.estimate(
         model, revision=revision, cat=load_catalog(catalog_dir), region=region, dtype=dtype, batch=batch, input_tokens=input_tokens,
         output_tokens=output_tokens, buffer=buffer, loading=loading, finetune_batch=finetune_batch, finetune_seq=finetune_seq,
-        instance_types=instance_types,
+        instance_types=instance_types, calibration_files=calibration_files,
     )
     opt.echo_hub_notice((report.get("hub") or {}).get("notice"))
     if as_json:
@@ -107,8 +108,8 @@ def _render(r: dict) -> None:
     click.echo("")
     click.echo(f"Fit in {r['region']} (cheapest on-demand first):")
     click.echo(table(
-        ["instance", "GPUs", "GPU mem", "RAM", "fits", "TP", "why"],
-        [[f["instance_type"], f"{f['gpu_count']} × {f['gpu']}", f"{f['gpu_memory_gib']:g} GiB", f"{f['ram_gib']:g} GiB",
+        ["instance", "GPUs", "GPU mem usable", "RAM", "fits", "TP", "why"],
+        [[f["instance_type"], f"{f['gpu_count']} × {f['gpu']}", gib(f["gpu_usable_bytes"]), f"{f['ram_gib']:g} GiB",
           "yes" if f["fits"] else "no", f["tensor_parallel"] or "-", f["reason"]] for f in r["fits"]],
     ))
     click.echo("")
@@ -122,12 +123,15 @@ def _render(r: dict) -> None:
     for ft in r["finetune"]:
         click.echo(f"  {ft['precision']} counts {ft['counted']}")
     click.echo("")
-    click.echo(f"Speed per request (batch {inf['batch']}, roofline estimate):")
+    click.echo(f"Speed per request (batch {inf['batch']}; first token, then each further token):")
     click.echo(table(
-        ["GPU", "on", "prefill", "per token", "total", "tokens/s", "decode bound by"],
-        [[s["gpu"], s["instance_type"], f"{s['prefill_s'] * 1000:,.0f} ms", f"{s['decode_step_s'] * 1000:,.1f} ms",
-          f"{s['total_s']:,.2f} s", f"{s['tokens_per_s']:,.1f}", s["bound"]] for s in r["latency"]],
+        ["device", "on", "first token", "per token", "total", "tokens/s", "decode bound by", "speed from"],
+        [[s["gpu"] or "CPU", s["instance_type"], f"{s['prefill_s'] * 1000:,.0f} ms", f"{s['decode_step_s'] * 1000:,.1f} ms",
+          f"{s['total_s']:,.2f} s", f"{s['tokens_per_s']:,.1f}", s["bound"], s["speed_model"]] for s in r["latency"]],
         right=[2, 3, 4, 5],
     ))
+    click.echo("Where each speed comes from ('llmdeploy calibrate' measures your own):")
+    for c in r["calibrations"]:
+        click.echo(f"  {c['device']}: {c['origin']}: {c['name']} [{c['date']}]")
     click.echo("")
     click.echo("Assumptions: " + "; ".join(r["assumptions"]))

@@ -31,10 +31,21 @@ def instances(region, families, catalog_dir, as_json):
         hosting = cat.hosting.get((region, cat_mod.SAGEMAKER_PREFIX + inst.type))
         rows.append({
             "instance_type": inst.type, "gpu": inst.gpu.name, "gpu_count": inst.gpu_count, "gpu_memory_gib": inst.gpu.memory_gib,
+            "gpu_memory_reported_mib": inst.gpu.memory_reported_mib,
             "vcpus": inst.vcpus, "ram_gib": inst.ram_gib, "efa": inst.efa, "on_demand_hourly": price.on_demand,
             "ri_1y_hourly": price.ri_1y, "ri_3y_hourly": price.ri_3y,
-            "sagemaker_hourly": hosting.hourly if hosting else None, "source": price.source.url,
-            "source_date": price.source.retrieved.isoformat(),
+            # Where each price came from: the EC2 row's source, and the SageMaker row's (a different one).
+            "source": price.source.url, "source_key": price.source.key, "source_date": price.source.retrieved.isoformat(),
+            "estimated": price.source.estimated,
+            # A reserved term kept from elsewhere than the row (issue 17's ri_1y_source / ri_3y_source) names its own.
+            "term_sources": {term: {"key": price.term_source(term).key, "date": price.term_source(term).retrieved.isoformat(),
+                                    "estimated": price.term_source(term).estimated}
+                             for term in cat_mod.TERMS if price.hourly(term) is not None},
+            "sagemaker_hourly": hosting.hourly if hosting else None,
+            "sagemaker_source": hosting.source.url if hosting else None,
+            "sagemaker_source_key": hosting.source.key if hosting else None,
+            "sagemaker_source_date": hosting.source.retrieved.isoformat() if hosting else None,
+            "sagemaker_estimated": hosting.source.estimated if hosting else None,
         })
     if families and not rows:
         from llmdeploy.errors import UnknownChoiceError
@@ -46,9 +57,15 @@ def instances(region, families, catalog_dir, as_json):
         return
     money = (lambda x: "-" if x is None else f"{x:.3f}")
     click.echo(table(
-        ["instance", "GPUs", "GPU mem", "vCPU", "RAM", "on-demand $/h", "1y RI $/h", "3y RI $/h", "SageMaker $/h"],
-        [[r["instance_type"], f"{r['gpu_count']} × {r['gpu']}", f"{r['gpu_memory_gib']:g} GiB", r["vcpus"], f"{r['ram_gib']:g} GiB",
-          money(r["on_demand_hourly"]), money(r["ri_1y_hourly"]), money(r["ri_3y_hourly"]), money(r["sagemaker_hourly"])] for r in rows],
+        ["instance", "GPUs", "GPU mem", "vCPU", "RAM", "on-demand $/h", "1y RI $/h", "3y RI $/h", "SageMaker $/h", "sources"],
+        [[r["instance_type"], f"{r['gpu_count']} × {r['gpu']}", f"{r['gpu_memory_gib']:g} GB", r["vcpus"], f"{r['ram_gib']:g} GiB",
+          money(r["on_demand_hourly"]), money(r["ri_1y_hourly"]), money(r["ri_3y_hourly"]),
+          money(r["sagemaker_hourly"]) + ("*" if r["sagemaker_estimated"] else ""),
+          f"{r['source_key']} {r['source_date']}" + (f"; {r['sagemaker_source_key']} {r['sagemaker_source_date']}"
+                                                     if r["sagemaker_source_key"] else "")] for r in rows],
         right=[3, 5, 6, 7, 8],
     ))
-    click.echo(f"\nPrices: {cat.origin} of {cat.snapshot_date} (EC2 Linux on-demand; RI = standard, no upfront, effective hourly).")
+    oldest = min(min(r["sagemaker_source_date"] or r["source_date"], *(s["date"] for s in r["term_sources"].values()))
+                 for r in rows) if rows else "-"
+    click.echo(f"\nPrices: {cat.origin}, the oldest shown from {oldest} (EC2 Linux on-demand; RI = standard, no upfront, "
+               "effective hourly). * estimated, not published: see 'llmdeploy prices show'.")

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "estimate": ("llmdeploy.cli.estimate", "estimate", "Memory, fit and speed of a model, from its config."),
     "plan": ("llmdeploy.cli.plan", "plan", "Cost of every hosting mode for a traffic profile; pick one."),
     "instances": ("llmdeploy.cli.instances", "instances", "List catalog GPU instances with their prices."),
+    "calibrate": ("llmdeploy.cli.calibrate", "calibrate", "Measure the handler here and write a speed calibration."),
     "preview": ("llmdeploy.cli.deploy", "preview", "Show what a stack would create (and cost, with --offline)."),
     "deploy": ("llmdeploy.cli.deploy", "deploy", "Create or update a stack with Pulumi."),
     "destroy": ("llmdeploy.cli.deploy", "destroy", "Delete every resource of a stack."),

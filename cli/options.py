@@ -184,9 +184,19 @@ buffer_option = click.option(
 loading_option = click.option(
     "--loading",
     type=click.Choice(LOADING_STRATEGIES),
-    default="in-memory",
+    default=LOADING_STRATEGIES[0],
     show_default=True,
-    help="How weights reach the GPU: whole state dict in host RAM, or safetensors shards streamed one at a time.",
+    help="How weights reach the GPU: safetensors then .to(device) (the handler's path: one copy in host RAM), a .bin "
+         "state dict read whole (two copies), or shards streamed one at a time.",
+)
+
+calibration_option = click.option(
+    "--calibration",
+    "calibration_files",
+    multiple=True,
+    type=click.Path(dir_okay=False, exists=True),
+    metavar="FILE",
+    help="Speed calibration written by 'llmdeploy calibrate' (overrides the bundled and cached one for its device); repeatable.",
 )
 
 catalog_option = click.option(

@@ -20,6 +20,7 @@ Examples:
   llmdeploy plan --mode auto --requests-per-day 200000 --active-hours 24 --json
   llmdeploy plan --mode async --stack dev             # also writes Pulumi.dev.yaml
   llmdeploy plan --mode reserved --instance-type g4dn.2xlarge --instance-type g5.2xlarge
+  llmdeploy plan --model flan-t5-small --calibration cpu.json   # serverless speed from your own calibration
   llmdeploy plan --markdown >> $GITHUB_STEP_SUMMARY
 """
 )
@@ -44,6 +45,7 @@ Examples:
               help="Only consider this GPU type (EC2 or ml. name); repeatable.")
 @opt.buffer_option
 @opt.loading_option
+@opt.calibration_option
 @opt.stack_option
 @opt.project_dir_option
 @click.option("--owner", envvar="LLMDEPLOY_OWNER", default="unknown", show_default=True, help="Owner tag for the stack.")
@@ -56,8 +58,8 @@ Examples:
 @opt.json_option
 @click.pass_context
 def plan(ctx, mode, term, model, revision, dtype, region, requests_per_day, peak_rps, input_tokens, output_tokens,
-         active_hours, latency_target, instance_types, buffer, loading, stack, project_dir, owner, cost_center, markdown,
-         chart, force, catalog_dir, as_json):
+         active_hours, latency_target, instance_types, buffer, loading, calibration_files, stack, project_dir, owner,
+         cost_center, markdown, chart, force, catalog_dir, as_json):
     """Cost every way of hosting MODEL for a traffic profile and pick one.
 
     Options: self-hosted EC2 (reserved: on-demand, 1-year and 3-year RI),
@@ -96,7 +98,8 @@ def plan(ctx, mode, term, model, revision, dtype, region, requests_per_day, peak
     model_config = load_model_config(model, revision=revision)
     opt.echo_hub_notice(model_config.hub.notice if model_config.hub else None)
     result = plan_mod.make_plan(model_config, cat=cat, region=region, mode=mode, term=term, dtype=dtype,
-                                traffic=traffic, loading=loading, buffer=buffer, instance_types=instance_types)
+                                traffic=traffic, loading=loading, buffer=buffer, instance_types=instance_types,
+                                calibration_files=calibration_files)
     png = chart_mod.render(result, cat) if chart else None
     update = None
     if stack_path is not None:
@@ -149,7 +152,13 @@ def _render(d: dict) -> None:
         f"{t['requests_per_day']:,.0f} requests/day over {t['active_hours']} h, peak {t['peak_rps']:.2f} req/s, "
         f"{t['input_tokens']}→{t['output_tokens']} tokens, latency target {t['latency_target_s']:g} s"
     )
-    click.echo(f"Prices: {d['catalog']['origin']} of {d['catalog']['date']} (USD, {d['region']})\n")
+    click.echo(f"Prices: {d['catalog']['origin']}, the oldest from {d['catalog']['date']} (USD, {d['region']})")
+    shown = {o["speed_model"].split(" ", 1)[0] for o in (d["choice"], d["recommended"], *d["options"])
+             if o["speed_model"] and (o is d["choice"] or o is d["recommended"] or o["mode"] == "serverless")}
+    for c in d["calibrations"]:
+        if c["device"] in shown:
+            click.echo(f"Speed on {c['device']}: {c['origin']}: {c['name']} [{c['date']}]")
+    click.echo("")
     rows = []
     for o in d["options"]:
         rows.append([
@@ -170,7 +179,17 @@ def _render(d: dict) -> None:
     click.echo(f"Recommended: {d['recommended']['label']}")
     for reason in d["reasons"]:
         click.echo(f"  - {reason}")
-    click.echo("Break-even:")
+    cheapest = d["cheapest_by_traffic"]
+    low, high = cheapest["range_requests_per_day"]
+    click.echo(f"Cheapest option by traffic ({low:,.0f} to {high:,.0f} requests/day, this traffic's shape):")
+    from llmdeploy.plan import TEXT_STRETCHES, Interval, describe_intervals
+
+    intervals = [Interval(i["from_requests_per_day"], i["to_requests_per_day"], i["option"] or "") for i in cheapest["intervals"]]
+    for line in describe_intervals(intervals, limit=TEXT_STRETCHES):
+        click.echo(f"  - {line}")
+    if cheapest["exact_to_requests_per_day"] < high:
+        click.echo(f"  (exact up to {cheapest['exact_to_requests_per_day']:,.0f}; checked on a fine grid above)")
+    click.echo("Break-even against self-hosting:")
     for b in d["break_even"]:
         click.echo(f"  - {b['note']}")
 

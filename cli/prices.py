@@ -31,23 +31,46 @@ def prices():
 @prices.command(epilog="""\b
 Examples:
   llmdeploy prices show
-  llmdeploy prices show --json | jq .origin
+  llmdeploy prices show --rows --region us-east-1
+  llmdeploy prices show --json | jq '.rows[] | select(.estimated)'
 """)
+@click.option("--rows", "show_rows", is_flag=True, help="Also list every price with its source, date and whether it is estimated.")
+@click.option("--region", "regions", multiple=True, metavar="REGION", help="Only these regions' rows (with --rows); repeatable.")
 @opt.json_option
-def show(as_json):
-    """Which prices are in use, their date, rows per region, and their sources."""
+def show(show_rows, regions, as_json):
+    """Which prices are in use, how old the oldest is, rows per region, and the source of each price.
+
+    The date shown first is the OLDEST date among the prices in use: how stale the worst figure may be.
+    --json always lists every price row with its source, date and whether it is estimated.
+    """
+    from llmdeploy import catalog as cat_mod
     from llmdeploy import prices as lib
 
     info = lib.describe()
+    cat = cat_mod.load_catalog()
+    for region in regions:
+        cat_mod.check_region(cat, region)
+    by_key = {s.key: s for s in cat.sources.values()}
+    # The headline is the oldest price in use; the newest stays alongside.
+    info["newest_date"], info["date"] = info["date"], cat.oldest_price_date().isoformat()
+    for src in info["sources"]:
+        src["estimated"] = by_key[src["key"]].estimated
+    rows = [r for r in cat_mod.price_rows(cat) if not regions or r["region"] in regions]
+    info["rows"] = rows
     if as_json:
         opt.emit_json(info)
         return
     if info["in_use"] == "refreshed cache":
-        click.echo(f"Prices in use: refreshed cache of {info['date']} ({info['cache_dir']}).")
+        click.echo(f"Prices in use: refreshed cache ({info['cache_dir']}); the oldest price dates from {info['date']}, "
+                   f"the newest from {info['newest_date']}.")
     else:
-        click.echo(f"Prices in use: bundled snapshot of {info['date']}.")
+        click.echo(f"Prices in use: bundled snapshot; the oldest price dates from {info['date']}, the newest from "
+                   f"{info['newest_date']}.")
         if info["cache_present"] and info["bundled_forced"]:
             click.echo(f"A refreshed cache exists at {info['cache_dir']} but LLMDEPLOY_BUNDLED_PRICES=1 ignores it.")
+    estimated = sum(1 for r in rows if r["estimated"])
+    if estimated:
+        click.echo(f"{estimated} of {len(rows)} price rows are ESTIMATED (derived, not published): marked * below.")
     click.echo("")
     click.echo(table(
         ["region", "EC2 rows", "SageMaker rows", "serverless", "from Price List API", "from snapshot", "newest price"],
@@ -56,7 +79,16 @@ def show(as_json):
         right=[1, 2, 4, 5],
     ))
     click.echo("\nSources:")
-    click.echo(table(["retrieved", "key", "url"], [[s["retrieved"], s["key"], s["url"]] for s in info["sources"]]))
+    click.echo(table(["retrieved", "key", "estimated", "url"],
+                     [[s["retrieved"], s["key"], "yes" if s["estimated"] else "", s["url"]] for s in info["sources"]]))
+    if show_rows:
+        click.echo("\nPrices:")
+        click.echo(table(
+            ["region", "kind", "item", "field", "price", "unit", "source", "date"],
+            [[r["region"], r["kind"], r["item"], r["field"], f"{r['value']:g}" + ("*" if r["estimated"] else ""), r["unit"],
+              r["source"], r["date"]] for r in rows],
+            right=[4],
+        ))
 
 
 @prices.command(epilog="""\b

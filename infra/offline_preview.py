@@ -8,8 +8,10 @@ plausible fakes. Each billable resource is then priced from its *own inputs*
 with the same ``llmdeploy.costs`` line items ``llmdeploy plan`` sums, so the
 total agrees with the plan when the program builds what the plan chose:
 
-- EC2 Auto Scaling group: desired capacity x its launch template's instance type (stack term);
-- Application Load Balancer: hours;
+- EC2 Auto Scaling group: desired capacity x its launch template's instance type (stack term), and x
+  the gp3 root volume its block device mapping sizes;
+- Application Load Balancer: hours, and when it is internet-facing (not ``internal``) its public IPv4
+  addresses, one per Availability Zone;
 - SageMaker endpoint configuration: each instance variant's type x initial count, always on
   (realtime) or ``usageActiveHoursPerDay`` (async); serverless variants: memory size x usage;
 - KMS key: one key-month;
@@ -387,7 +389,9 @@ def line_items(token: str, inputs: Mapping[str, Any], config: StackConfig, catal
     """What one resource costs per month, from its own inputs (wire names); [] for the free ones.
 
     ``launch_template`` returns the inputs of an Auto Scaling group's launch template: its instance
-    type is priced, and the GPU metrics of the CloudWatch agent its user data configures. The term
+    type is priced, each instance's EBS volumes as its block device mappings size them, and the GPU
+    metrics of the CloudWatch agent its user data configures. A load balancer that is not internal
+    adds its public IPv4 addresses. The term
     and the usage figures come from the stack config. Shared with the policy pack's budget policy
     (policy/), which prices what the engine sees.
     """
@@ -396,6 +400,10 @@ def line_items(token: str, inputs: Mapping[str, Any], config: StackConfig, catal
         template = launch_template() if launch_template else {}
         instance_type, count = template["instanceType"], int(inputs["desiredCapacity"])
         items = [costs.ec2_instances(catalog, region, instance_type, count, config.term)]
+        for mapping in template.get("blockDeviceMappings") or []:  # each instance's volumes, as the template sizes them
+            size = (mapping.get("ebs") or {}).get("volumeSize")
+            if size:
+                items.append(costs.root_volumes(catalog, region, count, int(size)))
         agent = mon.agent_config_from_user_data(base64.b64decode(template.get("userData") or "").decode())
         if agent:
             gpus = cat_instance(catalog, instance_type).gpu_count
@@ -408,7 +416,12 @@ def line_items(token: str, inputs: Mapping[str, Any], config: StackConfig, catal
     if token == DASHBOARD:
         return costs.monitoring(catalog, region, alarm_metrics=0, dashboards=1, custom_metrics=0)
     if token == LOAD_BALANCER:
-        return [costs.load_balancer(catalog, region)]
+        # An internet-facing ALB holds one public IPv4 address per Availability Zone of its subnets (the region's
+        # default VPC, one subnet per zone, as the program picks them); an internal one has private addresses only.
+        internal = inputs.get("internal")
+        # Not (yet) known, as in a real preview's policy run: the stack config decides it, as the program does.
+        public = not internal if isinstance(internal, bool) else config.internet_facing
+        return [costs.load_balancer(catalog, region)] + ([costs.load_balancer_ipv4(catalog, region)] if public else [])
     if token == KMS_KEY:
         return [costs.kms_key(catalog, region)]
     if token != ENDPOINT_CONFIG:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from llmdeploy.assumptions import load_assumptions
 from llmdeploy.infra import iam
 from llmdeploy.infra.artifact import ARTIFACT_PREFIX
 from llmdeploy.containers.package import CONTAINER_MODEL_DIR
@@ -49,12 +50,12 @@ from llmdeploy.infra.zones import offered_zones as zones_offering
 from llmdeploy.errors import ConfigError
 from llmdeploy.monitoring import GPU_NAMESPACE, agent_setup_lines
 from llmdeploy.responses import check_body_command
-from llmdeploy.stackconfig import check_certificate_arn, check_ingress_cidr
+from llmdeploy.stackconfig import alb_internet_facing, check_certificate_arn, check_ingress_cidr
 
 # AWS's GPU base image: NVIDIA driver, Docker and the NVIDIA container toolkit preinstalled.
 AMI_NAME_FILTER = "Deep Learning Base OSS Nvidia Driver GPU AMI (Amazon Linux 2023) *"
 CONTAINER_PORT = 8080  # the SageMaker container contract LMI follows
-ROOT_VOLUME_GB = 200  # LMI image (~20 GB unpacked) + weights cache
+ROOT_VOLUME_GB = load_assumptions().root_volume_gb  # LMI image (~20 GB unpacked) + weights cache; plan prices the same
 # Loading multi-GB weights takes minutes: don't let the ASG replace instances meanwhile.
 HEALTH_CHECK_GRACE_S = 900
 SAMPLE_BODY = '{"inputs": "Translate to German: How old are you?"}'
@@ -100,7 +101,7 @@ class ReservedEndpointArgs:
     @property
     def internet_facing(self) -> bool:
         """Asked for explicitly: an ingress CIDR, or a certificate (then only TLS carries prompts and answers)."""
-        return bool(self.ingress_cidr or self.certificate_arn)
+        return alb_internet_facing(self.ingress_cidr, self.certificate_arn)
 
     @property
     def public_cidr(self) -> str | None:

@@ -15,12 +15,13 @@ class Assumptions:
     buffer: float
     host_overhead_gib: float
     streaming_shard_gib: float
-    gpu_usable_fraction: float
+    gpu_usable_fraction: float  # of the driver-reported GPU memory
+    cpu_runtime_mib: float
     bandwidth_efficiency: float
     compute_efficiency: float
+    roofline_overhead_from: str  # calibration whose per-layer overhead the roofline fallback borrows
     max_batch_size: int
-    serverless_cpu_bandwidth_gbs: float
-    serverless_cpu_gflops: float
+    root_volume_gb: int
     peak_to_average: float
     bytes_per_token: float
     json_overhead_bytes: int
@@ -45,17 +46,18 @@ class MonitoringAssumptions:
 def load_assumptions() -> Assumptions:
     with PATH.open("rb") as fh:
         raw = tomllib.load(fh)
-    m, s, t, f, mon = raw["memory"], raw["speed"], raw["traffic"], raw["finetune"], raw["monitoring"]
+    m, s, t, f, r, mon = raw["memory"], raw["speed"], raw["traffic"], raw["finetune"], raw["reserved"], raw["monitoring"]
     return Assumptions(
         buffer=m["buffer"],
         host_overhead_gib=m["host_overhead_gib"],
         streaming_shard_gib=m["streaming_shard_gib"],
         gpu_usable_fraction=m["gpu_usable_fraction"],
+        cpu_runtime_mib=m["cpu_runtime_mib"],
         bandwidth_efficiency=s["bandwidth_efficiency"],
         compute_efficiency=s["compute_efficiency"],
+        roofline_overhead_from=s["roofline_overhead_from"],
         max_batch_size=s["max_batch_size"],
-        serverless_cpu_bandwidth_gbs=s["serverless_cpu_bandwidth_gbs"],
-        serverless_cpu_gflops=s["serverless_cpu_gflops"],
+        root_volume_gb=r["root_volume_gb"],
         peak_to_average=t["peak_to_average"],
         bytes_per_token=t["bytes_per_token"],
         json_overhead_bytes=t["json_overhead_bytes"],

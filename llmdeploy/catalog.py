@@ -7,8 +7,10 @@ three-row table. ``load_catalog()`` reads the bundled snapshot (or a refreshed
 user cache, see ``llmdeploy.prices``) once per process.
 
 File layout (all TOML, each with ``schema_version``):
-- ``sources.toml``: ``[sources.KEY] url, retrieved (date), note`` — every other row names a KEY.
-- ``gpus.toml``: ``[gpus.NAME]`` memory, bandwidth, tensor TFLOPs, compute capability.
+- ``sources.toml``: ``[sources.KEY] url, retrieved (date), note`` and optionally ``estimated = true`` (the
+  figures are derived, not published) — every other row names a KEY.
+- ``gpus.toml``: ``[gpus.NAME]`` memory, the memory the driver reports (``memory_reported_mib``, with its own
+  ``memory_reported_source``), bandwidth, tensor TFLOPs, compute capability.
 - ``instances.toml``: ``[instances."TYPE"]`` gpu, gpu_count, vcpus, ram_gib, efa, network_cards (optional, 1).
 - ``ec2_prices.toml``: ``[ec2."REGION"] "TYPE" = {on_demand, ri_1y, ri_3y, source}`` (USD/hour); optionally
   ``ri_1y_source`` / ``ri_3y_source`` when that term came from elsewhere than the row (a price refresh keeps a
@@ -16,9 +18,11 @@ File layout (all TOML, each with ``schema_version``):
 - ``sagemaker_prices.toml``: ``[hosting."REGION"] "ml.TYPE" = {hourly, source}``,
   ``[serverless."REGION"] usd_per_gb_second, usd_per_gb_processed, source``,
   ``[other."REGION"] alb_hourly, kms_key_monthly, source`` and, optionally, ``public_ipv4_hourly`` (USD per
-  public IPv4 address / Elastic IP per hour) with its own ``public_ipv4_source``, and CloudWatch's
+  public IPv4 address / Elastic IP per hour) with its own ``public_ipv4_source``; CloudWatch's
   ``cloudwatch_alarm_metric_monthly``, ``cloudwatch_dashboard_monthly``, ``cloudwatch_custom_metric_monthly``
-  (USD per month, all three or none) with their ``cloudwatch_source``.
+  (USD per month, all three or none) with their ``cloudwatch_source``; ``ebs_gp3_gb_month`` (USD per GB-month of
+  gp3 volume) with ``ebs_source``, and ``availability_zones`` (subnets of the default VPC, so the public IPv4
+  addresses of an internet-facing load balancer across them) with ``availability_zones_source``.
 - ``limits.toml``: ``[serverless]`` and ``[async]`` service limits the documentation states, each with a source;
   the ranges AWS's API models declare come from ``llmdeploy/data/aws_limits.json`` (``llmdeploy.apilimits``).
 """
@@ -48,6 +52,7 @@ class Source:
     url: str
     retrieved: dt.date
     note: str = ""
+    estimated: bool = False  # the figures are derived (e.g. a ratio applied to another price), not published
 
 
 @dataclass(frozen=True)
@@ -61,10 +66,21 @@ class Gpu:
     int8_tops: float
     compute_capability: str
     source: Source
+    # What the driver reports (nvidia-smi "Total", MiB): what a process can actually be given, unlike the
+    # datasheet's "GB". None when no reading is on record; sizing then falls back to memory_gib.
+    memory_reported_mib: int | None = None
+    memory_reported_source: Source | None = None
 
     @property
     def supports_bf16(self) -> bool:
         return self.bf16_tflops > 0
+
+    @property
+    def reported_bytes(self) -> int:
+        """GPU memory as the driver reports it (the datasheet figure as GiB where no reading is recorded)."""
+        if self.memory_reported_mib:
+            return int(self.memory_reported_mib) * 1024**2
+        return int(self.memory_gib * 1024**3)
 
 
 @dataclass(frozen=True)
@@ -148,6 +164,10 @@ class OtherPrices:
     public_ipv4_hourly: float | None = None  # None: the row does not state it (never guessed)
     public_ipv4_source: Source | None = None
     cloudwatch: CloudWatchPrices | None = None  # None: the row does not state them (never guessed)
+    ebs_gp3_gb_month: float | None = None  # USD per GB-month of gp3 storage; None: not stated
+    ebs_source: Source | None = None
+    availability_zones: int | None = None  # default-VPC subnets the load balancer spans; None: not stated
+    availability_zones_source: Source | None = None
 
 
 @dataclass(frozen=True)
@@ -191,6 +211,33 @@ class Catalog:
         rows = [*self.ec2.values(), *self.hosting.values(), *self.serverless.values(), *self.other.values()]
         return max(row.source.retrieved for row in rows)
 
+    def price_sources(self, region: str | None = None) -> list[Source]:
+        """Every source a price row of ``region`` (all regions when None) stands on, once each."""
+        keep = (lambda r: True) if region is None else (lambda r: r == region)
+        found: dict[str, Source] = {}
+        for (r, _), row in self.ec2.items():
+            if keep(r):
+                for term in TERMS:  # a kept reserved term may name its own source (ri_1y_source / ri_3y_source)
+                    if row.hourly(term) is not None:
+                        found[row.term_source(term).key] = row.term_source(term)
+        for (r, _), row in self.hosting.items():
+            if keep(r):
+                found[row.source.key] = row.source
+        for r, row in self.serverless.items():
+            if keep(r):
+                found[row.source.key] = row.source
+        for r, row in self.other.items():
+            if keep(r):
+                for src in (row.source, row.public_ipv4_source, row.cloudwatch.source if row.cloudwatch else None,
+                            row.ebs_source, row.availability_zones_source):
+                    if src is not None:
+                        found[src.key] = src
+        return list(found.values())
+
+    def oldest_price_date(self, region: str | None = None) -> dt.date:
+        """The oldest date among the prices in use (``region``'s, or all): how stale the worst figure may be."""
+        return min(s.retrieved for s in self.price_sources(region))
+
 
 # -- loading -------------------------------------------------------------------------------------
 
@@ -233,8 +280,23 @@ def _other_prices(sources: Mapping[str, Source], region: str, row: Mapping) -> O
         if "public_ipv4_source" not in row:
             raise ConfigError(f"catalog row {where} has public_ipv4_hourly but no public_ipv4_source naming where it came from.")
         ipv4_source = _source(sources, row["public_ipv4_source"], f"{where}.public_ipv4_hourly")
+    ebs, ebs_source = row.get("ebs_gp3_gb_month"), None
+    if ebs is not None:
+        if isinstance(ebs, bool) or not isinstance(ebs, (int, float)) or ebs < 0:
+            raise ConfigError(f"catalog row {where} has ebs_gp3_gb_month {ebs!r}; use a price in USD per GB-month (0 or more).")
+        if "ebs_source" not in row:
+            raise ConfigError(f"catalog row {where} has ebs_gp3_gb_month but no ebs_source naming where it came from.")
+        ebs_source = _source(sources, row["ebs_source"], f"{where}.ebs_gp3_gb_month")
+    azs, azs_source = row.get("availability_zones"), None
+    if azs is not None:
+        if isinstance(azs, bool) or not isinstance(azs, int) or azs < 1:
+            raise ConfigError(f"catalog row {where} has availability_zones {azs!r}; use a whole number of 1 or more.")
+        if "availability_zones_source" not in row:
+            raise ConfigError(f"catalog row {where} has availability_zones but no availability_zones_source.")
+        azs_source = _source(sources, row["availability_zones_source"], f"{where}.availability_zones")
     return OtherPrices(region, row["alb_hourly"], row["kms_key_monthly"], _source(sources, row["source"], where),
-                       float(ipv4) if ipv4 is not None else None, ipv4_source, _cloudwatch_prices(sources, where, row))
+                       float(ipv4) if ipv4 is not None else None, ipv4_source, _cloudwatch_prices(sources, where, row),
+                       float(ebs) if ebs is not None else None, ebs_source, azs, azs_source)
 
 
 _CLOUDWATCH_KEYS = ("cloudwatch_alarm_metric_monthly", "cloudwatch_dashboard_monthly", "cloudwatch_custom_metric_monthly")
@@ -289,7 +351,8 @@ def load_catalog_from(directory: Path, origin: str | None = None) -> Catalog:
     directory = Path(directory)
     raw_sources = _read(directory, "sources.toml")["sources"]
     sources = {
-        key: Source(key=key, url=row["url"], retrieved=row["retrieved"], note=row.get("note", ""))
+        key: Source(key=key, url=row["url"], retrieved=row["retrieved"], note=row.get("note", ""),
+                    estimated=bool(row.get("estimated", False)))
         for key, row in raw_sources.items()
     }
     gpus = {
@@ -303,9 +366,17 @@ def load_catalog_from(directory: Path, origin: str | None = None) -> Catalog:
             int8_tops=row.get("int8_tops", 0.0),
             compute_capability=str(row["compute_capability"]),
             source=_source(sources, row["source"], f"gpus.{name}"),
+            memory_reported_mib=row.get("memory_reported_mib"),
+            memory_reported_source=(_source(sources, row["memory_reported_source"], f"gpus.{name}.memory_reported_mib")
+                                    if "memory_reported_source" in row else None),
         )
         for name, row in _read(directory, "gpus.toml")["gpus"].items()
     }
+    for name, gpu in gpus.items():
+        mib = gpu.memory_reported_mib
+        if mib is not None and (isinstance(mib, bool) or not isinstance(mib, int) or mib < 1 or gpu.memory_reported_source is None):
+            raise ConfigError(f"catalog GPU {name!r} has memory_reported_mib {mib!r}; use a whole number of MiB with a "
+                              "memory_reported_source naming where the reading came from.")
     instances = {}
     for itype, row in _read(directory, "instances.toml")["instances"].items():
         gpu_name = row.get("gpu")
@@ -410,6 +481,41 @@ def load_catalog(directory: str | None = None) -> Catalog:
 
 
 # -- queries: each takes the catalog as its first argument ----------------------------------------
+
+
+def price_rows(cat: Catalog) -> list[dict]:
+    """Every price in the catalog, one dict per figure, each with its source, date and whether it is estimated."""
+    def row(region, kind, item, field, value, unit, src: Source) -> dict:
+        return {"region": region, "kind": kind, "item": item, "field": field, "value": value, "unit": unit,
+                "source": src.key, "url": src.url, "date": src.retrieved.isoformat(), "estimated": src.estimated}
+
+    out = []
+    for (region, itype), p in sorted(cat.ec2.items()):
+        for term in TERMS:
+            if p.hourly(term) is not None:
+                out.append(row(region, "ec2", itype, term, p.hourly(term), "USD/hour", p.term_source(term)))
+    for (region, itype), p in sorted(cat.hosting.items()):
+        out.append(row(region, "sagemaker-hosting", itype, "hourly", p.hourly, "USD/hour", p.source))
+    for region, p in sorted(cat.serverless.items()):
+        out.append(row(region, "sagemaker-serverless", "compute", "usd_per_gb_second", p.usd_per_gb_second, "USD/GB-second", p.source))
+        out.append(row(region, "sagemaker-serverless", "data", "usd_per_gb_processed", p.usd_per_gb_processed, "USD/GB", p.source))
+    for region, p in sorted(cat.other.items()):
+        out.append(row(region, "other", "application load balancer", "alb_hourly", p.alb_hourly, "USD/hour", p.source))
+        out.append(row(region, "other", "KMS key", "kms_key_monthly", p.kms_key_monthly, "USD/month", p.source))
+        if p.public_ipv4_hourly is not None and p.public_ipv4_source:
+            out.append(row(region, "other", "public IPv4 address", "public_ipv4_hourly", p.public_ipv4_hourly, "USD/hour",
+                           p.public_ipv4_source))
+        if p.ebs_gp3_gb_month is not None and p.ebs_source:
+            out.append(row(region, "other", "EBS gp3 storage", "ebs_gp3_gb_month", p.ebs_gp3_gb_month, "USD/GB-month", p.ebs_source))
+        if p.cloudwatch is not None:
+            cw = p.cloudwatch
+            for item, fld, value, unit in (("CloudWatch alarm metric", "cloudwatch_alarm_metric_monthly", cw.alarm_metric_monthly, "USD/month"),
+                                           ("CloudWatch dashboard", "cloudwatch_dashboard_monthly", cw.dashboard_monthly, "USD/month"),
+                                           ("CloudWatch custom metric", "cloudwatch_custom_metric_monthly", cw.custom_metric_monthly,
+                                            "USD/month")):
+                out.append(row(region, "other", item, fld, value, unit, cw.source))
+    return out
+
 
 
 def check_region(cat: Catalog, region: str) -> str:

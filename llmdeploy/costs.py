@@ -24,8 +24,8 @@ GB = 1e9  # SageMaker serverless bills data processed per GB (10^9 bytes) and me
 
 @dataclass(frozen=True)
 class LineItem:
-    kind: str  # ec2-instance | load-balancer | sagemaker-instance | serverless-compute | serverless-data | kms-key
-    #          | cloudwatch-alarms | cloudwatch-dashboard | cloudwatch-metrics
+    kind: str  # ec2-instance | root-volume | load-balancer | public-ipv4 | sagemaker-instance | serverless-compute
+    #          | serverless-data | kms-key | cloudwatch-alarms | cloudwatch-dashboard | cloudwatch-metrics
     description: str
     quantity: float  # units per month
     unit: str
@@ -51,9 +51,38 @@ def ec2_instances(cat: Catalog, region: str, instance_type: str, count: int, ter
     return LineItem("ec2-instance", f"{count} × {instance_type} ({label})", count * HOURS_PER_MONTH, "instance-hour", hourly, price.term_source(term).key)
 
 
+def root_volumes(cat: Catalog, region: str, count: int, size_gb: int) -> LineItem:
+    """The gp3 root volume every self-hosted instance boots from, billed per GB-month provisioned (baseline IOPS free)."""
+    other = cat_mod.other_prices(cat, region)
+    if other.ebs_gp3_gb_month is None or other.ebs_source is None:
+        raise UsageError(f"the catalog has no EBS gp3 price for {region}.", hint="Run 'llmdeploy prices refresh' or pick another --region.")
+    return LineItem("root-volume", f"{count} × {size_gb} GB gp3 root volume", count * size_gb, "GB-month", other.ebs_gp3_gb_month,
+                    other.ebs_source.key)
+
+
 def load_balancer(cat: Catalog, region: str) -> LineItem:
     other = cat_mod.other_prices(cat, region)
-    return LineItem("load-balancer", "application load balancer (hours; LCUs and its public IPv4 addresses not counted)", HOURS_PER_MONTH, "hour", other.alb_hourly, other.source.key)
+    return LineItem("load-balancer", "application load balancer (hours; LCUs not counted)", HOURS_PER_MONTH, "hour", other.alb_hourly, other.source.key)
+
+
+def load_balancer_ipv4(cat: Catalog, region: str) -> LineItem:
+    """The public IPv4 addresses of an internet-facing ALB: one per subnet (Availability Zone) it spans, every hour."""
+    other = cat_mod.other_prices(cat, region)
+    if other.public_ipv4_hourly is None or other.public_ipv4_source is None or not other.availability_zones:
+        raise UsageError(f"the catalog has no public IPv4 price or Availability Zone count for {region}.",
+                         hint="Run 'llmdeploy prices refresh' or pick another --region.")
+    azs = other.availability_zones
+    return LineItem("public-ipv4", f"{azs} public IPv4 addresses of the load balancer (one per Availability Zone)",
+                    azs * HOURS_PER_MONTH, "address-hour", other.public_ipv4_hourly, other.public_ipv4_source.key)
+
+
+def reserved_fleet(cat: Catalog, region: str, instance_type: str, count: int, term: str, root_volume_gb: int, *,
+                   internet_facing: bool) -> list[LineItem]:
+    """Everything a self-hosted (reserved mode) endpoint bills: instances, their root volumes, the ALB and, when it
+    is internet-facing, its public IPv4 addresses (an internal ALB has private addresses only, which are free)."""
+    items = [ec2_instances(cat, region, instance_type, count, term), root_volumes(cat, region, count, root_volume_gb),
+             load_balancer(cat, region)]
+    return items + [load_balancer_ipv4(cat, region)] if internet_facing else items
 
 
 def sagemaker_instances(cat: Catalog, region: str, instance_type: str, count: int, hours_per_day: float = 24) -> LineItem:

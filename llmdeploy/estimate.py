@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from llmdeploy import calibration as cal_mod
 from llmdeploy import catalog as cat_mod
 from llmdeploy import sizing
 from llmdeploy.assumptions import load_assumptions
@@ -23,10 +24,11 @@ def estimate(
     input_tokens: int = 256,
     output_tokens: int = 64,
     buffer: float | None = None,
-    loading: str = "in-memory",
+    loading: str = "safetensors",
     finetune_batch: int = 8,
     finetune_seq: int = 512,
     instance_types: tuple[str, ...] = (),
+    calibration_files: tuple[str, ...] = (),
 ) -> dict:
     a = load_assumptions()
     m = load_model_config(model, revision=revision)
@@ -36,6 +38,7 @@ def estimate(
     params = sizing.parameter_count(m)
     mem = sizing.inference_memory(m, dtype, batch=batch, input_tokens=input_tokens, output_tokens=output_tokens, buffer=buffer)
     host = sizing.host_ram_to_load(m, dtype, loading, a)
+    cals = cal_mod.resolve(calibration_files, a, cat=cat)
 
     only = cat_mod.resolve_gpu_types(cat, instance_types)
     fits = []
@@ -48,6 +51,7 @@ def estimate(
             fits_, reason = False, f"{inst.gpu.name} has no bf16; use --dtype fp16 or fp32"
         fits.append({
             "instance_type": inst.type, "gpu": inst.gpu.name, "gpu_count": inst.gpu_count, "gpu_memory_gib": inst.gpu.memory_gib,
+            "gpu_memory_reported_mib": inst.gpu.memory_reported_mib, "gpu_usable_bytes": sizing.gpu_usable_bytes(inst.gpu, a),
             "ram_gib": inst.ram_gib, "fits": fits_, "tensor_parallel": f.tensor_parallel, "gpu_bytes_per_gpu": f.gpu_bytes_per_gpu,
             "reason": reason,
         })
@@ -59,13 +63,22 @@ def estimate(
             continue
         seen.add(row["gpu"])
         gpu = cat.gpus[row["gpu"]]
-        lat = sizing.gpu_latency(m, dtype, gpu, row["tensor_parallel"], batch=batch, input_tokens=input_tokens,
-                                 output_tokens=output_tokens, a=a)
+        cal = cals.for_gpu(gpu, dtype)
+        lat = sizing.latency(m, dtype, cal, batch=batch, input_tokens=input_tokens, output_tokens=output_tokens,
+                             tensor_parallel=row["tensor_parallel"])
         latency.append({
             "gpu": gpu.name, "instance_type": row["instance_type"], "tensor_parallel": row["tensor_parallel"],
             "prefill_s": lat.prefill_s, "decode_step_s": lat.decode_step_s, "total_s": lat.total_s,
-            "tokens_per_s": lat.tokens_per_s, "bound": lat.bound,
+            "tokens_per_s": lat.tokens_per_s, "bound": lat.bound, "speed_model": cal.origin,
         })
+    # SageMaker serverless runs the handler on CPUs, in fp32: the CPU calibration's speed.
+    cpu = cals.for_cpu()
+    lat = sizing.latency(m, "fp32", cpu, batch=batch, input_tokens=input_tokens, output_tokens=output_tokens)
+    latency.append({
+        "gpu": None, "instance_type": "serverless (CPU, fp32)", "tensor_parallel": 1, "prefill_s": lat.prefill_s,
+        "decode_step_s": lat.decode_step_s, "total_s": lat.total_s, "tokens_per_s": lat.tokens_per_s, "bound": lat.bound,
+        "speed_model": cpu.origin,
+    })
 
     ft_gpu = cat.gpus.get(FINETUNE_GPU)
     ft_inst = cat.instances.get(FINETUNE_INSTANCE)
@@ -97,6 +110,7 @@ def estimate(
         "inference": {"batch": batch, "input_tokens": input_tokens, "output_tokens": output_tokens, "weights_bytes": mem.weights,
                       "kv_cache_bytes": mem.kv_cache, "activation_bytes": mem.activations, "buffer_fraction": mem.buffer_fraction,
                       "buffer_bytes": mem.buffer, "total_bytes": mem.total},
+        "calibrations": cals.report(),
         "loading": loading,
         "host_ram_bytes": host,
         "fits": fits,
@@ -104,11 +118,15 @@ def estimate(
         "latency": latency,
         "assumptions": [
             f"buffer {mem.buffer_fraction:.0%} on weights + KV cache + activations",
-            f"host RAM adds {a.host_overhead_gib:g} GiB for OS, Python and CUDA; 'in-memory' loading holds two copies of the weights",
-            f"decode reaches {a.bandwidth_efficiency:.0%} of peak memory bandwidth, prefill {a.compute_efficiency:.0%} of peak tensor FLOP/s",
+            f"GPU memory: {a.gpu_usable_fraction:.0%} of what the driver reports (T4: 15,360 MiB) is usable",
+            f"host RAM adds {a.host_overhead_gib:g} GiB for OS, Python and CUDA; 'safetensors' loading (the handler's path) holds one "
+            "copy of the weights, 'in-memory' two",
+            "speed per GPU from its calibration (measured, published, or the datasheet roofline with "
+            f"{a.bandwidth_efficiency:.0%} of peak bandwidth and {a.compute_efficiency:.0%} of peak FLOP/s plus a published per-layer "
+            "step overhead where nothing was measured); serverless from the CPU calibration",
             "tensor parallel speed assumes ideal scaling",
             f"fine-tune GPUs: model states sharded (ZeRO-3/FSDP), {a.finetune_gpu_usable_fraction:.0%} of each GPU usable",
-            f"catalog: {cat.origin} of {cat.snapshot_date}",
+            f"catalog: {cat.origin}, prices of {region} from {cat.oldest_price_date(region)} or later",
         ],
     }
 

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from llmdeploy import calibration as cal_mod
 from llmdeploy import catalog as cat_mod
 from llmdeploy import checks, costs, monitoring, sizing
 from llmdeploy.assumptions import Assumptions, load_assumptions
@@ -25,8 +26,9 @@ MODES = stackconfig_MODES
 PLAN_MODES = (*MODES, "auto")
 TERMS = cat_mod.TERMS
 TERM_LABEL = {"on-demand": "on-demand", "1y": "1-year RI", "3y": "3-year RI"}
-BREAK_EVEN_RANGE = (1.0, 1e8)
-OPTION_KEYS = (("reserved", "on-demand"), ("reserved", "1y"), ("reserved", "3y"), ("realtime", None), ("async", None), ("serverless", None))  # requests per day searched for a crossing
+BREAK_EVEN_RANGE = (1.0, 1e8)  # requests per day over which break-even and the cheapest option are stated
+OPTION_KEYS = (("reserved", "on-demand"), ("reserved", "1y"), ("reserved", "3y"), ("realtime", None), ("async", None), ("serverless", None))
+SERVERLESS_DTYPE = "fp32"  # the handler runs fp32 on a CPU whatever the checkpoint's dtype (handlers/precision.py)
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class Option:
     serverless_memory_mb: int | None = None
     serverless_max_concurrency: int | None = None
     ms_per_request: int | None = None
+    speed_model: str = ""  # the calibration the latency came from
 
     @property
     def monthly_usd(self) -> float | None:
@@ -116,6 +119,7 @@ class Option:
             "requests_per_s_per_instance": None if self.requests_per_s_per_instance is None else round(self.requests_per_s_per_instance, 3),
             "tensor_parallel": self.tensor_parallel,
             "serverless_memory_mb": self.serverless_memory_mb,
+            "speed_model": self.speed_model,
             "line_items": [
                 {
                     "kind": i.kind,
@@ -132,12 +136,23 @@ class Option:
 
 
 @dataclass(frozen=True)
+class Interval:
+    """A stretch of traffic (requests/day, ``low`` exclusive unless it is the range's start, ``high`` inclusive)."""
+
+    low: float
+    high: float
+    option: str  # the cheapest option's label there; "" where no option can serve
+
+
+@dataclass(frozen=True)
 class BreakEven:
     managed: str  # option label
     versus: str
     variable: str  # "requests_per_day" or "active_hours_per_day"
-    value: float | None
+    value: float | None  # the first crossing, None if there is none
     note: str
+    crossings: tuple[float, ...] = ()  # every point where the cheaper of the two changes
+    managed_cheaper: tuple[tuple[float, float], ...] = ()  # the stretches where ``managed`` is the cheaper one
 
 
 @dataclass(frozen=True)
@@ -154,9 +169,14 @@ class Plan:
     reasons: tuple[str, ...]
     break_even: tuple[BreakEven, ...]
     catalog_origin: str
-    catalog_date: str
+    catalog_date: str  # the oldest date among the prices of this region
     assumptions: Assumptions = field(repr=False, default=None)
     instance_types: tuple[str, ...] = ()  # the candidates the user restricted the plan to, if any
+    cheapest: tuple[Interval, ...] = ()  # the cheapest option over BREAK_EVEN_RANGE
+    cheapest_exact_to: float = BREAK_EVEN_RANGE[1]  # exact up to here; a fine grid beyond (see _intervals)
+    calibrations: tuple[dict, ...] = ()  # the speed calibrations the plan used
+    loading: str = "safetensors"
+    calibration_files: tuple[str, ...] = ()
 
 
 # -- per-instance serving capacity (traffic-independent) ----------------------------------------------
@@ -176,7 +196,7 @@ class _Candidate:
 
 
 def _capacity(m: ModelConfig, dtype: str, inst: Instance, traffic: Traffic, *, loading: str, buffer: float | None,
-              a: Assumptions, latency_target: float | None) -> _Candidate:
+              a: Assumptions, latency_target: float | None, cals: cal_mod.CalibrationSet) -> _Candidate:
     mem1 = sizing.inference_memory(m, dtype, batch=1, input_tokens=traffic.input_tokens, output_tokens=traffic.output_tokens, buffer=buffer)
     host = sizing.host_ram_to_load(m, dtype, loading, a)
     fit = sizing.fit_on_instance(mem1, host, inst, a)
@@ -186,13 +206,15 @@ def _capacity(m: ModelConfig, dtype: str, inst: Instance, traffic: Traffic, *, l
         return _Candidate(inst, fit, False, f"{inst.gpu.name} has no bf16; use --dtype fp16 or fp32")
     best: sizing.Latency | None = None
     first: sizing.Latency | None = None
+    cal = cals.for_gpu(inst.gpu, dtype)
+    usable = sizing.gpu_usable_bytes(inst.gpu, a)
     batch = 1
     while batch <= a.max_batch_size:
         mem = sizing.inference_memory(m, dtype, batch=batch, input_tokens=traffic.input_tokens, output_tokens=traffic.output_tokens, buffer=buffer)
-        if mem.per_gpu(fit.tensor_parallel) > inst.gpu.memory_gib * sizing.GIB * a.gpu_usable_fraction:
+        if mem.per_gpu(fit.tensor_parallel) > usable:
             break
-        lat = sizing.gpu_latency(m, dtype, inst.gpu, fit.tensor_parallel, batch=batch, input_tokens=traffic.input_tokens,
-                                 output_tokens=traffic.output_tokens, a=a)
+        lat = sizing.latency(m, dtype, cal, batch=batch, input_tokens=traffic.input_tokens, output_tokens=traffic.output_tokens,
+                             tensor_parallel=fit.tensor_parallel)
         first = first or lat
         if latency_target is not None and lat.total_s > latency_target:
             break
@@ -204,9 +226,10 @@ def _capacity(m: ModelConfig, dtype: str, inst: Instance, traffic: Traffic, *, l
     return _Candidate(inst, fit, True, fit.reason, best)
 
 
-def _candidates(m, dtype, cat: Catalog, region: str, traffic: Traffic, instance_types, *, loading, buffer, a, latency_target):
+def _candidates(m, dtype, cat: Catalog, region: str, traffic: Traffic, instance_types, *, loading, buffer, a, latency_target, cals):
     return [
-        _capacity(m, dtype, cat_mod.instance(cat, t), traffic, loading=loading, buffer=buffer, a=a, latency_target=latency_target)
+        _capacity(m, dtype, cat_mod.instance(cat, t), traffic, loading=loading, buffer=buffer, a=a, latency_target=latency_target,
+                  cals=cals)
         for t in instance_types
     ]
 
@@ -246,7 +269,7 @@ def _instance_option(mode: str, term: str | None, cands, traffic, a, price) -> O
     return Option(
         mode, term, _name_for(mode, c.instance.type), count, True,
         f"{c.reason}; {c.latency.requests_per_s * c.fit.replicas:.2f} req/s per instance at batch {c.latency.batch}",
-        tuple(items), c.latency.total_s, c.latency.batch, c.rps, c.fit.tensor_parallel,
+        tuple(items), c.latency.total_s, c.latency.batch, c.rps, c.fit.tensor_parallel, speed_model=c.latency.speed_model,
     )
 
 
@@ -254,7 +277,9 @@ def _name_for(mode: str, instance_type: str) -> str:
     return instance_type if mode == "reserved" else cat_mod.SAGEMAKER_PREFIX + instance_type
 
 
-def _serverless_option(m: ModelConfig, dtype: str, cat: Catalog, region: str, traffic: Traffic, *, buffer, a: Assumptions) -> Option:
+def _serverless_option(m: ModelConfig, cat: Catalog, region: str, traffic: Traffic, *, buffer, a: Assumptions,
+                       cals: cal_mod.CalibrationSet) -> Option:
+    """SageMaker serverless: CPUs only, so the handler runs fp32 there; speed from the CPU calibration."""
     limits = cat.serverless_limits
     if region not in cat.serverless:
         return Option("serverless", None, None, 0, False,
@@ -263,32 +288,35 @@ def _serverless_option(m: ModelConfig, dtype: str, cat: Catalog, region: str, tr
     # (handlers/precision.py: fp32 on CPU) beside DJL's Java front end (its heap, llmdeploy/data/lmi.toml).
     from llmdeploy.lmi import load_lmi_table
 
-    dtype = "fp32"
-    mem = sizing.inference_memory(m, dtype, batch=1, input_tokens=traffic.input_tokens, output_tokens=traffic.output_tokens, buffer=buffer)
+    dtype = SERVERLESS_DTYPE
+    mem = sizing.inference_memory(m, dtype, batch=1, input_tokens=traffic.input_tokens, output_tokens=traffic.output_tokens,
+                                  buffer=buffer, a=a)
     needed = mem.total + int((a.host_overhead_gib + load_lmi_table().cpu_image.jvm_heap_gib) * sizing.GIB)
     sizes = [s for s in limits.memory_sizes_mb if s * 1024**2 >= needed]
     if not sizes:
         return Option("serverless", None, None, 0, False,
-                      f"needs {needed / 1e9:.1f} GB of memory; SageMaker serverless allows at most {max(limits.memory_sizes_mb)} MB")
-    lat = sizing.cpu_latency(m, dtype, a, batch=1, input_tokens=traffic.input_tokens, output_tokens=traffic.output_tokens)
+                      f"needs {needed / 1e9:.1f} GB of memory ({dtype} on CPU); SageMaker serverless allows at most "
+                      f"{max(limits.memory_sizes_mb)} MB")
+    cal = cals.for_cpu()
+    lat = sizing.latency(m, dtype, cal, batch=1, input_tokens=traffic.input_tokens, output_tokens=traffic.output_tokens)
     if lat.total_s > min(traffic.latency_target_s, limits.timeout_s):
         bound = "the latency target" if traffic.latency_target_s <= limits.timeout_s else "the serverless timeout"
         limit = min(traffic.latency_target_s, limits.timeout_s)
         return Option("serverless", None, None, 0, False,
-                      f"needs a GPU: ~{lat.total_s:.1f} s per request on serverless CPUs exceeds {bound} of {limit:g} s "
-                      "(SageMaker serverless has no GPUs)", latency_s=lat.total_s)
+                      f"needs a GPU: ~{lat.total_s:.1f} s per request on serverless CPUs ({cal.origin} CPU speed) exceeds "
+                      f"{bound} of {limit:g} s (SageMaker serverless has no GPUs)", latency_s=lat.total_s, speed_model=lat.speed_model)
     concurrency = max(1, math.ceil(traffic.peak(a) * lat.total_s))
     if concurrency > limits.max_concurrency:
         return Option("serverless", None, None, 0, False,
                       f"peak needs {concurrency} concurrent invocations; serverless allows {limits.max_concurrency} per endpoint",
-                      latency_s=lat.total_s)
+                      latency_s=lat.total_s, speed_model=lat.speed_model)
     memory_mb = sizes[0]
     ms = math.ceil(lat.total_s * 1000)
     items = hosting_items(cat, region, "serverless", serverless_memory_mb=memory_mb, requests_per_month=traffic.requests_per_month,
                           ms_per_request=ms, bytes_per_request=_bytes_per_request(traffic, a))
     return Option("serverless", None, None, 0, True,
-                  f"{memory_mb} MB, ~{lat.total_s:.2f} s per request on CPU, concurrency {concurrency}",
-                  tuple(items), lat.total_s, 1, None, 1, memory_mb, concurrency, ms)
+                  f"{memory_mb} MB, ~{lat.total_s:.2f} s per request on CPU ({dtype}, {cal.origin} CPU speed), concurrency {concurrency}",
+                  tuple(items), lat.total_s, 1, None, 1, memory_mb, concurrency, ms, speed_model=lat.speed_model)
 
 
 def _bytes_per_request(traffic: Traffic, a: Assumptions) -> int:
@@ -308,37 +336,55 @@ class _Context:
     ec2: list
     hosting: list
     hosting_async: list
+    cals: cal_mod.CalibrationSet = None
 
     def options(self, traffic: Traffic) -> list[Option]:
         return [self.option(mode, term, traffic) for mode, term in OPTION_KEYS]
 
     def option(self, mode: str, term: str | None, traffic: Traffic) -> Option:
         cat, region, a = self.cat, self.region, self.a
+        if mode == "serverless":
+            return _serverless_option(self.m, cat, region, traffic, buffer=self.buffer, a=a, cals=self.cals)
+        if mode == "reserved":
+            # The plan prices the fleet the program creates by default: an internal load balancer (issue 10), which
+            # has no public IPv4 addresses. A stack made internet-facing pays for them (planned_line_items).
+            other = cat_mod.other_prices(cat, region)
+            if other.ebs_gp3_gb_month is None:
+                return Option(mode, term, None, 0, False, f"the catalog has no EBS gp3 figure for {region}, which a "
+                              "self-hosted fleet pays for (root volumes)")
+        cands, price = self.priced(mode, term, traffic.active_hours)
+        return _instance_option(mode, term, cands, traffic, a, price)
+
+    def priced(self, mode: str, term: str | None, active_hours: float):
+        """(candidates, price(candidate, count) -> line items) of an instance-based mode."""
+        cat, region, a = self.cat, self.region, self.a
+
         def price(c, n):
             return hosting_items(cat, region, mode, instance_type=c.instance.type, count=n, gpus=c.instance.gpu_count,
-                                 term=term, active_hours=traffic.active_hours)
+                                 term=term, active_hours=active_hours, root_volume_gb=a.root_volume_gb)
         if mode == "reserved":
             # A type without a published price for this term is not a candidate for it.
-            ec2 = [c for c in self.ec2 if cat.ec2[(region, c.instance.type)].hourly(term) is not None]
-            return _instance_option("reserved", term, ec2, traffic, a, price)
+            return [c for c in self.ec2 if cat.ec2[(region, c.instance.type)].hourly(term) is not None], price
         if mode == "realtime":
-            return _instance_option("realtime", None, self.hosting, traffic, a, price)
-        if mode == "async":
-            return _instance_option("async", None, self.hosting_async, traffic, a, price)
-        return _serverless_option(self.m, self.dtype, cat, region, traffic, buffer=self.buffer, a=a)
+            return self.hosting, price
+        return self.hosting_async, price
 
 
 def hosting_items(cat: Catalog, region: str, mode: str, *, instance_type: str = "", count: int = 0, gpus: int = 0,
                   term: str | None = "1y", active_hours: float = 24, serverless_memory_mb: int = 0,
                   requests_per_month: float = 0, ms_per_request: float = 0, bytes_per_request: float = 0,
+                  root_volume_gb: int | None = None, internet_facing: bool = False,
                   monitored: "monitoring.Billable | None" = None) -> list[costs.LineItem]:
-    """The monthly line items of one way of hosting: the one pricing rule plan, status and the tests share.
+    """The monthly line items of one way of hosting: the one pricing rule plan, status, the budget and the tests share.
 
+    Reserved: the instances, their gp3 root volumes (``root_volume_gb`` each, by default the assumptions' figure
+    the program provisions), the load balancer and, when ``internet_facing``, its public IPv4 addresses.
     ``monitored`` is what the stack's monitoring bills (alarms, dashboard, agent metrics); by default the full
     set the Pulumi program creates for this mode (llmdeploy.monitoring).
     """
     if mode == "reserved":
-        items = [costs.ec2_instances(cat, region, instance_type, count, term), costs.load_balancer(cat, region)]
+        volume = load_assumptions().root_volume_gb if root_volume_gb is None else root_volume_gb
+        items = costs.reserved_fleet(cat, region, instance_type, count, term, volume, internet_facing=internet_facing)
     elif mode == "realtime":
         items = [costs.sagemaker_instances(cat, region, instance_type, count, 24)]
     elif mode == "async":
@@ -352,28 +398,32 @@ def hosting_items(cat: Catalog, region: str, mode: str, *, instance_type: str = 
 
 
 def planned_line_items(config: StackConfig, cat: Catalog) -> list[costs.LineItem]:
-    """What a stack config costs per month, priced as ``plan`` priced it (``llmdeploy status`` compares the bill)."""
+    """What a stack config costs per month, priced as ``plan`` priced it (``llmdeploy status`` compares the bill,
+    the program checks its budget against it, ``preview --offline`` prices the same resources)."""
     return hosting_items(
         cat, config.region, config.mode, instance_type=config.instance_type, count=config.instance_count,
         term=config.term, active_hours=config.usage_active_hours_per_day, serverless_memory_mb=config.serverless_memory_mb,
         requests_per_month=config.usage_requests_per_month, ms_per_request=config.usage_ms_per_request,
-        bytes_per_request=config.usage_bytes_per_request, monitored=monitoring.billable_for(config, cat))
+        bytes_per_request=config.usage_bytes_per_request, internet_facing=config.internet_facing,
+        monitored=monitoring.billable_for(config, cat))
 
 
-def _context(m, dtype, cat, region, traffic, *, loading, buffer, a, only: tuple[str, ...] = ()) -> _Context:
+def _context(m, dtype, cat, region, traffic, *, loading, buffer, a, cals: cal_mod.CalibrationSet,
+             only: tuple[str, ...] = ()) -> _Context:
     ec2_types = [t for (r, t) in cat.ec2 if r == region and t in cat.instances and cat.instances[t].gpu]
     hosted = [t.removeprefix(cat_mod.SAGEMAKER_PREFIX) for (r, t) in cat.hosting if r == region]
     hosted = [t for t in hosted if t in cat.instances and cat.instances[t].gpu]
     if only:
         ec2_types = [t for t in ec2_types if t in only]
         hosted = [t for t in hosted if t in only]
-    kw = dict(loading=loading, buffer=buffer, a=a)
+    kw = dict(loading=loading, buffer=buffer, a=a, cals=cals)
     # Async requests queue instead of waiting on a socket: no latency target, only the service's processing limit.
     return _Context(
         m, dtype, cat, region, a, buffer,
         _candidates(m, dtype, cat, region, traffic, sorted(ec2_types), latency_target=traffic.latency_target_s, **kw),
         _candidates(m, dtype, cat, region, traffic, sorted(hosted), latency_target=traffic.latency_target_s, **kw),
         _candidates(m, dtype, cat, region, traffic, sorted(hosted), latency_target=cat.async_limits.max_processing_s, **kw),
+        cals,
     )
 
 
@@ -389,10 +439,11 @@ def make_plan(
     term: str = "1y",
     dtype: str | None = None,
     traffic: Traffic = Traffic(),
-    loading: str = "in-memory",
+    loading: str = "safetensors",
     buffer: float | None = None,
     assumptions: Assumptions | None = None,
     instance_types: tuple[str, ...] = (),
+    calibration_files: tuple[str, ...] = (),
 ) -> Plan:
     if mode not in PLAN_MODES:
         raise UnknownChoiceError("mode", mode, PLAN_MODES, fix="Pass --mode with one of these.")
@@ -406,7 +457,8 @@ def make_plan(
     traffic.validate()
     only = cat_mod.resolve_gpu_types(cat, instance_types)
     a = assumptions or load_assumptions()
-    ctx = _context(m, dtype, cat, region, traffic, loading=loading, buffer=buffer, a=a, only=only)
+    cals = cal_mod.resolve(calibration_files, a, cat=cat)
+    ctx = _context(m, dtype, cat, region, traffic, loading=loading, buffer=buffer, a=a, cals=cals, only=only)
     options = ctx.options(traffic)
     comparable = [o for o in options if o.feasible and (o.mode != "reserved" or o.term == term)]
     if not comparable:
@@ -426,11 +478,15 @@ def make_plan(
                 f"mode {mode!r} cannot host {m.name} ({dtype}) in {region}: {choice.reason}.",
                 hint=f"Feasible modes: {feasible}; or --mode auto.",
             )
+    comparable_keys = [(md, tm) for md, tm in OPTION_KEYS if md != "reserved" or tm == term]
+    cheapest, exact_to = _cheapest_intervals(ctx, traffic, comparable_keys)
     return Plan(
         model=m, dtype=dtype, region=region, traffic=traffic, mode=mode, term=term, options=tuple(options), choice=choice,
         recommended=recommended, reasons=tuple(_reasons(recommended, options, term)),
         break_even=tuple(_break_even(ctx, traffic, term)), catalog_origin=cat.origin,
-        catalog_date=cat.snapshot_date.isoformat(), assumptions=a, instance_types=only,
+        catalog_date=cat.oldest_price_date(region).isoformat(), assumptions=a, instance_types=only,
+        cheapest=tuple(cheapest), cheapest_exact_to=exact_to, calibrations=tuple(cals.report()), loading=loading,
+        calibration_files=tuple(map(str, calibration_files)),
     )
 
 
@@ -452,68 +508,287 @@ def _reasons(rec: Option, options: list[Option], term: str) -> list[str]:
     return reasons
 
 
-def _monthly_of(ctx: _Context, traffic: Traffic, mode: str, term: str | None = None) -> float | None:
-    return ctx.option(mode, term, traffic).monthly_usd
+# -- break-even: exact over the whole range ------------------------------------------------------------------
+#
+# Between two points where some candidate instance's count steps up (count = ceil(peak / its req/s)), every
+# instance-based option costs a constant; serverless is affine in traffic (its monitoring is the fixed part). So
+# the cheapest option can only change at those steps or where serverless's line crosses a constant, and checking each stretch once (and
+# solving the serverless crossings) is exact, where a scan between sample points would miss short stretches.
+# Costs come from the same price functions and tie-break (cost, then MODES order) as the recommendation.
+
+_MAX_STEPS = 200_000  # count steps examined one by one; a model needing more (thousands of instances) gets a fine grid beyond
 
 
-def _crossing(f: Callable[[float], float | None], lo: float, hi: float, steps: int = 48) -> float | None:
-    """Smallest x in [lo, hi] (geometric scan, then bisection) where f changes sign; None if it never does."""
-    xs = [lo * (hi / lo) ** (i / steps) for i in range(steps + 1)]
-    prev_x, prev = xs[0], f(xs[0])
-    for x in xs[1:]:
-        val = f(x)
-        if prev is not None and val is not None and (prev < 0) != (val < 0):
-            a, b = prev_x, x
-            for _ in range(40):
-                mid = math.sqrt(a * b)
-                fm = f(mid)
-                if fm is None or (fm < 0) == (prev < 0):
-                    a = mid
-                else:
-                    b = mid
-            return b
-        prev_x, prev = x, val
-    return None
+def _rank(label: str) -> int:
+    return MODES.index(label.split(" ", 1)[0])
+
+
+@dataclass
+class _Curve:
+    """Monthly cost of one option as a function of requests/day, for the traffic shape of the plan."""
+
+    label: str
+    peak_per_rpd: float
+    candidates: list  # (monthly per instance, fixed monthly, req/s per instance, type)
+    serverless: Option | None = None  # at the plan's traffic: cost is affine in requests/day
+    serverless_rpd: float = 0.0
+    serverless_max_peak: float = 0.0
+    serverless_fixed: float = 0.0  # what serverless bills at no traffic (its monitoring)
+
+    def cost(self, rpd: float) -> float | None:
+        if self.serverless is not None:
+            if rpd * self.peak_per_rpd > self.serverless_max_peak * (1 + 1e-12):
+                return None
+            # the option's own line items: a fixed part (monitoring) and a part linear in requests; scale the latter's
+            # unrounded total, round once, as Option does
+            variable = costs.total(self.serverless.line_items) - self.serverless_fixed
+            return round(self.serverless_fixed + variable * rpd / self.serverless_rpd, 2)
+        peak = rpd * self.peak_per_rpd
+        ceil = math.ceil
+        # costs.instances_for, inlined: this runs for every stretch of the break-even scan. Rounding once, after
+        # the minimum, gives the same cents as rounding each (rounding is monotone).
+        return round(min(max(1, ceil(peak / rps - 1e-9)) * unit + fixed for unit, fixed, rps, _ in self.candidates), 2)
+
+    def per_step(self) -> list[float]:
+        """Requests/day one instance of each candidate carries: its count steps up right after each multiple."""
+        return [rps / self.peak_per_rpd for _, _, rps, _ in self.candidates]
+
+    def steps(self, low: float, high: float) -> list[float]:
+        """Requests/day in (low, high) where this curve can jump."""
+        out = []
+        for per_step in self.per_step():
+            k = max(1, math.floor(low / per_step))
+            while k * per_step < high:
+                if k * per_step > low:
+                    out.append(k * per_step)
+                k += 1
+        if self.serverless is not None:
+            limit = self.serverless_max_peak / self.peak_per_rpd
+            if low < limit < high:
+                out.append(limit)
+        return out
+
+
+def _curves(ctx: _Context, traffic: Traffic, keys) -> list[_Curve]:
+    peak_per_rpd = traffic.peak(ctx.a) / traffic.requests_per_day
+    curves = []
+    for mode, term in keys:
+        label = f"{mode} ({TERM_LABEL[term]})" if term else mode
+        if mode == "serverless":
+            opt = ctx.option(mode, term, traffic)
+            if not opt.feasible:
+                continue
+            max_peak = ctx.cat.serverless_limits.max_concurrency / opt.latency_s
+            # the same line items with no requests: what does not scale with traffic
+            fixed = costs.total(hosting_items(ctx.cat, ctx.region, "serverless", serverless_memory_mb=opt.serverless_memory_mb,
+                                              requests_per_month=0, ms_per_request=opt.ms_per_request,
+                                              bytes_per_request=_bytes_per_request(traffic, ctx.a)))
+            curves.append(_Curve(label, peak_per_rpd, [], opt, traffic.requests_per_day, max_peak, fixed))
+            continue
+        cands, price = ctx.priced(mode, term, traffic.active_hours)
+        kept = []
+        for c in cands:
+            if not c.ok:
+                continue
+            # monthly = count × unit + fixed: read both off the real line items
+            one, two = costs.total(price(c, 1)), costs.total(price(c, 2))
+            unit, fixed = two - one, 2 * one - two
+            kept.append((unit, fixed, c.rps, c.instance.type, c))
+        # drop candidates another one beats at every traffic (dearer per instance, slower, dearer fixed part)
+        pruned = [k for k in kept if not any(o is not k and o[0] <= k[0] and o[1] <= k[1] and o[2] >= k[2]
+                                             and (o[0], o[1], -o[2], o[3]) < (k[0], k[1], -k[2], k[3]) for o in kept)]
+        if pruned:
+            curves.append(_Curve(label, peak_per_rpd, [(unit, fixed, rps, t) for unit, fixed, rps, t, _ in pruned]))
+    return curves
+
+
+def _settled_after(curves: list[_Curve]) -> float:
+    """Requests/day beyond which no two curves can swap places again.
+
+    An instance-based option costs between slope·r + L and slope·r + U (slope: the lowest cost per request/day
+    of its candidates; L: the smallest fixed part; U: one more instance of the slope's candidate plus its fixed
+    part); serverless is exactly affine. Once the lower line's upper bound is under the steeper line's lower
+    bound, their order is settled. Equal slopes never settle (infinity).
+    """
+    bounds, edge = [], 0.0
+    for cv in curves:
+        if cv.serverless is not None:
+            slope = (costs.total(cv.serverless.line_items) - cv.serverless_fixed) / cv.serverless_rpd
+            bounds.append((slope, cv.serverless_fixed - 0.01, cv.serverless_fixed + 0.01))
+            edge = max(edge, cv.serverless_max_peak / cv.peak_per_rpd)
+            continue
+        rows = []
+        for (unit, fixed, _, _), per_step in zip(cv.candidates, cv.per_step()):
+            rows.append((unit / per_step, fixed, unit + fixed))  # slope, fixed part, one more instance + fixed part
+        slope, _, upper = min(rows)
+        bounds.append((slope, min(r[1] for r in rows) - 0.01, upper + 0.01))
+    for i, (s1, lo1, up1) in enumerate(bounds):
+        for s2, lo2, up2 in bounds[i + 1:]:
+            if s1 == s2:
+                return math.inf
+            (sa, upa), (sb, lob) = ((s1, up1), (s2, lo2)) if s1 < s2 else ((s2, up2), (s1, lo1))
+            edge = max(edge, (upa - lob) / (sb - sa))
+    return edge
+
+
+def _intervals(curves: list[_Curve], low: float, high: float) -> tuple[list[Interval], float]:
+    """The cheapest curve on every stretch of [low, high], merged where it stays the same, and how far that is exact.
+
+    Exact: each stretch between consecutive count steps is checked at its middle (counts are constant inside),
+    and serverless's crossing inside it is found by bisection on the same rounded-cents comparison the
+    recommendation uses. Past ``_MAX_STEPS`` count steps (only for a model needing thousands of instances at
+    the top of the range) the rest is checked on a fine grid instead, and the returned edge says where.
+    """
+    instance_curves = [cv for cv in curves if cv.serverless is None]
+    serverless = next((cv for cv in curves if cv.serverless is not None), None)
+    settled = min(high, max(low, _settled_after(curves)))  # past this the order is fixed: one more stretch covers it
+    scan_to, exact_to = settled, high
+    rate = sum(1 / p for cv in instance_curves for p in cv.per_step())  # count steps per request/day
+    if rate * scan_to > _MAX_STEPS:
+        scan_to = exact_to = max(low, _MAX_STEPS / rate)
+    points = sorted({p for cv in curves for p in cv.steps(low, scan_to)})
+    edges = [low, *points, scan_to]
+    if exact_to < high:  # the step budget ran out before the order settled: a fine grid for the rest
+        edges += [exact_to * (high / exact_to) ** (i / 2000) for i in range(1, 2001)]
+    elif scan_to < high:
+        edges.append(high)
+    pieces: list[Interval] = []
+
+    def add(lo: float, hi: float, label: str) -> None:
+        if pieces and pieces[-1].option == label:
+            pieces[-1] = Interval(pieces[-1].low, hi, label)
+        else:
+            pieces.append(Interval(lo, hi, label))
+
+    for lo, hi in zip(edges, edges[1:]):
+        if hi <= lo:
+            continue
+        mid = (lo + hi) / 2
+        consts = [(cost, _rank(cv.label), cv.label) for cv in instance_curves if (cost := cv.cost(mid)) is not None]
+        best = min(consts) if consts else None
+        if serverless is None or serverless.cost(mid) is None:
+            add(lo, hi, best[2] if best else "")
+            continue
+        if best is None:
+            add(lo, hi, serverless.label)
+            continue
+
+        def wins(r: float) -> bool:
+            return (serverless.cost(r), _rank(serverless.label)) < best[:2]
+
+        if wins(hi):
+            add(lo, hi, serverless.label)
+        elif not wins(lo):
+            add(lo, hi, best[2])
+        else:  # serverless costs more with every request: it leads up to one point inside the stretch
+            a, b = lo, hi
+            for _ in range(80):
+                m = (a + b) / 2
+                a, b = (m, b) if wins(m) else (a, m)
+            add(lo, a, serverless.label)
+            add(a, hi, best[2])
+    return pieces, exact_to
+
+
+def _cheapest_intervals(ctx: _Context, traffic: Traffic, keys) -> tuple[list[Interval], float]:
+    return _intervals(_curves(ctx, traffic, keys), *BREAK_EVEN_RANGE)
+
+
+def _fmt(rpd: float) -> str:
+    return f"{rpd:,.0f}"
+
+
+TEXT_STRETCHES = 8  # stretches spelled out in text; --json always has all of them
+
+
+def describe_intervals(intervals, label_of=lambda i: i.option, limit: int | None = None) -> list[str]:
+    """'serverless up to 3,120', 'async 3,120–8,000', ..., 'reserved above 1,200,000' (requests/day)."""
+    lines = []
+    last = len(intervals) - 1
+    for n, i in enumerate(intervals):
+        if limit is not None and n == limit and last > limit:
+            lines.append(f"... {last - n + 1} more; every stretch is in --json")
+            break
+        what = label_of(i) or "nothing can serve"
+        if n == 0 and n == last:
+            lines.append(f"{what} at every traffic from {_fmt(i.low)} to {_fmt(i.high)} requests/day")
+        elif n == 0:
+            lines.append(f"{what} up to {_fmt(i.high)}")
+        elif n == last:
+            lines.append(f"{what} above {_fmt(i.low)} (to {_fmt(i.high)})")
+        else:
+            lines.append(f"{what} {_fmt(i.low)}–{_fmt(i.high)}")
+    return lines
 
 
 def _break_even(ctx: _Context, traffic: Traffic, term: str) -> list[BreakEven]:
     self_label = f"reserved ({TERM_LABEL[term]})"
     out = []
+    reserved_keys = [("reserved", term)]
     for managed in ("realtime", "async", "serverless"):
-        def diff(rpd: float, managed=managed):
-            t = traffic.scaled(rpd)
-            mine, theirs = _monthly_of(ctx, t, managed), _monthly_of(ctx, t, "reserved", term)
-            return None if mine is None or theirs is None else mine - theirs
-        x = _crossing(diff, *BREAK_EVEN_RANGE)
-        low = diff(BREAK_EVEN_RANGE[0])
-        if x is not None:
-            cheaper_below = low is not None and low < 0
-            note = (f"{managed} is cheaper below {x:,.0f} requests/day, {self_label} above" if cheaper_below
-                    else f"{self_label} is cheaper below {x:,.0f} requests/day, {managed} above")
-        elif low is None:
-            note = f"{managed} cannot host this model at any traffic in range"
+        curves = _curves(ctx, traffic, [*reserved_keys, (managed, None)])
+        labels = {cv.label for cv in curves}
+        if managed not in labels:
+            out.append(BreakEven(managed, self_label, "requests_per_day", None,
+                                 f"{managed} cannot host this model at any traffic in range"))
+            continue
+        if self_label not in labels:
+            out.append(BreakEven(managed, self_label, "requests_per_day", None,
+                                 f"{self_label} cannot host this model; {managed} is the only one of the two"))
+            continue
+        pieces, _ = _intervals(curves, *BREAK_EVEN_RANGE)
+        crossings = tuple(round(p.low) for p in pieces[1:])
+        cheaper = tuple((p.low, p.high) for p in pieces if p.option == managed)
+        if not cheaper:
+            note = f"{self_label} is cheaper at every traffic level; {managed} buys managed operations, not savings"
+        elif len(pieces) == 1:
+            note = f"{managed} is cheaper at every traffic level up to {_fmt(BREAK_EVEN_RANGE[1])} requests/day"
         else:
-            note = (f"{managed} is cheaper at every traffic level up to {BREAK_EVEN_RANGE[1]:,.0f} requests/day" if low < 0
-                    else f"{self_label} is cheaper at every traffic level; {managed} buys managed operations, not savings")
-        out.append(BreakEven(managed, self_label, "requests_per_day", None if x is None else round(x), note))
-    # Async pays only for hours with traffic: its break-even is in hours a day.
-    def diff_hours(hours: float):
-        t = replace(traffic, active_hours=max(1, min(24, round(hours))))
-        mine, theirs = _monthly_of(ctx, t, "async"), _monthly_of(ctx, t, "reserved", term)
-        return None if mine is None or theirs is None else mine - theirs
-    hours = next((h for h in range(1, 25) if (d := diff_hours(h)) is not None and d >= 0), None)
-    note = (f"async is cheaper while traffic spans fewer than {hours} hours a day" if hours and hours > 1
-            else "async is never cheaper at this volume" if hours == 1 else
-            "async is cheaper even with traffic all day" if diff_hours(24) is not None else "async cannot host this model")
-    out.append(BreakEven("async", self_label, "active_hours_per_day", hours, note))
+            stretches = "; ".join(describe_intervals(pieces, limit=TEXT_STRETCHES))
+            note = f"{managed} vs {self_label}, cheaper by requests/day: {stretches}"
+        out.append(BreakEven(managed, self_label, "requests_per_day", crossings[0] if crossings else None, note,
+                             crossings, cheaper))
+    # Async pays only for hours with traffic: its break-even is in hours a day (the same volume spread wider).
+    def diff_hours(hours: int):
+        t = replace(traffic, active_hours=hours)
+        mine, theirs = ctx.option("async", None, t).monthly_usd, ctx.option("reserved", term, t).monthly_usd
+        return None if mine is None or theirs is None else (mine, theirs)
+
+    rows = {h: diff_hours(h) for h in range(1, 25)}
+    if any(v is None for v in rows.values()):
+        note = "async cannot host this model at every spread of the day" if any(rows.values()) else "async cannot host this model"
+        out.append(BreakEven("async", self_label, "active_hours_per_day", None, note))
+        return out
+    cheaper_hours = [h for h, (mine, theirs) in rows.items() if (mine, _rank("async")) < (theirs, _rank("reserved"))]
+    spans = _spans(cheaper_hours)
+    crossings = tuple(float(h) for h in range(2, 25) if (h in cheaper_hours) != (h - 1 in cheaper_hours))
+    if not cheaper_hours:
+        note = "async is never cheaper at this volume, however few hours a day traffic spans"
+    elif len(cheaper_hours) == 24:
+        note = "async is cheaper even with traffic all day"
+    else:
+        note = "async is cheaper when traffic spans " + ", ".join(
+            f"{a}" if a == b else f"{a}–{b}" for a, b in spans) + " hours a day; reserved otherwise"
+    out.append(BreakEven("async", self_label, "active_hours_per_day", crossings[0] if crossings else None, note, crossings,
+                         tuple((float(a), float(b)) for a, b in spans)))
     return out
 
 
-def monthly_costs_over_traffic(plan_: Plan, cat: Catalog, points: list[float], *, loading: str = "in-memory",
-                               buffer: float | None = None) -> dict[str, list[float | None]]:
-    """Monthly cost of every option label at each requests/day in ``points`` (for charts)."""
-    ctx = _context(plan_.model, plan_.dtype, cat, plan_.region, plan_.traffic, loading=loading, buffer=buffer, a=plan_.assumptions,
-                   only=plan_.instance_types)
+def _spans(values: list[int]) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    for v in values:
+        if spans and v == spans[-1][1] + 1:
+            spans[-1] = (spans[-1][0], v)
+        else:
+            spans.append((v, v))
+    return spans
+
+
+def monthly_costs_over_traffic(plan_: Plan, cat: Catalog, points: list[float]) -> dict[str, list[float | None]]:
+    """Monthly cost of every option label at each requests/day in ``points`` (for charts), as the plan computed it."""
+    cals = cal_mod.resolve(plan_.calibration_files, plan_.assumptions, cat=cat)
+    ctx = _context(plan_.model, plan_.dtype, cat, plan_.region, plan_.traffic, loading=plan_.loading, buffer=None,
+                   a=plan_.assumptions, cals=cals, only=plan_.instance_types)
     series: dict[str, list[float | None]] = {}
     for rpd in points:
         for o in ctx.options(plan_.traffic.scaled(rpd)):

@@ -500,7 +500,7 @@ class RefreshResult:
             "cache": str(self.cache_dir), "retrieved": self.retrieved.isoformat(), "source_url": SOURCE_URL,
             "queries": self.queries, "price_list_items": self.items_read,
             "regions": [r.as_dict() for r in self.regions],
-            "not_refreshed": "other.* (load balancer hourly, KMS key monthly, public IPv4, CloudWatch) prices and every spec/limit file are "
+            "not_refreshed": "other.* (load balancer hourly, KMS key monthly, public IPv4, CloudWatch, EBS gp3, Availability Zone counts) figures and every spec/limit file are "
                              "kept from the bundled snapshot.",
         }
 
@@ -534,7 +534,7 @@ def _dump_sources(sources: Mapping[str, Mapping]) -> str:
     out = ["schema_version = 1", "", "# Written by 'llmdeploy prices refresh': the bundled sources plus the AWS Price List API.", ""]
     for key, row in sources.items():
         out.append(f"[sources.{_s(key)}]")
-        for field in ("url", "retrieved", "note"):
+        for field in ("url", "retrieved", "note", "estimated"):  # estimated: derived rows stay marked after a refresh
             if field in row:
                 out.append(f"{field} = {_v(row[field])}")
         out.append("")
@@ -581,7 +581,8 @@ def _previous_refresh(cache: Path) -> tuple[dict, dict, dict] | None:
 
 def _row_sources(row: Mapping) -> set[str]:
     """Every source key a price row names (the row's, and any kept term's)."""
-    return {row[k] for k in ("source", "public_ipv4_source", "ri_1y_source", "ri_3y_source") if row.get(k)}
+    return {row[k] for k in ("source", "public_ipv4_source", "ri_1y_source", "ri_3y_source", "cloudwatch_source", "ebs_source",
+                             "availability_zones_source") if row.get(k)}
 
 
 def _why_ec2_kept(n_items: int | None) -> str:
@@ -902,10 +903,7 @@ def describe() -> dict:
             "rows_from_snapshot": len(rows) - len(live),
             "newest_price_date": max(p.source.retrieved for p in rows).isoformat() if rows else None,
         })
-    used = {p.source.key for p in [*cat.ec2.values(), *cat.hosting.values(), *cat.serverless.values(), *cat.other.values()]}
-    used |= {o.public_ipv4_source.key for o in cat.other.values() if o.public_ipv4_source}
-    used |= {s.key for p in cat.ec2.values() for s in (p.ri_1y_source, p.ri_3y_source) if s}
-    used |= {o.cloudwatch.source.key for o in cat.other.values() if o.cloudwatch}
+    used = {s.key for s in cat.price_sources()}
     return {
         "in_use": "refreshed cache" if refreshed else "bundled snapshot",
         "origin": cat.origin,

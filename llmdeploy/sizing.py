@@ -16,7 +16,8 @@ from llmdeploy.models import CLOSED_FORM_FAMILIES, ModelConfig
 
 GIB = 1024**3
 DTYPE_BYTES: dict[str, float] = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
-LOADING_STRATEGIES = ("in-memory", "streaming")
+LOADING_STRATEGIES = ("safetensors", "in-memory", "streaming")  # the first is the handler's path and the default
+DEVICES = ("gpu", "cpu")
 FINETUNE_PRECISIONS = ("fp32", "bf16-mixed")
 
 
@@ -124,49 +125,82 @@ class InferenceMemory:
     kv_cache: int
     activations: int
     buffer_fraction: float
+    workspace: int = 0  # the framework's own memory on CPU (see assumptions.toml); 0 on a GPU
+
+    @property
+    def before_buffer(self) -> int:
+        """Weights + KV cache + activations (+ workspace): what a measured peak is compared with."""
+        return self.weights + self.kv_cache + self.activations + self.workspace
 
     @property
     def buffer(self) -> int:
-        return math.ceil((self.weights + self.kv_cache + self.activations) * self.buffer_fraction)
+        return math.ceil(self.before_buffer * self.buffer_fraction)
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv_cache + self.activations + self.buffer
+        return self.before_buffer + self.buffer
 
     def per_gpu(self, tensor_parallel: int) -> int:
         """Weights and KV cache split across ``tensor_parallel`` GPUs; activations are not."""
-        split = (self.weights + self.kv_cache) / tensor_parallel + self.activations
+        split = (self.weights + self.kv_cache) / tensor_parallel + self.activations + self.workspace
         return math.ceil(split * (1 + self.buffer_fraction))
 
 
+def _compute_dtype(dtype: str) -> str:
+    """Activations and KV are held in the compute dtype: fp16 for int8/int4 weights."""
+    return dtype if dtype in ("fp32", "fp16", "bf16") else "fp16"
+
+
 def kv_cache_bytes(m: ModelConfig, batch: int, input_tokens: int, output_tokens: int, dtype: str) -> int:
-    """Keys and values kept for generation. KV is held in the compute dtype (fp16 for int8/int4 weights)."""
-    kv_dtype = dtype if dtype in ("fp32", "fp16", "bf16") else "fp16"
-    per = dtype_bytes(kv_dtype)
-    if m.encoder_decoder:
-        # Decoder self-attention over generated tokens plus cross-attention over the encoded input.
-        tokens = output_tokens + input_tokens
-    else:
-        tokens = input_tokens + output_tokens
+    """Keys and values kept for generation, in the compute dtype.
+
+    Decoder-only: every layer keeps K and V for the prompt and the generated tokens. Encoder-decoder (T5):
+    each decoder layer keeps self-attention K/V over the generated tokens plus cross-attention K/V over
+    the encoded input, computed once (see ``cross_attention_kv_params``): the same count of tokens.
+    """
+    per = dtype_bytes(_compute_dtype(dtype))
+    tokens = input_tokens + output_tokens
     return math.ceil(batch * m.n_layers * 2 * m.kv_inner * tokens * per)
 
 
 def activation_bytes(m: ModelConfig, batch: int, input_tokens: int, dtype: str) -> int:
-    """Largest transient tensors of a forward pass over the input: attention scores or the MLP."""
-    kv_dtype = dtype if dtype in ("fp32", "fp16", "bf16") else "fp16"
-    per = dtype_bytes(kv_dtype)
-    scores = batch * m.n_heads * input_tokens * input_tokens
-    mlp = batch * input_tokens * m.d_ff * (2 if m.gated_mlp else 1)
-    return math.ceil(max(scores, mlp) * per + batch * input_tokens * m.d_model * per * 2)
+    """Largest transient working set of a forward pass over the prompt, plus the logits of a step.
+
+    One layer's worth is alive at a time: the residual stream, its normalised copy and the layer output
+    (3 × tokens × d_model), plus the larger of the attention block (q, k, v and the score matrix:
+    three score-sized tensors for T5, whose eager attention materialises scores, position bias and
+    probabilities; one for models whose SDPA kernels may fall back to materialising them) and the MLP
+    (3 × tokens × d_ff for a gated MLP: gate, up and their product; 2 × otherwise). The step's logits
+    are kept in fp32 twice (raw and processed) for the batch. Checked against peak RSS of generation on
+    CPU for flan-t5-small, gpt2 and qwen2.5-0.5b shapes (benchmarks/bench_calibration.py).
+    """
+    per = dtype_bytes(_compute_dtype(dtype))
+    tokens = batch * input_tokens
+    residual = 3 * tokens * m.d_model
+    score_copies = 3 if m.model_type == "t5" else 1
+    attention = tokens * (m.attention_inner + 2 * m.kv_inner) + score_copies * batch * m.n_heads * input_tokens * input_tokens
+    mlp = tokens * m.d_ff * (3 if m.gated_mlp else 2)
+    logits = 2 * batch * m.vocab_size * 4
+    return math.ceil((residual + max(attention, mlp)) * per + logits)
 
 
 def inference_memory(
-    m: ModelConfig, dtype: str, *, batch: int = 1, input_tokens: int = 512, output_tokens: int = 128, buffer: float | None = None
+    m: ModelConfig, dtype: str, *, batch: int = 1, input_tokens: int = 512, output_tokens: int = 128, buffer: float | None = None,
+    device: str = "gpu", a: Assumptions | None = None,
 ) -> InferenceMemory:
+    """Weights + KV cache + activations (+ on CPU the framework's workspace) + a buffer.
+
+    ``device="cpu"`` adds the memory transformers itself takes on once a model is loaded (measured, see
+    assumptions.toml); on a GPU that share is host memory, and the CUDA context is the driver-reported
+    memory the usable fraction leaves out.
+    """
     if batch < 1 or input_tokens < 1 or output_tokens < 1:
         raise UsageError(f"batch, input and output tokens must be at least 1, got {batch}, {input_tokens}, {output_tokens}.")
+    if device not in DEVICES:
+        raise UnknownChoiceError("device", device, DEVICES)
+    a = a or load_assumptions()
     if buffer is None:
-        buffer = load_assumptions().buffer
+        buffer = a.buffer
     if buffer < 0:
         raise UsageError(f"buffer must not be negative, got {buffer}.", hint="Pass --buffer 0.2 for 20 %.")
     return InferenceMemory(
@@ -174,26 +208,36 @@ def inference_memory(
         kv_cache=kv_cache_bytes(m, batch, input_tokens, output_tokens, dtype),
         activations=activation_bytes(m, batch, input_tokens, dtype),
         buffer_fraction=buffer,
+        workspace=int(a.cpu_runtime_mib * 1024**2) if device == "cpu" else 0,
     )
 
 
 def host_ram_to_load(m: ModelConfig, dtype: str, strategy: str, a: Assumptions | None = None) -> int:
     """Host RAM needed while loading, before the weights reach the GPU.
 
-    ``in-memory``: the whole state dict is read into RAM and the model is built
-    there too before moving to the GPU (``torch.load`` of a .bin checkpoint, or
-    loading without ``low_cpu_mem_usage``): two copies of the weights.
-    ``streaming``: safetensors shards are memory-mapped and moved to the GPU one
-    at a time: one shard at most.
+    ``safetensors`` (the handler's path, the default): ``from_pretrained`` on a safetensors checkpoint
+    memory-maps the file and builds the model from it (meta-device init, no random weights first), then
+    ``.to(device)`` copies it to the GPU: about one copy of the weights in host RAM at the peak.
+    ``in-memory``: a pickled ``.bin`` checkpoint is read whole by ``torch.load`` while the model is built
+    too: two copies. ``streaming``: shards are loaded straight to the GPU one at a time
+    (``device_map``): one shard at most.
     """
     a = a or load_assumptions()
     weights = weights_bytes(m, dtype)
     overhead = int(a.host_overhead_gib * GIB)
+    if strategy == "safetensors":
+        return weights + overhead
     if strategy == "in-memory":
         return 2 * weights + overhead
     if strategy == "streaming":
         return min(weights, int(a.streaming_shard_gib * GIB)) + overhead
     raise UnknownChoiceError("loading strategy", strategy, LOADING_STRATEGIES, fix="Pass --loading with one of these.")
+
+
+def gpu_usable_bytes(gpu: Gpu, a: Assumptions | None = None) -> int:
+    """What one process can allocate on ``gpu``: the driver-reported total times the usable fraction."""
+    a = a or load_assumptions()
+    return int(gpu.reported_bytes * a.gpu_usable_fraction)
 
 
 @dataclass(frozen=True)
@@ -213,7 +257,8 @@ def fit_on_instance(mem: InferenceMemory, host_ram: int, inst: Instance, a: Assu
     ram = int(inst.ram_gib * GIB)
     if inst.gpu is None or inst.gpu_count < 1:
         return Fit(inst.type, False, 0, 0, mem.total, host_ram, f"{inst.type} has no GPU")
-    gpu_bytes = int(inst.gpu.memory_gib * GIB * a.gpu_usable_fraction)
+    gpu_bytes = gpu_usable_bytes(inst.gpu, a)
+    usable = _gib(gpu_bytes)
     tp = 1
     while tp <= inst.gpu_count and mem.per_gpu(tp) > gpu_bytes:
         tp *= 2
@@ -221,7 +266,7 @@ def fit_on_instance(mem: InferenceMemory, host_ram: int, inst: Instance, a: Assu
         return Fit(
             inst.type, False, 0, 0, mem.per_gpu(inst.gpu_count), host_ram,
             f"needs {_gib(mem.per_gpu(inst.gpu_count))} per GPU even split over all {inst.gpu_count} × "
-            f"{inst.gpu.name} ({inst.gpu.memory_gib:g} GiB each)",
+            f"{inst.gpu.name} ({usable} usable each)",
         )
     if host_ram > ram:
         return Fit(
@@ -230,7 +275,7 @@ def fit_on_instance(mem: InferenceMemory, host_ram: int, inst: Instance, a: Assu
         )
     replicas = inst.gpu_count // tp
     how = "fits one GPU" if tp == 1 else f"needs tensor parallel degree {tp}"
-    return Fit(inst.type, True, tp, replicas, mem.per_gpu(tp), host_ram, f"{how} ({_gib(mem.per_gpu(tp))} of {inst.gpu.memory_gib:g} GiB)")
+    return Fit(inst.type, True, tp, replicas, mem.per_gpu(tp), host_ram, f"{how} ({_gib(mem.per_gpu(tp))} of {usable} usable)")
 
 
 def _gib(n: float) -> str:
@@ -295,19 +340,61 @@ def gpus_for_finetune(ft: FinetuneMemory, gpu: Gpu, a: Assumptions | None = None
 
 
 # -- speed -----------------------------------------------------------------------------------------
+# One decode step costs L·o (per-layer overhead: framework and kernel launches) + bytes / bandwidth +
+# FLOPs / FLOP/s; a prefill costs its own overhead + FLOPs / prefill FLOP/s (+ the first decode step for
+# an encoder-decoder). The five device numbers come from a Calibration (llmdeploy.calibration): measured,
+# published, or the datasheet roofline as a fallback.
+
+
+@dataclass(frozen=True)
+class StepWork:
+    bytes: float  # weights and KV cache read
+    flops: float
+
+
+def cross_attention_kv_params(m: ModelConfig) -> int:
+    """T5's cross-attention K and V projections: applied once to the encoded input (in the first decode
+    step, then cached), so they cost prefill FLOPs, not per-token reads."""
+    return m.n_layers * 2 * m.d_model * m.kv_inner if m.encoder_decoder else 0
+
+
+def decode_step_work(m: ModelConfig, dtype: str, batch: int, input_tokens: int, position: float) -> StepWork:
+    """Bytes read and FLOPs of generating token number ``position`` (1-based) for ``batch`` sequences."""
+    params = parameter_count(m)
+    step_params = params.read_per_decode_step - cross_attention_kv_params(m)
+    kv_per = dtype_bytes(_compute_dtype(dtype))
+    context = input_tokens + position  # positions attended: prompt (or encoded input) + generated so far
+    kv = batch * m.n_layers * 2 * m.kv_inner * context * kv_per
+    attention = 4 * batch * m.n_layers * m.attention_inner * context  # q·K and p·V
+    return StepWork(step_params * dtype_bytes(dtype) + kv, 2 * step_params * batch + attention)
+
+
+def prefill_flops(m: ModelConfig, batch: int, input_tokens: int) -> float:
+    """FLOPs of the prompt pass: every dense layer over every prompt token, attention over the prompt, and
+    for T5 the cross-attention K/V projections of the encoded input."""
+    params = parameter_count(m)
+    s = input_tokens
+    if m.encoder_decoder:
+        dense = params.encoder - m.relative_attention_buckets * m.n_heads
+        attention = 4 * batch * m.n_encoder_layers * m.attention_inner * s * s
+        return 2 * dense * s * batch + attention + 2 * cross_attention_kv_params(m) * s * batch
+    dense = params.decoder
+    attention = 2 * batch * m.n_layers * m.attention_inner * s * s  # causal: half the score matrix
+    return 2 * dense * s * batch + attention + 2 * (params.lm_head or params.embedding) * batch
 
 
 @dataclass(frozen=True)
 class Latency:
     batch: int
-    prefill_s: float
-    decode_step_s: float
+    prefill_s: float  # time to the first token: prompt / encoder pass (+ the first decode step)
+    decode_step_s: float  # mean time of each further token
     output_tokens: int
-    bound: str  # what limits decoding: "memory bandwidth" or "compute"
+    bound: str  # what dominates a decode step: "per-step overhead", "memory bandwidth" or "compute"
+    speed_model: str = ""  # the calibration's label
 
     @property
     def total_s(self) -> float:
-        return self.prefill_s + self.decode_step_s * self.output_tokens
+        return self.prefill_s + self.decode_step_s * (self.output_tokens - 1)
 
     @property
     def requests_per_s(self) -> float:
@@ -318,41 +405,25 @@ class Latency:
         return self.batch * self.output_tokens / self.total_s
 
 
-def _peak_flops(gpu: Gpu, dtype: str) -> float:
-    if dtype == "bf16" and gpu.supports_bf16:
-        return gpu.bf16_tflops * 1e12
-    if dtype == "fp32":
-        return gpu.fp32_tflops * 1e12
-    return gpu.fp16_tflops * 1e12  # fp16, and int8/int4 weights dequantised to fp16 for the matmuls
+def latency(m: ModelConfig, dtype: str, cal, *, batch: int, input_tokens: int, output_tokens: int,
+            tensor_parallel: int = 1) -> Latency:
+    """Time of one batch of requests on the device ``cal`` describes (``tensor_parallel`` of them, ideal scaling)."""
+    if batch < 1 or input_tokens < 1 or output_tokens < 1:
+        raise UsageError(f"batch, input and output tokens must be at least 1, got {batch}, {input_tokens}, {output_tokens}.")
+    bw = cal.bandwidth_gbs * 1e9 * tensor_parallel
+    flops = cal.decode_flops * tensor_parallel
+    overhead = m.n_layers * cal.step_overhead_s_per_layer
 
+    def step(position: float) -> tuple[float, float, float]:
+        work = decode_step_work(m, dtype, batch, input_tokens, position)
+        return overhead, work.bytes / bw, work.flops / flops
 
-def latency(
-    m: ModelConfig, dtype: str, *, bandwidth_gbs: float, flops: float, batch: int, input_tokens: int, output_tokens: int,
-    a: Assumptions | None = None,
-) -> Latency:
-    """Roofline estimate: prefill is compute-bound, each decode step bandwidth-bound (weights + KV read once per step)."""
-    a = a or load_assumptions()
-    params = parameter_count(m)
-    per = dtype_bytes(dtype)
-    eff_flops = flops * a.compute_efficiency
-    eff_bw = bandwidth_gbs * 1e9 * a.bandwidth_efficiency
-    prefill_params = params.encoder if m.encoder_decoder else params.total
-    prefill_s = 2 * prefill_params * input_tokens * batch / eff_flops
-    step_params = params.read_per_decode_step
-    kv = kv_cache_bytes(m, batch, input_tokens, output_tokens, dtype)
-    step_bytes = step_params * per + kv
-    step_mem = step_bytes / eff_bw
-    step_compute = 2 * step_params * batch / eff_flops
-    bound = "memory bandwidth" if step_mem >= step_compute else "compute"
-    return Latency(batch, prefill_s, max(step_mem, step_compute), output_tokens, bound)
-
-
-def gpu_latency(m: ModelConfig, dtype: str, gpu: Gpu, tensor_parallel: int = 1, **kw) -> Latency:
-    """Latency on ``tensor_parallel`` GPUs of one kind (ideal scaling: an optimistic bound)."""
-    return latency(m, dtype, bandwidth_gbs=gpu.bandwidth_gbs * tensor_parallel, flops=_peak_flops(gpu, dtype) * tensor_parallel, **kw)
-
-
-def cpu_latency(m: ModelConfig, dtype: str, a: Assumptions | None = None, **kw) -> Latency:
-    """Latency on SageMaker serverless CPUs (assumed bandwidth and FLOP/s, see assumptions.toml)."""
-    a = a or load_assumptions()
-    return latency(m, dtype, bandwidth_gbs=a.serverless_cpu_bandwidth_gbs, flops=a.serverless_cpu_gflops * 1e9, a=a, **kw)
+    prefill_layers = m.n_encoder_layers if m.encoder_decoder else m.n_layers
+    prefill_s = (cal.prefill_overhead_s + prefill_layers * cal.step_overhead_s_per_layer
+                 + prefill_flops(m, batch, input_tokens) / (cal.prefill_flops * tensor_parallel))
+    if m.encoder_decoder:
+        prefill_s += sum(step(1))
+    # KV reads grow linearly with the position: the mean step is the step at the mean position.
+    parts = step(1 + output_tokens / 2)
+    bound = ("per-step overhead", "memory bandwidth", "compute")[parts.index(max(parts))]
+    return Latency(batch, prefill_s, sum(parts), output_tokens, bound, cal.label())

@@ -180,6 +180,11 @@ class StackConfig:
         """``{"llmdeploy:key": value}`` for every setting, in declaration order."""
         return {f"{NAMESPACE}:{s.key}": getattr(self, s.field) for s in SETTINGS}
 
+    @property
+    def internet_facing(self) -> bool:
+        """Reserved mode: whether the load balancer is internet-facing (so has public IPv4 addresses to pay for)."""
+        return alb_internet_facing(self.ingress_cidr, self.certificate_arn)
+
     # -- rules ----------------------------------------------------------------------------------
 
     def validate(self, catalog=None) -> None:
@@ -343,6 +348,13 @@ def check_cidr(value: str) -> str:
         return check_ssh_cidr(value, option="SSH CIDR")
     except UsageError as exc:
         raise ConfigError(exc.message, hint=exc.hint) from None
+
+
+def alb_internet_facing(ingress_cidr: str, certificate_arn: str) -> bool:
+    """The reserved load balancer is internet-facing only when asked for: an ingress CIDR, or a certificate (then
+    only TLS carries prompts and answers); otherwise it is internal (issue 10). The one rule the program
+    (infra/reserved_endpoint.py) and the pricing (plan.planned_line_items: public IPv4 addresses) share."""
+    return bool(ingress_cidr or certificate_arn)
 
 
 def check_ingress_cidr(value: str, *, name: str = "ingress CIDR") -> str:

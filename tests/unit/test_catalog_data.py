@@ -55,9 +55,29 @@ def test_every_row_names_a_defined_source(cat):
 
 def test_every_source_is_used(cat):
     used = {row.source.key for row in _all_rows(cat)}
-    used |= {o.public_ipv4_source.key for o in cat.other.values() if o.public_ipv4_source is not None}
-    used |= {o.cloudwatch.source.key for o in cat.other.values() if o.cloudwatch is not None}
+    for o in cat.other.values():
+        used |= {s.key for s in (o.public_ipv4_source, o.ebs_source, o.availability_zones_source,
+                                 o.cloudwatch.source if o.cloudwatch else None) if s is not None}
+    used |= {g.memory_reported_source.key for g in cat.gpus.values() if g.memory_reported_source is not None}
     assert set(cat.sources) == used, f"unused sources: {set(cat.sources) - used}"
+
+
+def test_estimated_sources_are_flagged_and_only_they_say_estimate(cat):
+    flagged = {k for k, s in cat.sources.items() if s.estimated}
+    assert flagged == {"sagemaker-hosting-derived"}
+    for key in flagged:
+        assert cat.sources[key].note.startswith("ESTIMATE"), key
+    rows = c.price_rows(cat)
+    assert rows and all({"source", "url", "date", "estimated"} <= set(r) for r in rows)
+    assert {r["source"] for r in rows if r["estimated"]} == flagged
+
+
+def test_headline_date_is_the_oldest_price_in_use(cat):
+    dates = [s.retrieved for s in cat.price_sources()]
+    assert cat.oldest_price_date() == min(dates) < cat.snapshot_date == max(dates)
+    # eu-west-1 rests on a December 2023 AWS bill; us-east-1's oldest figure is the 3-year RI dump of 2025-11-30.
+    assert cat.oldest_price_date("eu-west-1") == dt.date(2023, 12, 31)
+    assert cat.oldest_price_date("us-east-1") == dt.date(2025, 11, 30)
 
 
 def test_reserved_price_sources_state_the_payment_option(cat):
@@ -256,6 +276,37 @@ def test_cpu_types_have_no_gpu(cat):
 )
 def test_core_hosting_types_in_us_east_1(cat, ml):
     assert ("us-east-1", ml) in cat.hosting
+
+
+@pytest.mark.parametrize(("ml", "hourly"), [("ml.p4d.24xlarge", 25.25), ("ml.p5.48xlarge", 63.29)])
+def test_p4d_and_p5_hosting_rows_are_post_june_2025_prices(cat, ml, hourly):
+    h = cat.hosting[("us-east-1", ml)]
+    assert h.hourly == hourly and h.source.key == "sagemaker-hosting-p4d-p5-2026-06" and not h.source.estimated
+    assert f"${hourly}" in h.source.note or f"{hourly}" in h.source.note
+    # EC2's post-cut on-demand price × 1.15, cut to the cent: the premium AWS bills other SageMaker components of these types.
+    ec2 = cat.ec2[("us-east-1", ml.removeprefix("ml."))].on_demand
+    assert int(ec2 * 1.15 * 100) / 100 == hourly
+
+
+def test_p5_has_no_uncited_one_year_rate(cat):
+    # No citable copy of a 1-year Standard rate for p5.48xlarge was found: left out rather than guessed.
+    assert cat.ec2[("us-east-1", "p5.48xlarge")].ri_1y is None
+    assert "34.6752" in cat.sources["vantage-ec2-ri3y"].note
+
+
+def test_gpu_memory_as_the_driver_reports_it(cat):
+    reported = {name: g.memory_reported_mib for name, g in cat.gpus.items()}
+    assert reported == {"T4": 15360, "A10G": 23028, "L4": 23034, "L40S": 46068, "V100": 16160, "V100-32GB": 32510,
+                        "A100-40GB": 40960, "A100-80GB": 81920, "H100": 81559}
+    for g in cat.gpus.values():
+        assert g.reported_bytes <= g.memory_gib * 1024**3, "the driver never reports more than the datasheet's GB as GiB"
+        assert g.memory_reported_source.key == "nvidia-smi-reported-memory"
+        assert str(g.memory_reported_mib) in g.memory_reported_source.note or f"{g.memory_reported_mib:,}" in g.memory_reported_source.note
+
+
+def test_root_volume_and_availability_zone_figures(cat):
+    assert {r: (o.ebs_gp3_gb_month, o.availability_zones) for r, o in cat.other.items()} == {
+        "us-east-1": (0.08, 6), "us-west-2": (0.08, 4), "eu-west-1": (0.088, 3)}
 
 
 def test_every_hosting_type_resolves_to_hardware(cat):

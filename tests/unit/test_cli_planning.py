@@ -23,7 +23,9 @@ def run(*args, ok=True):
 
 def test_bare_plan_and_estimate_work_on_defaults():
     out = run("plan", "--mode", "reserved").output
-    assert "flan-t5-xl" in out and "reserved (1-year RI)" in out and "g4dn.2xlarge" in out
+    # The handler loads safetensors and moves them to the GPU: one copy of XL's 10.6 GiB fits g4dn.xlarge's 16 GiB.
+    assert "flan-t5-xl" in out and "reserved (1-year RI)" in out and "g4dn.xlarge" in out
+    assert "Cheapest option by traffic" in out and "Speed on T4: roofline" in out
     assert "flan-t5-xl" in run("estimate").output
 
 
@@ -33,8 +35,12 @@ def test_estimate_json_keys_and_values():
     assert data["weights_bytes"] == 4 * 2_849_757_184
     assert data["inference_bytes"] > data["weights_bytes"]
     by_type = {f["instance_type"]: f for f in data["fits"]}
-    assert by_type["g4dn.2xlarge"]["fits"] and not by_type["g4dn.xlarge"]["fits"]
-    assert "host RAM" in by_type["g4dn.xlarge"]["reason"]
+    assert data["loading"] == "safetensors" and by_type["g4dn.xlarge"]["fits"] and by_type["g4dn.2xlarge"]["fits"]
+    assert by_type["g4dn.xlarge"]["gpu_memory_reported_mib"] == 15360
+    assert by_type["g4dn.xlarge"]["gpu_usable_bytes"] == int(15360 * 1024**2 * 0.95)
+    # A .bin checkpoint read whole holds two copies: then g4dn.xlarge's RAM is too small.
+    in_memory = {f["instance_type"]: f for f in json.loads(run("estimate", "flan-t5-xl", "--loading", "in-memory", "--json").output)["fits"]}
+    assert not in_memory["g4dn.xlarge"]["fits"] and "host RAM" in in_memory["g4dn.xlarge"]["reason"]
     assert {f["precision"] for f in data["finetune"]} == {"fp32", "bf16-mixed"}
     assert all(f["p4d_instances"] >= 1 for f in data["finetune"])
     assert data["latency"] and all(row["total_s"] > 0 for row in data["latency"])
@@ -49,6 +55,10 @@ def test_plan_json_has_the_documented_keys():
             assert key in option, key
     assert data["choice"]["mode"] == "reserved" and data["choice"]["term"] == "1y"
     assert {o["mode"] for o in data["options"]} == {"reserved", "realtime", "async", "serverless"}
+    assert data["catalog"]["date"] == c.load_catalog().oldest_price_date("us-east-1").isoformat(), "the oldest price in use"
+    assert {"device", "origin", "name", "source", "date"} <= set(data["calibrations"][0])
+    assert data["choice"]["speed_model"] in {f"{k['device']} {k['origin']}" for k in data["calibrations"]}
+    assert data["cheapest_by_traffic"]["intervals"] and {b["managed"] for b in data["break_even"]} == {"realtime", "async", "serverless"}
 
 
 def test_plan_writes_a_stack_config_only_with_stack(tmp_path):
@@ -78,6 +88,15 @@ def test_instances_lists_prices_from_the_catalog():
     data = json.loads(run("instances", "--json", "--family", "p4d").output)
     assert [row["instance_type"] for row in data] == ["p4d.24xlarge"]
     assert data[0]["gpu_count"] == 8 and data[0]["source_date"]
+    # Each price names its own source: the EC2 row's and the SageMaker row's, with dates and whether estimated.
+    row = data[0]
+    assert (row["sagemaker_hourly"], row["sagemaker_source_key"], row["sagemaker_source_date"], row["sagemaker_estimated"]) == (
+        25.25, "sagemaker-hosting-p4d-p5-2026-06", "2026-06-18", False)
+    assert row["source_key"] == "vantage-ec2-ri3y" and row["estimated"] is False
+    every = json.loads(run("instances", "--json", "--region", "us-west-2").output)
+    assert all({"source", "source_key", "source_date", "estimated", "sagemaker_estimated"} <= set(r) for r in every)
+    assert all(r["sagemaker_estimated"] for r in every if r["sagemaker_hourly"] is not None), "us-west-2 hosting rows are derived"
+    assert "* estimated, not published" in run("instances", "--region", "us-west-2").output
 
 
 @pytest.mark.parametrize(
@@ -177,6 +196,6 @@ def test_plan_can_be_restricted_to_instance_types():
     assert result.exit_code == 2 and "Did you mean 'g4dn.2xlarge'" in result.output
     result = CliRunner().invoke(cli, ["plan", "--instance-type", "c5.xlarge"])
     assert result.exit_code == 2 and "has no GPU" in result.output
-    # Only a type that cannot load XL in fp32: the mode says why, exit 1.
-    result = CliRunner().invoke(cli, ["plan", "--mode", "reserved", "--instance-type", "g4dn.xlarge"])
+    # Only a type that cannot load XL in fp32 from a .bin state dict (two copies): the mode says why, exit 1.
+    result = CliRunner().invoke(cli, ["plan", "--mode", "reserved", "--instance-type", "g4dn.xlarge", "--loading", "in-memory"])
     assert result.exit_code == 1 and "host RAM" in result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from types import MappingProxyType
 
 import pytest
@@ -11,7 +12,7 @@ from llmdeploy import catalog as c
 from llmdeploy import costs
 from llmdeploy.errors import InfeasibleError, UnknownChoiceError, UsageError
 from llmdeploy.models import load_model_config
-from llmdeploy.plan import Traffic, make_plan, stack_config_for
+from llmdeploy.plan import Traffic, make_plan, planned_line_items, stack_config_for
 
 
 @pytest.fixture(scope="module")
@@ -23,21 +24,39 @@ def _option(plan, mode, term=None):
     return next(o for o in plan.options if o.mode == mode and o.term == term)
 
 
-def test_reserved_g4dn_2xlarge_one_year_ri_per_year_comes_from_the_catalog(cat):
+def test_reserved_one_year_ri_prices_instances_volumes_balancer_and_addresses_from_the_catalog(cat):
     plan = make_plan(load_model_config("flan-t5-xl"), cat=cat, mode="reserved", term="1y")
     choice = plan.choice
-    assert (choice.mode, choice.term, choice.instance_type, choice.instance_count) == ("reserved", "1y", "g4dn.2xlarge", 1)
-    ri = c.ec2_price(cat, "us-east-1", "g4dn.2xlarge").ri_1y
-    instances = next(i for i in choice.line_items if i.kind == "ec2-instance")
-    assert instances.unit_usd == ri
-    annual_instance = instances.monthly_usd * 12
-    assert annual_instance == pytest.approx(ri * 8760)
-    assert 3900 < annual_instance < 4300, "a 1-year RI g4dn.2xlarge is about $4.1K a year"
-    alb = next(i for i in choice.line_items if i.kind == "load-balancer")
-    monitoring = [i for i in choice.line_items if i.kind.startswith("cloudwatch-")]
-    assert {i.kind for i in monitoring} == {"cloudwatch-alarms", "cloudwatch-dashboard", "cloudwatch-metrics"}, (
-        "the stack's alarms, dashboard and GPU agent metrics are priced")
-    assert choice.monthly_usd == pytest.approx(instances.monthly_usd + alb.monthly_usd + costs.total(monitoring), abs=0.01)
+    # The handler's safetensors path needs one copy of XL's weights in RAM: g4dn.xlarge's 16 GiB is enough.
+    assert (choice.mode, choice.term, choice.instance_type, choice.instance_count) == ("reserved", "1y", "g4dn.xlarge", 1)
+    ri = c.ec2_price(cat, "us-east-1", "g4dn.xlarge").ri_1y
+    items = {i.kind: i for i in choice.line_items}
+    # The default fleet's load balancer is internal (issue 10): no public IPv4 addresses to pay for.
+    assert set(items) == {"ec2-instance", "root-volume", "load-balancer", "cloudwatch-alarms", "cloudwatch-dashboard",
+                          "cloudwatch-metrics"}, "instances, volumes, the ALB, and the stack's alarms, dashboard and GPU metrics"
+    assert items["ec2-instance"].unit_usd == ri and items["ec2-instance"].monthly_usd * 12 == pytest.approx(ri * 8760)
+    assert 2800 < items["ec2-instance"].monthly_usd * 12 < 3000, "a 1-year RI g4dn.xlarge is about $2.9K a year"
+    other = c.other_prices(cat, "us-east-1")
+    # 200 GB gp3 per instance at the catalog's gp3 price ($0.08/GB-month in us-east-1: $16/month).
+    assert (items["root-volume"].quantity, items["root-volume"].unit_usd) == (200, other.ebs_gp3_gb_month)
+    assert items["root-volume"].monthly_usd == pytest.approx(16.0)
+    assert items["root-volume"].source == "ebs-gp3-pricing"
+    assert choice.monthly_usd == pytest.approx(sum(i.monthly_usd for i in items.values()), abs=0.01)
+
+
+def test_an_internet_facing_load_balancer_adds_its_public_ipv4_addresses(cat):
+    """ingressCidr or certificateArn make the ALB internet-facing: one public IPv4 address per Availability Zone
+    it spans (6 in us-east-1), every hour, at $0.005; the internal default has none."""
+    plan = make_plan(load_model_config("flan-t5-xl"), cat=cat, mode="reserved", term="1y")
+    internal = stack_config_for(plan)
+    other = c.other_prices(cat, "us-east-1")
+    for public in (replace(internal, ingress_cidr="203.0.113.0/24"),
+                   replace(internal, certificate_arn="arn:aws:acm:us-east-1:123456789012:certificate/0a1b2c3d-4e5f-6789-abcd-ef0123456789")):
+        extra = [i for i in planned_line_items(public, cat) if i not in planned_line_items(internal, cat)]
+        assert [i.kind for i in extra] == ["public-ipv4"]
+        assert extra[0].quantity == 6 * 730 and extra[0].unit_usd == other.public_ipv4_hourly
+        assert extra[0].monthly_usd == pytest.approx(21.9) and extra[0].source == "vpc-public-ipv4-pricing"
+    assert costs.total(planned_line_items(internal, cat)) == pytest.approx(plan.choice.monthly_usd, abs=0.005)
 
 
 def test_serverless_refuses_flan_t5_xl_and_accepts_flan_t5_small(cat):
@@ -67,10 +86,17 @@ def test_serverless_memory_is_sized_for_what_the_cpu_image_runs(cat):
 
 
 def test_serverless_needs_a_gpu_when_cpu_latency_misses_the_target(cat):
-    # flan-t5-base fits serverless memory in fp32 (what the handler loads on CPU) but is slow there
-    plan = make_plan(load_model_config("flan-t5-base"), cat=cat, traffic=Traffic(latency_target_s=2))
+    plan = make_plan(load_model_config("flan-t5-small"), cat=cat, traffic=Traffic(latency_target_s=0.5))
     option = _option(plan, "serverless")
-    assert not option.feasible and "needs a GPU" in option.reason
+    assert not option.feasible and "needs a GPU" in option.reason and "measured CPU speed" in option.reason
+    assert option.speed_model == "cpu measured"
+
+
+def test_serverless_sizes_fp32_because_the_handler_runs_fp32_on_cpu(cat):
+    # An int8 or bf16 checkpoint is still run in fp32 on a CPU (handlers/precision.py): XL needs 16 GB there.
+    plan = make_plan(load_model_config("flan-t5-xl"), cat=cat, dtype="int8")
+    option = _option(plan, "serverless")
+    assert not option.feasible and "fp32 on CPU" in option.reason and "6144 MB" in option.reason
 
 
 def test_serverless_cost_is_linear_in_requests(cat):
@@ -141,13 +167,17 @@ def _tiny_catalog():
     base = c.load_catalog_from(c.BUNDLED_DIR)
     return c.Catalog(1, "test", MappingProxyType({"t": src}), MappingProxyType({"T4": t4, "A10G": a10}), MappingProxyType(inst),
                      MappingProxyType(ec2), MappingProxyType(hosting), MappingProxyType({r: c.ServerlessPrice(r, 0.00002, 0.016, src)}),
-                     MappingProxyType({r: c.OtherPrices(r, 0.0, 0.0, src)}), base.serverless_limits, base.async_limits, (r,))
+                     MappingProxyType({r: c.OtherPrices(r, 0.0, 0.0, src, 0.0, src, 0.0, src, 2, src)}), base.serverless_limits,
+                     base.async_limits, (r,))
 
 
 def test_cost_model_on_a_three_row_table():
     cat = _tiny_catalog()
     plan = make_plan(load_model_config("flan-t5-xl"), cat=cat, mode="reserved", term="3y")
-    # g4dn.xlarge is cheapest but its 16 GiB RAM cannot load XL in fp32: the next cheapest wins.
+    assert plan.choice.instance_type == "g4dn.xlarge"  # the cheapest, and one copy of XL fits its 16 GiB of RAM
+    assert plan.choice.monthly_usd == pytest.approx(0.2 * 730)  # volumes, balancer and addresses cost 0 in this table
+    # Read from a .bin state dict (two copies in RAM) it cannot load XL: the next cheapest wins.
+    plan = make_plan(load_model_config("flan-t5-xl"), cat=cat, mode="reserved", term="3y", loading="in-memory")
     assert plan.choice.instance_type == "g4dn.2xlarge"
     assert plan.choice.monthly_usd == pytest.approx(0.32 * 730)
     small = make_plan(load_model_config("flan-t5-small"), cat=cat, mode="reserved", term="3y")

@@ -373,7 +373,7 @@ def test_refresh_writes_a_cache_that_plan_then_uses(cache, price_api):
     assert cat.snapshot_date == TODAY
 
     c.load_catalog.cache_clear()
-    data = json.loads(run("plan", "--mode", "reserved", "--term", "on-demand", "--json").output)
+    data = json.loads(run("plan", "--mode", "reserved", "--term", "on-demand", "--instance-type", "g4dn.2xlarge", "--json").output)
     assert data["catalog"]["origin"].startswith("refreshed cache")
     items = [li for li in data["choice"]["line_items"] if li["kind"] == "ec2-instance"]
     assert data["choice"]["instance_type"] == "g4dn.2xlarge"
@@ -385,12 +385,12 @@ def test_refresh_writes_a_cache_that_plan_then_uses(cache, price_api):
     assert us["rows_from_price_list_api"] == us["ec2_rows"] + us["sagemaker_hosting_rows"] + 1
     keys = {s["key"] for s in shown["sources"]}
     assert f"aws-price-list-ec2-{TODAY}" in keys and "vantage-ec2-ri3y" in keys  # a kept term's source is listed
-    assert "refreshed cache of" in run("prices", "show").output
+    assert f"refreshed cache ({cache}); the oldest price dates from" in run("prices", "show").output
 
     assert "Removed" in run("prices", "clear").output
     assert not cache.exists()
     c.load_catalog.cache_clear()
-    data = json.loads(run("plan", "--mode", "reserved", "--term", "on-demand", "--json").output)
+    data = json.loads(run("plan", "--mode", "reserved", "--term", "on-demand", "--instance-type", "g4dn.2xlarge", "--json").output)
     assert data["catalog"]["origin"] == "bundled snapshot"
     assert [li for li in data["choice"]["line_items"] if li["kind"] == "ec2-instance"][0]["unit_usd"] == old
     assert "already using the bundled snapshot" in run("prices", "clear").output
@@ -545,11 +545,23 @@ def test_unknown_region_is_a_usage_error(cache, monkeypatch):
 def test_show_on_the_bundled_snapshot(cache):
     out = run("prices", "show").output
     bundled = BUNDLED()
-    assert f"bundled snapshot of {bundled.snapshot_date}" in out
+    # The headline is the OLDEST price in use (how stale the worst figure may be), the newest beside it.
+    assert f"the oldest price dates from {bundled.oldest_price_date()}, the newest from {bundled.snapshot_date}" in out
     assert bundled.ec2[(REGION, "g5.xlarge")].source.key in out and "eu-west-1" in out
     data = json.loads(run("prices", "show", "--json").output)
     assert data["in_use"] == "bundled snapshot" and not data["cache_present"]
+    assert data["date"] == bundled.oldest_price_date().isoformat() and data["newest_date"] == bundled.snapshot_date.isoformat()
     assert all(r["rows_from_price_list_api"] == 0 for r in data["regions"])
+    # Every price row carries its source, date and whether it is estimated.
+    rows = data["rows"]
+    assert len(rows) == len(c.price_rows(bundled)) and all(r["source"] and r["date"] and "estimated" in r for r in rows)
+    p4d = next(r for r in rows if r["region"] == REGION and r["item"] == "ml.p4d.24xlarge")
+    assert (p4d["value"], p4d["source"], p4d["estimated"]) == (25.25, "sagemaker-hosting-p4d-p5-2026-06", False)
+    derived = next(r for r in rows if r["region"] == "us-west-2" and r["item"] == "ml.g5.xlarge")
+    assert derived["estimated"] and derived["source"] == "sagemaker-hosting-derived"
+    assert {s["key"] for s in data["sources"] if s["estimated"]} == {"sagemaker-hosting-derived"}
+    listed = run("prices", "show", "--rows", "--region", "us-west-2").output.split("\nPrices:\n", 1)[1]
+    assert "ml.g5.xlarge" in listed and "1.4084*" in listed and "eu-west-1" not in listed
 
 
 def test_plan_never_imports_boto3():
@@ -567,6 +579,6 @@ def test_bundled_prices_env_ignores_the_cache(cache, price_api, monkeypatch):
     p.refresh([REGION])
     monkeypatch.setenv("LLMDEPLOY_BUNDLED_PRICES", "1")
     out = run("prices", "show").output
-    assert "bundled snapshot of" in out and "LLMDEPLOY_BUNDLED_PRICES=1 ignores it" in out
+    assert "bundled snapshot; the oldest price" in out and "LLMDEPLOY_BUNDLED_PRICES=1 ignores it" in out
     c.load_catalog.cache_clear()
     assert c.load_catalog().origin == "bundled snapshot"

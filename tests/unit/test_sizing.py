@@ -108,7 +108,9 @@ def test_flan_t5_xl_fp32_fits_a_t4():
     t4 = cat.gpus["T4"]
     m = load_model_config("flan-t5-xl")
     mem = sizing.inference_memory(m, "fp32", batch=1, input_tokens=256, output_tokens=64)
-    assert mem.total <= t4.memory_gib * GIB, "FLAN-T5-XL in fp32 (with the 20 % buffer) must fit a 16 GiB T4"
+    # A T4 reports 15,360 MiB; 95 % of it is what one process can fill.
+    assert sizing.gpu_usable_bytes(t4) == int(15360 * 1024**2 * 0.95)
+    assert mem.total <= sizing.gpu_usable_bytes(t4), "FLAN-T5-XL in fp32 (with the 20 % buffer) must fit a T4"
     fit = sizing.fit_on_instance(mem, sizing.host_ram_to_load(m, "fp32", "in-memory"), c.instance(cat, "g4dn.2xlarge"))
     assert fit.fits and fit.tensor_parallel == 1
 
@@ -129,9 +131,14 @@ def test_tensor_parallel_degree_for_a_model_too_big_for_one_gpu():
     m = load_model_config("llama-2-70b")
     mem = sizing.inference_memory(m, "fp16")
     eight = _tiny_catalog_instance(gpu_gib=40, ram=1152, count=8, name="p4d-like")
+    usable = sizing.gpu_usable_bytes(eight.gpu)
+    # 138 GB of fp16 weights + 20 % split four ways is 38.7 GiB: more than the 38 GiB a process gets of a 40 GiB GPU.
+    assert mem.per_gpu(4) > usable >= mem.per_gpu(8)
     fit = sizing.fit_on_instance(mem, 0, eight)
-    assert fit.fits and fit.tensor_parallel == 4, fit
-    assert fit.replicas == 2
+    assert fit.fits and fit.tensor_parallel == 8, fit
+    assert fit.replicas == 1
+    assert sizing.fit_on_instance(sizing.inference_memory(m, "fp16", input_tokens=128, output_tokens=32, buffer=0.1), 0,
+                                  eight).tensor_parallel == 4, "with less context and buffer, four GPUs suffice"
     one = _tiny_catalog_instance(gpu_gib=24, ram=1152, count=1)
     assert not sizing.fit_on_instance(mem, 0, one).fits
 
@@ -148,18 +155,6 @@ def test_finetune_memory_counts_sixteen_bytes_per_parameter_of_states():
     cat = c.load_catalog()
     gpus = sizing.gpus_for_finetune(mixed, cat.gpus["A100-40GB"])
     assert gpus * 40 * GIB * 0.9 >= mixed.total > (gpus - 1) * 40 * GIB * 0.9
-
-
-def test_decode_is_bandwidth_bound_and_faster_on_faster_memory():
-    cat = c.load_catalog()
-    m = load_model_config("flan-t5-xl")
-    t4 = sizing.gpu_latency(m, "fp16", cat.gpus["T4"], batch=1, input_tokens=256, output_tokens=64)
-    a100 = sizing.gpu_latency(m, "fp16", cat.gpus["A100-40GB"], batch=1, input_tokens=256, output_tokens=64)
-    assert t4.bound == "memory bandwidth"
-    ratio = t4.decode_step_s / a100.decode_step_s
-    assert ratio == pytest.approx(cat.gpus["A100-40GB"].bandwidth_gbs / cat.gpus["T4"].bandwidth_gbs, rel=0.05)
-    batched = sizing.gpu_latency(m, "fp16", cat.gpus["T4"], batch=16, input_tokens=256, output_tokens=64)
-    assert batched.requests_per_s > 4 * t4.requests_per_s, "batching must raise throughput while decode is bandwidth-bound"
 
 
 def test_model_config_errors_name_the_problem(tmp_path):
