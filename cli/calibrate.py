@@ -20,6 +20,7 @@ from pathlib import Path
 
 import click
 
+from llmdeploy import checks
 from llmdeploy.cli import options as opt
 from llmdeploy.cli.render import table
 
@@ -273,19 +274,19 @@ Examples:
               help="Folder written by save_pretrained(): config.json, safetensors weights, tokenizer files.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where to run the handler (cuda: the first GPU).")
-@click.option("--batch", "batches", type=click.IntRange(min=1, max=256), multiple=True,
+@click.option("--batch", "batches", type=opt.Whole(1, 256), multiple=True,
               help=f"Batch size to measure; repeatable [default: {', '.join(map(str, DEFAULT_BATCHES))}].")
-@click.option("--input-tokens", type=click.IntRange(min=2), default=256, show_default=True, help="Prompt length.")
-@click.option("--new-tokens", type=click.IntRange(min=3, max=512), default=17, show_default=True,
+@click.option("--input-tokens", type=opt.Whole(2, checks.MAX_TOKENS), default=256, show_default=True, help="Prompt length.")
+@click.option("--new-tokens", type=opt.Whole(3, 512), default=17, show_default=True,
               help="Tokens generated per timed run (the step time is the difference to a 1-token run).")
-@click.option("--repeats", type=click.IntRange(min=1, max=20), default=2, show_default=True,
+@click.option("--repeats", type=opt.Whole(1, 20), default=2, show_default=True,
               help="Runs per batch size; the fastest counts.")
-@click.option("--threads", type=click.IntRange(min=1, max=512), default=None,
+@click.option("--threads", type=opt.Whole(1, 512), default=None,
               help="torch threads on CPU [default: torch's choice, one per core].")
 @click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
               help="wall: elapsed time. cpu: this process's CPU time, for a CPU shared with other jobs (needs --threads 1).")
-@click.option("--out", type=click.Path(dir_okay=False, writable=True, path_type=Path),
-              help="Write the calibration here instead of the user cache.")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Write the calibration here instead of the user cache (checked before anything is measured).")
 @opt.json_option
 def calibrate(model_dir, device, batches, input_tokens, new_tokens, repeats, threads, clock, out, as_json):
     """Measure the real handler on this machine and write a speed calibration that estimate and plan use.
@@ -300,8 +301,14 @@ def calibrate(model_dir, device, batches, input_tokens, new_tokens, repeats, thr
     from llmdeploy import sizing
     from llmdeploy.catalog import load_catalog
     from llmdeploy.errors import UsageError
+    from llmdeploy.fileio import check_output_path
     from llmdeploy.models import load_model_config
 
+    # The output path first (fileio): a bad one is refused before minutes of measuring, not after.
+    if out is not None:
+        out = check_output_path(out, "calibration file (--out)")
+    elif device == "cpu":
+        check_output_path(cal_mod.default_path(cal_mod.CPU), "calibration file")
     if not (model_dir / "config.json").is_file():
         raise UsageError(f"--model {str(model_dir)!r} has no config.json.", hint="Point at a folder written by save_pretrained().")
     m = load_model_config(str(model_dir))
@@ -315,6 +322,14 @@ def calibrate(model_dir, device, batches, input_tokens, new_tokens, repeats, thr
     progress = (lambda msg: click.echo(msg, err=True)) if not as_json else (lambda msg: None)
 
     probe = load_probe(str(model_dir), device, input_tokens, threads=threads, clock=clock)
+    if probe.is_cuda:
+        import torch
+
+        target = cal_mod.gpu_from_device(probe.device.name, torch.cuda.get_device_properties(probe.device.index).total_memory,
+                                         load_catalog().gpus)
+    else:
+        target = cal_mod.CPU
+    destination = out or check_output_path(cal_mod.default_path(target), "calibration file")
     progress(f"Loaded {model_dir} on {probe.device.name} ({probe.dtype}); prompts of {probe.input_tokens} tokens.")
     probe.run(1, 3)  # warm-up: first-call allocations and lazy initialisation are not what a server pays per request
     bandwidth = measure_bandwidth(probe)
@@ -330,24 +345,17 @@ def calibrate(model_dir, device, batches, input_tokens, new_tokens, repeats, thr
     position = 1 + new_tokens / 2
     decode_flops, overhead, prefill_flops, prefill_overhead = cal_mod.fit(
         m, probe.dtype, points, input_tokens=probe.input_tokens, bandwidth_gbs=bandwidth, output_position=position)
-    if probe.is_cuda:
-        import torch
-
-        target = cal_mod.gpu_from_device(probe.device.name, torch.cuda.get_device_properties(probe.device.index).total_memory,
-                                         load_catalog().gpus)
-    else:
-        target = cal_mod.CPU
     today = dt.date.today().isoformat()
     host = host_description(probe)
     result = cal_mod.Calibration(
         device=target, origin="measured",
         name=f"llmdeploy calibrate on {host}, {m.name} ({probe.dtype}), {today}",
-        source=str(out or cal_mod.default_path(target)), date=today,
+        source=str(destination), date=today,
         bandwidth_gbs=bandwidth, decode_flops=decode_flops, prefill_flops=prefill_flops,
         step_overhead_s_per_layer=overhead, prefill_overhead_s=prefill_overhead, dtype=probe.dtype, model=m.name,
         host=host, input_tokens=probe.input_tokens, points=tuple(points),
     )
-    path = cal_mod.write(result, out or cal_mod.default_path(target))
+    path = cal_mod.write(result, destination)  # atomically (fileio.write_atomic)
     rows = []
     for p in points:
         lat = sizing.latency(m, probe.dtype, result, batch=p.batch, input_tokens=probe.input_tokens, output_tokens=new_tokens)

@@ -194,7 +194,9 @@ calibration_option = click.option(
     "--calibration",
     "calibration_files",
     multiple=True,
-    type=click.Path(dir_okay=False, exists=True),
+    # Read by llmdeploy.calibration.load_file through llmdeploy.fileio: a missing file, a folder, a FIFO, text that
+    # is not UTF-8 or not JSON, and every bad number are one line there, whichever command passes the path.
+    type=click.Path(),
     metavar="FILE",
     help="Speed calibration written by 'llmdeploy calibrate' (overrides the bundled and cached one for its device); repeatable.",
 )

@@ -29,10 +29,11 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
+from llmdeploy import checks
 from llmdeploy.assumptions import Assumptions, load_assumptions
 from llmdeploy.catalog import Catalog, Gpu, user_cache_dir
 from llmdeploy.errors import ConfigError, UsageError
-from llmdeploy.fileio import write_atomic
+from llmdeploy.fileio import read_text_utf8, write_atomic
 
 SCHEMA_VERSION = 1
 BUNDLED_PATH = Path(__file__).parent / "data" / "calibrations.toml"
@@ -90,14 +91,21 @@ class Calibration:
         return {"device": self.device, "origin": self.origin, "name": self.name, "source": self.source, "date": self.date}
 
 
-def _number(raw: Mapping, key: str, where: str, *, minimum: float = 0.0, positive: bool = True) -> float:
-    value = raw.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum \
-            or (positive and value <= 0):
-        bound = "greater than 0" if positive else f"at least {minimum:g}"
-        raise ConfigError(f"calibration {where} has {key} {value!r}; it must be a number {bound}.",
-                          hint="Re-run 'llmdeploy calibrate' to write a fresh file.")
-    return float(value)
+def _number(raw: Mapping, key: str, where: str, *, positive: bool = True, maximum: float | None = None,
+            whole: bool = False, default: object = None) -> float | int | None:
+    """One field, through the checks every number llmdeploy reads goes through (llmdeploy.checks): a number
+    (not text, not a bool), finite, in range; a 4000-digit integer is refused by its size, never converted."""
+    value = raw.get(key, default)  # absent and required: None, refused below as "must be a number"
+    name = f"calibration {where}: {key}"
+    try:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise UsageError(f"{name} must be a number, got {checks.shown(value)}.")
+        if whole:
+            value = checks.parse_int(name, value)
+        checks.number(name, value, above=0 if positive else None, minimum=None if positive else 0, maximum=maximum)
+    except UsageError as exc:
+        raise ConfigError(exc.message, hint="Re-run 'llmdeploy calibrate' to write a fresh file.") from None
+    return int(value) if whole else float(value)
 
 
 def from_dict(raw: Mapping, where: str) -> Calibration:
@@ -106,29 +114,35 @@ def from_dict(raw: Mapping, where: str) -> Calibration:
         raise ConfigError(f"calibration {where} must be a table of fields, got {type(raw).__name__}.")
     version = raw.get("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
-        raise ConfigError(f"calibration {where} has schema_version {version!r}; this llmdeploy reads {SCHEMA_VERSION}.",
-                          hint="Re-run 'llmdeploy calibrate'.")
+        raise ConfigError(f"calibration {where} has schema_version {checks.shown(version)}; this llmdeploy reads "
+                          f"{SCHEMA_VERSION}.", hint="Re-run 'llmdeploy calibrate'.")
     for key in ("device", "origin", "name", "source", "date"):
         if not isinstance(raw.get(key), str) or not raw.get(key):
             raise ConfigError(f"calibration {where} lacks the text field {key!r}.", hint="Re-run 'llmdeploy calibrate'.")
     if raw["origin"] not in ORIGINS:
-        raise ConfigError(f"calibration {where} has origin {raw['origin']!r}; valid: {', '.join(ORIGINS)}.")
+        raise ConfigError(f"calibration {where} has origin {checks.shown(raw['origin'])}; valid: {', '.join(ORIGINS)}.")
     points = []
     for i, p in enumerate(raw.get("points") or ()):
-        try:
-            points.append(Point(int(p["batch"]), float(p["prefill_s"]), float(p["step_s"]),
-                                None if p.get("peak_bytes") is None else int(p["peak_bytes"])))
-        except (KeyError, TypeError, ValueError):
-            raise ConfigError(f"calibration {where} has a malformed point #{i + 1}: {p!r}.") from None
+        if not isinstance(p, Mapping):
+            raise ConfigError(f"calibration {where} has a malformed point #{i + 1}: {checks.shown(p)}.")
+        at = f"{where} point #{i + 1}"
+        points.append(Point(
+            _number(p, "batch", at, whole=True, maximum=checks.MAX_BATCH),
+            _number(p, "prefill_s", at, maximum=checks.MAX_LATENCY_S),
+            _number(p, "step_s", at, maximum=checks.MAX_LATENCY_S),
+            None if p.get("peak_bytes") is None else _number(p, "peak_bytes", at, positive=False, whole=True,
+                                                                 maximum=checks.MAX_MEMORY_BYTES)))
+    tokens = raw.get("input_tokens")
     return Calibration(
         device=raw["device"], origin=raw["origin"], name=raw["name"], source=raw["source"], date=raw["date"],
-        bandwidth_gbs=_number(raw, "bandwidth_gbs", where),
-        decode_flops=_number(raw, "decode_flops", where),
-        prefill_flops=_number(raw, "prefill_flops", where),
-        step_overhead_s_per_layer=_number(raw, "step_overhead_s_per_layer", where, positive=False),
-        prefill_overhead_s=_number({"v": raw.get("prefill_overhead_s", 0.0)}, "v", where, positive=False),
+        bandwidth_gbs=_number(raw, "bandwidth_gbs", where, maximum=checks.MAX_BANDWIDTH_GBS),
+        decode_flops=_number(raw, "decode_flops", where, maximum=checks.MAX_FLOPS),
+        prefill_flops=_number(raw, "prefill_flops", where, maximum=checks.MAX_FLOPS),
+        step_overhead_s_per_layer=_number(raw, "step_overhead_s_per_layer", where, positive=False, maximum=checks.MAX_LATENCY_S),
+        prefill_overhead_s=_number(raw, "prefill_overhead_s", where, positive=False, maximum=checks.MAX_LATENCY_S, default=0.0),
         dtype=str(raw.get("dtype", "")), model=str(raw.get("model", "")), host=str(raw.get("host", "")),
-        input_tokens=raw.get("input_tokens"), points=tuple(points), note=str(raw.get("note", "")),
+        input_tokens=None if tokens is None else _number(raw, "input_tokens", where, whole=True, maximum=checks.MAX_TOKENS),
+        points=tuple(points), note=str(raw.get("note", "")),
     )
 
 
@@ -145,17 +159,24 @@ def default_path(device: str) -> Path:
 
 
 def load_file(path: str | os.PathLike) -> Calibration:
+    """A calibration file (``llmdeploy calibrate``'s JSON), read like every user file (llmdeploy.fileio): a missing
+    one, a folder, a FIFO or device, text that is not UTF-8 or not JSON, or a bad field is one line."""
     path = Path(path).expanduser()
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
+    if not path.exists() and not path.is_symlink():
         raise UsageError(f"calibration file {str(path)!r} does not exist.",
-                         hint="Run 'llmdeploy calibrate --model DIR' to make one, or drop --calibration.") from None
-    except IsADirectoryError:
-        raise UsageError(f"--calibration {str(path)!r} is a folder; pass the JSON file 'llmdeploy calibrate' wrote.") from None
+                         hint="Run 'llmdeploy calibrate --model DIR' to make one, or drop --calibration.")
+    if path.is_dir():
+        raise UsageError(f"calibration file {str(path)!r} is a folder; pass the JSON file 'llmdeploy calibrate' wrote.")
+    text = read_text_utf8(path, "calibration file")
+    try:
+        raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"calibration file {path} is not valid JSON (line {exc.lineno}: {exc.msg}).",
                           hint="Re-run 'llmdeploy calibrate'.") from None
+    except ValueError as exc:  # an integer of more than 4300 digits (Python's int-parsing limit)
+        raise ConfigError(f"calibration file {path} has a number too long to read: {str(exc).split(';')[0]}.") from None
+    except RecursionError:
+        raise ConfigError(f"calibration file {path} is nested too deeply to read.") from None
     cal = from_dict(raw, str(path))
     return replace(cal, source=cal.source or str(path))
 

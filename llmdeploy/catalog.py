@@ -207,9 +207,9 @@ class Catalog:
 
     @property
     def snapshot_date(self) -> dt.date:
-        """The newest date any price in this catalog was read (specs and limits do not count)."""
-        rows = [*self.ec2.values(), *self.hosting.values(), *self.serverless.values(), *self.other.values()]
-        return max(row.source.retrieved for row in rows)
+        """The newest date any price in this catalog was read (specs and limits do not count): of every source a
+        price stands on (``price_sources``), a reserved term's or CloudWatch's own included."""
+        return max(s.retrieved for s in self.price_sources())
 
     def price_sources(self, region: str | None = None) -> list[Source]:
         """Every source a price row of ``region`` (all regions when None) stands on, once each."""

@@ -23,6 +23,11 @@ MAX_REQUESTS_PER_DAY = 1e12
 MAX_RPS = 1e9
 # One request may take at most a day (SageMaker async's own cap is 1 hour: limits.toml).
 MAX_LATENCY_S = 86_400.0
+# Speed calibrations (llmdeploy.calibration): a device streaming more than 1 PB/s or computing more than 10^18
+# FLOP/s (calibrate's own "no measurable compute term" figure) is not a measurement; nor is a peak above 1 PiB.
+MAX_BANDWIDTH_GBS = 1e6
+MAX_FLOPS = 1e18
+MAX_MEMORY_BYTES = 2**50
 # Integers in a model's config.json (layers, heads, widths, vocabulary, positions): int32, as HF configs use.
 MAX_CONFIG_INT = 2**31 - 1
 # Digits shown of a huge value in a message (a 5000-digit integer is not echoed whole).

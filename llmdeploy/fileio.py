@@ -26,6 +26,13 @@ def read_text_utf8(path: str | os.PathLike, what: str) -> str:
     """The text of ``path``; ConfigError (one line naming ``what`` and the fix) if it is unreadable or not UTF-8."""
     path = Path(path)
     try:
+        st = os.stat(path)
+    except OSError:
+        st = None  # missing or unreadable: reading says which, below
+    if st is not None and not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+        # A FIFO, a device, a socket: reading could block for ever or never end.
+        raise ConfigError(f"{what} {path} is not a regular file (a FIFO, device or socket); give a file path.")
+    try:
         raw = path.read_bytes()
     except IsADirectoryError:
         raise ConfigError(f"{what} {path} is a folder, not a file.") from None

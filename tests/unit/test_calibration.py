@@ -143,7 +143,7 @@ def test_bad_calibration_files_are_one_line_errors(tmp_path, cat):
     with pytest.raises(ConfigError, match="not valid JSON"):
         cal.resolve([bad], cat=cat)
     good = cal.bundled()["cpu"].to_dict()
-    for field, value, needle in (("bandwidth_gbs", -1, "bandwidth_gbs -1"), ("origin", "guessed", "origin 'guessed'"),
+    for field, value, needle in (("bandwidth_gbs", -1, "bandwidth_gbs must be greater than 0, got -1"), ("origin", "guessed", "origin 'guessed'"),
                                  ("schema_version", 9, "schema_version 9"), ("device", "TPU", "'TPU', which is not in the catalog")):
         bad.write_text(json.dumps({**good, field: value}))
         with pytest.raises(ConfigError, match=needle):

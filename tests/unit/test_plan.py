@@ -167,7 +167,9 @@ def _tiny_catalog():
     base = c.load_catalog_from(c.BUNDLED_DIR)
     return c.Catalog(1, "test", MappingProxyType({"t": src}), MappingProxyType({"T4": t4, "A10G": a10}), MappingProxyType(inst),
                      MappingProxyType(ec2), MappingProxyType(hosting), MappingProxyType({r: c.ServerlessPrice(r, 0.00002, 0.016, src)}),
-                     MappingProxyType({r: c.OtherPrices(r, 0.0, 0.0, src, 0.0, src, 0.0, src, 2, src)}), base.serverless_limits,
+                     MappingProxyType({r: c.OtherPrices(r, 0.0, 0.0, src, public_ipv4_hourly=0.0, public_ipv4_source=src,
+                                                        ebs_gp3_gb_month=0.0, ebs_source=src, availability_zones=2,
+                                                        availability_zones_source=src)}), base.serverless_limits,
                      base.async_limits, (r,))
 
 

@@ -71,6 +71,33 @@ def test_a_new_stack_file_is_not_created_when_the_chart_is_bad(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+OUT_PATHS = {k: v for k, v in CHART_PATHS.items() if k != "not a png"}
+
+
+@pytest.mark.parametrize("name", OUT_PATHS)
+def test_calibrate_out_path_refused_before_anything_is_measured(name, tmp_path, monkeypatch):
+    """`calibrate --out` is checked (fileio.check_output_path) before the handler is loaded: minutes of measuring
+    are never thrown away on a path that cannot be written."""
+    from llmdeploy.cli import calibrate
+
+    monkeypatch.setattr(calibrate, "load_probe", lambda *a, **k: pytest.fail("measured before checking --out"))
+    model = tmp_path / "model"
+    model.mkdir()
+    assert_refused(invoke(["calibrate", "--model", model, "--out", OUT_PATHS[name](tmp_path)]), 2, "--out")
+
+
+def test_calibrate_refuses_a_user_cache_it_cannot_write(tmp_path, monkeypatch):
+    from llmdeploy import calibration as cal
+    from llmdeploy.cli import calibrate
+
+    monkeypatch.setattr(calibrate, "load_probe", lambda *a, **k: pytest.fail("measured before checking the cache"))
+    cal.user_dir().mkdir(parents=True)
+    _fifo(cal.default_path(cal.CPU))
+    model = tmp_path / "model"
+    model.mkdir()
+    assert_refused(invoke(["calibrate", "--model", model]), 2, "calibration file", "not a regular file")
+
+
 STACK_NAMES = ["dev\n", "dev\r\n", " dev", "../prod", "a/b", "", "x" * 101, "dev\x00", "prod;rm -rf", "é", "dev\t"]
 
 

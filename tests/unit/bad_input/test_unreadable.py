@@ -1,7 +1,8 @@
 """Files llmdeploy reads that it cannot: not UTF-8, not the format, a folder, truncated, absurd numbers.
 
 One family per file a user may hand over or edit: a model's config.json, Pulumi.NAME.yaml, the user
-config (TOML), a price cache or --catalog folder. Each is one line naming the file, exit 2.
+config (TOML), a price cache or --catalog folder, a speed calibration (--calibration, or the one
+`llmdeploy calibrate` left in the user cache). Each is one line naming the file, exit 2.
 """
 
 from __future__ import annotations
@@ -140,3 +141,74 @@ def test_a_user_config_or_stack_file_that_is_a_fifo_is_not_read(tmp_path, monkey
     os.mkfifo(tmp_path / "config.toml")
     monkeypatch.setenv("LLMDEPLOY_CONFIG", str(tmp_path / "config.toml"))
     assert_refused(invoke(["plan"]), 2, "not a regular file")
+
+
+# -- speed calibrations (llmdeploy calibrate's JSON): --calibration FILE, and the user cache plan reads -------
+
+
+def _calibration(**fields) -> str:
+    import json
+
+    from llmdeploy import calibration as cal
+
+    return json.dumps({**cal.bundled()["cpu"].to_dict(), **fields})
+
+
+CALIBRATION_TEXTS = [
+    (b"\xff\xfe{}", "not UTF-8"), (b"{oops", "not valid JSON"), (b"", "not valid JSON"), (b"[1, 2]", "must be a table"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (_calibration(bandwidth_gbs="fast").encode(), "bandwidth_gbs must be a number"),
+    (_calibration(decode_flops=True).encode(), "decode_flops must be a number"),
+    (_calibration(bandwidth_gbs=-1).encode(), "bandwidth_gbs must be greater than 0"),
+    (_calibration(step_overhead_s_per_layer=-0.001).encode(), "step_overhead_s_per_layer must be at least 0"),
+    (_calibration(prefill_flops=1e30).encode(), "prefill_flops must be at most"),
+    (_calibration(origin="guessed").encode(), "origin 'guessed'"), (_calibration(device="TPU").encode(), "'TPU'"),
+    (_calibration(points=[{"batch": 0, "prefill_s": 1, "step_s": 0.1}]).encode(), "batch must be greater than 0"),
+    (_calibration(points=["x"]).encode(), "malformed point #1"),
+    (_calibration(input_tokens=1.5).encode(), "input_tokens must be a whole number"),
+]
+
+
+@pytest.mark.parametrize("raw, needle", CALIBRATION_TEXTS, ids=[n for _, n in CALIBRATION_TEXTS])
+@pytest.mark.parametrize("command", [["plan"], ["estimate"]])
+def test_calibration_file_unreadable(raw, needle, command, tmp_path):
+    path = tmp_path / "cal.json"
+    path.write_bytes(raw)
+    line = assert_refused(invoke([*command, "--calibration", path]), 2, needle)
+    assert str(path) in line and len(line) < 400, "names the file; a huge value is not echoed whole"
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e400", "9" * 5000])
+def test_calibration_file_with_a_non_finite_or_huge_number(value, tmp_path):
+    """Python's json reads NaN, Infinity and a 1e400 float (as inf); a 5000-digit integer is past its digit limit."""
+    path = tmp_path / "cal.json"
+    path.write_text(_calibration(bandwidth_gbs=1.0).replace('"bandwidth_gbs": 1.0', f'"bandwidth_gbs": {value}'))
+    line = assert_refused(invoke(["plan", "--calibration", path]), 2, "bandwidth_gbs" if value != "9" * 5000 else "too long")
+    assert len(line) < 400
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda t: t / "missing.json", "does not exist"),
+    (lambda t: t, "is a folder"),
+    (lambda t: _fifo_at(t / "cal.json"), "not a regular file"),
+    (lambda t: (t / "l.json").symlink_to("/dev/null") or t / "l.json", "not a regular file"),
+])
+@pytest.mark.parametrize("command", [["plan"], ["estimate"]])
+def test_calibration_path_that_is_not_a_calibration_file(make, needle, command, tmp_path):
+    assert_refused(invoke([*command, "--calibration", make(tmp_path)]), 2, needle)
+
+
+def _fifo_at(path):
+    import os
+
+    os.mkfifo(path)
+    return path
+
+
+def test_a_broken_calibration_in_the_user_cache_is_one_line():
+    """What `llmdeploy calibrate` wrote there and someone edited: plan names the file and the fix."""
+    from llmdeploy import calibration as cal
+
+    cal.user_dir().mkdir(parents=True)
+    (cal.user_dir() / "cpu.json").write_text("{")
+    assert_refused(invoke(["plan"]), 2, "not valid JSON", "cpu.json", "llmdeploy calibrate")
