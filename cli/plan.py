@@ -75,6 +75,7 @@ def plan(ctx, mode, term, model, revision, dtype, region, requests_per_day, peak
     """
     from click.core import ParameterSource
 
+    from llmdeploy import costs
     from llmdeploy import plan as plan_mod
     from llmdeploy import report
     from llmdeploy.catalog import load_catalog
@@ -124,12 +125,26 @@ def plan(ctx, mode, term, model, revision, dtype, region, requests_per_day, peak
     data["stack_file"] = None if written is None else str(written)
     data["stack_changes"] = None if update is None else [{"key": k, "old": o, "new": n} for k, o, n in update.changes]
     data["chart"] = None if chart_path is None else str(chart_path)
+    # What the stack file costs as written: plan's figure, unless a setting plan leaves alone changes it (an
+    # ingressCidr or certificateArn kept from the file makes the load balancer internet-facing: its public IPv4
+    # addresses). preview --offline, the program's budget and status price the file, so say so.
+    stack_items = plan_mod.planned_line_items(update.config, cat) if update is not None and update.config else None
+    data["stack_monthly_usd"] = None if stack_items is None else round(costs.total(stack_items), 2)
+    data["stack_extra_line_items"] = None if stack_items is None else [
+        {"kind": i.kind, "description": i.description, "monthly_usd": round(i.monthly_usd, 2)}
+        for i in stack_items if i.kind not in {o.kind for o in result.choice.line_items}]
     if as_json:
         opt.emit_json(data)
     elif markdown:
         click.echo(report.plan_markdown(data))
     else:
         _render(data)
+        if data["stack_monthly_usd"] is not None and data["stack_monthly_usd"] != result.choice.monthly_usd:
+            extra = "; ".join(f"{i['description']}: {usd(i['monthly_usd'])}" for i in data["stack_extra_line_items"])
+            click.echo(f"\n{update.path.name} as written costs {usd(data['stack_monthly_usd'])}/month, not "
+                       f"{usd(result.choice.monthly_usd)}" + (f" ({extra})" if extra else "") + ": a setting plan leaves "
+                       "alone (ingressCidr or certificateArn: an internet-facing load balancer) adds to it; preview "
+                       "--offline, the budget and status use this figure.")
         if update is not None and not update.changes:
             click.echo(f"\n{written} already matches this plan: left as it is.")
         elif written:

@@ -462,7 +462,7 @@ class OfflinePreview:
 
     @property
     def monthly_usd(self) -> float:
-        return sum(r.monthly_usd for r in self.resources)
+        return costs.total([i for r in self.resources for i in r.items])
 
     def to_json(self) -> dict:
         return {"stack": self.stack, "mode": self.config.mode, "region": self.config.region,
@@ -492,9 +492,10 @@ def format_table(preview: OfflinePreview) -> str:
     lines.append(fmt.format(*headers))
     lines += [fmt.format(*row).rstrip() for row in rows]
     lines += ["", f"Total: ${preview.monthly_usd:,.2f}/month "
-                  "(instances, load balancer, KMS key, CloudWatch alarms, dashboard and agent metrics, and serverless usage "
-                  "as in 'llmdeploy plan'; S3, SNS, CloudWatch API requests and the CloudWatch free tier, data transfer, "
-                  "ALB capacity units and public IPv4 addresses not counted)"]
+                  "(instances and their root volumes, load balancer and an internet-facing one's public IPv4 addresses, "
+                  "KMS key, CloudWatch alarms, dashboard and agent metrics, and serverless usage as in 'llmdeploy plan'; "
+                  "S3, SNS, CloudWatch API requests and the CloudWatch free tier, data transfer and ALB capacity units "
+                  "not counted)"]
     return "\n".join(lines)
 
 

@@ -469,6 +469,7 @@ class StackUpdate:
     kept: tuple[str, ...]
     mode: int
     comments_kept: bool = True
+    config: "StackConfig | None" = None  # the llmdeploy settings the file holds once written (kept keys included)
 
     def write(self) -> Path:
         from llmdeploy.fileio import write_atomic
@@ -523,7 +524,7 @@ def prepare_stack_file(path: str | Path, config: StackConfig, *, header: str = "
     prefix = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
     if not path.exists():
         text = prefix + yaml.safe_dump({"config": wanted}, sort_keys=False, default_flow_style=False)
-        return StackUpdate(path, text, False, tuple((k, None, v) for k, v in wanted.items()), (), 0o644)
+        return StackUpdate(path, text, False, tuple((k, None, v) for k, v in wanted.items()), (), 0o644, config=config)
 
     mode = path.stat().st_mode & 0o7777
     old_text = read_text_utf8(path, "stack config")
@@ -546,17 +547,17 @@ def prepare_stack_file(path: str | Path, config: StackConfig, *, header: str = "
     # The merged file must be one deploy accepts: a user's certificateArn in another region than the plan's,
     # or a mistyped key, is refused here, before anything is written. (secure: values are opaque.)
     try:
-        StackConfig.from_mapping({k: v for k, v in merged.items() if not isinstance(v, dict)}, origin=str(path))
+        merged_config = StackConfig.from_mapping({k: v for k, v in merged.items() if not isinstance(v, dict)}, origin=str(path))
     except UsageError as exc:
         raise ConfigError(f"{path} with this plan merged in would not deploy, so it is left as it is: {exc}") from None
     if not changes:
-        return StackUpdate(path, old_text, True, (), kept, mode)
+        return StackUpdate(path, old_text, True, (), kept, mode, config=merged_config)
     expected = {**doc, "config": merged}
     text = _splice(old_text, root, {k: wanted[k] for k, _, _ in changes}, prefix)
     comments_kept = text is not None and _parses_to(text, expected)
     if not comments_kept:
         text = prefix + yaml.safe_dump(expected, sort_keys=False, default_flow_style=False)
-    return StackUpdate(path, text, True, changes, kept, mode, comments_kept)
+    return StackUpdate(path, text, True, changes, kept, mode, comments_kept, merged_config)
 
 
 def _parses_to(text: str, expected: dict) -> bool:

@@ -92,3 +92,37 @@ def test_the_cli_exits_without_an_unclosed_event_loop(tmp_path):
     assert run.returncode == 0, run.stderr
     assert "Total: $" in run.stdout
     assert "unclosed event loop" not in run.stderr and "Exception ignored" not in run.stderr, run.stderr[-2000:]
+
+
+@pytest.mark.parametrize("setting", [{"ingress_cidr": "203.0.113.0/24"},
+                                     {"certificate_arn": "arn:aws:acm:us-east-1:123456789012:certificate/"
+                                                         "0a1b2c3d-4e5f-6789-abcd-ef0123456789"}])
+def test_an_internet_facing_load_balancer_is_priced_with_its_public_addresses(setting):
+    """Issue 10 made the reserved ALB internal by default (no public IPv4); ingressCidr or certificateArn make it
+    internet-facing: the program registers internal=False, and preview and plan both add its addresses."""
+    from dataclasses import replace
+
+    config = replace(stack_config("reserved"), **setting)
+    result = offline_preview(config, stack="p-public")
+    alb = next(r for r in result.resources if r.type == "aws:lb/loadBalancer:LoadBalancer")
+    assert alb.settings["internal"] is False and [i.kind for i in alb.items] == ["load-balancer", "public-ipv4"]
+    assert result.monthly_usd == pytest.approx(costs.total(planned_line_items(config, load_catalog())), abs=1e-9)
+    internal = offline_preview(stack_config("reserved"), stack="p-internal")
+    assert next(r for r in internal.resources if r.type == "aws:lb/loadBalancer:LoadBalancer").settings["internal"] is True
+    assert result.monthly_usd - internal.monthly_usd == pytest.approx(alb.items[1].monthly_usd)
+
+
+def test_plan_stack_says_what_a_kept_ingress_cidr_adds_and_preview_agrees(tmp_path):
+    runner = CliRunner()
+    args = ["plan", "--mode", "reserved", "--stack", "dev", "--project-dir", str(tmp_path)]
+    assert runner.invoke(cli, args).exit_code == 0
+    path = tmp_path / "Pulumi.dev.yaml"
+    path.write_text(path.read_text().replace("llmdeploy:ingressCidr: ''", "llmdeploy:ingressCidr: 203.0.113.0/24"))
+    text = runner.invoke(cli, [*args, "--force"])
+    assert text.exit_code == 0 and "public IPv4 addresses" in text.output and "as written costs" in text.output
+    data = json.loads(runner.invoke(cli, [*args, "--json", "--force"]).stdout)
+    assert [i["kind"] for i in data["stack_extra_line_items"]] == ["public-ipv4"]
+    assert data["stack_monthly_usd"] == pytest.approx(data["choice"]["monthly_usd"] + data["stack_extra_line_items"][0]["monthly_usd"],
+                                                      abs=0.011)
+    preview = json.loads(runner.invoke(cli, ["preview", "--offline", "--stack", "dev", "--project-dir", str(tmp_path), "--json"]).stdout)
+    assert preview["monthly_usd"] == data["stack_monthly_usd"]

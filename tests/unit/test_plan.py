@@ -228,3 +228,13 @@ def test_a_region_without_serverless_prices_marks_serverless_infeasible_not_an_e
     plan = make_plan(load_model_config("flan-t5-small"), cat=cat, region="us-east-1")
     option = _option(plan, "serverless")
     assert not option.feasible and "no SageMaker serverless price for us-east-1" in option.reason
+
+
+def test_a_total_does_not_depend_on_the_order_of_its_line_items(cat):
+    """plan sums by mode, the offline preview by resource in registration order: the same items must give the same
+    cents even on a half cent (the ALB's 730 h x $0.0225 = $16.425), or plan and preview would differ by one."""
+    import itertools
+
+    items = make_plan(load_model_config("flan-t5-xl"), cat=cat, mode="reserved", term="1y").choice.line_items
+    totals = {costs.total(list(p)) for p in itertools.permutations(items)}
+    assert len(totals) == 1  # a plain sum gives 279.755 one way and 279.7549... another: $279.76 vs $279.75
