@@ -73,9 +73,12 @@ class RecordedResource:
 
 
 # The default VPC the mocks answer with: one default subnet per AZ, and the AZs that offer each instance
-# family (as DescribeInstanceTypeOfferings with location type availability-zone would).
+# family (as DescribeInstanceTypeOfferings with location type availability-zone would). Every GPU family of the
+# catalog is offered somewhere, as it is in every catalog region, so any instance plan picks can be previewed
+# (the speed calibrations make g6 the cheapest fit for some plans); the larger and newer parts in fewer zones.
 FAKE_SUBNETS = {"subnet-0aaa": "a", "subnet-0bbb": "b", "subnet-0ccc": "c"}
-FAKE_OFFERINGS = {"g4dn": ("a", "b", "c"), "g5": ("a", "b"), "p4d": ("a", "b"), "p5": ("a",)}
+FAKE_OFFERINGS = {"g4dn": ("a", "b", "c"), "g5": ("a", "b"), "g6": ("a", "b", "c"), "g6e": ("a", "b"), "p3": ("a", "b"),
+                  "p3dn": ("a",), "p4d": ("a", "b"), "p5": ("a",)}
 
 
 def _make_mocks_class():

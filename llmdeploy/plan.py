@@ -531,7 +531,7 @@ class _Curve:
     peak_per_rpd: float
     candidates: list  # (monthly per instance, fixed monthly, req/s per instance, type)
     serverless: Option | None = None  # at the plan's traffic: cost is affine in requests/day
-    serverless_rpd: float = 0.0
+    serverless_slope: float = 0.0  # USD/month per request/day (compute and data), from the price, not the traffic level
     serverless_max_peak: float = 0.0
     serverless_fixed: float = 0.0  # what serverless bills at no traffic (its monitoring)
 
@@ -539,10 +539,9 @@ class _Curve:
         if self.serverless is not None:
             if rpd * self.peak_per_rpd > self.serverless_max_peak * (1 + 1e-12):
                 return None
-            # the option's own line items: a fixed part (monitoring) and a part linear in requests; scale the latter's
-            # unrounded total, round once, as Option does
-            variable = costs.total(self.serverless.line_items) - self.serverless_fixed
-            return round(self.serverless_fixed + variable * rpd / self.serverless_rpd, 2)
+            # the option's own line items: a fixed part (monitoring) and a part linear in requests; round once, as
+            # Option does
+            return round(self.serverless_fixed + self.serverless_slope * rpd, 2)
         peak = rpd * self.peak_per_rpd
         ceil = math.ceil
         # costs.instances_for, inlined: this runs for every stretch of the break-even scan. Rounding once, after
@@ -579,11 +578,17 @@ def _curves(ctx: _Context, traffic: Traffic, keys) -> list[_Curve]:
             if not opt.feasible:
                 continue
             max_peak = ctx.cat.serverless_limits.max_concurrency / opt.latency_s
-            # the same line items with no requests: what does not scale with traffic
-            fixed = costs.total(hosting_items(ctx.cat, ctx.region, "serverless", serverless_memory_mb=opt.serverless_memory_mb,
-                                              requests_per_month=0, ms_per_request=opt.ms_per_request,
-                                              bytes_per_request=_bytes_per_request(traffic, ctx.a)))
-            curves.append(_Curve(label, peak_per_rpd, [], opt, traffic.requests_per_day, max_peak, fixed))
+
+            def priced(requests_per_month: float, monitored=None) -> float:
+                return costs.total(hosting_items(ctx.cat, ctx.region, "serverless", serverless_memory_mb=opt.serverless_memory_mb,
+                                                 requests_per_month=requests_per_month, ms_per_request=opt.ms_per_request,
+                                                 bytes_per_request=_bytes_per_request(traffic, ctx.a), monitored=monitored))
+            # Both parts read off the same line items: with no requests (what does not scale: monitoring), and the
+            # usage of one request a day without monitoring. Neither depends on the plan's own traffic level, so a
+            # stack's recorded traffic (rounded to whole requests a month) gives the same stretches to the bit.
+            fixed = priced(0)
+            slope = priced(costs.DAYS_PER_MONTH, monitoring.Billable(0, 0, 0))
+            curves.append(_Curve(label, peak_per_rpd, [], opt, slope, max_peak, fixed))
             continue
         cands, price = ctx.priced(mode, term, traffic.active_hours)
         kept = []
@@ -613,8 +618,7 @@ def _settled_after(curves: list[_Curve]) -> float:
     bounds, edge = [], 0.0
     for cv in curves:
         if cv.serverless is not None:
-            slope = (costs.total(cv.serverless.line_items) - cv.serverless_fixed) / cv.serverless_rpd
-            bounds.append((slope, cv.serverless_fixed - 0.01, cv.serverless_fixed + 0.01))
+            bounds.append((cv.serverless_slope, cv.serverless_fixed - 0.01, cv.serverless_fixed + 0.01))
             edge = max(edge, cv.serverless_max_peak / cv.peak_per_rpd)
             continue
         rows = []

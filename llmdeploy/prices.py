@@ -901,7 +901,8 @@ def describe() -> dict:
             "region": region, "ec2_rows": len(ec2), "sagemaker_hosting_rows": len(hosting),
             "serverless": region in cat.serverless, "rows_from_price_list_api": len(live),
             "rows_from_snapshot": len(rows) - len(live),
-            "newest_price_date": max(p.source.retrieved for p in rows).isoformat() if rows else None,
+            # over every price of the region (a kept reserved term's, CloudWatch's...), as the headline dates are
+            "newest_price_date": max(s.retrieved for s in cat.price_sources(region)).isoformat() if rows else None,
         })
     used = {s.key for s in cat.price_sources()}
     return {

@@ -344,15 +344,15 @@ def price_stack(resources: list[PolicyResource], config, catalog) -> float:
     from llmdeploy.infra.offline_preview import line_items
 
     templates = [r for r in resources if r.resource_type == LAUNCH_TEMPLATE]
-    total = 0.0
+    items = []
     for res in resources:
         def template(res=res) -> Mapping[str, Any]:
             found = referenced(res, "launchTemplate", templates) or (templates if len(templates) == 1 else [])
             if not found:
                 raise LookupError(f"cannot find the launch template of {res.name}")
             return found[0].props
-        total += costs.total(line_items(res.resource_type, res.props, config, catalog, launch_template=template))
-    return total
+        items += line_items(res.resource_type, res.props, config, catalog, launch_template=template)
+    return costs.total(items)  # one exactly rounded sum: the same cents as plan and the preview, in any order
 
 
 def validate_budget(args: StackValidationArgs, report_violation: ReportViolation) -> None:

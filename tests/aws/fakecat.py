@@ -86,6 +86,10 @@ cloudwatch_alarm_metric_monthly = 0.10
 cloudwatch_dashboard_monthly = 3.00
 cloudwatch_custom_metric_monthly = 0.30
 cloudwatch_source = "test"
+ebs_gp3_gb_month = 0.08
+ebs_source = "test"
+availability_zones = 6
+availability_zones_source = "test"
 [other."us-west-2"]
 alb_hourly = 0.0225
 kms_key_monthly = 1.0

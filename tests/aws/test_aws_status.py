@@ -323,7 +323,8 @@ def test_status_of_the_self_hosted_fleet_reads_the_load_balancer(aws, boto, moto
     assert hour["error_rate"] == pytest.approx(4 / 100), "the servers' 5xx over the requests they were given"
     assert {a["key"] for a in doc["alarms"]} == {"latency-p90", "errors-5xx", "errors-4xx", "unhealthy-hosts", "capacity",
                                                   "gpu-memory"}
-    # 2 x g4dn.xlarge on demand + ALB hours, 9 alarm metrics, a dashboard, 3 GPU measurements x (2 GPUs + fleet-wide).
+    # 2 x g4dn.xlarge on demand + their 200 GB gp3 root volumes + ALB hours (internal: no public IPv4), 9 alarm
+    # metrics, a dashboard, 3 GPU measurements x (2 GPUs + fleet-wide).
     assert doc["cost"]["plan_monthly_usd"] == pytest.approx(
-        2 * 0.526 * 730 + 0.0225 * 730 + 9 * 0.10 + 3.00 + 3 * (2 + 1) * 0.30, abs=0.005)
+        2 * 0.526 * 730 + 2 * 200 * 0.08 + 0.0225 * 730 + 9 * 0.10 + 3.00 + 3 * (2 + 1) * 0.30, abs=0.005)
     assert doc["cost"]["month_to_date"]["usd"] == 512.5 and doc["cost"]["month_to_date"]["estimated"] is False

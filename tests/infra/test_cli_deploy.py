@@ -73,7 +73,8 @@ def test_deploy_answered_no_shows_the_comparison_and_the_priced_resources_and_cr
     assert "Self-hosted or managed?" in out
     for label in ("reserved (on-demand)", "reserved (1-year RI)", "reserved (3-year RI)", "realtime", "async", "serverless"):
         assert label in out, f"the comparison lists {label}"
-    assert "Recommended:" in out and "Break-even:" in out and "Choice (--mode realtime)" in out
+    assert "Recommended:" in out and "Break-even against self-hosting:" in out and "Choice (--mode realtime)" in out
+    assert "Cheapest option by traffic" in out, "the whole range, as plan prints it (issue 11)"
     # 2. the resources it will create, priced, with the monthly total
     assert "sagemaker:EndpointConfiguration" in out and "Total: $" in out
     # 3. no running stack: said so; then the question, and the answer kept

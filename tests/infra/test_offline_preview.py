@@ -126,3 +126,11 @@ def test_plan_stack_says_what_a_kept_ingress_cidr_adds_and_preview_agrees(tmp_pa
                                                       abs=0.011)
     preview = json.loads(runner.invoke(cli, ["preview", "--offline", "--stack", "dev", "--project-dir", str(tmp_path), "--json"]).stdout)
     assert preview["monthly_usd"] == data["stack_monthly_usd"]
+
+
+def test_the_mocks_offer_every_gpu_family_the_catalog_prices():
+    """plan may pick any priced type (a g6.xlarge once speed is calibrated): preview must be able to place it."""
+    from llmdeploy.infra.offline_preview import FAKE_OFFERINGS
+
+    families = {itype.split(".")[0] for (_, itype) in load_catalog().ec2}
+    assert families <= set(FAKE_OFFERINGS), f"no fake offering for {families - set(FAKE_OFFERINGS)}"

@@ -275,15 +275,21 @@ def test_certificate_turns_on_https_and_80_only_redirects():
         "with a certificate the invoke command must use https"
 
 
-def test_https_stack_costs_the_same():
+def test_https_stack_costs_its_public_addresses_more():
+    """HTTPS adds listeners, which cost nothing: the ALB hour is priced either way. But a certificate makes the
+    ALB internet-facing (the plain default is internal since issue 10), and an internet-facing ALB holds one
+    public IPv4 address per Availability Zone (issue 11's line item): exactly that is the difference."""
+    from llmdeploy import costs
     from llmdeploy.catalog import load_catalog
     from llmdeploy.infra.offline_preview import price_resources
 
     cat = load_catalog()
     plain, tls = stack_config("reserved"), stack_config("reserved", certificate_arn=CERT)
-    total = [sum(r.monthly_usd for r in price_resources(run(c, stack=s).resources, c, cat))
+    items = [[i for r in price_resources(run(c, stack=s).resources, c, cat) for i in r.items]
              for c, s in ((plain, "cost-http"), (tls, "cost-https"))]
-    assert total[0] == total[1] > 0, "HTTPS adds listeners, not cost: the ALB hour is already priced"
+    extra = [i for i in items[1] if i not in items[0]]
+    assert [i.kind for i in extra] == ["public-ipv4"] and costs.total(items[0]) > 0
+    assert costs.total(items[1]) - costs.total(items[0]) == pytest.approx(costs.load_balancer_ipv4(cat, plain.region).monthly_usd)
 
 
 def test_invoke_command_with_https_notes_the_certificate_domain():

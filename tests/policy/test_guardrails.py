@@ -7,6 +7,7 @@ Property names and shapes are pulumi-aws's wire names (camelCase), as the mocks 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -212,12 +213,19 @@ def test_asg_tags_are_a_list_and_untaggable_types_are_skipped():
 
 
 def _reserved_resources(count=2.0, *, through_dependencies=False, user_data=None):
+    """What the program registers for a reserved stack without ingressCidr/certificateArn (wire names): a launch
+    template with its gp3 root volume (infra/reserved_endpoint.py), the group, and an internal load balancer."""
+    from llmdeploy.assumptions import load_assumptions
+
+    root = [{"deviceName": "/dev/xvda", "ebs": {"volumeSize": load_assumptions().root_volume_gb, "volumeType": "gp3",
+                                                "encrypted": "true", "deleteOnTermination": "true"}}]
     template = policy_resource(LT, {"id": UNKNOWN if through_dependencies else "lt-1", "instanceType": "g4dn.xlarge",
+                                    "blockDeviceMappings": root,
                                     **({"userData": user_data} if user_data is not None else {})}, name="serve-template")
     asg = policy_resource("aws:autoscaling/group:Group",
                           {"desiredCapacity": count, "launchTemplate": {"id": UNKNOWN if through_dependencies else "lt-1"}},
                           name="serve-asg", deps={"launchTemplate": [template]} if through_dependencies else {})
-    return [template, asg, policy_resource(LB, {"internal": False}, name="serve-alb")]
+    return [template, asg, policy_resource(LB, {"internal": True}, name="serve-alb")]
 
 
 def _engine_config(monkeypatch, **settings):
@@ -233,7 +241,8 @@ def _priced_as_plan(config, monitored) -> float:
     from llmdeploy.plan import hosting_items
 
     return costs.total(hosting_items(load_catalog(), config.region, config.mode, instance_type=config.instance_type,
-                                     count=config.instance_count, gpus=1, term=config.term, monitored=monitored))
+                                     count=config.instance_count, gpus=1, term=config.term,
+                                     internet_facing=config.internet_facing, monitored=monitored))
 
 
 @pytest.mark.parametrize("through_dependencies", [False, True], ids=["values", "preview-dependencies"])
@@ -241,12 +250,25 @@ def test_budget_prices_the_resources_it_sees(monkeypatch, through_dependencies):
     from llmdeploy import monitoring as mon
 
     config = _engine_config(monkeypatch, max_monthly_usd=300)
-    # 2 x g4dn.xlarge 1y RI + ALB (~ $500): only what it is shown, no monitoring resources among them
+    # 2 x g4dn.xlarge 1y RI + their root volumes + ALB (~ $520): only what it is shown, no monitoring resources
     monthly = _priced_as_plan(config, mon.Billable(0, 0, 0))
     assert monthly > 300
     [message] = violations(by_name("monthly-budget"), stack_args(_reserved_resources(through_dependencies=through_dependencies)))
     assert f"would cost ${monthly:,.2f}/month, over the budget of $300.00/month (llmdeploy:maxMonthlyUsd" in message
     assert violations(by_name("monthly-budget"), stack_args(_reserved_resources(count=1.0))) == [], "one instance fits"
+
+
+def test_budget_prices_an_internet_facing_load_balancers_addresses(monkeypatch):
+    """internal=False, as the program registers it for a stack with an ingressCidr: its public IPv4 addresses count."""
+    from llmdeploy import monitoring as mon
+
+    config = _engine_config(monkeypatch, max_monthly_usd=300, ingress_cidr="203.0.113.0/24")
+    public = [r if r.resource_type != LB else policy_resource(LB, {"internal": False}, name="serve-alb")
+              for r in _reserved_resources()]
+    monthly = _priced_as_plan(config, mon.Billable(0, 0, 0))
+    [message] = violations(by_name("monthly-budget"), stack_args(public))
+    assert f"would cost ${monthly:,.2f}/month" in message
+    assert monthly == pytest.approx(_priced_as_plan(replace(config, ingress_cidr=""), mon.Billable(0, 0, 0)) + 21.9)
 
 
 def test_budget_prices_the_monitoring_it_sees(monkeypatch):
