@@ -214,12 +214,7 @@ class T5DecodeLoop:
     @torch.inference_mode()
     def step(self) -> list[Sequence]:
         """Advance every sequence by one token; return (and remove) those that finished or were cancelled."""
-        now = time.monotonic()
-        for s in self.seqs:  # cancelled or late before they cost another step
-            if s.cancelled or (s.deadline is not None and now > s.deadline):
-                s.timed_out = not s.cancelled
-                s.finished = True
-        done = self._retire()
+        done = self.retire_cancelled()  # cancelled or late: gone before they cost another step
         if not self.seqs:
             return done
         logits = self._forward()
@@ -233,6 +228,15 @@ class T5DecodeLoop:
         self.steps += 1
         self.batch_sizes_total += len(tokens)
         return done + self._retire()
+
+    def retire_cancelled(self) -> list[Sequence]:
+        """Remove (and return) the sequences cancelled or past their deadline, without a step."""
+        now = time.monotonic()
+        for s in self.seqs:
+            if s.cancelled or (s.deadline is not None and now > s.deadline):
+                s.timed_out = not s.cancelled
+                s.finished = True
+        return self._retire()
 
     def _clamp(self, h: torch.Tensor) -> torch.Tensor:
         if h.dtype == torch.float16 and torch.isinf(h).any():

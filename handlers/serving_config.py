@@ -107,11 +107,7 @@ class ServingConfig:
         """
         if self.model_id and not self.model_id.startswith("s3://"):
             if os.path.isabs(self.model_id):
-                relative = os.path.relpath(self.model_id, CONTAINER_MODEL_DIR)
-                if (self.model_dir and not os.path.exists(self.model_id) and not relative.startswith("..")
-                        and os.path.isdir(os.path.join(self.model_dir, relative))):
-                    return os.path.join(self.model_dir, relative)
-                return self.model_id
+                return self.container_path(self.model_id)
             # A relative model_id is a folder in model_dir when one exists there, else a hub id.
             if self.model_dir:
                 candidate = os.path.join(self.model_dir, self.model_id)
@@ -123,6 +119,19 @@ class ServingConfig:
         raise ServingConfigError(
             "no model to load: set option.model_id in serving.properties or put the weights in the model folder"
         )
+
+
+    def container_path(self, path: str) -> str:
+        """``path``, or its copy under model_dir when it names a missing folder under /opt/ml/model."""
+        relative = os.path.relpath(path, CONTAINER_MODEL_DIR)
+        if (self.model_dir and not os.path.exists(path) and not relative.startswith("..")
+                and os.path.isdir(os.path.join(self.model_dir, relative))):
+            return os.path.join(self.model_dir, relative)
+        return path
+
+    def ct2_location(self) -> str | None:
+        """The converted CTranslate2 model folder serving.properties names (option.ct2_dir), if any."""
+        return self.container_path(self.ct2_dir) if self.ct2_dir else None
 
 
 def _int(props: Mapping[str, str], keys: tuple[str, ...], default: int, *, minimum: int = 0) -> int:

@@ -26,7 +26,7 @@ def test_same_inputs_same_bytes(tiny_model_dir, tmp_path):
     b = build_model_tarball(tmp_path / "b.tar.gz", weights_dir=tiny_model_dir)
     assert a.sha256 == b.sha256 == sha256_file(a.path) == hashlib.sha256(b.path.read_bytes()).hexdigest()
     assert a.path.read_bytes() == b.path.read_bytes()
-    c = build_model_tarball(tmp_path / "c.tar.gz", PackageSettings(batch_size=16), weights_dir=tiny_model_dir)
+    c = build_model_tarball(tmp_path / "c.tar.gz", PackageSettings(max_slots=16), weights_dir=tiny_model_dir)
     d = build_model_tarball(tmp_path / "d.tar.gz", PackageSettings(dtype="bf16"), weights_dir=tiny_model_dir)
     assert len({a.sha256, c.sha256, d.sha256}) == 3
 
@@ -60,17 +60,24 @@ def test_members_fixed_metadata_and_layout(tiny_model_dir, tmp_path):
         "engine": "Python", "option.entryPoint": "model.py",
         # absolute: a relative model_id makes LMI ask the Hugging Face Hub for it at start-up
         "option.model_id": "/opt/ml/model/weights",
-        # always: LMI's recommender otherwise picks rolling batch / async mode for T5 when batch_size <= 1
-        "option.rolling_batch": "disable",
+        # DJL's Java RollingBatch drives the handler's own decode loop; batch_size 1 keeps LMI's recommender off it
+        "option.rolling_batch": "llmdeploy", "option.max_rolling_batch_size": "32", "batch_size": "1",
         "option.dtype": "fp16", "option.tensor_parallel_degree": "1", "option.backend": "transformers",
-        "option.max_new_tokens": "256", "batch_size": "4", "max_batch_delay": "50", "maxWorkers": "1",
+        "option.max_new_tokens": "256", "option.max_num_beams": "4", "option.max_request_tokens": "8192",
+        "maxWorkers": "1",
     }
 
 
-def test_rolling_batch_is_off_whatever_the_batch_size():
+def test_transformers_rolls_and_ctranslate2_batches_statically():
+    for slots in (1, 2, 64):
+        props = _properties(render_serving_properties(PackageSettings(max_slots=slots), with_weights=True))
+        assert props["option.rolling_batch"] == "llmdeploy" and props["option.max_rolling_batch_size"] == str(slots)
+        assert props["batch_size"] == "1"
     for batch_size in (1, 2, 32):
-        props = _properties(render_serving_properties(PackageSettings(batch_size=batch_size), with_weights=True))
+        props = _properties(render_serving_properties(PackageSettings(backend="ctranslate2", batch_size=batch_size),
+                                                      with_weights=True))
         assert props["option.rolling_batch"] == "disable" and props["batch_size"] == str(batch_size)
+        assert "option.max_rolling_batch_size" not in props
 
 
 def test_lmi_recommender_leaves_the_handler_in_sync_mode():
@@ -78,9 +85,12 @@ def test_lmi_recommender_leaves_the_handler_in_sync_mode():
     from djl_double import lmi_recommended
 
     t5 = ["T5ForConditionalGeneration"]
-    for batch_size in (1, 8):
-        ours = _properties(render_serving_properties(PackageSettings(batch_size=batch_size), with_weights=True))
-        assert "option.async_mode" not in lmi_recommended(ours, t5)
+    for settings in (PackageSettings(), PackageSettings(backend="ctranslate2", batch_size=1),
+                     PackageSettings(backend="ctranslate2", batch_size=8)):
+        ours = _properties(render_serving_properties(settings, with_weights=True))
+        recommended = lmi_recommended(ours, t5)
+        assert "option.async_mode" not in recommended
+        assert recommended["option.rolling_batch"] == ours["option.rolling_batch"]  # ours is kept as written
     bare = {"engine": "Python", "option.entryPoint": "model.py", "batch_size": "1"}
     assert lmi_recommended(bare, t5)["option.async_mode"] == "true", "the case option.rolling_batch=disable prevents"
 
@@ -189,8 +199,9 @@ assert not any(m.startswith("llmdeploy") for m in sys.modules), [m for m in sys.
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["init"] == 204
+    # Rolling batch (the transformers backend): every request gets its own status, even inside a batch.
     (good_status, good_headers, good), (bad_status, _, bad) = out["batch"]
-    assert good_status == bad_status == 200 and good_headers == {"Content-Type": "application/json"}
+    assert (good_status, bad_status) == (200, 400) and good_headers == {"Content-Type": "application/json"}
     assert set(good) == {"generated_text"} and bad["code"] == 400
     assert out["lone"][0] == 400 and out["lone"][1]["code"] == 400
 
