@@ -94,6 +94,9 @@ class BatcherClosed(RuntimeError):
     code = 503
 
 
+_UNFINISHED = "server is shutting down: this request did not finish in time"
+
+
 class GenerationTimeout(RuntimeError):
     """The request ran past its deadline and was retired (504)."""
 
@@ -201,7 +204,7 @@ class DynamicBatcher:
         while self._queue is not None and not self._queue.empty():
             _, fut = self._queue.get_nowait()
             if not fut.done():
-                fut.set_exception(BatcherClosed("server is shutting down"))
+                fut.set_exception(BatcherClosed(_UNFINISHED))
         if self._own_executor:
             self._executor.shutdown(wait=False)
 
@@ -257,7 +260,9 @@ class DynamicBatcher:
                 for (_, fut), result in zip(live, results):
                     if fut.done():
                         continue
-                    if isinstance(result, BaseException):
+                    if self._aborted:  # its rows were stopped early: the text is cut, not an answer
+                        fut.set_exception(BatcherClosed(_UNFINISHED))
+                    elif isinstance(result, BaseException):
                         fut.set_exception(result)
                     else:
                         fut.set_result(result)
@@ -265,7 +270,7 @@ class DynamicBatcher:
                 self._aborted = True
                 for _, fut in live:
                     if not fut.done():
-                        fut.set_exception(BatcherClosed("server is shutting down"))
+                        fut.set_exception(BatcherClosed(_UNFINISHED))
                 raise
             except Exception as exc:  # noqa: BLE001 - the whole batch failed: tell every caller
                 log.exception("batch of %d failed", len(live))
@@ -353,7 +358,7 @@ class ContinuousBatcher:
         with self._cv:
             self._stop = True
             for job in list(self._waiting) + list(self._beams) + list(self._active):
-                job.error = job.error or BatcherClosed("server is shutting down: this request did not finish in time")
+                job.error = job.error or BatcherClosed(_UNFINISHED)
                 job.cancel()
             self._cv.notify_all()
         if self._thread is not None:
@@ -386,9 +391,9 @@ class ContinuousBatcher:
             self._cv.notify()
         try:
             return await fut
-        finally:
-            if not fut.done():  # the caller gave up (client gone, timeout): free its slots at the next step
-                job.cancel()
+        except BaseException:  # the caller gave up (client gone, timeout: fut was cancelled): free its slots
+            job.cancel()
+            raise
 
     # -- the decode thread ------------------------------------------------------------------------
     def _run(self) -> None:

@@ -186,6 +186,9 @@ def make_runner(app: web.Application, settings: EndpointSettings) -> web.AppRunn
     """The runner with the slow-client defences: header timeout (keep-alive timer), handler cancellation."""
     return web.AppRunner(app, handle_signals=False, access_log=None, handler_cancellation=True,
                          keepalive_timeout=settings.header_timeout_s,
+                         # after an early answer (408, 413) aiohttp reads what is left of the body for at most
+                         # this long (default 10 s) before closing: a stalled upload holds nothing longer
+                         lingering_time=1.0,
                          shutdown_timeout=1.0)  # after the drain, what is still open (stalled uploads) is cut
 
 

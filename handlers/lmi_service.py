@@ -94,6 +94,8 @@ class Seq2SeqService:
                         from seq2seq import load_engine
                     loader = load_engine
                 self.engine = loader(self.config)
+            if self.config.rolling_batch and self._rolling is None:
+                self._rolling = _RollingBatch(self)  # fails the worker at start when the engine cannot roll
 
     # -- batch inference, transport-agnostic --------------------------------------------------
     def predict(self, requests: list[ParsedRequest], cancelled: Callable[[int], bool] | None = None) -> list:
@@ -173,9 +175,7 @@ class Seq2SeqService:
             self.initialize(inputs.get_properties())
         if inputs.is_empty():
             return None  # DJL's initialisation call
-        if self.config.rolling_batch:
-            if self._rolling is None:
-                self._rolling = _RollingBatch(self)
+        if self._rolling is not None:
             return self._rolling.handle(inputs, output_cls)
         batch = inputs.get_batches()
         bodies = []

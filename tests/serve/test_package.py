@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
+import signal
+import stat
 import subprocess
 import sys
 import tarfile
@@ -236,3 +239,59 @@ def test_cli_serve_help():
     assert res.exit_code == 0
     for flag in ("--model", "--port", "--host", "--max-batch-size", "--max-batch-delay-ms", "--backend"):
         assert flag in res.output
+
+
+def test_out_that_is_a_fifo_or_device_is_refused_and_left_alone(tmp_path):
+    fifo = tmp_path / "model.tar.gz"
+    os.mkfifo(fifo)
+    for out in (fifo, Path("/dev/null")):
+        res = CliRunner().invoke(cli, ["package", "--model-id", "google/flan-t5-small", "--out", str(out)])
+        assert res.exit_code == 2 and "only replaces regular files" in res.output and "Traceback" not in res.output
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tar.gz"]  # no temp file either
+
+
+def test_sigterm_during_package_removes_its_temp_file(tmp_path):
+    """The real entry point in a subprocess: SIGTERM mid-write exits like Ctrl-C, leaving no temp file."""
+    weights = tmp_path / "model"
+    weights.mkdir()
+    (weights / "config.json").write_text('{"model_type": "t5"}')
+    with open(weights / "model.safetensors", "wb") as fh:  # 3 GiB, sparse: gzip takes seconds to get through it
+        fh.truncate(3 << 30)
+    out = tmp_path / "out" / "model.tar.gz"
+    proc = subprocess.Popen([sys.executable, "-m", "llmdeploy.cli.main", "package", "--model", str(weights),
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(out.parent.glob(".model.tar.gz.*.tmp")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "slow"
+            time.sleep(0.05)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 128 + signal.SIGTERM
+        assert list(out.parent.iterdir()) == [] and "Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ctranslate2") is None, reason="the ctranslate2 extra is not installed")
+def test_ctranslate2_archive_carries_the_converted_model_and_what_the_container_installs(tiny_model_dir, tmp_path):
+    from llmdeploy.lmi import load_lmi_table
+
+    result = build_model_tarball(tmp_path / "ct2.tar.gz", PackageSettings(backend="ctranslate2", batch_size=16),
+                                 weights_dir=tiny_model_dir)
+    assert {"ct2/model.bin", "ct2/config.json"} <= set(result.members) and "weights/config.json" in result.members
+    with tarfile.open(result.path) as tar:
+        props = _properties(tar.extractfile("serving.properties").read().decode())
+        reqs = tar.extractfile("requirements.txt").read().decode()
+    assert props["option.backend"] == "ctranslate2" and props["option.ct2_dir"] == "/opt/ml/model/ct2"
+    assert props["option.rolling_batch"] == "disable" and props["batch_size"] == "16"
+    table = load_lmi_table()
+    from packaging.requirements import Requirement
+
+    lines = [Requirement(line) for line in reqs.splitlines() if line and not line.startswith("#")]
+    for python in {table.cpu_image.python} | {r.python for r in table.versions.values()}:  # every image gets it
+        names = {r.name: str(r.specifier) for r in lines if r.marker is None or r.marker.evaluate({"python_version": python})}
+        assert names["ctranslate2"] == f"=={table.ctranslate2.version}"
+        assert ("nvidia-cublas-cu12" in names) == (python != table.cpu_image.python)  # cuBLAS 12 for the GPU images
