@@ -257,6 +257,11 @@ def _converter_class(ctranslate2):
 
     class _Converter(ctranslate2.converters.TransformersConverter):
         def load_model(self, model_class, model_name_or_path, **kwargs):
+            # ctranslate2 4.8 passes transformers 5's ``dtype=``; 4.x (the LMI images' 4.51) takes ``torch_dtype``.
+            import transformers
+
+            if "dtype" in kwargs and dtype_keyword(transformers.__version__) != "dtype":
+                kwargs["torch_dtype"] = kwargs.pop("dtype")
             model = super().load_model(model_class, model_name_or_path, **kwargs)
             config = model.config
             if getattr(config, "model_type", "") == "t5" and hasattr(config, "scale_decoder_outputs"):
