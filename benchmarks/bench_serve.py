@@ -1,19 +1,30 @@
-"""Serving benchmark: the local endpoint, dynamic batching vs one request at a time, vs CTranslate2.
+"""Serving benchmark: one-at-a-time, static and iteration-level batching behind the endpoint, against in-process
+generate and CTranslate2, for uniform and mixed output lengths.
 
-Builds a FLAN-T5-small-shaped model with random weights (d_model 512, d_ff 1024, d_kv 64,
-6 heads, 8+8 layers, vocab 32128, gated-gelu, untied lm_head config) and a word-level
-tokenizer trained offline, converts it once to CTranslate2, then for each backend
-(transformers, ctranslate2) starts ``python -m llmdeploy.handlers.endpoint`` on
-127.0.0.1 twice (max batch size 32 = dynamic batching, and 1 = one at a time) and drives
-it with 1, 8 and 32 concurrent HTTP clients. Every request generates exactly
-``--new-tokens`` tokens (min_new_tokens = max_new_tokens). As a reference it also runs
-CTranslate2's ``translate_batch`` in-process (no HTTP) on the same converted model and
-batch of 32.
+Builds a FLAN-T5-small-shaped model with random weights (d_model 512, d_ff 1024, d_kv 64, 6 heads, 8+8 layers,
+vocab 32128, gated-gelu, untied lm_head) and a word-level tokenizer trained offline, converts it once to
+CTranslate2, then for two workloads
 
-    python benchmarks/bench_serve.py                 # ~2-3 minutes on 2 CPU cores
-    python benchmarks/bench_serve.py --requests 32 --new-tokens 8 --backends transformers
+  (a) uniform: every request makes exactly 32 new tokens;
+  (b) mixed:   each request makes its own 4..128 tokens (seeded), the case static batching handles worst;
 
-Prints a table and two ratios; asserts nothing about time.
+measures, in this one run:
+
+  in-process generate   TransformersEngine.generate on batches of 32 in one process (no HTTP): the BASELINE;
+                        for (b) each batch decodes to its longest request, as any static batch must;
+  one-at-a-time         the endpoint with static batches of 1;
+  static batching       the endpoint with static batches of up to 32 (DynamicBatcher, 20 ms wait);
+  iteration-level       the endpoint's default: requests join the running decode at every step (32 slots);
+  ct2 in-process        CTranslate2 translate_batch on batches of 32 (int8 on CPU, as served);
+  ct2 endpoint          the endpoint with --backend ctranslate2 (static batches of up to 32).
+
+Endpoints run as their own process (python -m llmdeploy.handlers.endpoint) driven by 32 concurrent HTTP
+clients (aiohttp) from this process; every request is counted only when its body holds no error. Prints
+throughput and p50/p99 latency, each as a ratio to the baseline of its workload. Latency of an in-process
+batch is the batch's time (all its requests wait for it). Asserts nothing about time.
+
+    python benchmarks/bench_serve.py                      # ~4 minutes on 2 shared CPU cores
+    python benchmarks/bench_serve.py --requests 32 --skip ct2
 """
 
 from __future__ import annotations
@@ -104,13 +115,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Server:
-    def __init__(self, model: Path, *, backend: str, max_batch_size: int, delay_ms: float, ct2_dir: Path,
-                 threads: int, omp_wait_policy: str):
+    def __init__(self, model: Path, *, backend: str, max_batch_size: int, delay_ms: float, ct2_dir: Path | None,
+                 threads: int, omp_wait_policy: str, extra: list[str] = ()):
         self.args = [sys.executable, "-m", "llmdeploy.handlers.endpoint", "--model", str(model),
                      "--host", "127.0.0.1", "--port", "0", "--backend", backend, "--device", "cpu",
                      "--max-batch-size", str(max_batch_size), "--max-batch-delay-ms", str(delay_ms),
-                     "--ct2-dir", str(ct2_dir), "--max-new-tokens", "512", "--log-level", "WARNING",
-                     "--request-timeout", "600"]
+                     "--max-new-tokens", "512", "--log-level", "WARNING", "--request-timeout", "600",
+                     *(["--ct2-dir", str(ct2_dir)] if ct2_dir else []), *extra]
         self.env = dict(os.environ, OMP_NUM_THREADS=str(threads), TRANSFORMERS_VERBOSITY="error",
                         HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
         if omp_wait_policy != "default":
@@ -138,63 +149,94 @@ class Server:
             self.proc.kill()
 
 
-def bench_endpoint(model: Path, ct2_dir: Path, backend: str, batched: bool, args) -> list[dict]:
-    rows = []
-    with Server(model, backend=backend, max_batch_size=32 if batched else 1, delay_ms=args.max_batch_delay_ms,
-                ct2_dir=ct2_dir, threads=args.threads, omp_wait_policy=args.omp_wait_policy) as server:
+UNIFORM_TOKENS = 32
+MIXED_RANGE = (4, 128)
+
+
+def workload(kind: str, n: int, prompt_words: int) -> list[dict]:
+    import random
+
+    rng = random.Random(7)
+    bodies = []
+    for text in prompts(n, prompt_words):
+        tokens = UNIFORM_TOKENS if kind == "uniform" else rng.randint(*MIXED_RANGE)
+        bodies.append({"inputs": text, "parameters": {"max_new_tokens": tokens, "min_new_tokens": tokens}})
+    return bodies
+
+
+def row(name: str, kind: str, n: int, elapsed: float, latencies: list[float], errors: int = 0) -> dict:
+    return {"mode": name, "workload": kind, "requests": n, "errors": errors, "throughput": n / elapsed,
+            "p50_ms": 1000 * percentile(latencies, 50), "p99_ms": 1000 * percentile(latencies, 99)}
+
+
+def bench_endpoint(model: Path, ct2_dir: Path, name: str, kind: str, bodies: list[dict], args, *,
+                   backend: str = "transformers", batching: str = "continuous", max_batch_size: int = 32) -> dict:
+    with Server(model, backend=backend, max_batch_size=max_batch_size, delay_ms=args.max_batch_delay_ms,
+                ct2_dir=ct2_dir, threads=args.threads, omp_wait_policy=args.omp_wait_policy,
+                extra=["--batching", batching, "--max-slots", "32"]) as server:
         url = server.url + "/invocations"
-        params = {"max_new_tokens": args.new_tokens, "min_new_tokens": args.new_tokens}
-        warm = [{"inputs": p, "parameters": params} for p in prompts(4, args.prompt_words)]
-        asyncio.run(drive(url, warm, 4))
-        for clients in args.clients:
-            n = args.requests if clients > 1 else max(4, args.requests // 4)
-            if not batched and clients > 1:
-                n = max(clients, args.requests // 2)  # one at a time is slow; keep the run bounded
-            n = max(n, clients)
-            bodies = [{"inputs": p, "parameters": params} for p in prompts(n, args.prompt_words)]
-            elapsed, lat, errors = asyncio.run(drive(url, bodies, clients))
-            rows.append({"backend": backend, "mode": "batched" if batched else "one-at-a-time",
-                         "clients": clients, "requests": n, "errors": errors,
-                         "throughput": n / elapsed, "p50_ms": 1000 * percentile(lat, 50),
-                         "p99_ms": 1000 * percentile(lat, 99)})
-            print(f"  {backend:12s} {rows[-1]['mode']:14s} clients={clients:<3d} "
-                  f"{rows[-1]['throughput']:7.2f} req/s  p50 {rows[-1]['p50_ms']:7.0f} ms", flush=True)
-    return rows
+        asyncio.run(drive(url, bodies[:4], 4))  # warm-up
+        elapsed, lat, errors = asyncio.run(drive(url, bodies, args.clients))
+    result = row(name, kind, len(bodies), elapsed, lat, errors)
+    print(f"  {kind:8s} {name:20s} {result['throughput']:7.2f} req/s  p50 {result['p50_ms']:7.0f} ms  "
+          f"p99 {result['p99_ms']:7.0f} ms  errors {errors}", flush=True)
+    return result
 
 
-def bench_ct2_inprocess(model: Path, ct2_dir: Path, args) -> dict:
-    """CTranslate2's own translate_batch on the same converted model and batch of 32 (no HTTP)."""
+def bench_generate(model: Path, kind: str, bodies: list[dict], args) -> dict:
+    """TransformersEngine.generate (transformers' generate) on batches of 32, one process, no HTTP."""
+    import torch
+
+    from llmdeploy.handlers.precision import CPU
+    from llmdeploy.handlers.seq2seq import TransformersEngine
+    from llmdeploy.handlers.serving_config import parse_properties
+
+    torch.set_num_threads(args.threads)
+    config = parse_properties({"option.model_id": str(model), "option.max_new_tokens": "512"})
+    engine = TransformersEngine.load(str(model), config, device=CPU)
+    engine.generate([b["inputs"] for b in bodies[:4]], {"max_new_tokens": 4})
+    lat = []
+    start = time.perf_counter()
+    for i in range(0, len(bodies), 32):
+        batch = bodies[i:i + 32]
+        longest = max(b["parameters"]["max_new_tokens"] for b in batch)
+        engine.generate([b["inputs"] for b in batch], {"max_new_tokens": longest, "min_new_tokens": longest})
+        lat += [time.perf_counter() - start] * len(batch)
+    result = row("in-process generate", kind, len(bodies), time.perf_counter() - start, lat)
+    print(f"  {kind:8s} {'in-process generate':20s} {result['throughput']:7.2f} req/s (baseline)", flush=True)
+    return result
+
+
+def bench_ct2_inprocess(model: Path, ct2_dir: Path, kind: str, bodies: list[dict], args) -> dict:
+    """CTranslate2's translate_batch on batches of 32 (int8 on CPU, what the endpoint loads), no HTTP."""
     import ctranslate2
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model)
-    translator = ctranslate2.Translator(str(ct2_dir), device="cpu", inter_threads=1, intra_threads=args.threads)
-    batch = 32
-    texts = prompts(max(batch, args.requests), args.prompt_words)
-    source = [tokenizer.convert_ids_to_tokens(ids) for ids in tokenizer(texts)["input_ids"]]
-    kwargs = dict(max_decoding_length=args.new_tokens, min_decoding_length=args.new_tokens, beam_size=1)
-    translator.translate_batch(source[:4], **kwargs)  # warm-up
-    start = time.perf_counter()
+    translator = ctranslate2.Translator(str(ct2_dir), device="cpu", compute_type="int8", inter_threads=1,
+                                        intra_threads=args.threads)
+    source = [tokenizer.convert_ids_to_tokens(ids) for ids in tokenizer([b["inputs"] for b in bodies])["input_ids"]]
+    translator.translate_batch(source[:4], max_decoding_length=4)
     lat = []
-    for i in range(0, len(source), batch):
-        t0 = time.perf_counter()
-        translator.translate_batch(source[i:i + batch], **kwargs)
-        lat.append(time.perf_counter() - t0)
-    elapsed = time.perf_counter() - start
-    return {"backend": "ctranslate2 (in-process)", "mode": "translate_batch(32)", "clients": "-",
-            "requests": len(source), "errors": 0, "throughput": len(source) / elapsed,
-            "p50_ms": 1000 * percentile(lat, 50), "p99_ms": 1000 * percentile(lat, 99)}
+    start = time.perf_counter()
+    for i in range(0, len(source), 32):
+        longest = max(b["parameters"]["max_new_tokens"] for b in bodies[i:i + 32])
+        translator.translate_batch(source[i:i + 32], max_decoding_length=longest, min_decoding_length=longest,
+                                   beam_size=1)
+        lat += [time.perf_counter() - start] * len(source[i:i + 32])
+    result = row("ct2 in-process", kind, len(bodies), time.perf_counter() - start, lat)
+    print(f"  {kind:8s} {'ct2 in-process':20s} {result['throughput']:7.2f} req/s", flush=True)
+    return result
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=64, help="requests per run at 8 and 32 clients")
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--new-tokens", type=int, default=16, help="tokens generated per request (min = max)")
-    parser.add_argument("--prompt-words", type=int, default=24)
+    parser.add_argument("--requests", type=int, default=96, help="requests per measurement (one-at-a-time: a third)")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--prompt-words", type=int, default=48)
     parser.add_argument("--max-batch-delay-ms", type=float, default=20.0)
-    parser.add_argument("--backends", nargs="+", default=["transformers", "ctranslate2"],
-                        choices=["transformers", "ctranslate2"])
+    parser.add_argument("--workloads", nargs="+", default=["uniform", "mixed"], choices=["uniform", "mixed"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["one-at-a-time", "static", "ct2"])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--omp-wait-policy", choices=["passive", "active", "default"], default="passive",
                         help="OpenMP idle threads sleep (passive) or spin (active) in the servers; spinning is "
@@ -203,53 +245,62 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="also print the rows as JSON")
     args = parser.parse_args(argv)
 
-    if args.omp_wait_policy != "default":  # before torch/ctranslate2 load OpenMP (in-process reference too)
+    if args.omp_wait_policy != "default":  # before torch/ctranslate2 load OpenMP (in-process runs too)
         os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
     t_start = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     model = build_model(args.model_dir or work / "flan-t5-small-random")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from llmdeploy.handlers.seq2seq import convert_to_ctranslate2
+    ct2_dir = None
+    if "ct2" not in args.skip:
+        from llmdeploy.handlers.seq2seq import convert_to_ctranslate2
 
-    ct2_dir = convert_to_ctranslate2(str(model), work / "ct2")
-    print(f"model: FLAN-T5-small shape, random weights, {args.new_tokens} new tokens/request, "
-          f"{args.prompt_words}-word prompts, {args.threads} CPU threads, OMP_WAIT_POLICY={args.omp_wait_policy}",
-          flush=True)
+        ct2_dir = convert_to_ctranslate2(str(model), work / "ct2")
+    print(f"model: FLAN-T5-small shape, random weights; {args.requests} requests of {args.prompt_words} words, "
+          f"{args.clients} clients; {args.threads} CPU threads, OMP_WAIT_POLICY={args.omp_wait_policy}", flush=True)
 
     rows = []
-    for backend in args.backends:
-        for batched in (True, False):
-            rows += bench_endpoint(model, ct2_dir, backend, batched, args)
-    reference = bench_ct2_inprocess(model, ct2_dir, args)
-    rows.append(reference)
+    for kind in args.workloads:
+        bodies = workload(kind, args.requests, args.prompt_words)
+        rows.append(bench_generate(model, kind, bodies, args))
+        rows.append(bench_endpoint(model, ct2_dir, "iteration-level", kind, bodies, args))
+        if "static" not in args.skip:
+            rows.append(bench_endpoint(model, ct2_dir, "static batching", kind, bodies, args, batching="static"))
+        if "one-at-a-time" not in args.skip:
+            few = bodies[: max(args.clients, args.requests // 3)]
+            rows.append(bench_endpoint(model, ct2_dir, "one-at-a-time", kind, few, args, batching="static",
+                                       max_batch_size=1))
+        if ct2_dir is not None:
+            rows.append(bench_ct2_inprocess(model, ct2_dir, kind, bodies, args))
+            rows.append(bench_endpoint(model, ct2_dir, "ct2 endpoint", kind, bodies, args, backend="ctranslate2",
+                                       batching="static"))
 
     print()
-    header = f"{'backend':26s} {'mode':20s} {'clients':>7s} {'reqs':>5s} {'err':>4s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s}"
-    print(header)
+    header = (f"{'workload':9s} {'mode':20s} {'reqs':>5s} {'err':>4s} {'req/s':>7s} {'p50 ms':>8s} {'p99 ms':>8s}"
+              f"   {'x tput':>7s} {'x p50':>6s} {'x p99':>6s}")
+    print(header + "   (x = ratio to in-process generate of the same workload)")
     print("-" * len(header))
     for r in rows:
-        print(f"{r['backend']:26s} {r['mode']:20s} {str(r['clients']):>7s} {r['requests']:5d} {r['errors']:4d} "
-              f"{r['throughput']:8.2f} {r['p50_ms']:8.0f} {r['p99_ms']:8.0f}")
+        base = next(b for b in rows if b["workload"] == r["workload"] and b["mode"] == "in-process generate")
+        print(f"{r['workload']:9s} {r['mode']:20s} {r['requests']:5d} {r['errors']:4d} {r['throughput']:7.2f} "
+              f"{r['p50_ms']:8.0f} {r['p99_ms']:8.0f}   {r['throughput'] / base['throughput']:7.2f} "
+              f"{r['p50_ms'] / base['p50_ms']:6.2f} {r['p99_ms'] / base['p99_ms']:6.2f}")
 
-    def find(backend, mode, clients):
-        return next((r for r in rows if r["backend"] == backend and r["mode"] == mode and r["clients"] == clients),
-                    None)
+    def find(kind, mode):
+        return next((r for r in rows if r["workload"] == kind and r["mode"] == mode), None)
 
     print()
-    top = max(args.clients)
-    for backend in args.backends:
-        b, o = find(backend, "batched", top), find(backend, "one-at-a-time", top)
-        if b and o:
-            print(f"ratio  {backend}: batched / one-at-a-time at {top} clients = "
-                  f"{b['throughput'] / o['throughput']:.1f}x  (target >= 8x)")
-    best = max((r for r in rows if r["mode"] == "batched" and r["clients"] == top), key=lambda r: r["throughput"])
-    print(f"ratio  best endpoint backend ({best['backend']}, batched, {top} clients) / CTranslate2 in-process "
-          f"translate_batch(32) = {best['throughput'] / reference['throughput']:.2f}  (target >= 1.0)")
-    tf = find("transformers", "batched", top)
-    ct = find("ctranslate2", "batched", top)
-    if tf and ct:
-        print(f"ratio  transformers / ctranslate2 behind the same endpoint (batched, {top} clients) = "
-              f"{tf['throughput'] / ct['throughput']:.2f}")
+    for kind in args.workloads:
+        gen, it, st = find(kind, "in-process generate"), find(kind, "iteration-level"), find(kind, "static batching")
+        print(f"ratio  {kind}: endpoint (iteration-level, {args.clients} clients) / in-process generate = "
+              f"{it['throughput'] / gen['throughput']:.2f}" + ("  (target >= 0.9)" if kind == "uniform" else ""))
+        if st:
+            print(f"ratio  {kind}: iteration-level / static batching: throughput {it['throughput'] / st['throughput']:.2f}"
+                  f", p99 {it['p99_ms'] / st['p99_ms']:.2f}" + ("  (target >= 1.5, p99 < 1)" if kind == "mixed" else ""))
+        c_in, c_ep = find(kind, "ct2 in-process"), find(kind, "ct2 endpoint")
+        if c_in and c_ep:
+            print(f"ratio  {kind}: ct2 endpoint / ct2 in-process = {c_ep['throughput'] / c_in['throughput']:.2f}"
+                  "  (target >= 0.9)")
     print(f"total {time.perf_counter() - t_start:.0f} s")
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -11,10 +11,19 @@ for it (a connect timeout on a network-isolated endpoint).
 
 serving.properties is read by DJL as Java properties: every value written is checked
 (no line breaks, no backslashes, model_id only a Hub id, an s3:// URI or an absolute
-path), so no setting can add a line of its own. ``option.rolling_batch=disable`` is
-always written: otherwise LMI's config recommender turns a T5 model with
-``batch_size`` <= 1 into rolling batch (0.33) or async mode (0.35+), which this
-synchronous handler cannot serve.
+path), so no setting can add a line of its own. ``option.rolling_batch`` is always
+written (never left to LMI's config recommender, which would pick vLLM (0.33) or async
+mode (0.35+) for a T5 with ``batch_size`` <= 1, neither of which calls this handler):
+
+- transformers backend: ``option.rolling_batch=llmdeploy`` with ``max_rolling_batch_size``
+  slots and ``batch_size=1``: DJL's Java RollingBatch drives the handler's own
+  iteration-level decode loop one step per call (handlers/lmi_service.py says how);
+- ctranslate2 backend: ``option.rolling_batch=disable`` with DJL's dynamic batching
+  (``batch_size``, ``max_batch_delay``): CTranslate2 decodes whole batches.
+
+With ``--backend ctranslate2`` and a model folder, the converted CTranslate2 model goes in
+the tarball under ``ct2/`` (``option.ct2_dir``); without weights the handler converts at
+start-up.
 
 Model folders written by transformers 5 are adapted as they are packaged so that the
 transformers 4.x inside the LMI images loads them (handlers/compat.py says what and why).
@@ -35,12 +44,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmdeploy.errors import ConfigError, UsageError
+from llmdeploy.errors import ConfigError, MissingDependencyError, UsageError
+from llmdeploy.handlers.serving_config import (DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_DELAY_MS, DEFAULT_MAX_NEW_TOKENS,
+                                               DEFAULT_MAX_NUM_BEAMS, DEFAULT_MAX_REQUEST_TOKENS, DEFAULT_MAX_SLOTS,
+                                               ROLLING_BATCH_DISABLED, ROLLING_BATCH_OURS)
 
 # What model.py imports, flat. (endpoint.py, the aiohttp server of `llmdeploy serve`, is not needed in DJL.)
-HANDLER_FILES = ("model.py", "lmi_service.py", "seq2seq.py", "precision.py", "batching.py",
+HANDLER_FILES = ("model.py", "lmi_service.py", "seq2seq.py", "decode.py", "precision.py", "batching.py",
                  "serving_config.py", "compat.py")
 WEIGHTS_ARCNAME = "weights"
+CT2_ARCNAME = "ct2"  # the converted CTranslate2 model (--backend ctranslate2 with a model folder)
 CONTAINER_MODEL_DIR = "/opt/ml/model"  # where SageMaker and the reserved boot script extract model.tar.gz
 REQUIREMENTS = "requirements.txt"
 # Hugging Face Hub ids: "name" or "owner/name", letters, digits, '.', '_' and '-'.
@@ -59,12 +72,15 @@ ProgressCallback = Callable[[int, int, str], None]  # (bytes done, bytes total, 
 @dataclass(frozen=True)
 class PackageSettings:
     dtype: str = "auto"
-    batch_size: int = 8
-    max_batch_delay_ms: int = 50
+    batch_size: int = DEFAULT_BATCH_SIZE  # static batches (ctranslate2)
+    max_batch_delay_ms: int = DEFAULT_MAX_BATCH_DELAY_MS
     tensor_parallel_degree: int = 1
-    max_new_tokens: int = 256
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     backend: str = "transformers"
     model_id: str | None = None  # hub id / path when the weights are not packaged
+    max_slots: int = DEFAULT_MAX_SLOTS  # sequences decoded together (transformers: max_rolling_batch_size)
+    max_num_beams: int = DEFAULT_MAX_NUM_BEAMS
+    max_request_tokens: int = DEFAULT_MAX_REQUEST_TOKENS
 
     def validate(self) -> "PackageSettings":
         if self.model_id is not None:
@@ -77,7 +93,8 @@ class PackageSettings:
             from llmdeploy.errors import UnknownChoiceError
 
             raise UnknownChoiceError("backend", self.backend, BACKEND_CHOICES)
-        for name in ("batch_size", "tensor_parallel_degree", "max_new_tokens"):
+        for name in ("batch_size", "tensor_parallel_degree", "max_new_tokens", "max_slots", "max_num_beams",
+                     "max_request_tokens"):
             if int(getattr(self, name)) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.max_batch_delay_ms < 0:
@@ -121,7 +138,7 @@ def _property(key: str, value) -> str:
     return f"{key}={text}"
 
 
-def render_serving_properties(settings: PackageSettings, *, with_weights: bool) -> str:
+def render_serving_properties(settings: PackageSettings, *, with_weights: bool, with_ct2: bool = False) -> str:
     settings.validate()
     model_id = f"{CONTAINER_MODEL_DIR}/{WEIGHTS_ARCNAME}" if with_weights else settings.model_id
     lines = [
@@ -131,15 +148,29 @@ def render_serving_properties(settings: PackageSettings, *, with_weights: bool) 
     ]
     if model_id:
         lines.append(_property("option.model_id", model_id))
+    if settings.backend == "transformers":
+        lines += [
+            # DJL's Java RollingBatch calls handle() once per decode step; the handler runs its own T5 loop.
+            _property("option.rolling_batch", ROLLING_BATCH_OURS),
+            _property("option.max_rolling_batch_size", int(settings.max_slots)),
+            _property("batch_size", 1),  # > 1 would make LMI's recommender force option.rolling_batch=disable
+        ]
+    else:
+        lines += [
+            # CTranslate2 decodes whole batches: DJL's dynamic batching, no rolling batch or async mode.
+            _property("option.rolling_batch", ROLLING_BATCH_DISABLED),
+            _property("batch_size", int(settings.batch_size)),
+            _property("max_batch_delay", int(settings.max_batch_delay_ms)),
+        ]
+    if with_ct2:
+        lines.append(_property("option.ct2_dir", f"{CONTAINER_MODEL_DIR}/{CT2_ARCNAME}"))
     lines += [
-        # Our handler batches by itself (DJL's dynamic batching below): never rolling batch or async mode.
-        _property("option.rolling_batch", "disable"),
         _property("option.dtype", settings.dtype),
         _property("option.tensor_parallel_degree", int(settings.tensor_parallel_degree)),
         _property("option.backend", settings.backend),
         _property("option.max_new_tokens", int(settings.max_new_tokens)),
-        _property("batch_size", int(settings.batch_size)),
-        _property("max_batch_delay", int(settings.max_batch_delay_ms)),
+        _property("option.max_num_beams", int(settings.max_num_beams)),
+        _property("option.max_request_tokens", int(settings.max_request_tokens)),
         # One model copy per device. DJL's default on CPU (the serverless image) is up to 2 Python workers,
         # each loading the whole model: twice the memory a serverless endpoint has.
         _property("maxWorkers", 1),
@@ -147,10 +178,26 @@ def render_serving_properties(settings: PackageSettings, *, with_weights: bool) 
     return "\n".join(lines) + "\n"
 
 
-def requirements_txt() -> str:
+def requirements_txt(backend: str = "transformers") -> str:
     from llmdeploy.lmi import cpu_image_requirements, load_lmi_table
 
-    return cpu_image_requirements(load_lmi_table())
+    return cpu_image_requirements(load_lmi_table(), backend=backend)
+
+
+def convert_for_package(weights_dir: Path, into: Path) -> Path:
+    """The CTranslate2 conversion of ``weights_dir`` (float weights as stored; compute type chosen at load)."""
+    try:
+        from llmdeploy.handlers.seq2seq import convert_to_ctranslate2
+    except ImportError as exc:
+        raise MissingDependencyError(f"--backend ctranslate2 converts the model here and needs the serving "
+                                     f"libraries ({exc.name} is missing): pip install 'llmdeploy[serve,ctranslate2]'") \
+            from None
+    from llmdeploy.handlers.serving_config import HandlerError
+
+    try:
+        return convert_to_ctranslate2(str(weights_dir), into, force=True)
+    except HandlerError as exc:
+        raise MissingDependencyError(str(exc)) from None
 
 
 def adapted_weight_files(weights_dir: Path) -> dict[str, bytes]:
@@ -238,18 +285,30 @@ def build_model_tarball(out: str | os.PathLike, settings: PackageSettings | None
     if weights is not None and not any(weights.glob("config.json")):
         raise ConfigError(f"{str(weights)!r} has no config.json; expected a transformers model folder "
                           "(save_pretrained output)")
-    if out.exists() and out.is_dir():
-        raise UsageError(f"--out {str(out)!r} is a folder; give a file name such as model.tar.gz")
+    from llmdeploy.fileio import check_output_path
 
+    out = check_output_path(out, "--out")  # only a regular file is replaced (not a FIFO, device or folder)
+    with tempfile.TemporaryDirectory(prefix="llmdeploy-package-") as work:
+        ct2 = None
+        if weights is not None and settings.backend == "ctranslate2":
+            ct2 = convert_for_package(weights, Path(work) / CT2_ARCNAME)
+        return _write_tarball(out, settings, weights, ct2, progress)
+
+
+def _write_tarball(out: Path, settings: PackageSettings, weights: Path | None, ct2: Path | None,
+                   progress: ProgressCallback | None) -> PackageResult:
     small: list[tuple[str, bytes]] = [
-        ("serving.properties", render_serving_properties(settings, with_weights=weights is not None).encode()),
-        (REQUIREMENTS, requirements_txt().encode())]
+        ("serving.properties",
+         render_serving_properties(settings, with_weights=weights is not None, with_ct2=ct2 is not None).encode()),
+        (REQUIREMENTS, requirements_txt(settings.backend).encode())]
     src = handler_dir()
     for name in HANDLER_FILES:
         small.append((name, (src / name).read_bytes()))
     adapted = adapted_weight_files(weights) if weights is not None else {}
     small += sorted(adapted.items())
     large = [(n, p) for n, p in _weight_files(weights) if n not in adapted] if weights is not None else []
+    if ct2 is not None:
+        large += [(f"{CT2_ARCNAME}/{n[len(WEIGHTS_ARCNAME) + 1:]}", p) for n, p in _weight_files(ct2)]
     entries: list[tuple[str, bytes | Path]] = sorted(small + large, key=lambda e: e[0])  # type: ignore[operator]
     total = sum(len(d) if isinstance(d, bytes) else d.stat().st_size for _, d in entries)
 

@@ -1,12 +1,22 @@
 """A SageMaker-compatible HTTP endpoint (``GET /ping``, ``POST /invocations``) on aiohttp.
 
-The dynamic batcher sits in front of the same service the DJL handler uses. Runs
-without the rest of llmdeploy (stdlib + aiohttp + torch + transformers), e.g. on a
-self-hosted instance:  ``python endpoint.py --model /opt/ml/model --port 8080``.
+The batcher sits in front of the same service the DJL handler uses: iteration-level
+(``ContinuousBatcher``, the default for engines with a decode loop) or static
+(``DynamicBatcher``: CTranslate2, or ``--batching static``). Runs without the rest of
+llmdeploy (stdlib + aiohttp + torch + transformers), e.g. on a self-hosted instance:
+``python endpoint.py --model /opt/ml/model --port 8080``.
 
-Bad input never stops the server: invalid JSON, missing or wrong-typed fields -> 400
-with ``{"error": ...}``; body over the limit -> 413; no answer in time -> 504;
-shutting down -> 503. SIGTERM/SIGINT: stop accepting, finish in-flight, exit.
+No request, slow client or signal can keep the server from answering others or stopping:
+
+- bad input -> 400 with ``{"error": ...}`` (JSON, fields, parameters, the per-request budget
+  ``max_new_tokens x num_beams x texts`` and the ``num_beams`` cap); body over the limit -> 413;
+- a client must send its request headers within ``header_timeout_s`` (aiohttp's keep-alive timer,
+  armed from the connection's start since aiohttp 3.14.4; the connection is closed) and its body
+  within ``body_timeout_s`` (408, connection closed);
+- no answer within ``request_timeout_s`` -> 504, and the request leaves the decode at its next step,
+  as does a request whose client disconnected (aiohttp cancels its handler: handler_cancellation);
+- SIGTERM/SIGINT: new requests get 503, running ones get until ``grace_s`` to finish, the rest
+  are answered 503, and the process exits; a watchdog ends it at ``grace_s + 2`` s whatever is stuck.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -23,38 +34,67 @@ from dataclasses import dataclass
 from aiohttp import web
 
 try:
-    from .batching import BatcherClosed, DynamicBatcher
-    from .serving_config import RequestError, format_result, parse_request
+    from .batching import BatcherClosed, ContinuousBatcher, DynamicBatcher
+    from .serving_config import (DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_DELAY_MS, DEFAULT_MAX_NEW_TOKENS,
+                                 DEFAULT_MAX_NUM_BEAMS, DEFAULT_MAX_REQUEST_TOKENS, DEFAULT_MAX_SLOTS, RequestError,
+                                 format_result, parse_request)
 except ImportError:  # run as a flat file on a self-hosted instance
-    from batching import BatcherClosed, DynamicBatcher
-    from serving_config import RequestError, format_result, parse_request
+    from batching import BatcherClosed, ContinuousBatcher, DynamicBatcher
+    from serving_config import (DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_DELAY_MS, DEFAULT_MAX_NEW_TOKENS,
+                                DEFAULT_MAX_NUM_BEAMS, DEFAULT_MAX_REQUEST_TOKENS, DEFAULT_MAX_SLOTS, RequestError,
+                                format_result, parse_request)
 
 log = logging.getLogger("llmdeploy.handlers.endpoint")
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB
+BATCHING_MODES = ("continuous", "static")
 SERVICE_KEY = web.AppKey("service", object)
-BATCHER_KEY = web.AppKey("batcher", DynamicBatcher)
+BATCHER_KEY = web.AppKey("batcher", object)
 SETTINGS_KEY = web.AppKey("settings", object)
 STATE_KEY = web.AppKey("state", dict)
 
 
 @dataclass(frozen=True)
 class EndpointSettings:
-    max_batch_size: int = 8
-    max_batch_delay_ms: float = 50.0
+    max_batch_size: int = DEFAULT_BATCH_SIZE  # static batches; also the decode slots unless max_slots is set
+    max_batch_delay_ms: float = DEFAULT_MAX_BATCH_DELAY_MS
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     request_timeout_s: float = 60.0
-    shutdown_timeout_s: float = 30.0
+    grace_s: float = 30.0  # SIGTERM: how long running requests may take before they are answered 503
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
+    batching: str = "continuous"
+    max_slots: int | None = None  # sequences decoded together (continuous); None = max_batch_size
+
+    @property
+    def shutdown_timeout_s(self) -> float:  # the name EndpointServer.stop() callers used
+        return self.grace_s
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def _error(status: int, message: str, *, close: bool = False) -> web.Response:
+    response = web.json_response({"error": message}, status=status)
+    if close:
+        response.force_close()
+    return response
 
 
-def _run_batch(service, requests):
-    """Runs in the batcher's worker thread: one result (or exception) per parsed request."""
-    results = service.predict(requests)
+def _run_batch(service, requests, cancelled=None):
+    """Runs in the static batcher's worker thread: one result (or exception) per parsed request."""
+    results = service.predict(requests, cancelled=cancelled)
     return [r if isinstance(r, BaseException) else format_result(req, r) for req, r in zip(requests, results)]
+
+
+def make_batcher(service, settings: EndpointSettings):
+    """The iteration-level batcher when the engine has a decode loop and settings ask for it, else static."""
+    engine = service.engine
+    if settings.batching == "continuous" and getattr(engine, "decode_loop", None) is not None:
+        try:
+            return ContinuousBatcher(engine, max_slots=settings.max_slots or settings.max_batch_size,
+                                     format_result=format_result, request_timeout_s=settings.request_timeout_s)
+        except ValueError as exc:  # not a T5: static batches
+            log.info("%s; using static batches", exc)
+    return DynamicBatcher(lambda reqs, cancelled: _run_batch(service, reqs, cancelled),
+                          max_batch_size=settings.max_batch_size, max_delay_s=settings.max_batch_delay_ms / 1000.0)
 
 
 async def ping(request: web.Request) -> web.Response:
@@ -70,7 +110,7 @@ async def invocations(request: web.Request) -> web.Response:
     app = request.app
     state = app[STATE_KEY]
     if state["draining"]:
-        return _error(503, "server is shutting down; not accepting new requests")
+        return _error(503, "server is shutting down; not accepting new requests", close=True)
     settings: EndpointSettings = app[SETTINGS_KEY]
     service = app[SERVICE_KEY]
     if not service.ready:
@@ -79,11 +119,13 @@ async def invocations(request: web.Request) -> web.Response:
     try:
         if request.content_length is not None and request.content_length > settings.max_body_bytes:
             return _error(413, f"request body of {request.content_length} bytes exceeds the limit of "
-                               f"{settings.max_body_bytes} bytes")
+                               f"{settings.max_body_bytes} bytes", close=True)
         try:
-            raw = await request.read()
+            raw = await asyncio.wait_for(request.read(), settings.body_timeout_s)
         except web.HTTPRequestEntityTooLarge:
-            return _error(413, f"request body exceeds the limit of {settings.max_body_bytes} bytes")
+            return _error(413, f"request body exceeds the limit of {settings.max_body_bytes} bytes", close=True)
+        except asyncio.TimeoutError:
+            return _error(408, f"request body not received within {settings.body_timeout_s:g} s", close=True)
         content_type = (request.content_type or "").lower()
         try:
             text = raw.decode("utf-8")
@@ -105,7 +147,7 @@ async def invocations(request: web.Request) -> web.Response:
         except asyncio.TimeoutError:
             return _error(504, f"no answer within {settings.request_timeout_s:g} s")
         except BatcherClosed as exc:
-            return _error(503, str(exc))
+            return _error(503, str(exc), close=True)
         except RequestError as exc:
             return _error(exc.code, exc.message)
         except Exception as exc:  # noqa: BLE001 - one request failed; keep serving
@@ -125,9 +167,7 @@ def create_app(service, settings: EndpointSettings | None = None) -> web.Applica
     app[SERVICE_KEY] = service
     app[SETTINGS_KEY] = settings
     app[STATE_KEY] = {"draining": False, "in_flight": 0}
-    app[BATCHER_KEY] = DynamicBatcher(lambda reqs: _run_batch(service, reqs),
-                                      max_batch_size=settings.max_batch_size,
-                                      max_delay_s=settings.max_batch_delay_ms / 1000.0)
+    app[BATCHER_KEY] = make_batcher(service, settings)
     app.router.add_get("/ping", ping)
     app.router.add_post("/invocations", invocations)
 
@@ -135,23 +175,34 @@ def create_app(service, settings: EndpointSettings | None = None) -> web.Applica
         await app_[BATCHER_KEY].start()
 
     async def _stop(app_):
-        await app_[BATCHER_KEY].close(drain_timeout_s=settings.shutdown_timeout_s)
+        await app_[BATCHER_KEY].close(drain_timeout_s=0)
 
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
     return app
 
 
+def make_runner(app: web.Application, settings: EndpointSettings) -> web.AppRunner:
+    """The runner with the slow-client defences: header timeout (keep-alive timer), handler cancellation."""
+    return web.AppRunner(app, handle_signals=False, access_log=None, handler_cancellation=True,
+                         keepalive_timeout=settings.header_timeout_s,
+                         # after an early answer (408, 413) aiohttp reads what is left of the body for at most
+                         # this long (default 10 s) before closing: a stalled upload holds nothing longer
+                         lingering_time=1.0,
+                         shutdown_timeout=1.0)  # after the drain, what is still open (stalled uploads) is cut
+
+
 async def drain(app: web.Application, timeout_s: float) -> None:
-    """Refuse new requests and wait (bounded) until in-flight ones are answered."""
+    """Refuse new requests; running ones get until ``timeout_s`` to finish, then the rest are answered 503."""
     app[STATE_KEY]["draining"] = True
     deadline = time.monotonic() + timeout_s
-    while (app[STATE_KEY]["in_flight"] or app[BATCHER_KEY].pending) and time.monotonic() < deadline:
+    await app[BATCHER_KEY].close(drain_timeout_s=max(0.0, timeout_s - 1.0))
+    while app[STATE_KEY]["in_flight"] and time.monotonic() < deadline:  # handlers writing their answers
         await asyncio.sleep(0.02)
 
 
 class EndpointServer:
-    """Runs the app on its own event loop in a background thread (tests, benchmark, CLI).
+    """Runs the app on its own event loop in a background thread (tests, benchmark).
 
     ``start()`` returns once the port is bound; ``stop()`` drains then closes.
     """
@@ -173,20 +224,19 @@ class EndpointServer:
         return f"http://{self.host}:{self.port}"
 
     @property
-    def batcher(self) -> DynamicBatcher:
+    def batcher(self):
         return self.app[BATCHER_KEY]
 
     async def _astart(self) -> None:
         self.app = create_app(self.service, self.settings)
-        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
-                                     shutdown_timeout=self.settings.shutdown_timeout_s)
+        self._runner = make_runner(self.app, self.settings)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         self.port = self._runner.addresses[0][1]
 
     async def _astop(self) -> None:
-        await drain(self.app, self.settings.shutdown_timeout_s)
+        await drain(self.app, self.settings.grace_s)
         await self._runner.cleanup()
 
     def start(self, timeout_s: float = 30.0) -> "EndpointServer":
@@ -228,11 +278,26 @@ class EndpointServer:
         self.stop()
 
 
+def _hard_exit_after(seconds: float) -> threading.Timer:
+    """A daemon timer that ends the process if the orderly shutdown is stuck (a model call that never returns)."""
+
+    def kill() -> None:
+        log.error("shutdown did not finish within the grace period; exiting now")
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, kill)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
 async def serve_forever(service, settings: EndpointSettings, *, host: str, port: int,
                         on_ready=None) -> None:
-    """Serve until SIGTERM/SIGINT, then stop accepting, finish in-flight requests and return."""
+    """Serve until SIGTERM/SIGINT; then refuse new requests, finish running ones within ``grace_s``, answer the
+    rest 503 and return. The process is ended at ``grace_s + 2`` s after the signal whatever is left running."""
     app = create_app(service, settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_timeout_s)
+    runner = make_runner(app, settings)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -246,19 +311,23 @@ async def serve_forever(service, settings: EndpointSettings, *, host: str, port:
     if on_ready is not None:
         on_ready(runner.addresses[0][1])
     await stop.wait()
+    watchdog = _hard_exit_after(settings.grace_s + 2.0)
     for sig in (signal.SIGTERM, signal.SIGINT):  # a second Ctrl-C interrupts the drain
         try:
             loop.remove_signal_handler(sig)
         except (NotImplementedError, RuntimeError):  # pragma: no cover
             pass
-    log.info("signal received: refusing new requests, finishing %d in flight", app[STATE_KEY]["in_flight"])
-    await drain(app, settings.shutdown_timeout_s)
+    log.info("signal received: refusing new requests, finishing %d in flight within %g s",
+             app[STATE_KEY]["in_flight"], settings.grace_s)
+    await drain(app, settings.grace_s)
     await runner.cleanup()
+    watchdog.cancel()
 
 
 def build_service(model: str, *, backend: str = "transformers", dtype: str = "auto",
-                  max_batch_size: int = 8, max_new_tokens_cap: int = 256, device: str = "auto",
-                  max_input_tokens: int | None = None, ct2_dir: str | None = None):
+                  max_batch_size: int = DEFAULT_BATCH_SIZE, max_new_tokens_cap: int = DEFAULT_MAX_NEW_TOKENS,
+                  device: str = "auto", max_input_tokens: int | None = None, ct2_dir: str | None = None,
+                  max_num_beams: int = DEFAULT_MAX_NUM_BEAMS, max_request_tokens: int = DEFAULT_MAX_REQUEST_TOKENS):
     """A loaded Seq2SeqService for a local model folder (what ``llmdeploy serve`` runs)."""
     try:
         from .lmi_service import Seq2SeqService
@@ -269,7 +338,8 @@ def build_service(model: str, *, backend: str = "transformers", dtype: str = "au
 
     props = {"option.model_id": model, "option.backend": backend, "option.dtype": dtype,
              "batch_size": str(max_batch_size), "option.max_new_tokens": str(max_new_tokens_cap),
-             "option.device": device}
+             "option.device": device, "option.max_num_beams": str(max_num_beams),
+             "option.max_request_tokens": str(max_request_tokens)}
     if max_input_tokens:
         props["option.max_input_tokens"] = str(max_input_tokens)
     service = Seq2SeqService(engine_loader=lambda cfg: load_engine(cfg, ct2_dir=ct2_dir))
@@ -282,22 +352,31 @@ def main(argv=None) -> None:  # pragma: no cover - thin wrapper for self-hosted 
     parser.add_argument("--model", required=True)
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--max-batch-size", type=int, default=8)
-    parser.add_argument("--max-batch-delay-ms", type=float, default=50.0)
+    parser.add_argument("--max-batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--max-batch-delay-ms", type=float, default=DEFAULT_MAX_BATCH_DELAY_MS)
+    parser.add_argument("--batching", choices=BATCHING_MODES, default="continuous")
+    parser.add_argument("--max-slots", type=int, default=DEFAULT_MAX_SLOTS,
+                        help="sequences decoded together (continuous batching)")
     parser.add_argument("--backend", choices=("transformers", "ctranslate2"), default="transformers")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     parser.add_argument("--request-timeout", type=float, default=60.0)
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="cap on max_new_tokens per request")
+    parser.add_argument("--grace-period", type=float, default=30.0)
+    parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
+                        help="cap on max_new_tokens per request")
+    parser.add_argument("--max-request-tokens", type=int, default=DEFAULT_MAX_REQUEST_TOKENS)
+    parser.add_argument("--max-num-beams", type=int, default=DEFAULT_MAX_NUM_BEAMS)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--ct2-dir", default=None, help="converted CTranslate2 model folder (cache)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     service = build_service(args.model, backend=args.backend, dtype=args.dtype, max_batch_size=args.max_batch_size,
-                            max_new_tokens_cap=args.max_new_tokens, device=args.device, ct2_dir=args.ct2_dir)
+                            max_new_tokens_cap=args.max_new_tokens, device=args.device, ct2_dir=args.ct2_dir,
+                            max_num_beams=args.max_num_beams, max_request_tokens=args.max_request_tokens)
     settings = EndpointSettings(args.max_batch_size, args.max_batch_delay_ms, args.max_body_bytes,
-                                args.request_timeout)
+                                args.request_timeout, grace_s=args.grace_period, batching=args.batching,
+                                max_slots=args.max_slots)
     asyncio.run(serve_forever(service, settings, host=args.host, port=args.port,
                               on_ready=lambda p: print(f"listening on http://{args.host}:{p}", flush=True)))
 

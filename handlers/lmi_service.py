@@ -1,16 +1,26 @@
 """The handler service: DJL Serving's Python-engine contract on top of a seq2seq engine.
 
 DJL calls ``handle(inputs)``: first with an empty Input carrying serving.properties
-(we parse them once and load the model, answer None), then with batches of requests.
-Each request of a batch is answered on its own: a malformed one gets its own
-``{"error", "code"}`` body, the others their outputs. A batch travels back as ONE
-Output whose status DJL gives every request in it (PyPredictor.java), so that body is
-the only place a request's own error can go: clients must check it, not only the
-status. A single request (DJL does not wrap a batch of one) gets its status too.
-Requests with identical generation parameters share ONE padded ``generate`` call; a
-batch that runs out of GPU memory is retried in halves.
+(we parse them once and load the model, answer None), then with requests, in one of
+two ways chosen by serving.properties (``llmdeploy package`` writes them):
 
-The local endpoint (``endpoint.py``) calls ``predict`` directly with parsed requests.
+- iteration-level (``option.rolling_batch=llmdeploy``, the transformers backend): DJL's Java
+  side (engines/python/.../RollingBatch.java) keeps up to ``max_rolling_batch_size`` requests and
+  calls ``handle`` once per decode step with all of them, new ones carrying their body,
+  running ones an empty one, in its own order. Each call encodes the new requests, joins them to
+  the running decode (decode.T5DecodeLoop), runs ONE step and answers every request with an
+  entry ``{data, last, code?, error?}`` (djl_python's Output.binary_encode); DJL sends a request
+  its answer once ``last`` is true, with the request's own status. A ``reset_rollingbatch``
+  property (DJL saw a step fail) drops the running requests.
+- static batches (``option.rolling_batch=disable``: CTranslate2, or any engine without a decode
+  loop): DJL's dynamic batching hands over a batch; each request is answered on its own: a
+  malformed one gets its own ``{"error", "code"}`` body, the others their outputs. The batch
+  travels back as ONE Output whose status DJL gives every request in it (PyPredictor.java), so
+  that body is the only place a request's own error can go. A single request (DJL does not wrap
+  a batch of one) gets its status too. Requests with identical generation parameters share ONE
+  padded ``generate`` call; a batch that runs out of GPU memory is retried in halves.
+
+The local endpoint (``endpoint.py``) calls ``predict`` or the engine's decode loop directly.
 No djl_python import here: the Output class is passed in by ``model.py``.
 """
 
@@ -18,15 +28,17 @@ from __future__ import annotations
 
 import json
 import logging
+import struct
 import threading
+import time
 from collections.abc import Callable
 
 try:
-    from .batching import OutOfMemoryForItem, run_with_oom_split
+    from .batching import GenerationTimeout, OutOfMemoryForItem, _free_cuda_cache, is_out_of_memory, run_with_oom_split
     from .serving_config import (HandlerError, ParsedRequest, RequestError, ServingConfig, format_result,
                                  parse_properties, parse_request)
 except ImportError:  # copied flat next to model.py in the container
-    from batching import OutOfMemoryForItem, run_with_oom_split
+    from batching import GenerationTimeout, OutOfMemoryForItem, _free_cuda_cache, is_out_of_memory, run_with_oom_split
     from serving_config import (HandlerError, ParsedRequest, RequestError, ServingConfig, format_result,
                                 parse_properties, parse_request)
 
@@ -58,6 +70,7 @@ class Seq2SeqService:
         self.properties_parsed = 0
         self.split_batches: list[int] = []  # sizes of batches split after running out of memory
         self._init_lock = threading.Lock()
+        self._rolling: _RollingBatch | None = None
 
     @property
     def ready(self) -> bool:
@@ -81,10 +94,15 @@ class Seq2SeqService:
                         from seq2seq import load_engine
                     loader = load_engine
                 self.engine = loader(self.config)
+            if self.config.rolling_batch and self._rolling is None:
+                self._rolling = _RollingBatch(self)  # fails the worker at start when the engine cannot roll
 
     # -- batch inference, transport-agnostic --------------------------------------------------
-    def predict(self, requests: list[ParsedRequest]) -> list:
-        """One result per request: a list of generated strings, or an exception instance."""
+    def predict(self, requests: list[ParsedRequest], cancelled: Callable[[int], bool] | None = None) -> list:
+        """One result per request: a list of generated strings, or an exception instance.
+
+        ``cancelled(i)``, when given, is asked at every decode step: request i's rows stop once it is true.
+        """
         groups: dict[tuple, list[tuple[int, int]]] = {}
         for r_index, request in enumerate(requests):
             for t_index in range(len(request.texts)):
@@ -92,15 +110,19 @@ class Seq2SeqService:
         outputs: list[list] = [[None] * len(r.texts) for r in requests]
         failures: dict[int, BaseException] = {}
         for params, slots in groups.items():
-            texts = [requests[r].texts[t] for r, t in slots]
             param_dict = dict(params)
+
+            def run(chunk, p=param_dict):
+                texts = [requests[r].texts[t] for r, t in chunk]
+                if cancelled is None:
+                    return self.engine.generate(texts, p)
+                return self.engine.generate(texts, p, stop=lambda row: cancelled(chunk[row][0]))
+
             try:
-                generated = run_with_oom_split(
-                    texts, lambda chunk, p=param_dict: self.engine.generate(chunk, p),
-                    on_split=self.split_batches.append)
+                generated = run_with_oom_split(slots, run, on_split=self.split_batches.append)
             except Exception as exc:  # noqa: BLE001 - this group fails; other groups still answer
-                log.exception("generate failed for a group of %d inputs", len(texts))
-                generated = [GenerationFailed(f"generation failed: {exc}")] * len(texts)
+                log.exception("generate failed for a group of %d inputs", len(slots))
+                generated = [GenerationFailed(f"generation failed: {exc}")] * len(slots)
             for (r, t), text in zip(slots, generated):
                 if isinstance(text, BaseException):
                     failures.setdefault(r, text)
@@ -153,6 +175,8 @@ class Seq2SeqService:
             self.initialize(inputs.get_properties())
         if inputs.is_empty():
             return None  # DJL's initialisation call
+        if self._rolling is not None:
+            return self._rolling.handle(inputs, output_cls)
         batch = inputs.get_batches()
         bodies = []
         for item in batch:
@@ -183,6 +207,145 @@ class Seq2SeqService:
             value = error_body(answer) if isinstance(answer, BaseException) else answer
             _add_batch_item(outputs, index, value)
         return outputs
+
+
+def binary_encode(data: dict) -> bytes:
+    """djl_python's Output.binary_encode: a short count, then each key and str(value) as int-length UTF-8.
+
+    What RollingBatch.java's Request.addResponse reads back (keys data, last, code, error).
+    """
+    msg = bytearray(struct.pack(">h", len(data)))
+    for key, value in data.items():
+        for text in (key, str(value)):
+            raw = text.encode("utf-8")
+            msg += struct.pack(">i", len(raw)) + raw
+    return bytes(msg)
+
+
+class _RollingRequest:
+    __slots__ = ("parsed", "seqs", "done", "answer", "error")
+
+    def __init__(self):
+        self.parsed: ParsedRequest | None = None
+        self.seqs: list = []
+        self.done = False
+        self.answer = None  # the JSON answer once done
+        self.error: BaseException | None = None
+
+    def fail(self, error: BaseException) -> None:
+        self.error = self.error or error
+        for seq in self.seqs:
+            seq.cancel()
+
+
+class _RollingBatch:
+    """DJL's rolling-batch protocol over the engine's decode loop: one ``handle`` call = one decode step."""
+
+    def __init__(self, service: "Seq2SeqService"):
+        self.service = service
+        self.loop = service.engine.decode_loop()
+        if self.loop is None:
+            raise HandlerError(f"option.rolling_batch needs an engine with a decode loop (a T5 model on the "
+                               f"transformers backend); {service.engine.name} runs with option.rolling_batch=disable")
+        self.order: list[_RollingRequest] = []  # the requests in DJL's order (RollingBatch.java's list)
+
+    def handle(self, inputs, output_cls):
+        if inputs.get_property("reset_rollingbatch"):
+            log.warning("DJL reset the rolling batch: dropping %d running requests", len(self.order))
+            self.loop.reset()
+            self.order = []
+        items = inputs.get_batches()
+        if len(items) < len(self.order):  # never happens with RollingBatch.java; start again rather than misroute
+            log.error("DJL sent %d requests while %d are running: resetting", len(items), len(self.order))
+            self.loop.reset()
+            self.order = []
+        new = [self._start(item) for item in items[len(self.order):]]
+        self.order += new
+        self._admit([r for r in new if r.seqs])
+        if len(self.loop):
+            self._step()
+        for request in self.order:
+            self._settle(request)
+        outputs = output_cls()
+        for index, request in enumerate(self.order):
+            entry = {"data": request.answer if request.done and request.error is None else "", "last": request.done}
+            if request.done and request.error is not None:
+                body = error_body(request.error)
+                entry.update(code=body["code"], error=body["error"].replace("\r", " ").replace("\n", " "))
+            outputs.add(binary_encode(entry), key="data", batch_index=index)
+            outputs.add_property(f"batch_{index}_Content-Type", "application/json")
+        self.order = [r for r in self.order if not r.done]
+        return outputs
+
+    def _start(self, item) -> _RollingRequest:
+        request = _RollingRequest()
+        try:
+            request.parsed = parse_request(self.service._decode_item(item), self.service.config)
+        except RequestError as exc:
+            request.error, request.done = exc, True
+            return request
+        params = request.parsed.param_dict
+        deadline = time.monotonic() + self.service.config.request_timeout_s
+        if int(params.get("num_beams", 1)) > 1:  # beam search runs alone, now (its cost is within the budget)
+            try:
+                ids = self.service.engine.generate_ids(list(request.parsed.texts), params,
+                                                       stop=lambda row: time.monotonic() > deadline)
+                request.answer = json.dumps(format_result(request.parsed, self.service.engine.decode(ids)),
+                                            ensure_ascii=False)
+            except Exception as exc:  # noqa: BLE001 - this request fails alone
+                request.error = OutOfMemoryForItem(f"out of memory generating for this request ({exc})") \
+                    if is_out_of_memory(exc) else GenerationFailed(f"generation failed: {exc}")
+            request.done = True
+            return request
+        try:
+            from .decode import Sequence
+        except ImportError:
+            from decode import Sequence
+        ids = self.service.engine.encode(list(request.parsed.texts))
+        request.seqs = [Sequence(row, params, deadline=deadline, owner=request) for row in ids]
+        return request
+
+    def _admit(self, requests: list[_RollingRequest]) -> None:
+        seqs = [s for r in requests for s in r.seqs]
+        if not seqs:
+            return
+        try:
+            self.loop.admit(seqs)
+        except Exception as exc:  # noqa: BLE001 - only the new requests fail
+            error = OutOfMemoryForItem(f"out of memory starting this request ({exc})") if is_out_of_memory(exc) \
+                else GenerationFailed(f"generation failed: {exc}")
+            for request in requests:
+                request.fail(error)
+                for seq in request.seqs:
+                    seq.finished = True
+
+    def _step(self) -> None:
+        try:
+            finished = self.loop.step()
+        except Exception as exc:  # noqa: BLE001
+            running = [r for r in self.order if any(not s.finished for s in r.seqs)]
+            if is_out_of_memory(exc):  # the newest half fails with 507; the others go on at the next call
+                _free_cuda_cache()
+                victims = running[len(running) // 2:] if len(running) > 1 else running
+                error = OutOfMemoryForItem(f"out of memory generating for this request ({exc})")
+            else:
+                log.exception("decode step failed")
+                victims, error = running, GenerationFailed(f"generation failed: {exc}")
+            for request in victims:
+                request.fail(error)
+            finished = self.loop.retire_cancelled()
+        for seq in finished:
+            if seq.timed_out:
+                seq.owner.fail(GenerationTimeout(
+                    f"no answer within {self.service.config.request_timeout_s:g} s (option.request_timeout)"))
+
+    def _settle(self, request: _RollingRequest) -> None:
+        if request.done or not request.seqs or not all(s.finished for s in request.seqs):
+            return
+        request.done = True
+        if request.error is None:
+            texts = self.service.engine.decode([s.generated for s in request.seqs])
+            request.answer = json.dumps(format_result(request.parsed, texts), ensure_ascii=False)
 
 
 def _add_batch_item(outputs, index: int, value) -> None:

@@ -1,8 +1,11 @@
 """Sequence-to-sequence engines (FLAN-T5 first): transformers, and CTranslate2 as an option.
 
 Both take a list of texts and one set of generation parameters and answer with one
-padded batch: ``engine.generate(texts, params) -> list[str]``. Inputs longer than the
-model's context (T5: 512 tokens) are truncated with a logged warning.
+padded batch: ``engine.generate(texts, params) -> list[str]`` (``stop(row) -> bool``, when
+given, is asked at every decode step and ends that row early: a cancelled request). Inputs
+longer than the model's context (T5: 512 tokens) are truncated with a logged warning.
+The transformers engine also offers ``decode_loop()``, the iteration-level loop of
+decode.py, which `llmdeploy serve` and the DJL rolling-batch path run.
 Imports: stdlib + torch + transformers; ctranslate2 and bitsandbytes only when asked.
 """
 
@@ -142,11 +145,15 @@ class _TokenizingEngine:
     def decode(self, ids: list[list[int]]) -> list[str]:
         return self.tokenizer.batch_decode(ids, skip_special_tokens=True)
 
-    def generate(self, texts: list[str], params: dict) -> list[str]:
-        return self.decode(self.generate_ids(texts, params))
+    def generate(self, texts: list[str], params: dict, stop=None) -> list[str]:
+        return self.decode(self.generate_ids(texts, params, stop=stop))
 
-    def generate_ids(self, texts: list[str], params: dict) -> list[list[int]]:  # pragma: no cover
+    def generate_ids(self, texts: list[str], params: dict, stop=None) -> list[list[int]]:  # pragma: no cover
         raise NotImplementedError
+
+    def decode_loop(self):
+        """The iteration-level loop for this engine, or None when it has none (static batches only)."""
+        return None
 
 
 class TransformersEngine(_TokenizingEngine):
@@ -188,7 +195,7 @@ class TransformersEngine(_TokenizingEngine):
         kwargs.setdefault("do_sample", False)
         return kwargs
 
-    def generate_ids(self, texts: list[str], params: dict) -> list[list[int]]:
+    def generate_ids(self, texts: list[str], params: dict, stop=None) -> list[list[int]]:
         import torch
 
         ids = self.encode(texts)
@@ -197,10 +204,36 @@ class TransformersEngine(_TokenizingEngine):
         with self._lock:
             self.generate_calls += 1
             self.batch_sizes.append(len(texts))
+        kwargs = self.generation_kwargs(params)
+        if stop is not None:
+            kwargs["stopping_criteria"] = _stopping_criteria(stop, int(params.get("num_beams", 1)))
         with torch.inference_mode():
-            out = self.model.generate(**batch, **self.generation_kwargs(params))
+            out = self.model.generate(**batch, **kwargs)
         # Drop the decoder start token; keep the rest (pad after EOS is removed by decode).
         return [row[1:].tolist() for row in out.cpu()]
+
+    def decode_loop(self):
+        try:
+            from .decode import T5DecodeLoop
+        except ImportError:
+            from decode import T5DecodeLoop
+        if getattr(self.model.config, "model_type", "") not in ("t5", "mt5"):
+            return None
+        return T5DecodeLoop(self.model, pad_token_id=self.tokenizer.pad_token_id)
+
+
+def _stopping_criteria(stop, num_beams: int):
+    """transformers StoppingCriteria ending row i (its beams: rows i*num_beams..) when ``stop(i)`` is true."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _Stop(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            rows = input_ids.shape[0]
+            flags = [bool(stop(r // num_beams)) for r in range(rows)]
+            return torch.tensor(flags, dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([_Stop()])
 
 
 def _default_ct2_dir(location: str) -> Path:
@@ -224,6 +257,11 @@ def _converter_class(ctranslate2):
 
     class _Converter(ctranslate2.converters.TransformersConverter):
         def load_model(self, model_class, model_name_or_path, **kwargs):
+            # ctranslate2 4.8 passes transformers 5's ``dtype=``; 4.x (the LMI images' 4.51) takes ``torch_dtype``.
+            import transformers
+
+            if "dtype" in kwargs and dtype_keyword(transformers.__version__) != "dtype":
+                kwargs["torch_dtype"] = kwargs.pop("dtype")
             model = super().load_model(model_class, model_name_or_path, **kwargs)
             config = model.config
             if getattr(config, "model_type", "") == "t5" and hasattr(config, "scale_decoder_outputs"):
@@ -275,14 +313,15 @@ class CTranslate2Engine(_TokenizingEngine):
         from transformers import AutoConfig
 
         device = device or detect_device(config.device)
-        converted = convert_to_ctranslate2(location, ct2_dir)
+        ct2_dir = ct2_dir or config.ct2_location()
+        if ct2_dir is not None and (Path(ct2_dir) / "model.bin").is_file():
+            converted = Path(ct2_dir)  # converted by `llmdeploy package` (model.tar.gz's ct2/)
+        else:
+            converted = convert_to_ctranslate2(location, ct2_dir)
         if compute_type is None:
-            compute_type = {"auto": "default", "fp32": "float32", "fp16": "float16", "bf16": "bfloat16",
-                            "int8": "int8"}[config.dtype]
-            if device.kind == "cpu" and compute_type in ("float16", "bfloat16"):
-                compute_type = "default"
-            if device.kind == "cuda" and config.dtype == "auto":
-                compute_type = "bfloat16" if device.supports_bf16 else "float16"
+            compute_type = ct2_compute_type(config.dtype, device)
+        if device.kind == "cuda":
+            preload_cublas12()
         if not intra_threads:
             try:
                 import torch
@@ -317,13 +356,58 @@ class CTranslate2Engine(_TokenizingEngine):
             kwargs["length_penalty"] = float(params["length_penalty"])
         return kwargs
 
-    def generate_ids(self, texts: list[str], params: dict) -> list[list[int]]:
+    def generate_ids(self, texts: list[str], params: dict, stop=None) -> list[list[int]]:
         source = [self.tokenizer.convert_ids_to_tokens(ids) for ids in self.encode(texts)]
         with self._lock:
             self.generate_calls += 1
             self.batch_sizes.append(len(texts))
-        results = self.translator.translate_batch(source, **self.translate_kwargs(params))
+        kwargs = self.translate_kwargs(params)
+        if stop is not None and kwargs["beam_size"] == 1:
+            # translate_batch calls this for every token of every row (beam_size 1 only); True ends that row.
+            kwargs["callback"] = lambda step: bool(stop(step.batch_id))
+        results = self.translator.translate_batch(source, **kwargs)
         return [self.tokenizer.convert_tokens_to_ids(r.hypotheses[0]) for r in results]
+
+
+def ct2_compute_type(dtype: str, device: DeviceInfo) -> str:
+    """CTranslate2's compute_type for option.dtype on ``device``.
+
+    CPU: int8 for auto and int8 (int8 weights and matmuls, CTranslate2's fast path there), float32 for fp32;
+    fp16/bf16 are not CPU types. CUDA: auto is bfloat16 on compute capability >= 8.0 and float16 below (as the
+    transformers engine); int8 is int8_float16 (int8 weights, fp16 activations).
+    """
+    if device.kind == "cpu":
+        return "float32" if dtype == "fp32" else "int8"
+    if dtype == "auto":
+        return "bfloat16" if device.supports_bf16 else "float16"
+    return {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "int8_float16"}[dtype]
+
+
+def preload_cublas12() -> None:
+    """Load cuBLAS 12 from the nvidia-cublas-cu12 wheel when the system has none (CUDA 13 LMI images).
+
+    CTranslate2's wheels are built against CUDA 12 and open ``libcublas.so.12`` by name; LMI 0.36's image is
+    CUDA 13 (cuBLAS 13 only). A library already loaded with RTLD_GLOBAL satisfies that dlopen. Nothing
+    happens when the system's loader finds cuBLAS 12 itself (LMI 0.33-0.35, CUDA 12.8) or the wheel is absent.
+    """
+    import ctypes
+    import importlib.util
+
+    try:
+        ctypes.CDLL("libcublas.so.12", mode=ctypes.RTLD_GLOBAL)
+        return
+    except OSError:
+        pass
+    spec = importlib.util.find_spec("nvidia.cublas")
+    if spec is None or not spec.submodule_search_locations:
+        log.warning("libcublas.so.12 not found and the nvidia-cublas-cu12 wheel is not installed: CTranslate2 "
+                    "will fail on this GPU")
+        return
+    lib = Path(list(spec.submodule_search_locations)[0]) / "lib"
+    for name in ("libcublasLt.so.12", "libcublas.so.12"):
+        if (lib / name).is_file():
+            ctypes.CDLL(str(lib / name), mode=ctypes.RTLD_GLOBAL)
+            log.info("loaded %s for CTranslate2", lib / name)
 
 
 def load_engine(config: ServingConfig, *, device: DeviceInfo | None = None, ct2_dir=None):

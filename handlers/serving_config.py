@@ -22,8 +22,26 @@ _DTYPE_ALIASES = {
     "int8": "int8",
 }
 BACKENDS = ("transformers", "ctranslate2")
-DEFAULT_MAX_NEW_TOKENS = 256
 DEFAULT_CONTEXT_TOKENS = 512
+
+# -- serving defaults: the one place `llmdeploy serve`, `llmdeploy package` and the handler read them ---------
+DEFAULT_MAX_NEW_TOKENS = 256  # cap on a request's max_new_tokens
+DEFAULT_BATCH_SIZE = 8  # requests per static batch (DJL dynamic batching, `serve --batching static`)
+DEFAULT_MAX_BATCH_DELAY_MS = 50  # longest wait for a static batch to fill
+DEFAULT_MAX_SLOTS = 32  # sequences decoded together by the iteration-level loop (DJL: max_rolling_batch_size)
+DEFAULT_MAX_INPUTS = 64  # texts in one request's "inputs" list
+DEFAULT_MAX_NUM_BEAMS = 4  # cap on a request's num_beams
+# A request's cost: max_new_tokens x num_beams x texts, the most tokens it can make the model decode. A request
+# over the budget is refused (400) before it reaches the model: one request cannot hold the GPU for minutes
+# (64 prompts x 16 beams x 256 tokens = 262,144 would). 8192 = 32 texts x 256 tokens, or 8 x 4 beams x 256.
+DEFAULT_MAX_REQUEST_TOKENS = 8192
+# Seconds a request may run inside the handler before it is retired with 504. Under DJL this matches its
+# chunked_read_timeout (120 s, ConfigManager.getChunkedReadTimeout), after which the front end has given up.
+DEFAULT_REQUEST_TIMEOUT_S = 120.0
+# option.rolling_batch values: "disable" = DJL's dynamic (static) batches; any other value makes DJL's Java side
+# drive this handler one decode step at a time (PyProcess: rolling_batch != null && != "disable").
+ROLLING_BATCH_DISABLED = "disable"
+ROLLING_BATCH_OURS = "llmdeploy"
 # Where SageMaker (and the reserved-mode boot script) put the extracted model.tar.gz.
 CONTAINER_MODEL_DIR = "/opt/ml/model"
 
@@ -63,13 +81,21 @@ class ServingConfig:
     model_dir: str | None = None
     dtype: str = "auto"
     backend: str = "transformers"
-    batch_size: int = 8
-    max_batch_delay_ms: int = 50
+    batch_size: int = DEFAULT_BATCH_SIZE
+    max_batch_delay_ms: int = DEFAULT_MAX_BATCH_DELAY_MS
     max_new_tokens_cap: int = DEFAULT_MAX_NEW_TOKENS
     default_max_new_tokens: int = 64
     max_input_tokens: int | None = None  # None: the model's own context (T5: 512)
     tensor_parallel_degree: int = 1
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    max_num_beams: int = DEFAULT_MAX_NUM_BEAMS
+    max_request_tokens: int = DEFAULT_MAX_REQUEST_TOKENS
+    max_inputs: int = DEFAULT_MAX_INPUTS
+    # Iteration-level batching under DJL (option.rolling_batch other than "disable"), max_rolling_batch_size slots.
+    rolling_batch: bool = False
+    max_slots: int = DEFAULT_MAX_SLOTS
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
+    ct2_dir: str | None = None  # converted CTranslate2 model (package puts it at /opt/ml/model/ct2)
 
     def model_location(self) -> str:
         """Local folder (or hub id) to load: option.model_id when it is set and not s3://, else model_dir.
@@ -81,11 +107,7 @@ class ServingConfig:
         """
         if self.model_id and not self.model_id.startswith("s3://"):
             if os.path.isabs(self.model_id):
-                relative = os.path.relpath(self.model_id, CONTAINER_MODEL_DIR)
-                if (self.model_dir and not os.path.exists(self.model_id) and not relative.startswith("..")
-                        and os.path.isdir(os.path.join(self.model_dir, relative))):
-                    return os.path.join(self.model_dir, relative)
-                return self.model_id
+                return self.container_path(self.model_id)
             # A relative model_id is a folder in model_dir when one exists there, else a hub id.
             if self.model_dir:
                 candidate = os.path.join(self.model_dir, self.model_id)
@@ -97,6 +119,19 @@ class ServingConfig:
         raise ServingConfigError(
             "no model to load: set option.model_id in serving.properties or put the weights in the model folder"
         )
+
+
+    def container_path(self, path: str) -> str:
+        """``path``, or its copy under model_dir when it names a missing folder under /opt/ml/model."""
+        relative = os.path.relpath(path, CONTAINER_MODEL_DIR)
+        if (self.model_dir and not os.path.exists(path) and not relative.startswith("..")
+                and os.path.isdir(os.path.join(self.model_dir, relative))):
+            return os.path.join(self.model_dir, relative)
+        return path
+
+    def ct2_location(self) -> str | None:
+        """The converted CTranslate2 model folder serving.properties names (option.ct2_dir), if any."""
+        return self.container_path(self.ct2_dir) if self.ct2_dir else None
 
 
 def _int(props: Mapping[str, str], keys: tuple[str, ...], default: int, *, minimum: int = 0) -> int:
@@ -111,6 +146,19 @@ def _int(props: Mapping[str, str], keys: tuple[str, ...], default: int, *, minim
                 raise ServingConfigError(f"{key}={value} must be >= {minimum}")
             return value
     return default
+
+
+def _float(props: Mapping[str, str], key: str, default: float, *, above: float = 0.0) -> float:
+    raw = str(props.get(key, "")).strip()
+    if raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ServingConfigError(f"{key}={raw!r} is not a number") from None
+    if not math.isfinite(value) or value <= above:
+        raise ServingConfigError(f"{key}={raw!r} must be a finite number > {above:g}")
+    return value
 
 
 def normalise_dtype(raw: str) -> str:
@@ -135,7 +183,9 @@ def parse_properties(props: Mapping[str, str] | None) -> ServingConfig:
     cap = _int(flat, ("max_new_tokens_cap", "max_new_tokens"), DEFAULT_MAX_NEW_TOKENS, minimum=1)
     default_new = min(_int(flat, ("default_max_new_tokens",), min(64, cap), minimum=1), cap)
     max_input = _int(flat, ("max_input_tokens",), 0, minimum=0) or None
-    batch_size = _int(flat, ("max_batch_size", "batch_size"), 8, minimum=1)
+    batch_size = _int(flat, ("max_batch_size", "batch_size"), DEFAULT_BATCH_SIZE, minimum=1)
+    rolling = (flat.get("rolling_batch", ROLLING_BATCH_DISABLED).strip().lower() or ROLLING_BATCH_DISABLED) \
+        != ROLLING_BATCH_DISABLED
     device = flat.get("device", "auto").strip().lower() or "auto"
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise ServingConfigError(f"option.device={device!r} is not supported; use auto, cpu, cuda or cuda:N")
@@ -145,7 +195,7 @@ def parse_properties(props: Mapping[str, str] | None) -> ServingConfig:
         dtype=normalise_dtype(flat.get("dtype", "auto") or "auto"),
         backend=backend,
         batch_size=batch_size,
-        max_batch_delay_ms=_int(flat, ("max_batch_delay",), 50, minimum=0),
+        max_batch_delay_ms=_int(flat, ("max_batch_delay",), DEFAULT_MAX_BATCH_DELAY_MS, minimum=0),
         max_new_tokens_cap=cap,
         default_max_new_tokens=default_new,
         max_input_tokens=max_input,
@@ -153,6 +203,13 @@ def parse_properties(props: Mapping[str, str] | None) -> ServingConfig:
         tensor_parallel_degree=1 if flat.get("tensor_parallel_degree", "").strip().lower() == "max"
         else _int(flat, ("tensor_parallel_degree",), 1, minimum=1),
         device=device,
+        max_num_beams=_int(flat, ("max_num_beams",), DEFAULT_MAX_NUM_BEAMS, minimum=1),
+        max_request_tokens=_int(flat, ("max_request_tokens",), DEFAULT_MAX_REQUEST_TOKENS, minimum=1),
+        max_inputs=_int(flat, ("max_inputs",), DEFAULT_MAX_INPUTS, minimum=1),
+        rolling_batch=rolling,
+        max_slots=_int(flat, ("max_rolling_batch_size",), DEFAULT_MAX_SLOTS, minimum=1),
+        request_timeout_s=_float(flat, "request_timeout", DEFAULT_REQUEST_TIMEOUT_S),
+        ct2_dir=(flat.get("ct2_dir") or "").strip() or None,
     )
 
 
@@ -180,7 +237,7 @@ _PARAMS = {
     "temperature": (lambda v: _is_number(v) and v > 0, "a number > 0"),
     "top_k": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "top_p": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
-    "num_beams": (lambda v: _is_int(v) and 1 <= v <= 16, "an integer from 1 to 16"),
+    "num_beams": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "repetition_penalty": (lambda v: _is_number(v) and v > 0, "a number > 0"),
     "no_repeat_ngram_size": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "length_penalty": (lambda v: _is_number(v), "a number"),
@@ -227,10 +284,26 @@ def validate_parameters(raw, config: ServingConfig) -> tuple[tuple[str, object],
         raise RequestError(
             f"min_new_tokens={params['min_new_tokens']} is larger than max_new_tokens={params['max_new_tokens']}"
         )
+    if params.get("num_beams", 1) > config.max_num_beams:
+        raise RequestError(f"num_beams={params['num_beams']} exceeds this endpoint's cap of {config.max_num_beams}")
     return tuple(sorted(params.items()))
 
 
-def parse_request(body, config: ServingConfig, *, max_inputs: int = 64) -> ParsedRequest:
+def request_cost(params: dict, texts: int) -> int:
+    """The most tokens a request can make the model decode: max_new_tokens x num_beams x texts."""
+    return int(params["max_new_tokens"]) * int(params.get("num_beams", 1)) * int(texts)
+
+
+def check_budget(params: dict, texts: int, config: ServingConfig) -> None:
+    cost = request_cost(params, texts)
+    if cost > config.max_request_tokens:
+        raise RequestError(
+            f"request too costly: {texts} input(s) x max_new_tokens {params['max_new_tokens']} x num_beams "
+            f"{params.get('num_beams', 1)} = {cost} tokens, over this endpoint's budget of {config.max_request_tokens}; "
+            "send fewer inputs per request or lower max_new_tokens / num_beams")
+
+
+def parse_request(body, config: ServingConfig, *, max_inputs: int | None = None) -> ParsedRequest:
     """A decoded JSON body ``{"inputs": str | [str], "parameters": {...}}`` -> ParsedRequest or RequestError."""
     if isinstance(body, str):
         body = {"inputs": body}
@@ -242,6 +315,7 @@ def parse_request(body, config: ServingConfig, *, max_inputs: int = 64) -> Parse
     if "inputs" not in body:
         raise RequestError("missing field 'inputs' (a string or a list of strings)")
     inputs = body["inputs"]
+    max_inputs = config.max_inputs if max_inputs is None else max_inputs
     if isinstance(inputs, str):
         texts, is_list = (inputs,), False
     elif isinstance(inputs, list):
@@ -254,7 +328,9 @@ def parse_request(body, config: ServingConfig, *, max_inputs: int = 64) -> Parse
         texts, is_list = tuple(inputs), True
     else:
         raise RequestError(f"'inputs' must be a string or a list of strings, got {type(inputs).__name__}")
-    return ParsedRequest(texts=texts, params=validate_parameters(body.get("parameters"), config), is_list=is_list)
+    params = validate_parameters(body.get("parameters"), config)
+    check_budget(dict(params), len(texts), config)
+    return ParsedRequest(texts=texts, params=params, is_list=is_list)
 
 
 def format_result(request: ParsedRequest, generated: list[str]):

@@ -142,6 +142,7 @@ def build_tarball(config, out_dir: str | Path) -> tuple[str, str]:
 
     settings = PackageSettings(
         dtype=config.dtype,
+        backend=config.backend,
         tensor_parallel_degree=config.tensor_parallel_degree,
         model_id=config.weights_uri or hub_id(config.model),
     )

@@ -85,6 +85,13 @@ class SageMakerHosts:
 
 
 @dataclass(frozen=True)
+class Ctranslate2Wheels:
+    version: str
+    gpu_requirements: tuple[str, ...]  # cuBLAS 12 for the CUDA 13 images (see lmi.toml)
+    source: Source
+
+
+@dataclass(frozen=True)
 class LmiTable:
     default: str
     default_source: Source
@@ -95,6 +102,7 @@ class LmiTable:
     tested_tokenizers: str
     hosts: SageMakerHosts
     sources: Mapping[str, Source]
+    ctranslate2: Ctranslate2Wheels | None = None
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -139,6 +147,10 @@ def parse_table(raw: Mapping) -> LmiTable:
                              tuple(int(m) for m in hosts["compat_cuda_majors"]), MappingProxyType(amis),
                              _source(sources, hosts["source"], "sagemaker_hosts")),
         sources=MappingProxyType(sources),
+        ctranslate2=Ctranslate2Wheels(str(raw["ctranslate2"]["version"]),
+                                      tuple(raw["ctranslate2"]["gpu_requirements"]),
+                                      _source(sources, raw["ctranslate2"]["source"], "ctranslate2"))
+        if "ctranslate2" in raw else None,
     )
 
 
@@ -207,19 +219,29 @@ def cpu_versions(table: LmiTable) -> list[str]:
     return [v for v, r in table.versions.items() if r.cpu_full]
 
 
-def cpu_image_requirements(table: LmiTable) -> str:
+def cpu_image_requirements(table: LmiTable, *, backend: str = "transformers") -> str:
     """requirements.txt for model.tar.gz: the handler's libraries, for the CPU image's Python only.
 
     DJL's Python engine pip-installs a model folder's requirements.txt before starting the worker.
     The LMI GPU images already ship transformers (and run another Python), so every line carries a
-    ``python_version`` marker that pip skips there, without touching the network.
+    ``python_version`` marker that pip skips there, without touching the network. The ctranslate2
+    backend adds CTranslate2 for every image, and cuBLAS 12 for the GPU images' Python (lmi.toml [ctranslate2]).
     """
     marker = f'python_version == "{table.cpu_image.python}"'
     lines = [
         "# Written by `llmdeploy package`: the handler's libraries for the djl-inference CPU image (Python "
         f"{table.cpu_image.python}, no transformers).",
         "# DJL pip-installs this at start-up; inside the LMI GPU images (Python 3.12, transformers included) pip "
-        "skips every line.",
+        "skips the lines marked for 3.11.",
     ]
     lines += [f"{req}; {marker}" for req in table.cpu_image.requirements]
+    if backend == "ctranslate2":
+        if table.ctranslate2 is None:
+            raise ConfigError(f"{PATH.name} has no [ctranslate2] table: the ctranslate2 backend's wheels are unknown.")
+        gpu_python = sorted({r.python for r in table.versions.values()})
+        lines += ["# option.backend=ctranslate2: no LMI image ships CTranslate2; the GPU images also get cuBLAS 12 "
+                  "(CTranslate2's wheels open libcublas.so.12; LMI 0.36 is CUDA 13).",
+                  f"ctranslate2=={table.ctranslate2.version}"]
+        lines += [f"{req}; " + " or ".join(f'python_version == "{v}"' for v in gpu_python)
+                  for req in table.ctranslate2.gpu_requirements]
     return "\n".join(lines) + "\n"

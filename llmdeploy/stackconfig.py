@@ -29,6 +29,7 @@ NAMESPACE = "llmdeploy"
 MODES = ("reserved", "realtime", "async", "serverless")
 TERMS = catalog_TERMS  # pricing terms are the catalog's
 DTYPES = tuple(DTYPE_BYTES)  # the dtypes sizing knows the size of
+BACKENDS = ("transformers", "ctranslate2")  # = handlers.serving_config.BACKENDS (a test keeps them equal)
 # Pinned LMI (DJL Serving) version for sagemaker.core.image_uris.retrieve("djl-lmi", region, version):
 # chosen, with its sources, in llmdeploy/data/lmi.toml.
 DEFAULT_LMI_VERSION = default_lmi_version()
@@ -56,6 +57,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("minInstances", "min_instances", "integer", "Autoscaling floor (0 allowed only for async)."),
     Setting("term", "term", "string", "Pricing term the plan assumed for reserved mode.", TERMS),
     Setting("dtype", "dtype", "string", "Weights dtype the handler loads.", DTYPES),
+    Setting("backend", "backend", "string",
+            "Inference engine in the container: transformers (iteration-level batching) or ctranslate2 "
+            "(installed from model.tar.gz's requirements.txt, model converted at start-up).", BACKENDS),
     Setting("tensorParallelDegree", "tensor_parallel_degree", "integer", "GPUs one model copy is split across."),
     Setting("lmiVersion", "lmi_version", "string", "LMI container version resolved with sagemaker.core.image_uris."),
     Setting("lmiImage", "lmi_image", "string", "Full LMI image URI; overrides lmiVersion when set."),
@@ -113,6 +117,7 @@ class StackConfig:
     min_instances: int = 1
     term: str = "1y"
     dtype: str = "fp16"
+    backend: str = "transformers"
     tensor_parallel_degree: int = 1
     lmi_version: str = DEFAULT_LMI_VERSION
     lmi_image: str = ""

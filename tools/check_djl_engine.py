@@ -107,6 +107,58 @@ def extract_engine(repo: str, branch: str, into: Path) -> Path:
     return setup
 
 
+def run_engine(cmd, env, cwd, sock, properties, mode, timeout) -> list[str]:
+    """Start the real engine, initialise it with ``properties`` and check every answer; the failures."""
+    from djl_double import Djl, HttpRequest
+
+    from llmdeploy.responses import response_error
+
+    cmd = list(cmd)
+    cmd[cmd.index("--sock-name") + 1] = sock
+    engine = subprocess.Popen(cmd, env=env, cwd=cwd)
+    failures = []
+    try:
+        djl = Djl(SocketTransport(sock, timeout))
+        init = djl.initialize(properties)
+        print(f"[{mode}] init -> {init.code} {init.message}; rolling batch: {djl.rolling_batch}")
+        if init.code != 204:
+            failures.append(f"{mode}: the initialisation call must answer 204 (the handler returns None)")
+        good = {"inputs": "w1 w2 w3", "parameters": {"max_new_tokens": 4, "min_new_tokens": 4}}
+        cases = {
+            "single": {0: [good]},
+            "single, malformed": {0: [{"inputs": 5}]},
+            "batch with malformed requests": {0: [good, b"{not json", {"inputs": ["w5 w6", "w7"]},
+                                                  {"inputs": "w8", "parameters": {"bogus": 1}}]},
+            "over the budget": {0: [{"inputs": ["w1"] * 64, "parameters": {"max_new_tokens": 16}}]},  # 1024 > 512
+        }
+        if djl.rolling_batch:
+            cases["joining mid-decode"] = {0: [good], 2: [{"inputs": "w9", "parameters": {"max_new_tokens": 6}}],
+                                           3: [b"{not json"]}
+        for name, arrivals in cases.items():
+            bodies = [b for step in sorted(arrivals) for b in arrivals[step]]
+            requests = {step: [HttpRequest.json(b) for b in arrivals[step]] for step in arrivals}
+            answers = djl.rolling(requests) if djl.rolling_batch else djl.predict(requests[0])
+            for body, answer in zip(bodies, answers):
+                error = response_error(answer.status, answer.body)
+                print(f"[{mode}] {name}: {answer.status} {answer.headers} {json.dumps(answer.json())}")
+                expect_error = not (isinstance(body, dict) and isinstance(body.get("inputs"), (str, list))
+                                    and "bogus" not in body.get("parameters", {}) and len(body["inputs"]) < 64)
+                shared_status = len(bodies) > 1 and not djl.rolling_batch  # DJL's dynamic batch: one status for all
+                if answer.headers.get("Content-Type") != "application/json" or len(answer.headers) != 1:
+                    failures.append(f"{mode} {name}: headers {answer.headers}, expected only Content-Type")
+                if expect_error != (error is not None):
+                    failures.append(f"{mode} {name}: {'no error' if error is None else error} for {body!r}")
+                if expect_error and answer.status != (200 if shared_status else 400):
+                    failures.append(f"{mode} {name}: status {answer.status} for a malformed request")
+    finally:
+        engine.terminate()
+        try:
+            engine.wait(10)
+        except subprocess.TimeoutExpired:
+            engine.kill()
+    return failures
+
+
 def main(argv=None) -> int:
     from llmdeploy.lmi import load_lmi_table
 
@@ -119,10 +171,7 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds for start-up and each answer")
     args = parser.parse_args(argv)
 
-    from djl_double import Djl, HttpRequest
-
     from llmdeploy.containers.package import PackageSettings, build_model_tarball
-    from llmdeploy.responses import response_error
 
     import transformers
 
@@ -134,7 +183,8 @@ def main(argv=None) -> int:
             from conftest import build_tiny_t5
 
             model = build_tiny_t5(tmp / "tiny-flan-t5")
-        result = build_model_tarball(tmp / "model.tar.gz", PackageSettings(max_new_tokens=16), weights_dir=model)
+        result = build_model_tarball(tmp / "model.tar.gz", PackageSettings(max_new_tokens=16, max_request_tokens=512),
+                                     weights_dir=model)
         model_dir = tmp / "opt-ml-model"
         with tarfile.open(result.path) as tar:
             tar.extractall(model_dir, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
@@ -145,41 +195,17 @@ def main(argv=None) -> int:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(engine_dir), str(model_dir)]))  # PyEnv's PYTHONPATH
         print(f"djl-serving {args.branch}, transformers {transformers.__version__}, python {sys.version.split()[0]}")
         print(f"packaged {result.path.name} ({len(result.members)} files, adapted: {list(result.adapted) or 'none'})")
-        engine = subprocess.Popen(cmd, env=env, cwd=tmp)
         failures = []
-        try:
-            djl = Djl(SocketTransport(sock, args.timeout))
-            init = djl.initialize((model_dir / "serving.properties").read_text())
-            print(f"init -> {init.code} {init.message}")
-            if init.code != 204:
-                failures.append("the initialisation call must answer 204 (the handler returns None)")
-            good = {"inputs": "w1 w2 w3", "parameters": {"max_new_tokens": 4, "min_new_tokens": 4}}
-            cases = {
-                "single": [good],
-                "single, malformed": [{"inputs": 5}],
-                "batch with malformed requests": [good, b"{not json", {"inputs": ["w5 w6", "w7"]},
-                                                  {"inputs": "w8", "parameters": {"bogus": 1}}],
-            }
-            for name, bodies in cases.items():
-                answers = djl.predict([HttpRequest.json(b) for b in bodies])
-                for body, answer in zip(bodies, answers):
-                    error = response_error(answer.status, answer.body)
-                    print(f"{name}: {answer.status} {answer.headers} {json.dumps(answer.json())}")
-                    expect_error = body is not good and not (isinstance(body, dict) and isinstance(body["inputs"], list))
-                    batched = len(bodies) > 1
-                    if answer.headers.get("Content-Type") != "application/json" or len(answer.headers) != 1:
-                        failures.append(f"{name}: headers {answer.headers}, expected only Content-Type: application/json")
-                    if expect_error != (error is not None):
-                        failures.append(f"{name}: {'no error' if error is None else error} for {body!r}")
-                    if expect_error and answer.status != (200 if batched else 400):
-                        failures.append(f"{name}: status {answer.status} for a malformed request "
-                                        f"({'batched: the batch' if batched else 'alone: its own'} status expected)")
-        finally:
-            engine.terminate()
-            try:
-                engine.wait(10)
-            except subprocess.TimeoutExpired:
-                engine.kill()
+        props_path = model_dir / "serving.properties"
+        packaged = props_path.read_text()
+        # As packaged (transformers: DJL's RollingBatch drives the handler one step per call), then the static
+        # contract (option.rolling_batch=disable with DJL's dynamic batches, what the ctranslate2 backend gets).
+        static = "\n".join(line for line in packaged.splitlines()
+                            if not line.startswith(("option.rolling_batch=", "option.max_rolling_batch_size=",
+                                                    "batch_size="))) + "\noption.rolling_batch=disable\nbatch_size=8\n"
+        for mode, properties in (("rolling batch", packaged), ("static batches", static)):
+            props_path.write_text(properties)
+            failures += run_engine(cmd, env, tmp, sock + mode[0], properties, mode, args.timeout)
     for failure in failures:
         print(f"FAIL {failure}")
     print("OK: the handler answers as promised inside the real djl_python engine" if not failures else

@@ -91,20 +91,26 @@ class FakeEngine:
         self.oom_above = oom_above
         self.oom_message = oom_message
         self.calls: list[tuple[list[str], dict]] = []
+        self.stopped: list[list[str]] = []  # batches whose every row was cancelled before the end
         self.max_input_tokens = 512
 
     @property
     def generate_calls(self) -> int:
         return len(self.calls)
 
-    def generate(self, texts, params):
+    def generate(self, texts, params, stop=None):
+        """Like the engines: ``stop(row)`` is asked every 10 ms while it "decodes"; a stopped row ends early."""
         import time
 
         self.calls.append((list(texts), dict(params)))
         if self.oom_above is not None and len(texts) > self.oom_above:
             raise RuntimeError(self.oom_message)
-        if self.delay_s:
-            time.sleep(self.delay_s)
+        deadline = time.monotonic() + self.delay_s
+        while time.monotonic() < deadline:
+            if stop is not None and all(stop(row) for row in range(len(texts))):
+                self.stopped.append(list(texts))
+                break
+            time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
         return [f"echo:{t}:{params.get('max_new_tokens')}" for t in texts]
 
 
@@ -120,10 +126,16 @@ def fake_service():
     return make
 
 
-def serving_properties(**options) -> str:
-    """serving.properties text as `llmdeploy package` writes it, with ``option.<key>`` overrides."""
+def serving_properties(rolling: bool = False, **options) -> str:
+    """serving.properties text as `llmdeploy package` writes it, with ``option.<key>`` overrides.
+
+    ``rolling=False`` (the static contract: DJL's dynamic batches) sets option.rolling_batch=disable, as
+    package writes for the ctranslate2 backend; ``rolling=True`` keeps the transformers backend's rolling batch.
+    """
     from llmdeploy.containers.package import PackageSettings, render_serving_properties
 
+    if not rolling:
+        options.setdefault("rolling_batch", "disable")
     text = render_serving_properties(PackageSettings(), with_weights=False)
     lines = [line for line in text.splitlines() if not any(line.startswith(f"option.{k}=") for k in options)]
     lines += [f"option.{k}={v}" for k, v in options.items()]

@@ -25,6 +25,16 @@ Java side (engines/python/src/main/java/ai/djl/python/engine/, serving/src/main/
   ``data`` when null); an answer with code >= 300 is every request's answer; otherwise the content
   must hold one entry per request, split by ``batch_(\d+)\.(.*)``, and each request gets the batch's
   code, message and properties (``Djl.predict``).
+- ``PyProcess`` (rolling batch when the model's ``rolling_batch`` is set and not "disable"),
+  ``RollingBatch.run`` and ``Request.addResponse/getRequest/getProperties``: ``Djl.rolling`` below. Every
+  step sends ALL active requests as one batch (``batch_size`` always set; a new request with its
+  properties, body and ``seed``; a running one with an empty ``data`` entry and no properties), then
+  reads one content entry per request, in order, each a binary map (``data``, ``last``, ``code``,
+  ``error``); properties ``batch_<i>_<name>`` go to request i; a request is answered when ``last`` is
+  true: with ``code`` its status becomes that code and its body ``{"code", "error"}`` (GSON), else the
+  body is its ``data``. A step answered with a code other than 200, or with a wrong entry count, fails
+  every active request and the next step carries ``reset_rollingbatch``. New requests join at the next
+  step while fewer than ``max_rolling_batch_size`` (default 32) run.
 - ``wlm/LmiConfigRecommender.setRollingBatch``: what LMI adds to serving.properties (``lmi_recommended``).
 - ``http.RequestParser`` (headers -> properties, body -> content ``data``) and
   ``InferenceRequestHandler.sendOutput`` (code -> status, properties -> headers, ``getData()`` ->
@@ -386,8 +396,26 @@ def init_properties(serving_properties: str) -> dict:
     return props
 
 
+def _read_binary_map(buf: bytes) -> dict:
+    """Request.addResponse's reading of djl_python's Output.binary_encode."""
+    reader = _Reader(buf)
+    return {reader.utf8(): reader.utf8() for _ in range(reader.short())}
+
+
+@dataclass
+class _RollingRequest:
+    """RollingBatch.java's Request: the HTTP request, and its answer once ``last`` came."""
+
+    http: "HttpRequest"
+    started: bool = False  # nextToken != null: later steps send it empty
+    response: "HttpResponse | None" = None
+    properties: dict = field(default_factory=dict)
+    steps: int = 0
+
+
 class Djl:
-    """The Java side of one Python worker: initialise it, then answer HTTP requests as PyPredictor does.
+    """The Java side of one Python worker: initialise it, then answer HTTP requests as PyPredictor does
+    (dynamic batching) or as RollingBatch does (``option.rolling_batch`` set and not "disable").
 
     ``transport(wire_bytes) -> wire_bytes`` is the worker: ``PythonEngine`` in process, or a socket to
     the real djl_python_engine.py (tools/check_djl_engine.py).
@@ -396,6 +424,9 @@ class Djl:
     def __init__(self, transport):
         self.transport = transport
         self.initialised = False
+        self.rolling_batch = False
+        self.max_rolling_batch_size = 32
+        self.steps: list[int] = []  # rolling batch: requests sent in each step
 
     def call(self, properties: dict, content: list) -> JavaOutput:
         properties = dict(properties)
@@ -403,14 +434,86 @@ class Djl:
         return decode_output(self.transport(encode_input(properties, content)))
 
     def initialize(self, serving_properties: str) -> JavaOutput:
-        out = self.call(init_properties(serving_properties), [])
+        props = init_properties(serving_properties)
+        out = self.call(props, [])
         if out.code >= 300:  # PyProcess.predictStandard(initialLoad): the worker is unrecoverable
             raise RuntimeError(f"Failed to initialize model: {out.message}")
         self.initialised = True
+        self.rolling_batch = props.get("rolling_batch", "disable") != "disable"
+        self.max_rolling_batch_size = int(props.get("max_rolling_batch_size", 32))
         return out
 
+    def rolling(self, arrivals: dict[int, list[HttpRequest]]) -> list[HttpResponse]:
+        """RollingBatch.run until every request is answered; ``arrivals[step]`` join before that step's call.
+
+        Answers come back in arrival order (step, then position).
+        """
+        pending = [r for step in sorted(arrivals) for r in arrivals[step]]
+        schedule = {step: list(arrivals[step]) for step in arrivals}
+        waiting: list[_RollingRequest] = []
+        active: list[_RollingRequest] = []
+        by_http: dict[int, _RollingRequest] = {}
+        reset, step = False, 0
+        while schedule or waiting or active:
+            for http in schedule.pop(step, []):
+                waiting.append(by_http.setdefault(id(http), _RollingRequest(http)))
+            while waiting and len(active) < self.max_rolling_batch_size:  # addInput: canAdd
+                active.append(waiting.pop(0))
+            step += 1
+            if not active:
+                continue
+            props, content = {}, []
+            if reset:
+                props["reset_rollingbatch"] = "true"
+                reset = False
+            for i, req in enumerate(active):
+                prefix = f"batch_{i}." if i > 99 else f"batch_{i:03d}."
+                if not req.started:
+                    for key, value in req.http.headers.items():
+                        props[prefix + key] = value
+                content.append((prefix + "data", b"" if req.started else bytes(req.http.body)))
+                if not req.started:
+                    content.append((prefix + "seed", b"12345"))
+            props["batch_size"] = str(len(active))
+            self.steps.append(len(active))
+            output = self.call(props, content)
+            if output.code != 200 or len(output.content) != len(active):
+                body = json.dumps({"code": output.code, "message": "Batch inference failed"}).encode()
+                for req in active:
+                    req.response = HttpResponse(output.code, dict(req.properties), body)
+                active, reset = [], True
+                continue
+            per_request: dict[int, dict] = {}
+            for key, value in output.properties.items():
+                if key.startswith("batch_"):
+                    pos = key.find("_", 7)
+                    if pos > 0:
+                        per_request.setdefault(int(key[6:pos]), {})[key[pos + 1:]] = value
+            for i, req in enumerate(active):
+                req.properties.update(per_request.get(i, {}))
+                entry = _read_binary_map(output.content[i][1])
+                req.started, req.steps = True, req.steps + 1
+                last = entry.get("last", "false").lower() == "true"
+                token = entry.get("data", "")
+                if not last:
+                    if token:
+                        raise AssertionError("the handler streamed a partial answer; it never streams")
+                    continue
+                if "code" in entry:
+                    error = {"code": int(entry["code"])}
+                    if "error" in entry:
+                        error["error"] = entry["error"]
+                    req.response = HttpResponse(int(entry["code"]), dict(req.properties), json.dumps(error).encode())
+                else:
+                    req.response = HttpResponse(200, dict(req.properties), token.encode())
+            active = [r for r in active if r.response is None]
+        return [by_http[id(r)].response for r in pending]
+
     def predict(self, requests: list[HttpRequest]) -> list[HttpResponse]:
-        """PyPredictor.batchPredict over the requests DJL batched together, as HTTP answers."""
+        """PyPredictor.batchPredict over the requests DJL batched together, as HTTP answers (under rolling batch:
+        the requests arriving together, decoded to the end)."""
+        if self.rolling_batch:
+            return self.rolling({0: list(requests)})
         if len(requests) == 1:
             (req,) = requests
             outputs = [self.call(dict(req.headers), [("data", bytes(req.body))])]

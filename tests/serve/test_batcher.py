@@ -16,7 +16,7 @@ def run(coro):
 
 def test_batches_capped_at_max_size_and_results_routed():
     async def main():
-        batcher = DynamicBatcher(lambda items: [i * 10 for i in items], max_batch_size=4, max_delay_s=0.05)
+        batcher = DynamicBatcher(lambda items, cancelled: [i * 10 for i in items], max_batch_size=4, max_delay_s=0.05)
         await batcher.start()
         results = await asyncio.gather(*(batcher.submit(i) for i in range(10)))
         await batcher.close()
@@ -29,7 +29,7 @@ def test_batches_capped_at_max_size_and_results_routed():
 
 def test_lone_request_waits_at_most_max_delay():
     async def main():
-        batcher = DynamicBatcher(lambda items: items, max_batch_size=8, max_delay_s=0.05)
+        batcher = DynamicBatcher(lambda items, cancelled: items, max_batch_size=8, max_delay_s=0.05)
         t0 = time.perf_counter()
         await batcher.submit("x")
         elapsed = time.perf_counter() - t0
@@ -41,7 +41,7 @@ def test_lone_request_waits_at_most_max_delay():
 
 def test_exception_result_fails_only_that_item():
     async def main():
-        batcher = DynamicBatcher(lambda items: [ValueError("bad") if i == 1 else i for i in items],
+        batcher = DynamicBatcher(lambda items, cancelled: [ValueError("bad") if i == 1 else i for i in items],
                                  max_batch_size=4, max_delay_s=0.01)
         out = await asyncio.gather(*(batcher.submit(i) for i in range(3)), return_exceptions=True)
         await batcher.close()
@@ -53,7 +53,7 @@ def test_exception_result_fails_only_that_item():
 
 def test_close_drains_then_refuses():
     async def main():
-        def slow(items):
+        def slow(items, cancelled):
             time.sleep(0.1)
             return items
 

@@ -57,3 +57,32 @@ def test_ctranslate2_backend_behind_the_service(tiny_model_dir, tiny_ct2_dir, tm
     good, bad = djl.predict([HttpRequest.json({"inputs": "w1"}), HttpRequest.json({"inputs": "w2", "parameters": {"bad": 1}})])
     assert good.status == bad.status == 200
     assert "generated_text" in good.json() and bad.json()["code"] == 400
+
+
+def test_compute_types_per_device():
+    from llmdeploy.handlers.precision import A10G, CPU, T4
+    from llmdeploy.handlers.seq2seq import ct2_compute_type
+
+    assert [ct2_compute_type(d, CPU) for d in ("auto", "int8", "fp32", "fp16")] == ["int8", "int8", "float32", "int8"]
+    assert [ct2_compute_type(d, T4) for d in ("auto", "int8", "fp16")] == ["float16", "int8_float16", "float16"]
+    assert ct2_compute_type("auto", A10G) == "bfloat16"
+
+
+@pytest.mark.parametrize("compute_type", ["float32", "int8"])
+def test_same_greedy_tokens_as_transformers_at_each_cpu_compute_type(tiny_model_dir, tiny_ct2_dir, tiny_config,
+                                                                      tiny_engine, compute_type):
+    from llmdeploy.handlers.precision import CPU
+    from llmdeploy.handlers.seq2seq import CTranslate2Engine
+
+    engine = CTranslate2Engine.load(str(tiny_model_dir), tiny_config, ct2_dir=tiny_ct2_dir, device=CPU,
+                                    compute_type=compute_type)
+    texts = ["w1 w2 w3", "w4", "w10 w20 w30 w40 w50", "w100 w7 w9"]
+    params = {"max_new_tokens": 8}
+    assert engine.generate_ids(texts, params) == tiny_engine.generate_ids(texts, params)
+
+
+def test_a_cancelled_row_stops_at_the_next_step(ct2_engine):
+    full = ct2_engine.generate_ids(["w1 w2", "w3"], {"max_new_tokens": 12, "min_new_tokens": 12})
+    cut = ct2_engine.generate_ids(["w1 w2", "w3"], {"max_new_tokens": 12, "min_new_tokens": 12},
+                                  stop=lambda row: row == 1)
+    assert cut[0] == full[0] and len(cut[1]) < len(full[1])

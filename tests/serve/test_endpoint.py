@@ -34,7 +34,7 @@ def call(url: str, body=None, *, raw: bytes | None = None, method="POST", timeou
 def tiny_server(tiny_model_dir):
     from llmdeploy.handlers.endpoint import build_service
 
-    service = build_service(str(tiny_model_dir), max_new_tokens_cap=16, device="cpu")
+    service = build_service(str(tiny_model_dir), max_new_tokens_cap=16, device="cpu", max_request_tokens=512)
     settings = EndpointSettings(max_batch_size=8, max_batch_delay_ms=300, max_body_bytes=4096,
                                 request_timeout_s=30)
     with EndpointServer(service, settings) as server:
@@ -51,14 +51,16 @@ def test_ping_and_single_invocation(tiny_server):
     assert status == 200 and "generated_text" in body
 
 
-def test_concurrent_requests_are_batched_and_bad_ones_get_4xx(tiny_server):
+def test_concurrent_requests_share_decode_steps_and_bad_ones_get_4xx(tiny_server):
     url = tiny_server.url + "/invocations"
     before = len(tiny_server.batcher.batch_sizes)
     good = [{"inputs": f"w{i} w{i + 1}", "parameters": {"max_new_tokens": 4, "min_new_tokens": 4}}
             for i in range(8)]
     bad = [({"inputs": 7}, 400), ({"inputs": "x", "parameters": {"max_new_tokens": 10_000}}, 400),
-           ({"parameters": {}}, 400), ({"inputs": "x", "parameters": {"nope": 1}}, 400)]
-    with ThreadPoolExecutor(12) as pool:
+           ({"parameters": {}}, 400), ({"inputs": "x", "parameters": {"nope": 1}}, 400),
+           ({"inputs": "x", "parameters": {"num_beams": 5}}, 400),  # over the num_beams cap
+           ({"inputs": ["w1"] * 40, "parameters": {"max_new_tokens": 16}}, 400)]  # 640 tokens, over the budget
+    with ThreadPoolExecutor(14) as pool:
         good_f = [pool.submit(call, url, b) for b in good]
         bad_f = [(pool.submit(call, url, b), code) for b, code in bad]
         bad_json = pool.submit(call, url, raw=b'{"inputs": ')
@@ -67,12 +69,24 @@ def test_concurrent_requests_are_batched_and_bad_ones_get_4xx(tiny_server):
     for fut, code in bad_f:
         status, body = fut.result()
         assert status == code and body["error"]
+    assert "cap of 4" in bad_f[4][0].result()[1]["error"] and "budget of 512" in bad_f[5][0].result()[1]["error"]
     status, body = bad_json.result()
     assert status == 400 and "not valid JSON" in body["error"]
-    sizes = tiny_server.batcher.batch_sizes[before:]
-    assert sum(sizes) == 8 and max(sizes) >= 2, sizes  # bad requests never reach the batcher
-    # still serving after the bad ones
+    steps = tiny_server.batcher.batch_sizes[before:]
+    assert sum(steps) == 8 * 4 and max(steps) >= 2, steps  # 8 requests x 4 tokens; bad ones never decode
     assert call(url, {"inputs": "w5"})[0] == 200
+
+
+def test_static_batching_groups_requests(tiny_model_dir):
+    from llmdeploy.handlers.endpoint import build_service
+
+    service = build_service(str(tiny_model_dir), max_new_tokens_cap=16, device="cpu")
+    settings = EndpointSettings(max_batch_size=8, max_batch_delay_ms=300, batching="static")
+    with EndpointServer(service, settings) as server:
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda i: call(server.url + "/invocations", {"inputs": f"w{i}"}), range(8)))
+        assert all(status == 200 for status, _ in results)
+        assert sum(server.batcher.batch_sizes) == 8 and max(server.batcher.batch_sizes) >= 2
 
 
 def test_oversize_body_is_413_and_server_keeps_serving(tiny_server):
@@ -113,6 +127,75 @@ def test_one_at_a_time_batcher_runs_batches_of_one():
             statuses = [f.result()[0] for f in [pool.submit(call, server.url + "/invocations", {"inputs": str(i)})
                                                 for i in range(6)]]
         assert statuses == [200] * 6 and server.batcher.batch_sizes == [1] * 6
+
+
+def test_a_client_that_goes_away_is_cancelled_at_the_next_step(tiny_model_dir):
+    """Continuous batching: the request leaves the decode right after its client disconnects (or times out)."""
+    from llmdeploy.handlers.endpoint import build_service
+
+    service = build_service(str(tiny_model_dir), max_new_tokens_cap=512, device="cpu", max_request_tokens=4096)
+    with EndpointServer(service, EndpointSettings(request_timeout_s=30)) as server:
+        loop = server.batcher.loop
+        forward = loop._forward
+
+        def slow():  # 20 ms a step: 400 tokens would take 8 s
+            time.sleep(0.02)
+            return forward()
+
+        loop._forward = slow
+        body = json.dumps({"inputs": "w1 w2", "parameters": {"max_new_tokens": 400, "min_new_tokens": 400}}).encode()
+        head = (f"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        data, _ = _raw(server.port, head + body, 0.5)  # the client gives up after 0.5 s and closes
+        assert data == b""
+        deadline = time.monotonic() + 5
+        while len(loop) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(loop) == 0 and loop.steps < 100, loop.steps  # left long before its 400 tokens
+        assert call(server.url + "/invocations", {"inputs": "w3", "parameters": {"max_new_tokens": 2}})[0] == 200
+
+
+def test_a_request_past_its_timeout_is_504_and_leaves_the_decode(tiny_model_dir):
+    from llmdeploy.handlers.endpoint import build_service
+
+    service = build_service(str(tiny_model_dir), max_new_tokens_cap=512, device="cpu", max_request_tokens=4096)
+    with EndpointServer(service, EndpointSettings(request_timeout_s=0.3)) as server:
+        loop = server.batcher.loop
+        forward = loop._forward
+        loop._forward = lambda: (time.sleep(0.02), forward())[1]
+        status, body = call(server.url + "/invocations",
+                            {"inputs": "w1", "parameters": {"max_new_tokens": 400, "min_new_tokens": 400}})
+        assert status == 504
+        time.sleep(0.2)
+        assert len(loop) == 0 and loop.steps < 60
+
+
+def _raw(port: int, payload: bytes, wait_s: float) -> tuple[bytes, float]:
+    """Send ``payload`` and read until the server closes (or ``wait_s``); (what came back, seconds taken)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=wait_s) as sock:
+        sock.sendall(payload)
+        t0, data = time.monotonic(), b""
+        try:
+            while chunk := sock.recv(4096):
+                data += chunk
+        except TimeoutError:
+            pass
+        return data, time.monotonic() - t0
+
+
+def test_stalled_headers_and_bodies_are_cut_off(fake_service):
+    settings = EndpointSettings(header_timeout_s=0.5, body_timeout_s=0.5, max_batch_delay_ms=1)
+    with EndpointServer(fake_service(), settings) as server:
+        data, took = _raw(server.port, b"POST /invocations HTTP/1.1\r\nHost: x\r\n", 5)  # headers never end
+        assert data == b"" and took < 2.5
+        data, took = _raw(server.port, b"", 5)  # connects, sends nothing
+        assert data == b"" and took < 2.5
+        head = b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        data, took = _raw(server.port, head + b'{"inp', 5)  # body never completes
+        assert data.startswith(b"HTTP/1.1 408") and b"not received within 0.5 s" in data and took < 2.5
+        assert call(server.url + "/invocations", {"inputs": "still serving"})[0] == 200
 
 
 def test_sigterm_finishes_in_flight_then_exits(tmp_path):
@@ -175,3 +258,52 @@ def test_cli_serve_runs_and_stops_on_sigint(tiny_model_dir):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_sigterm_exits_within_the_grace_period_answering_what_is_left_503(tmp_path):
+    """A generation longer than the grace period, plus a stalled upload: both answered or cut, exit in time."""
+    script = tmp_path / "srv.py"
+    script.write_text(
+        "import asyncio, sys\n"
+        f"sys.path.insert(0, {os.path.dirname(__file__)!r})\n"
+        "from conftest import FakeEngine\n"
+        "from llmdeploy.handlers.endpoint import EndpointSettings, serve_forever\n"
+        "from llmdeploy.handlers.lmi_service import Seq2SeqService\n"
+        "from llmdeploy.handlers.serving_config import parse_properties\n"
+        "svc = Seq2SeqService(engine=FakeEngine(delay_s=60.0), config=parse_properties({}))\n"
+        "asyncio.run(serve_forever(svc, EndpointSettings(max_batch_delay_ms=1, grace_s=1.5, body_timeout_s=60),\n"
+        "            host='127.0.0.1', port=0, on_ready=lambda p: print(p, flush=True)))\n"
+        "print('exited', flush=True)\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline())
+        url = f"http://127.0.0.1:{port}/invocations"
+        with ThreadPoolExecutor(2) as pool:
+            long = pool.submit(call, url, {"inputs": "takes a minute"})
+            stalled = pool.submit(_raw, port, b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{", 30)
+            time.sleep(0.5)
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(10) == 0
+            took = time.monotonic() - t0
+            status, body = long.result()
+            assert status == 503 and "did not finish in time" in body["error"]
+            assert stalled.result()[1] < 10  # the stalled upload did not hold the server open
+        assert 1.0 <= took < 1.5 + 2.0, took
+        assert "exited" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.parametrize("flag, value", [("--request-timeout", "nan"), ("--max-batch-delay-ms", "inf"),
+                                         ("--grace-period", "-1"), ("--max-request-tokens", "0")])
+def test_serve_refuses_non_finite_and_out_of_range_flags_in_one_line(flag, value, tiny_model_dir):
+    from click.testing import CliRunner
+
+    from llmdeploy.cli.main import cli
+
+    res = CliRunner().invoke(cli, ["serve", "--model", str(tiny_model_dir), flag, value])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and flag in errors[0], res.output

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
+import signal
+import stat
 import subprocess
 import sys
 import tarfile
@@ -26,7 +29,7 @@ def test_same_inputs_same_bytes(tiny_model_dir, tmp_path):
     b = build_model_tarball(tmp_path / "b.tar.gz", weights_dir=tiny_model_dir)
     assert a.sha256 == b.sha256 == sha256_file(a.path) == hashlib.sha256(b.path.read_bytes()).hexdigest()
     assert a.path.read_bytes() == b.path.read_bytes()
-    c = build_model_tarball(tmp_path / "c.tar.gz", PackageSettings(batch_size=16), weights_dir=tiny_model_dir)
+    c = build_model_tarball(tmp_path / "c.tar.gz", PackageSettings(max_slots=16), weights_dir=tiny_model_dir)
     d = build_model_tarball(tmp_path / "d.tar.gz", PackageSettings(dtype="bf16"), weights_dir=tiny_model_dir)
     assert len({a.sha256, c.sha256, d.sha256}) == 3
 
@@ -60,17 +63,24 @@ def test_members_fixed_metadata_and_layout(tiny_model_dir, tmp_path):
         "engine": "Python", "option.entryPoint": "model.py",
         # absolute: a relative model_id makes LMI ask the Hugging Face Hub for it at start-up
         "option.model_id": "/opt/ml/model/weights",
-        # always: LMI's recommender otherwise picks rolling batch / async mode for T5 when batch_size <= 1
-        "option.rolling_batch": "disable",
+        # DJL's Java RollingBatch drives the handler's own decode loop; batch_size 1 keeps LMI's recommender off it
+        "option.rolling_batch": "llmdeploy", "option.max_rolling_batch_size": "32", "batch_size": "1",
         "option.dtype": "fp16", "option.tensor_parallel_degree": "1", "option.backend": "transformers",
-        "option.max_new_tokens": "256", "batch_size": "4", "max_batch_delay": "50", "maxWorkers": "1",
+        "option.max_new_tokens": "256", "option.max_num_beams": "4", "option.max_request_tokens": "8192",
+        "maxWorkers": "1",
     }
 
 
-def test_rolling_batch_is_off_whatever_the_batch_size():
+def test_transformers_rolls_and_ctranslate2_batches_statically():
+    for slots in (1, 2, 64):
+        props = _properties(render_serving_properties(PackageSettings(max_slots=slots), with_weights=True))
+        assert props["option.rolling_batch"] == "llmdeploy" and props["option.max_rolling_batch_size"] == str(slots)
+        assert props["batch_size"] == "1"
     for batch_size in (1, 2, 32):
-        props = _properties(render_serving_properties(PackageSettings(batch_size=batch_size), with_weights=True))
+        props = _properties(render_serving_properties(PackageSettings(backend="ctranslate2", batch_size=batch_size),
+                                                      with_weights=True))
         assert props["option.rolling_batch"] == "disable" and props["batch_size"] == str(batch_size)
+        assert "option.max_rolling_batch_size" not in props
 
 
 def test_lmi_recommender_leaves_the_handler_in_sync_mode():
@@ -78,9 +88,12 @@ def test_lmi_recommender_leaves_the_handler_in_sync_mode():
     from djl_double import lmi_recommended
 
     t5 = ["T5ForConditionalGeneration"]
-    for batch_size in (1, 8):
-        ours = _properties(render_serving_properties(PackageSettings(batch_size=batch_size), with_weights=True))
-        assert "option.async_mode" not in lmi_recommended(ours, t5)
+    for settings in (PackageSettings(), PackageSettings(backend="ctranslate2", batch_size=1),
+                     PackageSettings(backend="ctranslate2", batch_size=8)):
+        ours = _properties(render_serving_properties(settings, with_weights=True))
+        recommended = lmi_recommended(ours, t5)
+        assert "option.async_mode" not in recommended
+        assert recommended["option.rolling_batch"] == ours["option.rolling_batch"]  # ours is kept as written
     bare = {"engine": "Python", "option.entryPoint": "model.py", "batch_size": "1"}
     assert lmi_recommended(bare, t5)["option.async_mode"] == "true", "the case option.rolling_batch=disable prevents"
 
@@ -189,8 +202,9 @@ assert not any(m.startswith("llmdeploy") for m in sys.modules), [m for m in sys.
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["init"] == 204
+    # Rolling batch (the transformers backend): every request gets its own status, even inside a batch.
     (good_status, good_headers, good), (bad_status, _, bad) = out["batch"]
-    assert good_status == bad_status == 200 and good_headers == {"Content-Type": "application/json"}
+    assert (good_status, bad_status) == (200, 400) and good_headers == {"Content-Type": "application/json"}
     assert set(good) == {"generated_text"} and bad["code"] == 400
     assert out["lone"][0] == 400 and out["lone"][1]["code"] == 400
 
@@ -225,3 +239,59 @@ def test_cli_serve_help():
     assert res.exit_code == 0
     for flag in ("--model", "--port", "--host", "--max-batch-size", "--max-batch-delay-ms", "--backend"):
         assert flag in res.output
+
+
+def test_out_that_is_a_fifo_or_device_is_refused_and_left_alone(tmp_path):
+    fifo = tmp_path / "model.tar.gz"
+    os.mkfifo(fifo)
+    for out in (fifo, Path("/dev/null")):
+        res = CliRunner().invoke(cli, ["package", "--model-id", "google/flan-t5-small", "--out", str(out)])
+        assert res.exit_code == 2 and "only replaces regular files" in res.output and "Traceback" not in res.output
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tar.gz"]  # no temp file either
+
+
+def test_sigterm_during_package_removes_its_temp_file(tmp_path):
+    """The real entry point in a subprocess: SIGTERM mid-write exits like Ctrl-C, leaving no temp file."""
+    weights = tmp_path / "model"
+    weights.mkdir()
+    (weights / "config.json").write_text('{"model_type": "t5"}')
+    with open(weights / "model.safetensors", "wb") as fh:  # 3 GiB, sparse: gzip takes seconds to get through it
+        fh.truncate(3 << 30)
+    out = tmp_path / "out" / "model.tar.gz"
+    proc = subprocess.Popen([sys.executable, "-m", "llmdeploy.cli.main", "package", "--model", str(weights),
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(out.parent.glob(".model.tar.gz.*.tmp")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "slow"
+            time.sleep(0.05)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 128 + signal.SIGTERM
+        assert list(out.parent.iterdir()) == [] and "Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ctranslate2") is None, reason="the ctranslate2 extra is not installed")
+def test_ctranslate2_archive_carries_the_converted_model_and_what_the_container_installs(tiny_model_dir, tmp_path):
+    from llmdeploy.lmi import load_lmi_table
+
+    result = build_model_tarball(tmp_path / "ct2.tar.gz", PackageSettings(backend="ctranslate2", batch_size=16),
+                                 weights_dir=tiny_model_dir)
+    assert {"ct2/model.bin", "ct2/config.json"} <= set(result.members) and "weights/config.json" in result.members
+    with tarfile.open(result.path) as tar:
+        props = _properties(tar.extractfile("serving.properties").read().decode())
+        reqs = tar.extractfile("requirements.txt").read().decode()
+    assert props["option.backend"] == "ctranslate2" and props["option.ct2_dir"] == "/opt/ml/model/ct2"
+    assert props["option.rolling_batch"] == "disable" and props["batch_size"] == "16"
+    table = load_lmi_table()
+    from packaging.requirements import Requirement
+
+    lines = [Requirement(line) for line in reqs.splitlines() if line and not line.startswith("#")]
+    for python in {table.cpu_image.python} | {r.python for r in table.versions.values()}:  # every image gets it
+        names = {r.name: str(r.specifier) for r in lines if r.marker is None or r.marker.evaluate({"python_version": python})}
+        assert names["ctranslate2"] == f"=={table.ctranslate2.version}"
+        assert ("nvidia-cublas-cu12" in names) == (python != table.cpu_image.python)  # cuBLAS 12 for the GPU images
