@@ -548,6 +548,8 @@ def prepare_stack_file(path: str | Path, config: StackConfig, *, header: str = "
     owned = [k for k in PLANNED_KEYS if k not in keep or k not in old_config]
     changes = tuple((k, old_config.get(k), wanted[k]) for k in owned if k not in old_config or old_config[k] != wanted[k])
     kept = tuple(k for k in [*(k for k in doc if k != "config"), *old_config] if k not in owned or k in keep)
+    # The user's own keys and values first (what a person wants to see kept), then settings still at plan's default.
+    kept = tuple(sorted(kept, key=lambda k: k in wanted and old_config.get(k) == wanted[k]))
     merged = {**old_config, **{k: wanted[k] for k in owned}}
     # The merged file must be one deploy accepts: a user's certificateArn in another region than the plan's,
     # or a mistyped key, is refused here, before anything is written. (secure: values are opaque.)
