@@ -23,8 +23,10 @@ import click
 from llmdeploy import checks
 from llmdeploy.cli import options as opt
 from llmdeploy.cli.render import table
+from llmdeploy.handlers.serving_config import DEFAULT_MAX_BATCH_SIZE
 
-DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32)
+# The batches plan sizes capacity with (llmdeploy.plan._capacity): powers of two up to the handler's batch.
+DEFAULT_BATCHES = tuple(1 << k for k in range(DEFAULT_MAX_BATCH_SIZE.bit_length()))
 CPU_BATCH_CEILING = 32  # bounded so a CPU run stays in minutes
 SLOW_BATCH_S = 90.0  # a batch whose single run takes longer than this is the last one measured
 

@@ -221,3 +221,40 @@ project_dir_option = click.option(
 
 def resolve_project_dir(explicit: Path | None) -> Path:
     return Path(explicit).expanduser().resolve() if explicit is not None else Path.cwd()
+
+
+# -- what the model server runs: `serve` and `package` (defaults and ranges from handlers/serving_config.py, which
+# the handler, the stack settings and `plan` read too) ----------------------------------------------------------------
+
+
+def serving_option(flag: str, name: str, help_text: str):
+    from llmdeploy.handlers import serving_config as sc
+
+    low, high = sc.RANGES[name]
+    return click.option(flag, name, type=Whole(low, high), default=getattr(sc, f"DEFAULT_{name.upper()}"),
+                        show_default=True, help=help_text)
+
+
+def serving_options(command):
+    """--dtype, --backend, --max-batch-size, --max-batch-delay-ms and the per-request caps, in that order."""
+    from llmdeploy.handlers import serving_config as sc
+
+    for decorator in reversed((
+        click.option("--dtype", "dtype", type=click.Choice(sc.DTYPES), default=sc.DEFAULT_DTYPE,
+                     show_default=True,
+                     help="Weights dtype; auto = bf16 on compute capability >= 8.0, fp16 (wo in fp32) below, fp32 on CPU."),
+        click.option("--backend", type=click.Choice(sc.BACKENDS), default=sc.DEFAULT_BACKEND, show_default=True,
+                     help="transformers (iteration-level batching for T5) or ctranslate2 (static batches)."),
+        serving_option("--max-batch-size", "max_batch_size",
+                        "Requests decoded together: the iteration-level decode's slots (DJL option.max_rolling_batch_size) "
+                        "or a static batch's size (ctranslate2, --batching static; DJL batch_size). "
+                        "'llmdeploy plan --stack' records the batch it sized capacity with (maxBatchSize)."),
+        serving_option("--max-batch-delay-ms", "max_batch_delay_ms",
+                        "Longest wait for a static batch to fill after its first request."),
+        serving_option("--max-new-tokens", "max_new_tokens", "Cap on max_new_tokens per request."),
+        serving_option("--max-num-beams", "max_num_beams", "Cap on num_beams per request."),
+        serving_option("--max-request-tokens", "max_request_tokens",
+                        "Budget per request: max_new_tokens x num_beams x inputs; more is answered 400."),
+    )):
+        command = decorator(command)
+    return command

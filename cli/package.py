@@ -6,18 +6,14 @@ import sys
 
 import click
 
-from llmdeploy.cli.options import Whole, emit_json, json_option
-from llmdeploy.handlers.serving_config import (DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_DELAY_MS, DEFAULT_MAX_NEW_TOKENS,
-                                               DEFAULT_MAX_NUM_BEAMS, DEFAULT_MAX_REQUEST_TOKENS, DEFAULT_MAX_SLOTS)
-
-DTYPES = ("auto", "fp32", "fp16", "bf16", "int8")
+from llmdeploy.cli.options import emit_json, json_option, serving_option, serving_options
 
 
 @click.command(
     epilog="""\b
 Examples:
   llmdeploy package --model ./flan-t5-xl --out model.tar.gz
-  llmdeploy package --model ./flan-t5-xl --out model.tar.gz --dtype bf16 --batch-size 16
+  llmdeploy package --model ./flan-t5-xl --out model.tar.gz --dtype bf16 --max-batch-size 16
   llmdeploy package --model-id google/flan-t5-xl --out code-only.tar.gz
   llmdeploy package --model-id s3://my-bucket/flan-t5-xl/ --out code-only.tar.gz
   llmdeploy package --model ./flan-t5-xl --out model.tar.gz --backend ctranslate2
@@ -27,26 +23,11 @@ Examples:
 @click.option("--model-id", metavar="ID",
               help="Weights for LMI to load instead of packaged ones: a Hub id, an s3:// URI or an absolute path.")
 @click.option("--out", "out", default="model.tar.gz", show_default=True, metavar="FILE", help="Tarball to write.")
-@click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True,
-              help="Weights dtype; auto = bf16 on compute capability >= 8.0, fp16 (wo in fp32) below, fp32 on CPU.")
-@click.option("--batch-size", type=Whole(1, 1024), default=DEFAULT_BATCH_SIZE, show_default=True,
-              help="Requests DJL batches together (ctranslate2: static batches).")
-@click.option("--max-batch-delay-ms", type=Whole(0, 60_000), default=DEFAULT_MAX_BATCH_DELAY_MS, show_default=True,
-              help="Longest wait for a static batch to fill.")
-@click.option("--max-slots", type=Whole(1, 1024), default=DEFAULT_MAX_SLOTS, show_default=True,
-              help="Sequences decoded together, one step at a time (transformers: DJL max_rolling_batch_size).")
-@click.option("--tensor-parallel-degree", type=Whole(1, 64), default=1, show_default=True)
-@click.option("--max-new-tokens", type=Whole(1, 65_536), default=DEFAULT_MAX_NEW_TOKENS, show_default=True,
-              help="Cap on max_new_tokens per request.")
-@click.option("--max-num-beams", type=Whole(1, 64), default=DEFAULT_MAX_NUM_BEAMS, show_default=True,
-              help="Cap on num_beams per request.")
-@click.option("--max-request-tokens", type=Whole(1, 10_000_000), default=DEFAULT_MAX_REQUEST_TOKENS,
-              show_default=True, help="Budget per request: max_new_tokens x num_beams x inputs; more is refused (400).")
-@click.option("--backend", type=click.Choice(("transformers", "ctranslate2")), default="transformers",
-              show_default=True, help="ctranslate2 with --model: the converted model goes in the tarball (ct2/).")
+@serving_options
+@serving_option("--tensor-parallel-degree", "tensor_parallel_degree", "GPUs one model copy is split across.")
 @json_option
-def package(model_dir, model_id, out, dtype, batch_size, max_batch_delay_ms, max_slots, tensor_parallel_degree,
-            max_new_tokens, max_num_beams, max_request_tokens, backend, as_json):
+def package(model_dir, model_id, out, dtype, backend, max_batch_size, max_batch_delay_ms, max_new_tokens, max_num_beams,
+            max_request_tokens, tensor_parallel_degree, as_json):
     """Build a reproducible model.tar.gz (serving.properties + handler + optional weights)."""
     from llmdeploy.containers.package import PackageSettings, build_model_tarball
     from llmdeploy.errors import UsageError
@@ -55,10 +36,10 @@ def package(model_dir, model_id, out, dtype, batch_size, max_batch_delay_ms, max
         raise UsageError("give --model DIR (weights to package) or --model-id ID (weights loaded by LMI).")
     if model_dir and model_id:
         raise UsageError("give either --model or --model-id, not both.")
-    settings = PackageSettings(dtype=dtype, batch_size=batch_size, max_batch_delay_ms=max_batch_delay_ms,
-                               tensor_parallel_degree=tensor_parallel_degree, max_new_tokens=max_new_tokens,
-                               backend=backend, model_id=model_id, max_slots=max_slots, max_num_beams=max_num_beams,
-                               max_request_tokens=max_request_tokens)
+    settings = PackageSettings(dtype=dtype, backend=backend, max_batch_size=max_batch_size,
+                               max_batch_delay_ms=max_batch_delay_ms, tensor_parallel_degree=tensor_parallel_degree,
+                               max_new_tokens=max_new_tokens, max_num_beams=max_num_beams,
+                               max_request_tokens=max_request_tokens, model_id=model_id)
     interactive = sys.stdout.isatty() and not as_json
     if interactive:
         bar_cm = click.progressbar(length=1, label="Packaging", show_percent=True, show_eta=True)

@@ -15,11 +15,13 @@ path), so no setting can add a line of its own. ``option.rolling_batch`` is alwa
 written (never left to LMI's config recommender, which would pick vLLM (0.33) or async
 mode (0.35+) for a T5 with ``batch_size`` <= 1, neither of which calls this handler):
 
-- transformers backend: ``option.rolling_batch=llmdeploy`` with ``max_rolling_batch_size``
-  slots and ``batch_size=1``: DJL's Java RollingBatch drives the handler's own
-  iteration-level decode loop one step per call (handlers/lmi_service.py says how);
+- transformers backend: ``option.rolling_batch=llmdeploy`` with ``max_batch_size`` as
+  ``option.max_rolling_batch_size`` slots and ``batch_size=1``: DJL's Java RollingBatch drives
+  the handler's own iteration-level decode loop one step per call (handlers/lmi_service.py says how);
 - ctranslate2 backend: ``option.rolling_batch=disable`` with DJL's dynamic batching
-  (``batch_size``, ``max_batch_delay``): CTranslate2 decodes whole batches.
+  (``max_batch_size`` as ``batch_size``, ``max_batch_delay``): CTranslate2 decodes whole batches.
+
+(serving_config.batch_properties writes those keys; the handler reads them back with parse_properties.)
 
 With ``--backend ctranslate2`` and a model folder, the converted CTranslate2 model goes in
 the tarball under ``ct2/`` (``option.ct2_dir``); without weights the handler converts at
@@ -45,16 +47,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmdeploy.errors import ConfigError, MissingDependencyError, UsageError
-from llmdeploy.handlers.serving_config import (DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_DELAY_MS, DEFAULT_MAX_NEW_TOKENS,
-                                               DEFAULT_MAX_NUM_BEAMS, DEFAULT_MAX_REQUEST_TOKENS, DEFAULT_MAX_SLOTS,
-                                               ROLLING_BATCH_DISABLED, ROLLING_BATCH_OURS)
+from llmdeploy.handlers import serving_config as defaults
+from llmdeploy.handlers.serving_config import BACKENDS, DTYPES, RANGES, batch_properties
 
 # What model.py imports, flat. (endpoint.py, the aiohttp server of `llmdeploy serve`, is not needed in DJL.)
 HANDLER_FILES = ("model.py", "lmi_service.py", "seq2seq.py", "decode.py", "precision.py", "batching.py",
                  "serving_config.py", "compat.py")
 WEIGHTS_ARCNAME = "weights"
 CT2_ARCNAME = "ct2"  # the converted CTranslate2 model (--backend ctranslate2 with a model folder)
-CONTAINER_MODEL_DIR = "/opt/ml/model"  # where SageMaker and the reserved boot script extract model.tar.gz
+CONTAINER_MODEL_DIR = defaults.CONTAINER_MODEL_DIR  # where SageMaker and the reserved boot script extract model.tar.gz
 REQUIREMENTS = "requirements.txt"
 # Hugging Face Hub ids: "name" or "owner/name", letters, digits, '.', '_' and '-'.
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
@@ -62,43 +63,47 @@ _S3_URI = re.compile(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?")
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\\]")  # control characters (line breaks) and backslashes
 FIXED_MTIME = 0  # 1970-01-01; reproducible whatever the files' own times
 FILE_MODE = 0o644
-DTYPE_CHOICES = ("auto", "fp32", "fp16", "bf16", "int8")
-BACKEND_CHOICES = ("transformers", "ctranslate2")
 _SKIP_DIRS = {".git", "__pycache__", ".cache", ".ipynb_checkpoints"}
 
 ProgressCallback = Callable[[int, int, str], None]  # (bytes done, bytes total, current member)
 
 
+# The backends DJL drives one decode step at a time (option.rolling_batch); the others get static batches.
+ROLLING_BACKENDS = ("transformers",)
+
+
 @dataclass(frozen=True)
 class PackageSettings:
-    dtype: str = "auto"
-    batch_size: int = DEFAULT_BATCH_SIZE  # static batches (ctranslate2)
-    max_batch_delay_ms: int = DEFAULT_MAX_BATCH_DELAY_MS
-    tensor_parallel_degree: int = 1
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    backend: str = "transformers"
+    """What serving.properties says; defaults from handlers/serving_config.py (what the handler assumes too)."""
+
+    dtype: str = defaults.DEFAULT_DTYPE
+    backend: str = defaults.DEFAULT_BACKEND
+    # Requests decoded together: option.max_rolling_batch_size (transformers) or batch_size (ctranslate2).
+    max_batch_size: int = defaults.DEFAULT_MAX_BATCH_SIZE
+    max_batch_delay_ms: int = defaults.DEFAULT_MAX_BATCH_DELAY_MS  # static batches only
+    tensor_parallel_degree: int = defaults.DEFAULT_TENSOR_PARALLEL_DEGREE
+    max_new_tokens: int = defaults.DEFAULT_MAX_NEW_TOKENS
+    max_num_beams: int = defaults.DEFAULT_MAX_NUM_BEAMS
+    max_request_tokens: int = defaults.DEFAULT_MAX_REQUEST_TOKENS
     model_id: str | None = None  # hub id / path when the weights are not packaged
-    max_slots: int = DEFAULT_MAX_SLOTS  # sequences decoded together (transformers: max_rolling_batch_size)
-    max_num_beams: int = DEFAULT_MAX_NUM_BEAMS
-    max_request_tokens: int = DEFAULT_MAX_REQUEST_TOKENS
+
+    @property
+    def rolling(self) -> bool:
+        return self.backend in ROLLING_BACKENDS
 
     def validate(self) -> "PackageSettings":
+        from llmdeploy.errors import UnknownChoiceError
+
         if self.model_id is not None:
             check_model_id(self.model_id)
-        if self.dtype not in DTYPE_CHOICES:
-            from llmdeploy.errors import UnknownChoiceError
-
-            raise UnknownChoiceError("dtype", self.dtype, DTYPE_CHOICES)
-        if self.backend not in BACKEND_CHOICES:
-            from llmdeploy.errors import UnknownChoiceError
-
-            raise UnknownChoiceError("backend", self.backend, BACKEND_CHOICES)
-        for name in ("batch_size", "tensor_parallel_degree", "max_new_tokens", "max_slots", "max_num_beams",
-                     "max_request_tokens"):
-            if int(getattr(self, name)) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.max_batch_delay_ms < 0:
-            raise UsageError(f"--max-batch-delay-ms must be >= 0, got {self.max_batch_delay_ms}")
+        if self.dtype not in DTYPES:
+            raise UnknownChoiceError("dtype", self.dtype, DTYPES)
+        if self.backend not in BACKENDS:
+            raise UnknownChoiceError("backend", self.backend, BACKENDS)
+        for name in RANGES:
+            why = defaults.out_of_range(name, getattr(self, name))
+            if why:
+                raise UsageError(f"--{name.replace('_', '-')} {why}")
         return self
 
 
@@ -148,20 +153,10 @@ def render_serving_properties(settings: PackageSettings, *, with_weights: bool, 
     ]
     if model_id:
         lines.append(_property("option.model_id", model_id))
-    if settings.backend == "transformers":
-        lines += [
-            # DJL's Java RollingBatch calls handle() once per decode step; the handler runs its own T5 loop.
-            _property("option.rolling_batch", ROLLING_BATCH_OURS),
-            _property("option.max_rolling_batch_size", int(settings.max_slots)),
-            _property("batch_size", 1),  # > 1 would make LMI's recommender force option.rolling_batch=disable
-        ]
-    else:
-        lines += [
-            # CTranslate2 decodes whole batches: DJL's dynamic batching, no rolling batch or async mode.
-            _property("option.rolling_batch", ROLLING_BATCH_DISABLED),
-            _property("batch_size", int(settings.batch_size)),
-            _property("max_batch_delay", int(settings.max_batch_delay_ms)),
-        ]
+    # transformers: DJL's Java RollingBatch calls handle() once per decode step; the handler runs its own T5 loop.
+    # ctranslate2 decodes whole batches: DJL's dynamic batching, no rolling batch or async mode.
+    lines += [_property(key, value) for key, value in batch_properties(
+        int(settings.max_batch_size), rolling=settings.rolling, max_batch_delay_ms=int(settings.max_batch_delay_ms))]
     if with_ct2:
         lines.append(_property("option.ct2_dir", f"{CONTAINER_MODEL_DIR}/{CT2_ARCNAME}"))
     lines += [

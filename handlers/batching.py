@@ -160,8 +160,8 @@ class DynamicBatcher:
     ``batch_sizes`` records the size of every batch run (tests and the benchmark read it).
     """
 
-    def __init__(self, run_batch: Callable[[list], list], *, max_batch_size: int = 8,
-                 max_delay_s: float = 0.05, executor: concurrent.futures.Executor | None = None):
+    def __init__(self, run_batch: Callable[[list], list], *, max_batch_size: int,
+                 max_delay_s: float, executor: concurrent.futures.Executor | None = None):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
         self.run_batch = run_batch
@@ -319,7 +319,7 @@ class ContinuousBatcher:
     Same interface as DynamicBatcher: ``start``, ``submit``, ``pending``, ``close``.
     """
 
-    def __init__(self, engine, *, max_slots: int = 32, format_result: Callable | None = None,
+    def __init__(self, engine, *, max_slots: int, format_result: Callable | None = None,
                  request_timeout_s: float | None = None):
         self.engine = engine
         self.loop = engine.decode_loop()

@@ -34,20 +34,16 @@ from dataclasses import dataclass
 from aiohttp import web
 
 try:
+    from . import serving_config as defaults
     from .batching import BatcherClosed, ContinuousBatcher, DynamicBatcher
-    from .serving_config import (DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_DELAY_MS, DEFAULT_MAX_NEW_TOKENS,
-                                 DEFAULT_MAX_NUM_BEAMS, DEFAULT_MAX_REQUEST_TOKENS, DEFAULT_MAX_SLOTS, RequestError,
-                                 format_result, parse_request)
+    from .serving_config import BATCHING_MODES, BACKENDS, RequestError, batch_properties, format_result, parse_request
 except ImportError:  # run as a flat file on a self-hosted instance
+    import serving_config as defaults
     from batching import BatcherClosed, ContinuousBatcher, DynamicBatcher
-    from serving_config import (DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_DELAY_MS, DEFAULT_MAX_NEW_TOKENS,
-                                DEFAULT_MAX_NUM_BEAMS, DEFAULT_MAX_REQUEST_TOKENS, DEFAULT_MAX_SLOTS, RequestError,
-                                format_result, parse_request)
+    from serving_config import BATCHING_MODES, BACKENDS, RequestError, batch_properties, format_result, parse_request
 
 log = logging.getLogger("llmdeploy.handlers.endpoint")
 
-DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB
-BATCHING_MODES = ("continuous", "static")
 SERVICE_KEY = web.AppKey("service", object)
 BATCHER_KEY = web.AppKey("batcher", object)
 SETTINGS_KEY = web.AppKey("settings", object)
@@ -56,15 +52,15 @@ STATE_KEY = web.AppKey("state", dict)
 
 @dataclass(frozen=True)
 class EndpointSettings:
-    max_batch_size: int = DEFAULT_BATCH_SIZE  # static batches; also the decode slots unless max_slots is set
-    max_batch_delay_ms: float = DEFAULT_MAX_BATCH_DELAY_MS
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    request_timeout_s: float = 60.0
-    grace_s: float = 30.0  # SIGTERM: how long running requests may take before they are answered 503
-    header_timeout_s: float = 10.0
-    body_timeout_s: float = 10.0
-    batching: str = "continuous"
-    max_slots: int | None = None  # sequences decoded together (continuous); None = max_batch_size
+    """The HTTP server's own settings. What the model serves (batch size and delay, token caps) is the service's
+    ServingConfig, the same one DJL's serving.properties give the handler (build_service)."""
+
+    max_body_bytes: int = defaults.DEFAULT_MAX_BODY_BYTES
+    request_timeout_s: float = defaults.DEFAULT_SERVE_REQUEST_TIMEOUT_S
+    grace_s: float = defaults.DEFAULT_GRACE_S  # SIGTERM: how long running requests may take before they are answered 503
+    header_timeout_s: float = defaults.DEFAULT_HEADER_TIMEOUT_S
+    body_timeout_s: float = defaults.DEFAULT_BODY_TIMEOUT_S
+    batching: str = BATCHING_MODES[0]
 
     @property
     def shutdown_timeout_s(self) -> float:  # the name EndpointServer.stop() callers used
@@ -85,16 +81,17 @@ def _run_batch(service, requests, cancelled=None):
 
 
 def make_batcher(service, settings: EndpointSettings):
-    """The iteration-level batcher when the engine has a decode loop and settings ask for it, else static."""
-    engine = service.engine
+    """The iteration-level batcher when the engine has a decode loop and settings ask for it, else static; either
+    way ``service.config.max_batch_size`` requests at most are decoded together."""
+    engine, config = service.engine, service.config
     if settings.batching == "continuous" and getattr(engine, "decode_loop", None) is not None:
         try:
-            return ContinuousBatcher(engine, max_slots=settings.max_slots or settings.max_batch_size,
+            return ContinuousBatcher(engine, max_slots=config.max_batch_size,
                                      format_result=format_result, request_timeout_s=settings.request_timeout_s)
         except ValueError as exc:  # not a T5: static batches
             log.info("%s; using static batches", exc)
     return DynamicBatcher(lambda reqs, cancelled: _run_batch(service, reqs, cancelled),
-                          max_batch_size=settings.max_batch_size, max_delay_s=settings.max_batch_delay_ms / 1000.0)
+                          max_batch_size=config.max_batch_size, max_delay_s=config.max_batch_delay_ms / 1000.0)
 
 
 async def ping(request: web.Request) -> web.Response:
@@ -324,11 +321,16 @@ async def serve_forever(service, settings: EndpointSettings, *, host: str, port:
     watchdog.cancel()
 
 
-def build_service(model: str, *, backend: str = "transformers", dtype: str = "auto",
-                  max_batch_size: int = DEFAULT_BATCH_SIZE, max_new_tokens_cap: int = DEFAULT_MAX_NEW_TOKENS,
-                  device: str = "auto", max_input_tokens: int | None = None, ct2_dir: str | None = None,
-                  max_num_beams: int = DEFAULT_MAX_NUM_BEAMS, max_request_tokens: int = DEFAULT_MAX_REQUEST_TOKENS):
-    """A loaded Seq2SeqService for a local model folder (what ``llmdeploy serve`` runs)."""
+def build_service(model: str, *, backend: str = defaults.DEFAULT_BACKEND, dtype: str = defaults.DEFAULT_DTYPE,
+                  max_batch_size: int = defaults.DEFAULT_MAX_BATCH_SIZE,
+                  max_batch_delay_ms: int = defaults.DEFAULT_MAX_BATCH_DELAY_MS,
+                  max_new_tokens_cap: int = defaults.DEFAULT_MAX_NEW_TOKENS, device: str = "auto",
+                  max_input_tokens: int | None = None, ct2_dir: str | None = None,
+                  max_num_beams: int = defaults.DEFAULT_MAX_NUM_BEAMS,
+                  max_request_tokens: int = defaults.DEFAULT_MAX_REQUEST_TOKENS):
+    """A loaded Seq2SeqService for a local model folder (what ``llmdeploy serve`` runs), configured through the
+    same serving.properties keys `llmdeploy package` writes for DJL (the static form: the endpoint picks its
+    batcher itself, make_batcher)."""
     try:
         from .lmi_service import Seq2SeqService
         from .seq2seq import load_engine
@@ -337,9 +339,9 @@ def build_service(model: str, *, backend: str = "transformers", dtype: str = "au
         from seq2seq import load_engine
 
     props = {"option.model_id": model, "option.backend": backend, "option.dtype": dtype,
-             "batch_size": str(max_batch_size), "option.max_new_tokens": str(max_new_tokens_cap),
-             "option.device": device, "option.max_num_beams": str(max_num_beams),
-             "option.max_request_tokens": str(max_request_tokens)}
+             "option.max_new_tokens": str(max_new_tokens_cap), "option.device": device,
+             "option.max_num_beams": str(max_num_beams), "option.max_request_tokens": str(max_request_tokens),
+             **dict(batch_properties(max_batch_size, rolling=False, max_batch_delay_ms=max_batch_delay_ms))}
     if max_input_tokens:
         props["option.max_input_tokens"] = str(max_input_tokens)
     service = Seq2SeqService(engine_loader=lambda cfg: load_engine(cfg, ct2_dir=ct2_dir))
@@ -352,31 +354,30 @@ def main(argv=None) -> None:  # pragma: no cover - thin wrapper for self-hosted 
     parser.add_argument("--model", required=True)
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--max-batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    parser.add_argument("--max-batch-delay-ms", type=float, default=DEFAULT_MAX_BATCH_DELAY_MS)
-    parser.add_argument("--batching", choices=BATCHING_MODES, default="continuous")
-    parser.add_argument("--max-slots", type=int, default=DEFAULT_MAX_SLOTS,
-                        help="sequences decoded together (continuous batching)")
-    parser.add_argument("--backend", choices=("transformers", "ctranslate2"), default="transformers")
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
-    parser.add_argument("--request-timeout", type=float, default=60.0)
-    parser.add_argument("--grace-period", type=float, default=30.0)
-    parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
+    parser.add_argument("--batching", choices=BATCHING_MODES, default=BATCHING_MODES[0])
+    parser.add_argument("--max-batch-size", type=int, default=defaults.DEFAULT_MAX_BATCH_SIZE,
+                        help="requests decoded together (continuous: decode slots; static: batch size)")
+    parser.add_argument("--max-batch-delay-ms", type=int, default=defaults.DEFAULT_MAX_BATCH_DELAY_MS)
+    parser.add_argument("--backend", choices=BACKENDS, default=defaults.DEFAULT_BACKEND)
+    parser.add_argument("--dtype", default=defaults.DEFAULT_DTYPE)
+    parser.add_argument("--max-body-bytes", type=int, default=defaults.DEFAULT_MAX_BODY_BYTES)
+    parser.add_argument("--request-timeout", type=float, default=defaults.DEFAULT_SERVE_REQUEST_TIMEOUT_S)
+    parser.add_argument("--grace-period", type=float, default=defaults.DEFAULT_GRACE_S)
+    parser.add_argument("--max-new-tokens", type=int, default=defaults.DEFAULT_MAX_NEW_TOKENS,
                         help="cap on max_new_tokens per request")
-    parser.add_argument("--max-request-tokens", type=int, default=DEFAULT_MAX_REQUEST_TOKENS)
-    parser.add_argument("--max-num-beams", type=int, default=DEFAULT_MAX_NUM_BEAMS)
+    parser.add_argument("--max-request-tokens", type=int, default=defaults.DEFAULT_MAX_REQUEST_TOKENS)
+    parser.add_argument("--max-num-beams", type=int, default=defaults.DEFAULT_MAX_NUM_BEAMS)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--ct2-dir", default=None, help="converted CTranslate2 model folder (cache)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     service = build_service(args.model, backend=args.backend, dtype=args.dtype, max_batch_size=args.max_batch_size,
-                            max_new_tokens_cap=args.max_new_tokens, device=args.device, ct2_dir=args.ct2_dir,
-                            max_num_beams=args.max_num_beams, max_request_tokens=args.max_request_tokens)
-    settings = EndpointSettings(args.max_batch_size, args.max_batch_delay_ms, args.max_body_bytes,
-                                args.request_timeout, grace_s=args.grace_period, batching=args.batching,
-                                max_slots=args.max_slots)
+                            max_batch_delay_ms=args.max_batch_delay_ms, max_new_tokens_cap=args.max_new_tokens,
+                            device=args.device, ct2_dir=args.ct2_dir, max_num_beams=args.max_num_beams,
+                            max_request_tokens=args.max_request_tokens)
+    settings = EndpointSettings(max_body_bytes=args.max_body_bytes, request_timeout_s=args.request_timeout,
+                                grace_s=args.grace_period, batching=args.batching)
     asyncio.run(serve_forever(service, settings, host=args.host, port=args.port,
                               on_ready=lambda p: print(f"listening on http://{args.host}:{p}", flush=True)))
 

@@ -22,13 +22,23 @@ _DTYPE_ALIASES = {
     "int8": "int8",
 }
 BACKENDS = ("transformers", "ctranslate2")
+BATCHING_MODES = ("continuous", "static")  # `llmdeploy serve --batching`: iteration-level, or whole batches
 DEFAULT_CONTEXT_TOKENS = 512
 
-# -- serving defaults: the one place `llmdeploy serve`, `llmdeploy package` and the handler read them ---------
+# -- serving defaults: the one place `llmdeploy serve`, `llmdeploy package`, the stack settings (llmdeploy/stackconfig.py,
+# Pulumi.yaml), `llmdeploy plan` and the handler read them ------------------------------------------------------------
+DEFAULT_DTYPE = "auto"
+DEFAULT_BACKEND = "transformers"
 DEFAULT_MAX_NEW_TOKENS = 256  # cap on a request's max_new_tokens
-DEFAULT_BATCH_SIZE = 8  # requests per static batch (DJL dynamic batching, `serve --batching static`)
-DEFAULT_MAX_BATCH_DELAY_MS = 50  # longest wait for a static batch to fill
-DEFAULT_MAX_SLOTS = 32  # sequences decoded together by the iteration-level loop (DJL: max_rolling_batch_size)
+DEFAULT_REQUEST_NEW_TOKENS = 64  # max_new_tokens of a request that sends none (the cap when that is lower)
+# Requests decoded together by one model copy: the slots of the iteration-level loop (under DJL,
+# option.max_rolling_batch_size) or the size of a static batch (DJL's batch_size); batch_properties() says which key
+# carries it. `llmdeploy plan` sizes each instance's capacity with batches up to this one and writes the batch it chose
+# into the stack (maxBatchSize), whence `llmdeploy package` and the Pulumi program put it in serving.properties;
+# `llmdeploy calibrate` measures the same batches.
+DEFAULT_MAX_BATCH_SIZE = 32
+DEFAULT_TENSOR_PARALLEL_DEGREE = 1  # GPUs one model copy is split across
+DEFAULT_MAX_BATCH_DELAY_MS = 50  # longest wait for a static batch to fill (DJL's max_batch_delay)
 DEFAULT_MAX_INPUTS = 64  # texts in one request's "inputs" list
 DEFAULT_MAX_NUM_BEAMS = 4  # cap on a request's num_beams
 # A request's cost: max_new_tokens x num_beams x texts, the most tokens it can make the model decode. A request
@@ -38,12 +48,56 @@ DEFAULT_MAX_REQUEST_TOKENS = 8192
 # Seconds a request may run inside the handler before it is retired with 504. Under DJL this matches its
 # chunked_read_timeout (120 s, ConfigManager.getChunkedReadTimeout), after which the front end has given up.
 DEFAULT_REQUEST_TIMEOUT_S = 120.0
+# The local endpoint (`llmdeploy serve`, endpoint.py): it stands in for a SageMaker real-time endpoint, which gives
+# the container 60 s to answer an invocation; the rest are its defences against slow clients and its shutdown.
+DEFAULT_SERVE_REQUEST_TIMEOUT_S = 60.0
+DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB; larger bodies are answered 413
+DEFAULT_HEADER_TIMEOUT_S = 10.0  # to send the request headers
+DEFAULT_BODY_TIMEOUT_S = 10.0  # to send the request body (then 408)
+DEFAULT_GRACE_S = 30.0  # on SIGTERM, for running requests to finish
+# (minimum, maximum) of each numeric serving setting, whoever sets it: the flags of `serve` and `package`, the stack
+# settings and serving.properties. The maxima are sanity bounds of this project, not limits of DJL or the model.
+RANGES = {
+    "max_batch_size": (1, 1024),
+    "max_batch_delay_ms": (0, 60_000),
+    "max_new_tokens": (1, 65_536),
+    "max_num_beams": (1, 64),
+    "max_request_tokens": (1, 10_000_000),
+    "tensor_parallel_degree": (1, 64),
+}
 # option.rolling_batch values: "disable" = DJL's dynamic (static) batches; any other value makes DJL's Java side
 # drive this handler one decode step at a time (PyProcess: rolling_batch != null && != "disable").
 ROLLING_BATCH_DISABLED = "disable"
 ROLLING_BATCH_OURS = "llmdeploy"
 # Where SageMaker (and the reserved-mode boot script) put the extracted model.tar.gz.
 CONTAINER_MODEL_DIR = "/opt/ml/model"
+
+
+def out_of_range(name: str, value) -> str | None:
+    """Why ``value`` is not a valid ``name`` (a key of RANGES), or None."""
+    low, high = RANGES[name]
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"must be a whole number, got {value!r}"
+    if not low <= value <= high:
+        return f"must be {low}..{high}, got {value}"
+    return None
+
+
+def batch_properties(max_batch_size: int, *, rolling: bool, max_batch_delay_ms: int) -> list[tuple[str, str]]:
+    """The serving.properties entries that carry the batch, for either way DJL can batch (parse_properties reads
+    the same keys back):
+
+    - iteration-level (``rolling``): ``option.rolling_batch=llmdeploy`` makes DJL's Java RollingBatch keep up to
+      ``option.max_rolling_batch_size`` requests and call the handler once per decode step; ``batch_size`` stays 1
+      (larger, LMI's config recommender would force option.rolling_batch=disable);
+    - static: ``option.rolling_batch=disable`` and DJL's dynamic batching, ``batch_size`` requests at most,
+      waiting up to ``max_batch_delay`` ms for them.
+    """
+    if rolling:
+        return [("option.rolling_batch", ROLLING_BATCH_OURS), ("option.max_rolling_batch_size", str(max_batch_size)),
+                ("batch_size", "1")]
+    return [("option.rolling_batch", ROLLING_BATCH_DISABLED), ("batch_size", str(max_batch_size)),
+            ("max_batch_delay", str(max_batch_delay_ms))]
 
 
 class HandlerError(Exception):
@@ -79,21 +133,22 @@ class ServingConfig:
 
     model_id: str | None = None
     model_dir: str | None = None
-    dtype: str = "auto"
-    backend: str = "transformers"
-    batch_size: int = DEFAULT_BATCH_SIZE
+    dtype: str = DEFAULT_DTYPE
+    backend: str = DEFAULT_BACKEND
+    # Requests decoded together (see DEFAULT_MAX_BATCH_SIZE): the rolling batch's slots when ``rolling_batch``,
+    # else the static batch's size.
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     max_batch_delay_ms: int = DEFAULT_MAX_BATCH_DELAY_MS
     max_new_tokens_cap: int = DEFAULT_MAX_NEW_TOKENS
-    default_max_new_tokens: int = 64
+    default_max_new_tokens: int = DEFAULT_REQUEST_NEW_TOKENS
     max_input_tokens: int | None = None  # None: the model's own context (T5: 512)
-    tensor_parallel_degree: int = 1
+    tensor_parallel_degree: int = DEFAULT_TENSOR_PARALLEL_DEGREE
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     max_num_beams: int = DEFAULT_MAX_NUM_BEAMS
     max_request_tokens: int = DEFAULT_MAX_REQUEST_TOKENS
     max_inputs: int = DEFAULT_MAX_INPUTS
-    # Iteration-level batching under DJL (option.rolling_batch other than "disable"), max_rolling_batch_size slots.
+    # Iteration-level batching under DJL (option.rolling_batch other than "disable").
     rolling_batch: bool = False
-    max_slots: int = DEFAULT_MAX_SLOTS
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
     ct2_dir: str | None = None  # converted CTranslate2 model (package puts it at /opt/ml/model/ct2)
 
@@ -134,7 +189,8 @@ class ServingConfig:
         return self.container_path(self.ct2_dir) if self.ct2_dir else None
 
 
-def _int(props: Mapping[str, str], keys: tuple[str, ...], default: int, *, minimum: int = 0) -> int:
+def _int(props: Mapping[str, str], keys: tuple[str, ...], default: int, *, minimum: int = 0,
+         maximum: int | None = None) -> int:
     for key in keys:
         if key in props and str(props[key]).strip() != "":
             raw = str(props[key]).strip()
@@ -142,10 +198,17 @@ def _int(props: Mapping[str, str], keys: tuple[str, ...], default: int, *, minim
                 value = int(raw)
             except ValueError:
                 raise ServingConfigError(f"{key}={raw!r} is not an integer") from None
-            if value < minimum:
-                raise ServingConfigError(f"{key}={value} must be >= {minimum}")
+            if value < minimum or (maximum is not None and value > maximum):
+                bound = f">= {minimum}" if maximum is None else f"{minimum}..{maximum}"
+                raise ServingConfigError(f"{key}={value} must be {bound}")
             return value
     return default
+
+
+def _setting(props: Mapping[str, str], keys: tuple[str, ...], name: str, default: int) -> int:
+    """An integer serving setting within its RANGES."""
+    low, high = RANGES[name]
+    return _int(props, keys, default, minimum=low, maximum=high)
 
 
 def _float(props: Mapping[str, str], key: str, default: float, *, above: float = 0.0) -> float:
@@ -177,37 +240,37 @@ def parse_properties(props: Mapping[str, str] | None) -> ServingConfig:
         if key.startswith("option."):
             flat.setdefault(key[len("option."):], value)
 
-    backend = flat.get("backend", "transformers").strip().lower() or "transformers"
+    backend = flat.get("backend", DEFAULT_BACKEND).strip().lower() or DEFAULT_BACKEND
     if backend not in BACKENDS:
         raise ServingConfigError(f"option.backend={backend!r} is not supported; use one of {', '.join(BACKENDS)}")
-    cap = _int(flat, ("max_new_tokens_cap", "max_new_tokens"), DEFAULT_MAX_NEW_TOKENS, minimum=1)
-    default_new = min(_int(flat, ("default_max_new_tokens",), min(64, cap), minimum=1), cap)
+    cap = _setting(flat, ("max_new_tokens_cap", "max_new_tokens"), "max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
+    default_new = min(_int(flat, ("default_max_new_tokens",), min(DEFAULT_REQUEST_NEW_TOKENS, cap), minimum=1), cap)
     max_input = _int(flat, ("max_input_tokens",), 0, minimum=0) or None
-    batch_size = _int(flat, ("max_batch_size", "batch_size"), DEFAULT_BATCH_SIZE, minimum=1)
     rolling = (flat.get("rolling_batch", ROLLING_BATCH_DISABLED).strip().lower() or ROLLING_BATCH_DISABLED) \
         != ROLLING_BATCH_DISABLED
+    # The batch is where batch_properties() puts it: the rolling batch's slots, or DJL's static batch_size.
+    batch_key = "max_rolling_batch_size" if rolling else "batch_size"
     device = flat.get("device", "auto").strip().lower() or "auto"
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise ServingConfigError(f"option.device={device!r} is not supported; use auto, cpu, cuda or cuda:N")
     return ServingConfig(
         model_id=(flat.get("model_id") or "").strip() or None,
         model_dir=(flat.get("model_dir") or "").strip() or None,
-        dtype=normalise_dtype(flat.get("dtype", "auto") or "auto"),
+        dtype=normalise_dtype(flat.get("dtype", DEFAULT_DTYPE) or DEFAULT_DTYPE),
         backend=backend,
-        batch_size=batch_size,
-        max_batch_delay_ms=_int(flat, ("max_batch_delay",), DEFAULT_MAX_BATCH_DELAY_MS, minimum=0),
+        max_batch_size=_setting(flat, (batch_key,), "max_batch_size", DEFAULT_MAX_BATCH_SIZE),
+        max_batch_delay_ms=_setting(flat, ("max_batch_delay",), "max_batch_delay_ms", DEFAULT_MAX_BATCH_DELAY_MS),
         max_new_tokens_cap=cap,
         default_max_new_tokens=default_new,
         max_input_tokens=max_input,
         # "max" (all GPUs) is LMI's default; this handler runs one model copy per worker, so 1.
         tensor_parallel_degree=1 if flat.get("tensor_parallel_degree", "").strip().lower() == "max"
-        else _int(flat, ("tensor_parallel_degree",), 1, minimum=1),
+        else _setting(flat, ("tensor_parallel_degree",), "tensor_parallel_degree", DEFAULT_TENSOR_PARALLEL_DEGREE),
         device=device,
-        max_num_beams=_int(flat, ("max_num_beams",), DEFAULT_MAX_NUM_BEAMS, minimum=1),
-        max_request_tokens=_int(flat, ("max_request_tokens",), DEFAULT_MAX_REQUEST_TOKENS, minimum=1),
+        max_num_beams=_setting(flat, ("max_num_beams",), "max_num_beams", DEFAULT_MAX_NUM_BEAMS),
+        max_request_tokens=_setting(flat, ("max_request_tokens",), "max_request_tokens", DEFAULT_MAX_REQUEST_TOKENS),
         max_inputs=_int(flat, ("max_inputs",), DEFAULT_MAX_INPUTS, minimum=1),
         rolling_batch=rolling,
-        max_slots=_int(flat, ("max_rolling_batch_size",), DEFAULT_MAX_SLOTS, minimum=1),
         request_timeout_s=_float(flat, "request_timeout", DEFAULT_REQUEST_TIMEOUT_S),
         ct2_dir=(flat.get("ct2_dir") or "").strip() or None,
     )

@@ -3,7 +3,7 @@
 The tarball (serving.properties + the handler files, see containers/package.py)
 is built before the program registers anything and uploaded as one object whose
 key carries its sha256 (``model/<sha256>/model.tar.gz``, content addressed). A
-changed handler, dtype, TP degree or weights URI is a new key, so everything
+changed handler, dtype, TP degree, batch size, token cap or weights URI is a new key, so everything
 that names the artifact changes with it: the SageMaker Model (replaced, hence a
 new endpoint config and SageMaker's blue/green endpoint update) and the reserved
 launch template's user data (a new version, rolled out by the ASG's instance
@@ -144,6 +144,12 @@ def build_tarball(config, out_dir: str | Path) -> tuple[str, str]:
         dtype=config.dtype,
         backend=config.backend,
         tensor_parallel_degree=config.tensor_parallel_degree,
+        # plan's batch and caps (maxBatchSize, maxNewTokens, maxRequestTokens) and the user's serving settings
+        max_batch_size=config.max_batch_size,
+        max_batch_delay_ms=config.max_batch_delay_ms,
+        max_new_tokens=config.max_new_tokens,
+        max_num_beams=config.max_num_beams,
+        max_request_tokens=config.max_request_tokens,
         model_id=config.weights_uri or hub_id(config.model),
     )
     result = build_model_tarball(Path(out_dir) / "model.tar.gz", settings)

@@ -20,7 +20,6 @@ class Assumptions:
     bandwidth_efficiency: float
     compute_efficiency: float
     roofline_overhead_from: str  # calibration whose per-layer overhead the roofline fallback borrows
-    max_batch_size: int
     root_volume_gb: int
     peak_to_average: float
     bytes_per_token: float
@@ -56,7 +55,6 @@ def load_assumptions() -> Assumptions:
         bandwidth_efficiency=s["bandwidth_efficiency"],
         compute_efficiency=s["compute_efficiency"],
         roofline_overhead_from=s["roofline_overhead_from"],
-        max_batch_size=s["max_batch_size"],
         root_volume_gb=r["root_volume_gb"],
         peak_to_average=t["peak_to_average"],
         bytes_per_token=t["bytes_per_token"],

@@ -18,6 +18,7 @@ from llmdeploy import checks, costs, monitoring, sizing
 from llmdeploy.assumptions import Assumptions, load_assumptions
 from llmdeploy.catalog import Catalog, Instance
 from llmdeploy.errors import InfeasibleError, UnknownChoiceError, UsageError
+from llmdeploy.handlers import serving_config as serving
 from llmdeploy.models import ModelConfig
 from llmdeploy.stackconfig import MODES as stackconfig_MODES
 from llmdeploy.stackconfig import StackConfig
@@ -208,8 +209,17 @@ def _capacity(m: ModelConfig, dtype: str, inst: Instance, traffic: Traffic, *, l
     first: sizing.Latency | None = None
     cal = cals.for_gpu(inst.gpu, dtype)
     usable = sizing.gpu_usable_bytes(inst.gpu, a)
+    # The batch: up to the handler's default (the batches `llmdeploy calibrate` measures); the one chosen goes into
+    # the stack as maxBatchSize, which package writes where the deployed server reads it (serving_config).
+    # sizing.latency times `batch` requests decoded together, each making the traffic's output_tokens, and
+    # requests_per_s = batch / that time. That is what the default deployment does: iteration-level batching
+    # (the transformers backend's rolling batch: option.max_rolling_batch_size = batch), where a finished request's
+    # slot is refilled at the next step, so each slot turns over one request per latency.total_s whatever the mix of
+    # lengths, and a request joins within one step (its latency is total_s). With static batches (ctranslate2) the
+    # same holds only for uniform lengths: a batch runs to its longest request, and a request may also wait for the
+    # batch ahead of it (up to one more total_s plus max_batch_delay); plan does not model that.
     batch = 1
-    while batch <= a.max_batch_size:
+    while batch <= serving.DEFAULT_MAX_BATCH_SIZE:
         mem = sizing.inference_memory(m, dtype, batch=batch, input_tokens=traffic.input_tokens, output_tokens=traffic.output_tokens, buffer=buffer)
         if mem.per_gpu(fit.tensor_parallel) > usable:
             break
@@ -819,6 +829,11 @@ def stack_config_for(plan_: Plan, *, owner: str = "unknown", cost_center: str = 
         usage_input_tokens=plan_.traffic.input_tokens, usage_output_tokens=plan_.traffic.output_tokens,
         usage_peak_requests_per_hour=0 if plan_.traffic.peak_rps is None else max(1, round(plan_.traffic.peak_rps * 3600)),
         usage_latency_target_ms=max(1, round(plan_.traffic.latency_target_s * 1000)),
+        # What the model server runs (serving.properties): the batch each instance's capacity was sized with, and
+        # caps that let a request of the planned size through (1 input, output_tokens new tokens).
+        max_batch_size=c.batch_size,
+        max_new_tokens=max(serving.DEFAULT_MAX_NEW_TOKENS, plan_.traffic.output_tokens),
+        max_request_tokens=max(serving.DEFAULT_MAX_REQUEST_TOKENS, plan_.traffic.output_tokens),
     )
     if c.mode == "serverless":
         return StackConfig(
@@ -828,7 +843,10 @@ def stack_config_for(plan_: Plan, *, owner: str = "unknown", cost_center: str = 
         )
     # A reserved fleet is paid for whether busy or not, so it stays at full size; async scales to zero.
     min_instances = {"reserved": c.instance_count, "realtime": 1, "async": 0}[c.mode]
+    # Async hands each instance as many concurrent invocations as its batch holds (SageMaker's default, 4, would
+    # keep the batch from filling).
+    feed = {"async_max_concurrent_invocations": c.batch_size} if c.mode == "async" else {}
     return StackConfig(
         **common, instance_type=c.instance_type, instance_count=c.instance_count, min_instances=min_instances,
-        tensor_parallel_degree=c.tensor_parallel,
+        tensor_parallel_degree=c.tensor_parallel, **feed,
     )

@@ -22,14 +22,15 @@ from typing import Any
 
 from llmdeploy.catalog import TERMS as catalog_TERMS
 from llmdeploy.errors import ConfigError, UnknownChoiceError, UsageError
+from llmdeploy.handlers import serving_config as serving
 from llmdeploy.lmi import default_lmi_version
 from llmdeploy.sizing import DTYPE_BYTES
 
 NAMESPACE = "llmdeploy"
 MODES = ("reserved", "realtime", "async", "serverless")
 TERMS = catalog_TERMS  # pricing terms are the catalog's
-DTYPES = tuple(DTYPE_BYTES)  # the dtypes sizing knows the size of
-BACKENDS = ("transformers", "ctranslate2")  # = handlers.serving_config.BACKENDS (a test keeps them equal)
+DTYPES = tuple(d for d in serving.DTYPES if d in DTYPE_BYTES)  # the handler's dtypes that sizing knows the size of
+BACKENDS = serving.BACKENDS
 # Pinned LMI (DJL Serving) version for sagemaker.core.image_uris.retrieve("djl-lmi", region, version):
 # chosen, with its sources, in llmdeploy/data/lmi.toml.
 DEFAULT_LMI_VERSION = default_lmi_version()
@@ -61,6 +62,19 @@ SETTINGS: tuple[Setting, ...] = (
             "Inference engine in the container: transformers (iteration-level batching) or ctranslate2 "
             "(installed from model.tar.gz's requirements.txt, model converted at start-up).", BACKENDS),
     Setting("tensorParallelDegree", "tensor_parallel_degree", "integer", "GPUs one model copy is split across."),
+    # What the model server runs, written into model.tar.gz's serving.properties (containers/package.py); defaults
+    # and ranges from handlers/serving_config.py, which the handler reads too.
+    Setting("maxBatchSize", "max_batch_size", "integer",
+            "Requests one model copy decodes together: the batch plan sized each instance's capacity with. "
+            "serving.properties option.max_rolling_batch_size (transformers, iteration-level) or batch_size "
+            "(ctranslate2, static batches)."),
+    Setting("maxBatchDelayMs", "max_batch_delay_ms", "integer",
+            "Static batches (ctranslate2): longest wait, in ms, for a batch to fill (serving.properties max_batch_delay)."),
+    Setting("maxNewTokens", "max_new_tokens", "integer",
+            "Cap on a request's max_new_tokens (at least the output tokens plan assumed)."),
+    Setting("maxNumBeams", "max_num_beams", "integer", "Cap on a request's num_beams."),
+    Setting("maxRequestTokens", "max_request_tokens", "integer",
+            "Budget per request, max_new_tokens x num_beams x inputs; a costlier request is answered 400."),
     Setting("lmiVersion", "lmi_version", "string", "LMI container version resolved with sagemaker.core.image_uris."),
     Setting("lmiImage", "lmi_image", "string", "Full LMI image URI; overrides lmiVersion when set."),
     Setting("weightsUri", "weights_uri", "string", "s3:// prefix holding the model weights; empty = option.model_id from the Hub."),
@@ -117,8 +131,13 @@ class StackConfig:
     min_instances: int = 1
     term: str = "1y"
     dtype: str = "fp16"
-    backend: str = "transformers"
-    tensor_parallel_degree: int = 1
+    backend: str = serving.DEFAULT_BACKEND
+    tensor_parallel_degree: int = serving.DEFAULT_TENSOR_PARALLEL_DEGREE
+    max_batch_size: int = serving.DEFAULT_MAX_BATCH_SIZE
+    max_batch_delay_ms: int = serving.DEFAULT_MAX_BATCH_DELAY_MS
+    max_new_tokens: int = serving.DEFAULT_MAX_NEW_TOKENS
+    max_num_beams: int = serving.DEFAULT_MAX_NUM_BEAMS
+    max_request_tokens: int = serving.DEFAULT_MAX_REQUEST_TOKENS
     lmi_version: str = DEFAULT_LMI_VERSION
     lmi_image: str = ""
     weights_uri: str = ""
@@ -196,10 +215,14 @@ class StackConfig:
         for s in SETTINGS:
             if s.choices and getattr(self, s.field) not in s.choices:
                 raise UnknownChoiceError(f"{NAMESPACE}:{s.key}", getattr(self, s.field), s.choices)
-        for name in ("instance_count", "tensor_parallel_degree", "service_port", "target_invocations_per_instance",
+        for name in ("instance_count", "service_port", "target_invocations_per_instance",
                      "async_max_concurrent_invocations"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{_key(name)} must be at least 1, got {getattr(self, name)}.")
+        for name in serving.RANGES:  # what serving.properties may hold (the handler checks the same ranges)
+            why = serving.out_of_range(name, getattr(self, name))
+            if why:
+                raise ConfigError(f"{_key(name)} {why}.", hint=f"Set {_key(name)} within that range.")
         self._validate_api_limits()
         if self.min_instances < 0 or self.min_instances > self.instance_count:
             raise ConfigError(
@@ -442,15 +465,18 @@ def stack_file(project_dir: str | Path, stack: str) -> Path:
 
 
 # Keys of Pulumi.NAME.yaml that `plan --stack` decides (from the plan's choice and traffic: the model with the Hub
-# commit it sized, the usage it priced, the targets the alarms hold the stack to), plus `aws:region`,
+# commit it sized, the batch it sized capacity with and what feeds it (async's concurrent invocations), token caps
+# that let its requests through, the usage it priced, the targets the alarms hold the stack to), plus `aws:region`,
 # kept equal to llmdeploy:region. Every other key of an existing file is the user's and is kept as it is:
 # ingressCidr, certificateArn, alarmEmail / alarmTopicArn, maxMonthlyUsd (the budget), lmiVersion / lmiImage,
-# weightsUri, servicePort, the autoscaling and concurrency settings plan leaves at their defaults, `secure:` values, provider settings (aws:profile),
+# weightsUri, servicePort, backend, maxBatchDelayMs, maxNumBeams, the autoscaling and concurrency settings plan leaves
+# at their defaults, `secure:` values, provider settings (aws:profile),
 # and the top-level keys Pulumi owns (encryptionsalt, secretsprovider, encryptedkey, environment).
 # tests/unit/bad_input/test_stack_file_edits.py checks that plan sets no setting outside this list.
 PLANNED = (
     "mode", "model", "modelRevision", "region", "instanceType", "instanceCount", "minInstances", "term", "dtype",
-    "tensorParallelDegree", "serverlessMemoryMb", "serverlessMaxConcurrency", "owner", "costCenter",
+    "tensorParallelDegree", "maxBatchSize", "maxNewTokens", "maxRequestTokens", "asyncMaxConcurrentInvocations",
+    "serverlessMemoryMb", "serverlessMaxConcurrency", "owner", "costCenter",
     "usageRequestsPerMonth", "usageActiveHoursPerDay", "usageMsPerRequest", "usageBytesPerRequest",
     "usageInputTokens", "usageOutputTokens", "usagePeakRequestsPerHour", "usageLatencyTargetMs",
     "alarmLatencyMs", "usageRequestsPerHourPerInstance",

@@ -33,13 +33,14 @@ def stack_config(mode: str, **overrides) -> StackConfig:
     return StackConfig(**{**BASE[mode], "owner": OWNER, "cost_center": COST_CENTER, **overrides})
 
 
-def run(config: StackConfig | dict[str, str], stack: str = "test"):
+def run(config: StackConfig | dict[str, str], stack: str = "test", artifact_dir: str | None = None):
+    """``artifact_dir``: where the program builds model.tar.gz (kept; by default a folder removed after the run)."""
     from llmdeploy.infra.offline_preview import run_program
 
     with warnings.catch_warnings():
         # pulumi_aws warns about its own deprecated classes as its modules load: not ours to fix.
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"pulumi_aws\.")
-        return run_program(config, stack=stack)
+        return run_program(config, stack=stack, artifact_dir=artifact_dir)
 
 
 @functools.cache

@@ -79,3 +79,64 @@ def test_offline_preview_total_equals_the_plan(planned, mode):
     assert billable, "the preview must price the billable resources"
     for r in preview["resources"]:
         assert set(r) >= {"type", "name", "settings", "monthly_usd"}
+
+
+# -- plan's batch is the batch the deployed server runs ------------------------------------------------------------
+
+
+def _served(config, stack: str, tmp_path):
+    """(mocks, serving.properties as the handler parses them, the raw properties) of the archive the program
+    uploads for ``config``."""
+    import tarfile
+
+    from llmdeploy.handlers.serving_config import parse_properties
+
+    mocks = run(config, stack=stack, artifact_dir=str(tmp_path))
+    source = one(mocks, "aws:s3/bucketObjectv2:BucketObjectv2").inputs["source"]
+    with tarfile.open(source.path) as tar:
+        text = tar.extractfile("serving.properties").read().decode()
+    raw = dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    return mocks, parse_properties(raw), raw
+
+
+@pytest.mark.parametrize("mode", list(PLAN_ARGS))
+def test_the_packaged_batch_is_the_plan_s(planned, mode, tmp_path):
+    """plan --stack -> Pulumi.NAME.yaml -> the program under mocks -> model.tar.gz: the handler reads plan's batch
+    where DJL takes it (the transformers backend's rolling batch: option.max_rolling_batch_size), and caps that let
+    a request of the planned size through."""
+    choice, config, _ = planned[mode]
+    assert config.max_batch_size == choice["batch_size"] >= 1
+    mocks, served, raw = _served(config, f"t-{mode}", tmp_path)
+    assert served.rolling_batch and raw["option.max_rolling_batch_size"] == str(choice["batch_size"])
+    assert served.max_batch_size == choice["batch_size"], "the server must decode plan's batch together"
+    assert raw["batch_size"] == "1", "DJL's own batch stays 1 under the rolling batch"
+    assert served.max_new_tokens_cap >= 64 and served.max_request_tokens >= 64, "plan's requests (64 tokens) pass"
+    if mode == "async":  # SageMaker hands each instance as many requests at once as its batch holds
+        (cfg,) = [r.inputs["asyncInferenceConfig"] for r in of_type(mocks, "aws:sagemaker/endpointConfiguration:EndpointConfiguration")]
+        assert cfg["clientConfig"]["maxConcurrentInvocationsPerInstance"] == choice["batch_size"]
+
+
+def test_busy_traffic_and_static_batches_get_the_plan_s_batch_too(tmp_path):
+    """At high traffic plan picks a larger batch; with the user's backend ctranslate2 (static batches, a key plan
+    keeps) the same batch is DJL's batch_size. Long outputs raise the token caps with them."""
+    import yaml
+
+    runner = CliRunner()
+    args = ["plan", "--mode", "reserved", "--stack", "busy", "--project-dir", str(tmp_path), "--json",
+            "--requests-per-day", "2000000", "--output-tokens", "300", "--latency-target", "30"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    choice = json.loads(result.stdout)["choice"]
+    path = stack_file(tmp_path, "busy")
+    doc = yaml.safe_load(path.read_text())
+    assert doc["config"]["llmdeploy:maxBatchSize"] == choice["batch_size"] > 4
+    doc["config"]["llmdeploy:backend"] = "ctranslate2"
+    path.write_text(yaml.safe_dump(doc))
+    again = runner.invoke(cli, [*args, "--force"])
+    assert again.exit_code == 0, again.output
+    config = read_stack_file(path)
+    assert config.backend == "ctranslate2", "plan keeps the user's backend"
+    _, served, raw = _served(config, "busy", tmp_path / "build")
+    assert not served.rolling_batch and raw["batch_size"] == str(choice["batch_size"])
+    assert served.max_batch_size == choice["batch_size"] and "option.max_rolling_batch_size" not in raw
+    assert served.max_new_tokens_cap == 300 and served.max_request_tokens >= 300

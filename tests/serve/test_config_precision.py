@@ -11,7 +11,7 @@ def test_properties_parsed_with_and_without_option_prefix():
     cfg = parse_properties({"engine": "Python", "option.model_id": "/m", "option.dtype": "bfloat16",
                             "batch_size": "4", "max_batch_delay": "20", "option.max_new_tokens": "128",
                             "option.tensor_parallel_degree": "max"})
-    assert (cfg.model_id, cfg.dtype, cfg.batch_size, cfg.max_batch_delay_ms, cfg.max_new_tokens_cap) == \
+    assert (cfg.model_id, cfg.dtype, cfg.max_batch_size, cfg.max_batch_delay_ms, cfg.max_new_tokens_cap) == \
         ("/m", "bf16", 4, 20, 128)
     assert cfg.tensor_parallel_degree == 1
     assert parse_properties({"dtype": "fp16"}).dtype == "fp16"
@@ -20,7 +20,9 @@ def test_properties_parsed_with_and_without_option_prefix():
 
 
 @pytest.mark.parametrize("props", [{"option.dtype": "fp8"}, {"batch_size": "many"}, {"batch_size": "0"},
-                                   {"option.backend": "vllm"}])
+                                   {"batch_size": "1025"}, {"option.rolling_batch": "llmdeploy",
+                                                            "option.max_rolling_batch_size": "0"},
+                                   {"option.max_new_tokens": "70000"}, {"option.backend": "vllm"}])
 def test_bad_properties_are_config_errors(props):
     with pytest.raises(ServingConfigError):
         parse_properties(props)

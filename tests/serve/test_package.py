@@ -21,6 +21,7 @@ from llmdeploy.cli.main import cli
 from llmdeploy.containers.package import (HANDLER_FILES, PackageSettings, build_model_tarball,
                                           render_serving_properties, sha256_file)
 from llmdeploy.errors import UsageError
+from llmdeploy.handlers import serving_config as sc
 
 
 def test_same_inputs_same_bytes(tiny_model_dir, tmp_path):
@@ -29,7 +30,7 @@ def test_same_inputs_same_bytes(tiny_model_dir, tmp_path):
     b = build_model_tarball(tmp_path / "b.tar.gz", weights_dir=tiny_model_dir)
     assert a.sha256 == b.sha256 == sha256_file(a.path) == hashlib.sha256(b.path.read_bytes()).hexdigest()
     assert a.path.read_bytes() == b.path.read_bytes()
-    c = build_model_tarball(tmp_path / "c.tar.gz", PackageSettings(max_slots=16), weights_dir=tiny_model_dir)
+    c = build_model_tarball(tmp_path / "c.tar.gz", PackageSettings(max_batch_size=16), weights_dir=tiny_model_dir)
     d = build_model_tarball(tmp_path / "d.tar.gz", PackageSettings(dtype="bf16"), weights_dir=tiny_model_dir)
     assert len({a.sha256, c.sha256, d.sha256}) == 3
 
@@ -46,7 +47,7 @@ def _properties(text: str) -> dict:
 
 
 def test_members_fixed_metadata_and_layout(tiny_model_dir, tmp_path):
-    result = build_model_tarball(tmp_path / "m.tar.gz", PackageSettings(dtype="fp16", batch_size=4),
+    result = build_model_tarball(tmp_path / "m.tar.gz", PackageSettings(dtype="fp16", max_batch_size=4),
                                  weights_dir=tiny_model_dir)
     raw = result.path.read_bytes()
     assert raw[4:8] == b"\0\0\0\0"  # gzip header mtime 0
@@ -64,23 +65,66 @@ def test_members_fixed_metadata_and_layout(tiny_model_dir, tmp_path):
         # absolute: a relative model_id makes LMI ask the Hugging Face Hub for it at start-up
         "option.model_id": "/opt/ml/model/weights",
         # DJL's Java RollingBatch drives the handler's own decode loop; batch_size 1 keeps LMI's recommender off it
-        "option.rolling_batch": "llmdeploy", "option.max_rolling_batch_size": "32", "batch_size": "1",
+        "option.rolling_batch": "llmdeploy", "option.max_rolling_batch_size": "4", "batch_size": "1",
         "option.dtype": "fp16", "option.tensor_parallel_degree": "1", "option.backend": "transformers",
-        "option.max_new_tokens": "256", "option.max_num_beams": "4", "option.max_request_tokens": "8192",
+        # the handler's defaults (serving_config), which package writes unless told otherwise
+        "option.max_new_tokens": str(sc.DEFAULT_MAX_NEW_TOKENS), "option.max_num_beams": str(sc.DEFAULT_MAX_NUM_BEAMS),
+        "option.max_request_tokens": str(sc.DEFAULT_MAX_REQUEST_TOKENS),
         "maxWorkers": "1",
     }
 
 
 def test_transformers_rolls_and_ctranslate2_batches_statically():
+    from llmdeploy.handlers.serving_config import parse_properties
+
     for slots in (1, 2, 64):
-        props = _properties(render_serving_properties(PackageSettings(max_slots=slots), with_weights=True))
+        props = _properties(render_serving_properties(PackageSettings(max_batch_size=slots), with_weights=True))
         assert props["option.rolling_batch"] == "llmdeploy" and props["option.max_rolling_batch_size"] == str(slots)
-        assert props["batch_size"] == "1"
+        assert props["batch_size"] == "1" and "max_batch_delay" not in props
+        assert parse_properties(props).max_batch_size == slots
     for batch_size in (1, 2, 32):
-        props = _properties(render_serving_properties(PackageSettings(backend="ctranslate2", batch_size=batch_size),
-                                                      with_weights=True))
+        props = _properties(render_serving_properties(
+            PackageSettings(backend="ctranslate2", max_batch_size=batch_size, max_batch_delay_ms=7), with_weights=True))
         assert props["option.rolling_batch"] == "disable" and props["batch_size"] == str(batch_size)
-        assert "option.max_rolling_batch_size" not in props
+        assert props["max_batch_delay"] == "7" and "option.max_rolling_batch_size" not in props
+        assert parse_properties(props).max_batch_size == batch_size
+
+
+@pytest.mark.parametrize("backend", ["transformers", "ctranslate2"])
+def test_the_handler_reads_back_every_setting_package_writes(backend):
+    """What package writes is what the handler runs with (one set of keys: serving_config.batch_properties)."""
+    from llmdeploy.handlers.serving_config import parse_properties
+
+    settings = PackageSettings(dtype="bf16", backend=backend, max_batch_size=12, max_batch_delay_ms=30,
+                               max_new_tokens=300, max_num_beams=2, max_request_tokens=900, model_id="google/flan-t5-xl")
+    config = parse_properties(_properties(render_serving_properties(settings, with_weights=False)))
+    assert (config.dtype, config.backend, config.max_batch_size, config.max_new_tokens_cap, config.max_num_beams,
+            config.max_request_tokens, config.model_id, config.rolling_batch) == \
+        ("bf16", backend, 12, 300, 2, 900, "google/flan-t5-xl", backend == "transformers")
+    if backend == "ctranslate2":
+        assert config.max_batch_delay_ms == 30
+
+
+def test_defaults_come_from_the_handler_s_serving_config():
+    """package, serve and the stack settings share the handler's defaults (no copies)."""
+    from llmdeploy.handlers.serving_config import ServingConfig
+    from llmdeploy.stackconfig import StackConfig
+
+    handler, packaged, stack = ServingConfig(), PackageSettings(), StackConfig(mode="realtime")
+    for name in ("dtype", "backend", "max_batch_size", "max_batch_delay_ms", "max_num_beams", "max_request_tokens",
+                 "tensor_parallel_degree"):
+        assert getattr(handler, name) == getattr(packaged, name), name
+    assert handler.max_new_tokens_cap == packaged.max_new_tokens == stack.max_new_tokens
+    for name in ("backend", "max_batch_size", "max_batch_delay_ms", "max_num_beams", "max_request_tokens"):
+        assert getattr(stack, name) == getattr(handler, name), name
+    import click
+
+    for command in ("serve", "package"):
+        params = {p.name: p.default for p in cli.get_command(click.Context(cli), command).params}
+        assert (params["dtype"], params["backend"], params["max_batch_size"], params["max_batch_delay_ms"],
+                params["max_new_tokens"], params["max_num_beams"], params["max_request_tokens"]) == \
+            (handler.dtype, handler.backend, handler.max_batch_size, handler.max_batch_delay_ms,
+             handler.max_new_tokens_cap, handler.max_num_beams, handler.max_request_tokens), command
 
 
 def test_lmi_recommender_leaves_the_handler_in_sync_mode():
@@ -88,8 +132,8 @@ def test_lmi_recommender_leaves_the_handler_in_sync_mode():
     from djl_double import lmi_recommended
 
     t5 = ["T5ForConditionalGeneration"]
-    for settings in (PackageSettings(), PackageSettings(backend="ctranslate2", batch_size=1),
-                     PackageSettings(backend="ctranslate2", batch_size=8)):
+    for settings in (PackageSettings(), PackageSettings(backend="ctranslate2", max_batch_size=1),
+                     PackageSettings(backend="ctranslate2", max_batch_size=8)):
         ours = _properties(render_serving_properties(settings, with_weights=True))
         recommended = lmi_recommended(ours, t5)
         assert "option.async_mode" not in recommended
@@ -211,7 +255,7 @@ assert not any(m.startswith("llmdeploy") for m in sys.modules), [m for m in sys.
 
 def test_cli_package_prints_sha256(tiny_model_dir, tmp_path):
     out = tmp_path / "cli.tar.gz"
-    res = CliRunner().invoke(cli, ["package", "--model", str(tiny_model_dir), "--out", str(out), "--batch-size", "4"])
+    res = CliRunner().invoke(cli, ["package", "--model", str(tiny_model_dir), "--out", str(out), "--max-batch-size", "4"])
     assert res.exit_code == 0, res.output
     assert f"sha256 {sha256_file(out)}" in res.output
     res = CliRunner().invoke(cli, ["package", "--model", str(tiny_model_dir), "--out", str(out), "--json"])
@@ -279,7 +323,7 @@ def test_sigterm_during_package_removes_its_temp_file(tmp_path):
 def test_ctranslate2_archive_carries_the_converted_model_and_what_the_container_installs(tiny_model_dir, tmp_path):
     from llmdeploy.lmi import load_lmi_table
 
-    result = build_model_tarball(tmp_path / "ct2.tar.gz", PackageSettings(backend="ctranslate2", batch_size=16),
+    result = build_model_tarball(tmp_path / "ct2.tar.gz", PackageSettings(backend="ctranslate2", max_batch_size=16),
                                  weights_dir=tiny_model_dir)
     assert {"ct2/model.bin", "ct2/config.json"} <= set(result.members) and "weights/config.json" in result.members
     with tarfile.open(result.path) as tar:

@@ -22,7 +22,7 @@ def djl(tiny_model_dir, tiny_engine):
     djl = djl_for(service)
     init = djl.initialize(serving_properties(rolling=True, model_id=str(tiny_model_dir), max_new_tokens=16,
                                              max_rolling_batch_size=4, max_request_tokens=256))
-    assert init.code == 204 and service.config.rolling_batch and service.config.max_slots == 4
+    assert init.code == 204 and service.config.rolling_batch and service.config.max_batch_size == 4
     return djl
 
 

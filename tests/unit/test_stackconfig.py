@@ -53,6 +53,14 @@ def test_values_from_pulumi_arrive_as_strings_and_are_coerced(cat):
         ({"instanceType": "g4dn.2xlarge"}, ConfigError, "has no llmdeploy:mode"),
         ({"mode": "reserved", "instanceType": "g4dn.2xlarge", "model": "Qwen/Qwen2.5-1.5B", "modelRevision": "main branch"},
          ConfigError, "modelRevision 'main branch' is not a Hub branch, tag or commit"),
+        # serving settings: the ranges serving.properties may hold (handlers/serving_config.RANGES)
+        ({"mode": "reserved", "instanceType": "g4dn.2xlarge", "maxBatchSize": "0"}, ConfigError,
+         "llmdeploy:maxBatchSize must be 1..1024, got 0"),
+        ({"mode": "reserved", "instanceType": "g4dn.2xlarge", "maxNewTokens": "100000"}, ConfigError,
+         "llmdeploy:maxNewTokens must be 1..65536, got 100000"),
+        ({"mode": "reserved", "instanceType": "g4dn.2xlarge", "maxBatchDelayMs": "-1"}, ConfigError, "maxBatchDelayMs"),
+        # int4 is sized by plan but not a dtype the handler loads
+        ({"mode": "reserved", "instanceType": "g4dn.2xlarge", "dtype": "int4"}, UnknownChoiceError, "llmdeploy:dtype 'int4'"),
     ],
 )
 def test_rules(raw, error, needle, cat):
