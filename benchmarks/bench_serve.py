@@ -11,12 +11,15 @@ CTranslate2, then for two workloads
 measures, in this one run:
 
   in-process generate   TransformersEngine.generate on batches of 32 in one process (no HTTP): the BASELINE;
-                        for (b) each batch decodes to its longest request, as any static batch must;
+                        for (b) each batch decodes to its longest request (generate keeps finished rows in
+                        the batch, padded, so that is its cost either way);
   one-at-a-time         the endpoint with static batches of 1;
   static batching       the endpoint with static batches of up to 32 (DynamicBatcher, 20 ms wait);
   iteration-level       the endpoint's default: requests join the running decode at every step (32 slots);
-  ct2 in-process        CTranslate2 translate_batch on batches of 32 (int8 on CPU, as served);
-  ct2 endpoint          the endpoint with --backend ctranslate2 (static batches of up to 32).
+  ct2 in-process        CTranslate2 translate_batch on batches of 32 (int8 on CPU, as served), each row stopped at
+                        its own length (the callback; CTranslate2 drops finished rows from the batch);
+  ct2 endpoint          the endpoint with --backend ctranslate2 (static batches of up to 32, grouped by the
+                        parameters rows must share: one call per batch whatever the lengths).
 
 Endpoints run as their own process (python -m llmdeploy.handlers.endpoint) driven by 32 concurrent HTTP
 clients (aiohttp) from this process; every request is counted only when its body holds no error. Prints
@@ -40,7 +43,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from llmdeploy.handlers.serving_config import DEFAULT_MAX_BATCH_SIZE
+
 VOCAB = 32128
+BATCH = DEFAULT_MAX_BATCH_SIZE  # 32: the endpoint's default batch, and the in-process batches compared with it
 
 
 def build_model(path: Path) -> Path:
@@ -115,7 +121,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Server:
-    def __init__(self, model: Path, *, backend: str, max_batch_size: int, delay_ms: float, ct2_dir: Path | None,
+    def __init__(self, model: Path, *, backend: str, max_batch_size: int, delay_ms: int, ct2_dir: Path | None,
                  threads: int, omp_wait_policy: str, extra: list[str] = ()):
         self.args = [sys.executable, "-m", "llmdeploy.handlers.endpoint", "--model", str(model),
                      "--host", "127.0.0.1", "--port", "0", "--backend", backend, "--device", "cpu",
@@ -170,10 +176,10 @@ def row(name: str, kind: str, n: int, elapsed: float, latencies: list[float], er
 
 
 def bench_endpoint(model: Path, ct2_dir: Path, name: str, kind: str, bodies: list[dict], args, *,
-                   backend: str = "transformers", batching: str = "continuous", max_batch_size: int = 32) -> dict:
+                   backend: str = "transformers", batching: str = "continuous", max_batch_size: int = BATCH) -> dict:
     with Server(model, backend=backend, max_batch_size=max_batch_size, delay_ms=args.max_batch_delay_ms,
                 ct2_dir=ct2_dir, threads=args.threads, omp_wait_policy=args.omp_wait_policy,
-                extra=["--batching", batching, "--max-slots", "32"]) as server:
+                extra=["--batching", batching]) as server:
         url = server.url + "/invocations"
         asyncio.run(drive(url, bodies[:4], 4))  # warm-up
         elapsed, lat, errors = asyncio.run(drive(url, bodies, args.clients))
@@ -197,8 +203,8 @@ def bench_generate(model: Path, kind: str, bodies: list[dict], args) -> dict:
     engine.generate([b["inputs"] for b in bodies[:4]], {"max_new_tokens": 4})
     lat = []
     start = time.perf_counter()
-    for i in range(0, len(bodies), 32):
-        batch = bodies[i:i + 32]
+    for i in range(0, len(bodies), BATCH):
+        batch = bodies[i:i + BATCH]
         longest = max(b["parameters"]["max_new_tokens"] for b in batch)
         engine.generate([b["inputs"] for b in batch], {"max_new_tokens": longest, "min_new_tokens": longest})
         lat += [time.perf_counter() - start] * len(batch)
@@ -219,11 +225,13 @@ def bench_ct2_inprocess(model: Path, ct2_dir: Path, kind: str, bodies: list[dict
     translator.translate_batch(source[:4], max_decoding_length=4)
     lat = []
     start = time.perf_counter()
-    for i in range(0, len(source), 32):
-        longest = max(b["parameters"]["max_new_tokens"] for b in bodies[i:i + 32])
-        translator.translate_batch(source[i:i + 32], max_decoding_length=longest, min_decoding_length=longest,
-                                   beam_size=1)
-        lat += [time.perf_counter() - start] * len(source[i:i + 32])
+    for i in range(0, len(source), BATCH):
+        lengths = [b["parameters"]["max_new_tokens"] for b in bodies[i:i + BATCH]]
+        longest = max(lengths)
+        # min_decoding_length keeps every row from ending early (EOS); the callback ends row k at its own length.
+        translator.translate_batch(source[i:i + BATCH], max_decoding_length=longest, min_decoding_length=longest,
+                                   beam_size=1, callback=lambda step, n=lengths: step.step + 1 >= n[step.batch_id])
+        lat += [time.perf_counter() - start] * len(lengths)
     result = row("ct2 in-process", kind, len(bodies), time.perf_counter() - start, lat)
     print(f"  {kind:8s} {'ct2 in-process':20s} {result['throughput']:7.2f} req/s", flush=True)
     return result
@@ -234,7 +242,7 @@ def main(argv=None) -> int:
     parser.add_argument("--requests", type=int, default=96, help="requests per measurement (one-at-a-time: a third)")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--prompt-words", type=int, default=48)
-    parser.add_argument("--max-batch-delay-ms", type=float, default=20.0)
+    parser.add_argument("--max-batch-delay-ms", type=int, default=20)
     parser.add_argument("--workloads", nargs="+", default=["uniform", "mixed"], choices=["uniform", "mixed"])
     parser.add_argument("--skip", nargs="*", default=[], choices=["one-at-a-time", "static", "ct2"])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)

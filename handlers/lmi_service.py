@@ -17,8 +17,10 @@ two ways chosen by serving.properties (``llmdeploy package`` writes them):
   malformed one gets its own ``{"error", "code"}`` body, the others their outputs. The batch
   travels back as ONE Output whose status DJL gives every request in it (PyPredictor.java), so
   that body is the only place a request's own error can go. A single request (DJL does not wrap
-  a batch of one) gets its status too. Requests with identical generation parameters share ONE
-  padded ``generate`` call; a batch that runs out of GPU memory is retried in halves.
+  a batch of one) gets its status too. Requests whose generation parameters differ only in their
+  lengths (max_new_tokens, min_new_tokens; the engine's ``batch_key``) share ONE padded ``generate``
+  call, which runs to the longest and stops each row at its own length; a batch that runs out of GPU
+  memory is retried in halves.
 
 The local endpoint (``endpoint.py``) calls ``predict`` or the engine's decode loop directly.
 No djl_python import here: the Output class is passed in by ``model.py``.
@@ -103,20 +105,24 @@ class Seq2SeqService:
 
         ``cancelled(i)``, when given, is asked at every decode step: request i's rows stop once it is true.
         """
+        # One generate call per set of parameters rows must share (the engine's batch_key: all of them but the
+        # lengths, outside beam search); each row keeps its own max_new_tokens / min_new_tokens.
+        batch_key = getattr(self.engine, "batch_key", None) or (lambda params: tuple(sorted(params.items())))
         groups: dict[tuple, list[tuple[int, int]]] = {}
         for r_index, request in enumerate(requests):
+            key = batch_key(request.param_dict)
             for t_index in range(len(request.texts)):
-                groups.setdefault(request.params, []).append((r_index, t_index))
+                groups.setdefault(key, []).append((r_index, t_index))
         outputs: list[list] = [[None] * len(r.texts) for r in requests]
         failures: dict[int, BaseException] = {}
-        for params, slots in groups.items():
-            param_dict = dict(params)
+        for slots in groups.values():
 
-            def run(chunk, p=param_dict):
+            def run(chunk):
                 texts = [requests[r].texts[t] for r, t in chunk]
+                rows = [requests[r].param_dict for r, _ in chunk]
                 if cancelled is None:
-                    return self.engine.generate(texts, p)
-                return self.engine.generate(texts, p, stop=lambda row: cancelled(chunk[row][0]))
+                    return self.engine.generate(texts, rows)
+                return self.engine.generate(texts, rows, stop=lambda row: cancelled(chunk[row][0]))
 
             try:
                 generated = run_with_oom_split(slots, run, on_split=self.split_batches.append)

@@ -1,9 +1,13 @@
 """Sequence-to-sequence engines (FLAN-T5 first): transformers, and CTranslate2 as an option.
 
-Both take a list of texts and one set of generation parameters and answer with one
-padded batch: ``engine.generate(texts, params) -> list[str]`` (``stop(row) -> bool``, when
-given, is asked at every decode step and ends that row early: a cancelled request). Inputs
-longer than the model's context (T5: 512 tokens) are truncated with a logged warning.
+Both take a list of texts and their generation parameters and answer with one padded batch:
+``engine.generate(texts, params) -> list[str]``, ``params`` one dict for every row or one dict
+per row. Rows of one call share every parameter but those ``per_row(params)`` names (the
+lengths, max_new_tokens / min_new_tokens, outside beam search): the batch runs to its longest
+row and each row stops at its own length, with the tokens it would get alone (static batches
+group requests by ``batch_key``). ``stop(row) -> bool``, when given, is asked at every decode
+step and ends that row early: a cancelled request. Inputs longer than the model's context
+(T5: 512 tokens) are truncated with a logged warning.
 The transformers engine also offers ``decode_loop()``, the iteration-level loop of
 decode.py, which `llmdeploy serve` and the DJL rolling-batch path run.
 Imports: stdlib + torch + transformers; ctranslate2 and bitsandbytes only when asked.
@@ -23,18 +27,36 @@ try:
     from .compat import (MODEL_CONFIG, TOKENIZER_CONFIG, dtype_keyword, dumps, major_version, model_config_for_v4,
                          read_json, tokenizer_config_for_v4)
     from .precision import DeviceInfo, Precision, apply_precision, choose_precision, detect_device, torch_dtype
-    from .serving_config import DEFAULT_CONTEXT_TOKENS, MissingBackendError, ServingConfig, ServingConfigError
+    from .serving_config import (DEFAULT_CONTEXT_TOKENS, DEFAULT_REQUEST_NEW_TOKENS, MissingBackendError, ServingConfig,
+                                 ServingConfigError)
 except ImportError:  # copied flat next to model.py in the container
     from compat import (MODEL_CONFIG, TOKENIZER_CONFIG, dtype_keyword, dumps, major_version, model_config_for_v4,
                         read_json, tokenizer_config_for_v4)
     from precision import DeviceInfo, Precision, apply_precision, choose_precision, detect_device, torch_dtype
-    from serving_config import DEFAULT_CONTEXT_TOKENS, MissingBackendError, ServingConfig, ServingConfigError
+    from serving_config import (DEFAULT_CONTEXT_TOKENS, DEFAULT_REQUEST_NEW_TOKENS, MissingBackendError, ServingConfig,
+                                ServingConfigError)
 
 log = logging.getLogger("llmdeploy.handlers.seq2seq")
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ckpt")
 _HF_GENERATE_KEYS = ("max_new_tokens", "min_new_tokens", "do_sample", "temperature", "top_k", "top_p",
                      "num_beams", "repetition_penalty", "no_repeat_ngram_size", "length_penalty", "early_stopping")
+LENGTHS = ("max_new_tokens", "min_new_tokens")
+
+
+def row_params(params, rows: int) -> list[dict]:
+    """One parameter dict per row: ``params`` is one dict for every row, or already one per row."""
+    if isinstance(params, dict):
+        return [params] * rows
+    params = list(params)
+    if len(params) != rows:
+        raise ValueError(f"{len(params)} parameter sets for {rows} texts")
+    return params
+
+
+def new_tokens(params: dict) -> tuple[int, int]:
+    """(min_new_tokens, max_new_tokens) of one row."""
+    return int(params.get("min_new_tokens", 0)), int(params.get("max_new_tokens", DEFAULT_REQUEST_NEW_TOKENS))
 
 
 def context_length(model_config, tokenizer, override: int | None = None) -> int:
@@ -145,10 +167,20 @@ class _TokenizingEngine:
     def decode(self, ids: list[list[int]]) -> list[str]:
         return self.tokenizer.batch_decode(ids, skip_special_tokens=True)
 
-    def generate(self, texts: list[str], params: dict, stop=None) -> list[str]:
+    def per_row(self, params: dict) -> tuple[str, ...]:
+        """The parameters each row of one call may set for itself: its lengths, except in beam search (beams are
+        scored against the batch's max_length, and a stopped row's beams would still be reordered)."""
+        return () if int(params.get("num_beams", 1)) > 1 else LENGTHS
+
+    def batch_key(self, params: dict) -> tuple:
+        """What requests must have in common to share one call (a static batch groups them by it)."""
+        own = self.per_row(params)
+        return tuple(sorted((k, v) for k, v in params.items() if k not in own))
+
+    def generate(self, texts: list[str], params, stop=None) -> list[str]:
         return self.decode(self.generate_ids(texts, params, stop=stop))
 
-    def generate_ids(self, texts: list[str], params: dict, stop=None) -> list[list[int]]:  # pragma: no cover
+    def generate_ids(self, texts: list[str], params, stop=None) -> list[list[int]]:  # pragma: no cover
         raise NotImplementedError
 
     def decode_loop(self):
@@ -195,22 +227,45 @@ class TransformersEngine(_TokenizingEngine):
         kwargs.setdefault("do_sample", False)
         return kwargs
 
-    def generate_ids(self, texts: list[str], params: dict, stop=None) -> list[list[int]]:
+    def generate_ids(self, texts: list[str], params, stop=None) -> list[list[int]]:
+        """Token ids per row, up to and with its EOS: what ``generate`` gives that row alone.
+
+        Rows differing in their lengths (``per_row``) run in one ``generate`` call to the longest; a stopping
+        criterion ends each row at its own max_new_tokens and a logits processor keeps each row's EOS out until
+        its own min_new_tokens, as generate's MinNewTokensLengthLogitsProcessor does for a whole batch.
+        """
         import torch
 
+        rows = row_params(params, len(texts))
+        lengths = [new_tokens(p) for p in rows]
         ids = self.encode(texts)
         batch = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
         batch = {k: v.to(self.model.device) for k, v in batch.items()}
         with self._lock:
             self.generate_calls += 1
             self.batch_sizes.append(len(texts))
-        kwargs = self.generation_kwargs(params)
-        if stop is not None:
-            kwargs["stopping_criteria"] = _stopping_criteria(stop, int(params.get("num_beams", 1)))
+        kwargs = self.generation_kwargs(rows[0])
+        mixed = len(set(lengths)) > 1
+        if mixed:
+            kwargs["max_new_tokens"] = max(high for _, high in lengths)
+            kwargs.pop("min_new_tokens", None)
+            if any(low for low, _ in lengths):
+                kwargs["logits_processor"] = _row_min_new_tokens([low for low, _ in lengths], self.eos_ids)
+        if stop is not None or mixed:
+            kwargs["stopping_criteria"] = _stopping_criteria(stop, len(texts),
+                                                             [high for _, high in lengths] if mixed else None)
         with torch.inference_mode():
             out = self.model.generate(**batch, **kwargs)
-        # Drop the decoder start token; keep the rest (pad after EOS is removed by decode).
-        return [row[1:].tolist() for row in out.cpu()]
+        # Drop the decoder start token; a row ends at its first EOS or its own max_new_tokens (after that, pad).
+        return [_cut(row[1:].tolist(), high, self.eos_ids) for row, (_, high) in zip(out.cpu(), lengths)]
+
+    @property
+    def eos_ids(self) -> tuple[int, ...]:
+        try:
+            from .decode import _eos_ids
+        except ImportError:
+            from decode import _eos_ids
+        return _eos_ids(self.model)
 
     def decode_loop(self):
         try:
@@ -222,18 +277,54 @@ class TransformersEngine(_TokenizingEngine):
         return T5DecodeLoop(self.model, pad_token_id=self.tokenizer.pad_token_id)
 
 
-def _stopping_criteria(stop, num_beams: int):
-    """transformers StoppingCriteria ending row i (its beams: rows i*num_beams..) when ``stop(i)`` is true."""
+def _cut(ids: list[int], most: int, eos_ids) -> list[int]:
+    """``ids`` up to its first EOS (kept) and at most ``most`` tokens: what generate returns for the row alone."""
+    ids = ids[:most]
+    for i, token in enumerate(ids):
+        if token in eos_ids:
+            return ids[: i + 1]
+    return ids
+
+
+def _stopping_criteria(stop, texts: int, most: list[int] | None = None):
+    """transformers StoppingCriteria ending text i's rows when ``stop(i)`` is true or, with ``most``, once they hold
+    ``most[i]`` new tokens. generate asks it about batch-major rows: one per text, num_beams per text, or (beam
+    search) its 2 x num_beams candidates per text."""
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
 
     class _Stop(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):
             rows = input_ids.shape[0]
-            flags = [bool(stop(r // num_beams)) for r in range(rows)]
+            per_text = max(1, rows // texts)
+            made = input_ids.shape[1] - 1  # new tokens so far: the decoder's input_ids start with decoder_start
+            flags = [(most is not None and made >= most[r // per_text]) or (stop is not None and bool(stop(r // per_text)))
+                     for r in range(rows)]
             return torch.tensor(flags, dtype=torch.bool, device=input_ids.device)
 
     return StoppingCriteriaList([_Stop()])
+
+
+def _row_min_new_tokens(least: list[int], eos_ids):
+    """A LogitsProcessor keeping EOS out of row i until it has ``least[i]`` new tokens (greedy and sampling, one
+    sequence per row): MinNewTokensLengthLogitsProcessor per row. generate runs custom processors after its own
+    and before temperature / top-k / top-p, where its own min_new_tokens would run."""
+    import math
+
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class _RowMinNewTokens(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            made = input_ids.shape[1] - 1
+            rows = [r for r, low in enumerate(least) if made < low]
+            if rows and eos_ids:
+                scores = scores.clone()
+                index = torch.tensor(rows, device=scores.device)
+                scores[index[:, None], torch.tensor(list(eos_ids), device=scores.device)[None, :]] = -math.inf
+            return scores
+
+    return LogitsProcessorList([_RowMinNewTokens()])
 
 
 def _default_ct2_dir(location: str) -> Path:
@@ -336,11 +427,20 @@ class CTranslate2Engine(_TokenizingEngine):
         ctx = context_length(AutoConfig.from_pretrained(location), tokenizer, config.max_input_tokens)
         return cls(translator, tokenizer, max_input_tokens=ctx)
 
+    def per_row(self, params: dict) -> tuple[str, ...]:
+        """Greedy rows may differ in both lengths; sampled rows only in max_new_tokens (translate_batch has one
+        min_decoding_length, and the rerun that gives a greedy row its own minimum would change what a sampled
+        row is drawn from); beam search shares everything (the callback that ends a row needs beam_size 1)."""
+        if int(params.get("num_beams", 1)) > 1:
+            return ()
+        return ("max_new_tokens",) if params.get("do_sample") else LENGTHS
+
     @staticmethod
     def translate_kwargs(params: dict) -> dict:
+        low, high = new_tokens(params)
         kwargs = {
-            "max_decoding_length": int(params.get("max_new_tokens", 64)),
-            "min_decoding_length": int(params.get("min_new_tokens", 0)),
+            "max_decoding_length": high,
+            "min_decoding_length": low,
             "beam_size": int(params.get("num_beams", 1)),
             "max_batch_size": 0,
         }
@@ -356,17 +456,39 @@ class CTranslate2Engine(_TokenizingEngine):
             kwargs["length_penalty"] = float(params["length_penalty"])
         return kwargs
 
-    def generate_ids(self, texts: list[str], params: dict, stop=None) -> list[list[int]]:
+    def generate_ids(self, texts: list[str], params, stop=None) -> list[list[int]]:
         source = [self.tokenizer.convert_ids_to_tokens(ids) for ids in self.encode(texts)]
         with self._lock:
             self.generate_calls += 1
             self.batch_sizes.append(len(texts))
-        kwargs = self.translate_kwargs(params)
-        if stop is not None and kwargs["beam_size"] == 1:
-            # translate_batch calls this for every token of every row (beam_size 1 only); True ends that row.
-            kwargs["callback"] = lambda step: bool(stop(step.batch_id))
+        return self._translate(source, row_params(params, len(texts)), stop, list(range(len(texts))))
+
+    def _translate(self, source: list[list[str]], rows: list[dict], stop, index: list[int]) -> list[list[int]]:
+        """One translate_batch to the longest row, each row ended by the callback at its own max_new_tokens (with
+        beam_size 1, CTranslate2's GreedySearch finishes just that row when the callback returns True, keeping the
+        token it reported: src/decoding.cc). The batch's min_decoding_length is its lowest min_new_tokens: a greedy
+        row's tokens do not depend on it until EOS would be the best token, so only a row that ended before its
+        own min_new_tokens got other tokens than it would alone; those are decoded again with theirs (the rows with
+        the lowest minimum are settled at each round, so this ends)."""
+        lengths = [new_tokens(p) for p in rows]
+        kwargs = self.translate_kwargs(rows[0])
+        kwargs["min_decoding_length"] = min(low for low, _ in lengths)
+        kwargs["max_decoding_length"] = max(high for _, high in lengths)
+        mixed = len({high for _, high in lengths}) > 1
+        if kwargs["beam_size"] == 1 and (stop is not None or mixed):
+            # Called for every token of every row (beam_size 1 only); True ends that row.
+            kwargs["callback"] = lambda step: (step.step + 1 >= lengths[step.batch_id][1]
+                                               or (stop is not None and bool(stop(index[step.batch_id]))))
         results = self.translator.translate_batch(source, **kwargs)
-        return [self.tokenizer.convert_tokens_to_ids(r.hypotheses[0]) for r in results]
+        ids = [self.tokenizer.convert_tokens_to_ids(r.hypotheses[0]) for r in results]
+        again = [i for i, row in enumerate(ids)
+                 if len(row) < lengths[i][0] and not (stop is not None and stop(index[i]))]
+        if again:
+            redone = self._translate([source[i] for i in again], [rows[i] for i in again], stop,
+                                     [index[i] for i in again])
+            for i, row in zip(again, redone):
+                ids[i] = row
+        return ids
 
 
 def ct2_compute_type(dtype: str, device: DeviceInfo) -> str:

@@ -107,8 +107,10 @@ def extract_engine(repo: str, branch: str, into: Path) -> Path:
     return setup
 
 
-def run_engine(cmd, env, cwd, sock, properties, mode, timeout) -> list[str]:
-    """Start the real engine, initialise it with ``properties`` and check every answer; the failures."""
+def run_engine(cmd, env, cwd, sock, properties, mode, timeout, answered: dict | None = None) -> list[str]:
+    """Start the real engine, initialise it with ``properties`` and check every answer; the failures.
+
+    ``answered``, when given, collects {case: [body, ...]} of the answers."""
     from djl_double import Djl, HttpRequest
 
     from llmdeploy.responses import response_error
@@ -130,6 +132,9 @@ def run_engine(cmd, env, cwd, sock, properties, mode, timeout) -> list[str]:
             "batch with malformed requests": {0: [good, b"{not json", {"inputs": ["w5 w6", "w7"]},
                                                   {"inputs": "w8", "parameters": {"bogus": 1}}]},
             "over the budget": {0: [{"inputs": ["w1"] * 64, "parameters": {"max_new_tokens": 16}}]},  # 1024 > 512
+            # one static batch, one generate call to the longest, each row stopped at its own length
+            "batch with mixed lengths": {0: [good, {"inputs": "w9 w2", "parameters": {"max_new_tokens": 9}},
+                                             {"inputs": "w3", "parameters": {"max_new_tokens": 2}}]},
         }
         if djl.rolling_batch:
             cases["joining mid-decode"] = {0: [good], 2: [{"inputs": "w9", "parameters": {"max_new_tokens": 6}}],
@@ -138,6 +143,8 @@ def run_engine(cmd, env, cwd, sock, properties, mode, timeout) -> list[str]:
             bodies = [b for step in sorted(arrivals) for b in arrivals[step]]
             requests = {step: [HttpRequest.json(b) for b in arrivals[step]] for step in arrivals}
             answers = djl.rolling(requests) if djl.rolling_batch else djl.predict(requests[0])
+            if answered is not None:
+                answered[name] = [answer.json() for answer in answers]
             for body, answer in zip(bodies, answers):
                 error = response_error(answer.status, answer.body)
                 print(f"[{mode}] {name}: {answer.status} {answer.headers} {json.dumps(answer.json())}")
@@ -172,6 +179,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from llmdeploy.containers.package import PackageSettings, build_model_tarball
+    from llmdeploy.handlers.serving_config import batch_properties
 
     import transformers
 
@@ -183,8 +191,8 @@ def main(argv=None) -> int:
             from conftest import build_tiny_t5
 
             model = build_tiny_t5(tmp / "tiny-flan-t5")
-        result = build_model_tarball(tmp / "model.tar.gz", PackageSettings(max_new_tokens=16, max_request_tokens=512),
-                                     weights_dir=model)
+        settings = PackageSettings(max_new_tokens=16, max_request_tokens=512)
+        result = build_model_tarball(tmp / "model.tar.gz", settings, weights_dir=model)
         model_dir = tmp / "opt-ml-model"
         with tarfile.open(result.path) as tar:
             tar.extractall(model_dir, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
@@ -200,12 +208,23 @@ def main(argv=None) -> int:
         packaged = props_path.read_text()
         # As packaged (transformers: DJL's RollingBatch drives the handler one step per call), then the static
         # contract (option.rolling_batch=disable with DJL's dynamic batches, what the ctranslate2 backend gets).
-        static = "\n".join(line for line in packaged.splitlines()
-                            if not line.startswith(("option.rolling_batch=", "option.max_rolling_batch_size=",
-                                                    "batch_size="))) + "\noption.rolling_batch=disable\nbatch_size=8\n"
+        rolling_keys = tuple(f"{key}=" for key, _ in batch_properties(1, rolling=True, max_batch_delay_ms=0))
+        static = "".join(f"{line}\n" for line in packaged.splitlines() if not line.startswith(rolling_keys)) + "".join(
+            f"{key}={value}\n" for key, value in batch_properties(
+                settings.max_batch_size, rolling=False, max_batch_delay_ms=settings.max_batch_delay_ms))
+        answered: dict[str, dict] = {}
         for mode, properties in (("rolling batch", packaged), ("static batches", static)):
             props_path.write_text(properties)
-            failures += run_engine(cmd, env, tmp, sock + mode[0], properties, mode, args.timeout)
+            answered[mode] = {}
+            failures += run_engine(cmd, env, tmp, sock + mode[0], properties, mode, args.timeout, answered[mode])
+        # Greedy decoding: the iteration-level loop and a static batch (one generate call, each row stopped at its
+        # own length) must give every request the same text.
+        rolled, static_answers = answered["rolling batch"], answered["static batches"]
+        for name in sorted(set(rolled) & set(static_answers)):
+            for a, b in zip(rolled[name], static_answers[name]):
+                texts = [x for x in (a, b) if not (isinstance(x, dict) and "error" in x)]
+                if len(texts) == 2 and a != b:
+                    failures.append(f"{name}: rolling batch answered {a!r}, static batches {b!r}")
     for failure in failures:
         print(f"FAIL {failure}")
     print("OK: the handler answers as promised inside the real djl_python engine" if not failures else

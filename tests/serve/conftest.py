@@ -52,6 +52,32 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def eos_prone_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model with its EOS row of lm_head set to 1.05 x the row of its most frequent greedy token: greedy
+    decoding then ends early at varied steps (where that token would win), so min_new_tokens changes the output."""
+    import collections
+
+    import torch
+    from transformers import AutoTokenizer, T5ForConditionalGeneration
+
+    model = T5ForConditionalGeneration.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    batch = tokenizer(EOS_PRONE_PROMPTS, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        out = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=12,
+                             min_new_tokens=12, do_sample=False)
+        common = collections.Counter(out[:, 1:].flatten().tolist()).most_common(1)[0][0]
+        model.lm_head.weight[model.config.eos_token_id] = model.lm_head.weight[common] * 1.05
+    path = tmp_path_factory.mktemp("eos-prone-t5")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+EOS_PRONE_PROMPTS = [f"w{i} w{i * 3 % 200} w{i * 7 % 200}" for i in range(1, 30)]
+
+
+@pytest.fixture(scope="session")
 def tiny_config(tiny_model_dir):
     from llmdeploy.handlers.serving_config import parse_properties
 
@@ -82,9 +108,18 @@ def free_port() -> int:
 
 
 class FakeEngine:
-    """Stands in for a seq2seq engine: echoes, records calls, can sleep or run out of memory."""
+    """Stands in for a seq2seq engine: echoes, records calls, can sleep or run out of memory.
+
+    Batches as the real engines do (seq2seq._TokenizingEngine): rows of one call may differ in their lengths
+    (``per_row``), and the service groups requests by ``batch_key``.
+    """
 
     name = "fake"
+    from llmdeploy.handlers.seq2seq import _TokenizingEngine
+
+    per_row = _TokenizingEngine.per_row
+    batch_key = _TokenizingEngine.batch_key
+    del _TokenizingEngine
 
     def __init__(self, *, delay_s: float = 0.0, oom_above: int | None = None, oom_message="CUDA out of memory"):
         self.delay_s = delay_s
@@ -102,7 +137,11 @@ class FakeEngine:
         """Like the engines: ``stop(row)`` is asked every 10 ms while it "decodes"; a stopped row ends early."""
         import time
 
-        self.calls.append((list(texts), dict(params)))
+        from llmdeploy.handlers.seq2seq import row_params
+
+        rows = row_params(params, len(texts))
+        assert len({self.batch_key(p) for p in rows}) == 1, "one call holds rows that must share their parameters"
+        self.calls.append((list(texts), rows))
         if self.oom_above is not None and len(texts) > self.oom_above:
             raise RuntimeError(self.oom_message)
         deadline = time.monotonic() + self.delay_s
@@ -111,7 +150,7 @@ class FakeEngine:
                 self.stopped.append(list(texts))
                 break
             time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
-        return [f"echo:{t}:{params.get('max_new_tokens')}" for t in texts]
+        return [f"echo:{t}:{p.get('max_new_tokens')}" for t, p in zip(texts, rows)]
 
 
 @pytest.fixture

@@ -34,9 +34,9 @@ def call(url: str, body=None, *, raw: bytes | None = None, method="POST", timeou
 def tiny_server(tiny_model_dir):
     from llmdeploy.handlers.endpoint import build_service
 
-    service = build_service(str(tiny_model_dir), max_new_tokens_cap=16, device="cpu", max_request_tokens=512)
-    settings = EndpointSettings(max_batch_size=8, max_batch_delay_ms=300, max_body_bytes=4096,
-                                request_timeout_s=30)
+    service = build_service(str(tiny_model_dir), max_new_tokens_cap=16, device="cpu", max_request_tokens=512,
+                            max_batch_size=8, max_batch_delay_ms=300)
+    settings = EndpointSettings(max_body_bytes=4096, request_timeout_s=30)
     with EndpointServer(service, settings) as server:
         yield server
 
@@ -80,13 +80,23 @@ def test_concurrent_requests_share_decode_steps_and_bad_ones_get_4xx(tiny_server
 def test_static_batching_groups_requests(tiny_model_dir):
     from llmdeploy.handlers.endpoint import build_service
 
-    service = build_service(str(tiny_model_dir), max_new_tokens_cap=16, device="cpu")
-    settings = EndpointSettings(max_batch_size=8, max_batch_delay_ms=300, batching="static")
+    service = build_service(str(tiny_model_dir), max_new_tokens_cap=16, device="cpu", max_batch_size=8,
+                            max_batch_delay_ms=300)
+    settings = EndpointSettings(batching="static")
+    engine = service.engine
+    # Mixed lengths: a static batch is one generate call whatever its rows' max_new_tokens; each row gets what it
+    # would alone.
+    bodies = [{"inputs": f"w{i} w{i + 3}", "parameters": {"max_new_tokens": 2 + i}} for i in range(8)]
+    alone = [engine.generate([b["inputs"]], b["parameters"])[0] for b in bodies]
+    calls = engine.generate_calls
     with EndpointServer(service, settings) as server:
         with ThreadPoolExecutor(8) as pool:
-            results = list(pool.map(lambda i: call(server.url + "/invocations", {"inputs": f"w{i}"}), range(8)))
-        assert all(status == 200 for status, _ in results)
-        assert sum(server.batcher.batch_sizes) == 8 and max(server.batcher.batch_sizes) >= 2
+            results = list(pool.map(lambda b: call(server.url + "/invocations", b), bodies))
+        assert [status for status, _ in results] == [200] * 8
+        assert [body["generated_text"] for _, body in results] == alone
+        sizes = server.batcher.batch_sizes
+        assert sum(sizes) == 8 and max(sizes) >= 2
+        assert engine.generate_calls - calls == len(sizes), "one generate call per static batch"
 
 
 def test_oversize_body_is_413_and_server_keeps_serving(tiny_server):
@@ -107,8 +117,8 @@ def test_slow_generation_answers_504_then_recovers():
     from llmdeploy.handlers.serving_config import parse_properties
 
     engine = FakeEngine(delay_s=0.6)
-    service = Seq2SeqService(engine=engine, config=parse_properties({}))
-    settings = EndpointSettings(max_batch_size=4, max_batch_delay_ms=1, request_timeout_s=0.2)
+    service = Seq2SeqService(engine=engine, config=parse_properties({"batch_size": "4", "max_batch_delay": "1"}))
+    settings = EndpointSettings(request_timeout_s=0.2)
     with EndpointServer(service, settings) as server:
         status, body = call(server.url + "/invocations", {"inputs": "slow"})
         assert status == 504 and "no answer within" in body["error"]
@@ -121,8 +131,9 @@ def test_one_at_a_time_batcher_runs_batches_of_one():
     from conftest import FakeEngine
     from llmdeploy.handlers.serving_config import parse_properties
 
-    service = Seq2SeqService(engine=FakeEngine(delay_s=0.02), config=parse_properties({}))
-    with EndpointServer(service, EndpointSettings(max_batch_size=1, max_batch_delay_ms=50)) as server:
+    service = Seq2SeqService(engine=FakeEngine(delay_s=0.02),
+                             config=parse_properties({"batch_size": "1", "max_batch_delay": "50"}))
+    with EndpointServer(service, EndpointSettings()) as server:
         with ThreadPoolExecutor(6) as pool:
             statuses = [f.result()[0] for f in [pool.submit(call, server.url + "/invocations", {"inputs": str(i)})
                                                 for i in range(6)]]
@@ -186,7 +197,7 @@ def _raw(port: int, payload: bytes, wait_s: float) -> tuple[bytes, float]:
 
 
 def test_stalled_headers_and_bodies_are_cut_off(fake_service):
-    settings = EndpointSettings(header_timeout_s=0.5, body_timeout_s=0.5, max_batch_delay_ms=1)
+    settings = EndpointSettings(header_timeout_s=0.5, body_timeout_s=0.5)
     with EndpointServer(fake_service(), settings) as server:
         data, took = _raw(server.port, b"POST /invocations HTTP/1.1\r\nHost: x\r\n", 5)  # headers never end
         assert data == b"" and took < 2.5
@@ -208,8 +219,8 @@ def test_sigterm_finishes_in_flight_then_exits(tmp_path):
         "from llmdeploy.handlers.endpoint import EndpointSettings, serve_forever\n"
         "from llmdeploy.handlers.lmi_service import Seq2SeqService\n"
         "from llmdeploy.handlers.serving_config import parse_properties\n"
-        "svc = Seq2SeqService(engine=FakeEngine(delay_s=1.0), config=parse_properties({}))\n"
-        "asyncio.run(serve_forever(svc, EndpointSettings(max_batch_delay_ms=1), host='127.0.0.1', port=0,\n"
+        "svc = Seq2SeqService(engine=FakeEngine(delay_s=1.0), config=parse_properties({'max_batch_delay': '1'}))\n"
+        "asyncio.run(serve_forever(svc, EndpointSettings(), host='127.0.0.1', port=0,\n"
         "            on_ready=lambda p: print(p, flush=True)))\n"
         "print('exited', flush=True)\n")
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
@@ -270,8 +281,8 @@ def test_sigterm_exits_within_the_grace_period_answering_what_is_left_503(tmp_pa
         "from llmdeploy.handlers.endpoint import EndpointSettings, serve_forever\n"
         "from llmdeploy.handlers.lmi_service import Seq2SeqService\n"
         "from llmdeploy.handlers.serving_config import parse_properties\n"
-        "svc = Seq2SeqService(engine=FakeEngine(delay_s=60.0), config=parse_properties({}))\n"
-        "asyncio.run(serve_forever(svc, EndpointSettings(max_batch_delay_ms=1, grace_s=1.5, body_timeout_s=60),\n"
+        "svc = Seq2SeqService(engine=FakeEngine(delay_s=60.0), config=parse_properties({'max_batch_delay': '1'}))\n"
+        "asyncio.run(serve_forever(svc, EndpointSettings(grace_s=1.5, body_timeout_s=60),\n"
         "            host='127.0.0.1', port=0, on_ready=lambda p: print(p, flush=True)))\n"
         "print('exited', flush=True)\n")
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)

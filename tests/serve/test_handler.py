@@ -106,16 +106,22 @@ def test_an_error_message_never_carries_a_line_break_into_the_status_line(fake_s
     assert "Set-Cookie" in out.get_data().decode()  # the whole text stays in the JSON body
 
 
-def test_different_params_go_in_separate_generate_calls(fake_service):
+def test_lengths_share_a_generate_call_other_params_do_not(fake_service):
+    """Rows differing only in max_new_tokens / min_new_tokens share one call (each keeps its own); a different
+    temperature or beam search (whose rows share their lengths too) gets a call of its own."""
     service = fake_service()
     djl = djl_for(service)
     djl.initialize(serving_properties())
     answers = djl.predict(requests({"inputs": "a", "parameters": {"max_new_tokens": 5}},
-                                   {"inputs": "b", "parameters": {"max_new_tokens": 6}},
+                                   {"inputs": "b", "parameters": {"max_new_tokens": 6, "min_new_tokens": 2}},
                                    {"inputs": "c", "parameters": {"max_new_tokens": 5}},
-                                   {"inputs": "d"}))
-    assert [a.json()["generated_text"] for a in answers] == ["echo:a:5", "echo:b:6", "echo:c:5", "echo:d:32"]
-    assert sorted(len(texts) for texts, _ in service.engine.calls) == [1, 1, 2]
+                                   {"inputs": "d"},
+                                   {"inputs": "e", "parameters": {"do_sample": True, "temperature": 0.7}},
+                                   {"inputs": "f", "parameters": {"num_beams": 2, "max_new_tokens": 5}},
+                                   {"inputs": "g", "parameters": {"num_beams": 2, "max_new_tokens": 6}}))
+    assert [a.json()["generated_text"] for a in answers] == \
+        ["echo:a:5", "echo:b:6", "echo:c:5", "echo:d:32", "echo:e:32", "echo:f:5", "echo:g:6"]
+    assert sorted(texts for texts, _ in service.engine.calls) == [["a", "b", "c", "d"], ["e"], ["f"], ["g"]]
 
 
 def test_generated_token_counts_follow_params(tiny_engine):
@@ -171,15 +177,15 @@ def test_non_oom_failure_fails_that_group_only(fake_service):
     service = fake_service()
     original = service.engine.generate
 
-    def flaky(texts, params):
-        if params["max_new_tokens"] == 7:
+    def flaky(texts, params, stop=None):
+        if params[0].get("num_beams") == 2:
             raise RuntimeError("kernel exploded")
-        return original(texts, params)
+        return original(texts, params, stop)
 
     service.engine.generate = flaky
     djl = djl_for(service)
     djl.initialize(serving_properties())
-    first, second = djl.predict(requests({"inputs": "a", "parameters": {"max_new_tokens": 7}}, {"inputs": "b"}))
+    first, second = djl.predict(requests({"inputs": "a", "parameters": {"num_beams": 2}}, {"inputs": "b"}))
     assert first.status == 200 and first.json()["code"] == 500 and "kernel exploded" in first.json()["error"]
     assert second.json() == {"generated_text": "echo:b:32"}
 
@@ -214,3 +220,82 @@ def test_the_double_mirrors_the_pinned_lmi_engine():
     assert djl_double.DJL_SERVING_BRANCH == table.versions[table.default].branch, \
         "re-read djl_python at the new pin's branch and update the double (then its branch name)"
     assert table.versions[table.tested_lmi_version].branch in djl_double.ALSO_READ
+
+
+def mixed_lengths(ends: list[int | None] | None = None, n: int = 12) -> tuple[list[str], list[dict]]:
+    """Texts with lengths of their own: max_new_tokens 2..13, a third of them with a min_new_tokens too.
+
+    ``ends``: the tokens each text makes before its EOS given only its max_new_tokens (None: no early EOS). Every
+    other text that ends early then gets a min_new_tokens past that end, so its minimum decides its tokens; the
+    others that end early get none, so they end at their EOS.
+    """
+    from conftest import EOS_PRONE_PROMPTS
+
+    texts, params = [], []
+    for i, text in enumerate(EOS_PRONE_PROMPTS[:n]):
+        p = {"max_new_tokens": 2 + (i * 5) % 12}
+        if i % 3 == 1:
+            p["min_new_tokens"] = min(p["max_new_tokens"], 2 + i % 7)
+        texts.append(text)
+        params.append(p)
+    if ends is not None:
+        early = [i for i, end in enumerate(ends) if end is not None]
+        assert len(early) >= 2, "the eos-prone model must end some texts early"
+        for i in early[::2]:
+            params[i]["min_new_tokens"] = min(params[i]["max_new_tokens"], ends[i] + 2)
+        for i in early[1::2]:
+            params[i].pop("min_new_tokens", None)
+    return texts, params
+
+
+def early_ends(engine, texts, params, eos: int | None) -> list[int | None]:
+    """Tokens before EOS of each text given only its max_new_tokens, None when it runs to its max (``eos``: the id
+    the engine returns at the end, None for CTranslate2, which leaves it out)."""
+    ends = []
+    for text, p in zip(texts, params):
+        row = engine.generate_ids([text], {"max_new_tokens": p["max_new_tokens"]})[0]
+        made = len(row) - (eos is not None and row[-1:] == [eos])
+        ended = row[-1:] == [eos] if eos is not None else made < p["max_new_tokens"]
+        ends.append(made if ended else None)
+    return ends
+
+
+@pytest.fixture(scope="module")
+def eos_prone_engine(eos_prone_model_dir):
+    from llmdeploy.handlers.precision import CPU
+    from llmdeploy.handlers.seq2seq import TransformersEngine
+    from llmdeploy.handlers.serving_config import parse_properties
+
+    config = parse_properties({"option.model_id": str(eos_prone_model_dir)})
+    return TransformersEngine.load(str(eos_prone_model_dir), config, device=CPU)
+
+
+@pytest.mark.parametrize("engine_name", ["tiny_engine", "eos_prone_engine"])
+def test_rows_of_their_own_lengths_share_one_generate_and_get_what_they_would_alone(engine_name, request):
+    """One generate call to the longest row; each row stopped at its own max_new_tokens and kept from EOS until
+    its own min_new_tokens: token for token what generate gives the row alone (transformers' own length rules)."""
+    engine = request.getfixturevalue(engine_name)
+    eos = engine.tokenizer.eos_token_id
+    texts, params = mixed_lengths()
+    if engine_name == "eos_prone_engine":  # minimums that change what the rows get
+        texts, params = mixed_lengths(early_ends(engine, texts, params, eos))
+    calls = engine.generate_calls
+    together = engine.generate_ids(texts, params)
+    assert engine.generate_calls == calls + 1 and engine.batch_sizes[-1] == len(texts)
+    alone = [engine.generate_ids([t], p)[0] for t, p in zip(texts, params)]
+    assert together == alone
+    for row, p in zip(together, params):
+        made = len(row) - (row[-1:] == [eos])
+        assert made <= p["max_new_tokens"] and (row[-1:] == [eos] or made == p["max_new_tokens"])
+        assert eos not in row[:-1] and made >= p.get("min_new_tokens", 0)
+    if engine_name == "eos_prone_engine":  # some rows still end early: EOS is the model's choice where it may be
+        assert any(row[-1:] == [eos] for row, p in zip(together, params) if not p.get("min_new_tokens"))
+
+
+def test_sampled_rows_keep_their_own_lengths(tiny_engine):
+    import torch
+
+    torch.manual_seed(0)
+    params = [{"do_sample": True, "top_k": 20, "max_new_tokens": n, "min_new_tokens": n} for n in (2, 7, 4)]
+    rows = tiny_engine.generate_ids(["w1 w2", "w3", "w4 w5 w6"], params)
+    assert [len(r) for r in rows] == [2, 7, 4]
