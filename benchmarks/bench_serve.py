@@ -16,12 +16,14 @@ measures, in this one run:
   one-at-a-time         the endpoint with static batches of 1;
   static batching       the endpoint with static batches of up to 32 (DynamicBatcher, 20 ms wait);
   iteration-level       the endpoint's default: requests join the running decode at every step (32 slots);
-  ct2 in-process        CTranslate2 translate_batch on batches of 32 (int8 on CPU, as served), each row stopped at
-                        its own length (the callback; CTranslate2 drops finished rows from the batch);
+  ct2 in-process        CTranslate2 translate_batch on batches of 32 (int8 on CPU, as served), text in and text out
+                        like the others, each row stopped at its own length (the callback; CTranslate2 drops
+                        finished rows from the batch);
   ct2 endpoint          the endpoint with --backend ctranslate2 (static batches of up to 32, grouped by the
                         parameters rows must share: one call per batch whatever the lengths).
 
-Endpoints run as their own process (python -m llmdeploy.handlers.endpoint) driven by 32 concurrent HTTP
+Every measurement runs in a fresh process of its own (in-process runs too: two engines' thread pools in one
+process slow each other). Endpoints (python -m llmdeploy.handlers.endpoint) are driven by 32 concurrent HTTP
 clients (aiohttp) from this process; every request is counted only when its body holds no error. Prints
 throughput and p50/p99 latency, each as a ratio to the baseline of its workload. Latency of an in-process
 batch is the batch's time (all its requests wait for it). Asserts nothing about time.
@@ -36,6 +38,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -221,20 +224,36 @@ def bench_ct2_inprocess(model: Path, ct2_dir: Path, kind: str, bodies: list[dict
     tokenizer = AutoTokenizer.from_pretrained(model)
     translator = ctranslate2.Translator(str(ct2_dir), device="cpu", compute_type="int8", inter_threads=1,
                                         intra_threads=args.threads)
-    source = [tokenizer.convert_ids_to_tokens(ids) for ids in tokenizer([b["inputs"] for b in bodies])["input_ids"]]
-    translator.translate_batch(source[:4], max_decoding_length=4)
+
+    def source(batch: list[dict]) -> list[list[str]]:
+        return [tokenizer.convert_ids_to_tokens(ids) for ids in tokenizer([b["inputs"] for b in batch])["input_ids"]]
+
+    translator.translate_batch(source(bodies[:4]), max_decoding_length=4)
     lat = []
     start = time.perf_counter()
-    for i in range(0, len(source), BATCH):
-        lengths = [b["parameters"]["max_new_tokens"] for b in bodies[i:i + BATCH]]
+    for i in range(0, len(bodies), BATCH):
+        batch = bodies[i:i + BATCH]
+        lengths = [b["parameters"]["max_new_tokens"] for b in batch]
         longest = max(lengths)
         # min_decoding_length keeps every row from ending early (EOS); the callback ends row k at its own length.
-        translator.translate_batch(source[i:i + BATCH], max_decoding_length=longest, min_decoding_length=longest,
-                                   beam_size=1, callback=lambda step, n=lengths: step.step + 1 >= n[step.batch_id])
+        results = translator.translate_batch(source(batch), max_decoding_length=longest, min_decoding_length=longest,
+                                             beam_size=1, callback=lambda step, n=lengths: step.step + 1 >= n[step.batch_id])
+        # text in, text out, as the endpoint (and in-process generate) does
+        tokenizer.batch_decode([tokenizer.convert_tokens_to_ids(r.hypotheses[0]) for r in results],
+                               skip_special_tokens=True)
         lat += [time.perf_counter() - start] * len(lengths)
     result = row("ct2 in-process", kind, len(bodies), time.perf_counter() - start, lat)
     print(f"  {kind:8s} {'ct2 in-process':20s} {result['throughput']:7.2f} req/s", flush=True)
     return result
+
+
+def isolated(function, *args):
+    """``function(*args)`` in a fresh interpreter (spawned): nothing loaded by earlier measurements runs beside it."""
+    import concurrent.futures
+    import multiprocessing
+
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()
 
 
 def main(argv=None) -> int:
@@ -257,6 +276,13 @@ def main(argv=None) -> int:
         os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
     t_start = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    try:
+        return _run(args, work, t_start)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # the model and its CTranslate2 copy, unless --model-dir holds it
+
+
+def _run(args, work: Path, t_start: float) -> int:
     model = build_model(args.model_dir or work / "flan-t5-small-random")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     ct2_dir = None
@@ -270,7 +296,7 @@ def main(argv=None) -> int:
     rows = []
     for kind in args.workloads:
         bodies = workload(kind, args.requests, args.prompt_words)
-        rows.append(bench_generate(model, kind, bodies, args))
+        rows.append(isolated(bench_generate, model, kind, bodies, args))
         rows.append(bench_endpoint(model, ct2_dir, "iteration-level", kind, bodies, args))
         if "static" not in args.skip:
             rows.append(bench_endpoint(model, ct2_dir, "static batching", kind, bodies, args, batching="static"))
@@ -279,7 +305,7 @@ def main(argv=None) -> int:
             rows.append(bench_endpoint(model, ct2_dir, "one-at-a-time", kind, few, args, batching="static",
                                        max_batch_size=1))
         if ct2_dir is not None:
-            rows.append(bench_ct2_inprocess(model, ct2_dir, kind, bodies, args))
+            rows.append(isolated(bench_ct2_inprocess, model, ct2_dir, kind, bodies, args))
             rows.append(bench_endpoint(model, ct2_dir, "ct2 endpoint", kind, bodies, args, backend="ctranslate2",
                                        batching="static"))
 
