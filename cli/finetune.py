@@ -7,19 +7,17 @@ EC2 reads in ``llmdeploy.aws.cluster``, Pulumi in ``llmdeploy.infra``.
 from __future__ import annotations
 
 import getpass
-import os
 
 import click
 
 from llmdeploy.cli.options import Whole, emit_json, json_option, region_option, stack_option, yes_option
 from llmdeploy.cli.render import table
 
-DEFAULT_OWNER_ENV = "LLMDEPLOY_OWNER"
-
 
 def _owner_default() -> str:
+    # Only the built-in default: LLMDEPLOY_OWNER is the option's envvar, so it ranks above the config file.
     try:
-        return os.environ.get(DEFAULT_OWNER_ENV) or getpass.getuser()
+        return getpass.getuser()
     except Exception:  # no login name in some containers
         return "unknown"
 
@@ -70,7 +68,7 @@ def finetune() -> None:
 @click.option("--model", default=None, metavar="NAME", help="Size the cluster for fine-tuning this model when --instances is not given.")
 @click.option("--ssh-cidr", default=None, metavar="CIDR", help="Allow SSH from this CIDR only (never 0.0.0.0/0). Default: no SSH.")
 @click.option("--key-name", default=None, metavar="NAME", help="EC2 key pair for SSH.")
-@click.option("--owner", default=_owner_default, show_default="$LLMDEPLOY_OWNER or your login", help="Owner tag.")
+@click.option("--owner", envvar="LLMDEPLOY_OWNER", default=_owner_default, show_default="your login", help="Owner tag.")
 @click.option("--cost-center", envvar="LLMDEPLOY_COST_CENTER", default="unassigned", show_default=True, help="Cost-center tag.")
 @click.option("--ami", "ami_id", default=None, metavar="AMI", help="AMI id (default: newest Deep Learning AMI GPU PyTorch).")
 @click.option("--subnet", "subnet_id", default=None, metavar="SUBNET", help="Subnet for all nodes (default: default VPC).")
