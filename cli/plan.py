@@ -7,7 +7,8 @@ import click
 from llmdeploy.cli import options as opt
 from llmdeploy.cli.render import table, usd
 from llmdeploy.fileio import check_output_path, write_atomic
-from llmdeploy.plan import PLAN_MODES, TERMS
+from llmdeploy.enums import Mode, Term
+from llmdeploy.plan import AUTO, PLAN_MODES
 
 
 
@@ -24,9 +25,9 @@ Examples:
   llmdeploy plan --markdown >> $GITHUB_STEP_SUMMARY
 """
 )
-@click.option("--mode", type=click.Choice(PLAN_MODES), default="auto", show_default=True, envvar="LLMDEPLOY_MODE",
+@click.option("--mode", type=click.Choice(PLAN_MODES), default=AUTO, show_default=True, envvar="LLMDEPLOY_MODE",
               help="Hosting mode to plan for; auto picks the cheapest feasible one.")
-@click.option("--term", type=click.Choice(TERMS), default="1y", show_default=True,
+@click.option("--term", type=click.Choice([t.value for t in Term]), default=Term.ONE_YEAR.value, show_default=True,
               help="EC2 pricing term for reserved mode (self-hosted).")
 @opt.model_option
 @opt.revision_option
@@ -169,7 +170,7 @@ def _render(d: dict) -> None:
     )
     click.echo(f"Prices: {d['catalog']['origin']}, the oldest from {d['catalog']['date']} (USD, {d['region']})")
     shown = {o["speed_model"].split(" ", 1)[0] for o in (d["choice"], d["recommended"], *d["options"])
-             if o["speed_model"] and (o is d["choice"] or o is d["recommended"] or o["mode"] == "serverless")}
+             if o["speed_model"] and (o is d["choice"] or o is d["recommended"] or o["mode"] == Mode.SERVERLESS)}
     for c in d["calibrations"]:
         if c["device"] in shown:
             click.echo(f"Speed on {c['device']}: {c['origin']}: {c['name']} [{c['date']}]")
@@ -183,7 +184,7 @@ def _render(d: dict) -> None:
         ])
     click.echo(table(["option", "instance", "count", "per month", "per year", "latency @batch", "ok", "why"], rows, right=[2, 3, 4, 5]))
     c = d["choice"]
-    click.echo(f"\nChoice (--mode {d['mode']}): {c['label']} on {c['instance_type'] or 'serverless'}"
+    click.echo(f"\nChoice (--mode {d['mode']}): {c['label']} on {c['instance_type'] or Mode.SERVERLESS}"
                f"{' × ' + str(c['instance_count']) if c['instance_count'] else ''}: {usd(c['monthly_usd'])}/month, "
                f"{usd(c['annual_usd'])}/year")
     watch = [i for i in c["line_items"] if i["kind"].startswith("cloudwatch-")]

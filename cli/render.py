@@ -11,8 +11,9 @@ def gib(n: float | None) -> str:
     return "-" if n is None else f"{n / GIB:,.1f} GiB"
 
 
-def usd(x: float | None, digits: int = 2) -> str:
-    return "-" if x is None else f"${x:,.{digits}f}"
+def usd(x: float | None, digits: int = 2, *, missing: str = "-") -> str:
+    """$1,234.50; ``missing`` where there is no figure ("-": none applies, "?": unknown, e.g. no catalog price)."""
+    return missing if x is None else f"${x:,.{digits}f}"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, right: Sequence[int] = ()) -> str:

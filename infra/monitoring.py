@@ -23,6 +23,7 @@ import pulumi
 import pulumi_aws as aws
 
 from llmdeploy import monitoring as mon
+from llmdeploy.tags import tag_dict
 
 
 @dataclass
@@ -64,7 +65,7 @@ def alarm_args(request: dict) -> dict:
             queries.append(query)
         args["metric_queries"] = queries
     if "Tags" in request:
-        args["tags"] = {t["Key"]: t["Value"] for t in request["Tags"]}
+        args["tags"] = tag_dict(request["Tags"])
     return args
 
 

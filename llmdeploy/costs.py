@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from llmdeploy import catalog as cat_mod
 from llmdeploy.catalog import Catalog
+from llmdeploy.enums import Term
 from llmdeploy.errors import UsageError
 
 # AWS's own convention (Pricing Calculator, price pages): a month is 730 hours.
@@ -50,8 +51,7 @@ def ec2_instances(cat: Catalog, region: str, instance_type: str, count: int, ter
     hourly = price.hourly(term)
     if hourly is None:
         raise UsageError(f"the catalog has no {term} price for {instance_type} in {region}.", hint="Use --term on-demand.")
-    label = {"on-demand": "on-demand", "1y": "1-year RI", "3y": "3-year RI"}[term]
-    return LineItem("ec2-instance", f"{count} × {instance_type} ({label})", count * HOURS_PER_MONTH, "instance-hour", hourly, price.term_source(term).key)
+    return LineItem("ec2-instance", f"{count} × {instance_type} ({Term(term).label})", count * HOURS_PER_MONTH, "instance-hour", hourly, price.term_source(term).key)
 
 
 def root_volumes(cat: Catalog, region: str, count: int, size_gb: int) -> LineItem:

@@ -7,6 +7,7 @@ from llmdeploy import catalog as cat_mod
 from llmdeploy import sizing
 from llmdeploy.assumptions import load_assumptions
 from llmdeploy.catalog import Catalog
+from llmdeploy.finetune import instances_for_gpus
 from llmdeploy.models import load_model_config
 
 FINETUNE_GPU = "A100-40GB"
@@ -45,15 +46,12 @@ def estimate(
     for inst in cat_mod.gpu_instances(cat, region):
         if only and inst.type not in only:
             continue
-        f = sizing.fit_on_instance(mem, host, inst, a)
-        fits_, reason = f.fits, f.reason
-        if fits_ and dtype == "bf16" and not inst.gpu.supports_bf16:
-            fits_, reason = False, f"{inst.gpu.name} has no bf16; use --dtype fp16 or fp32"
+        f = sizing.fit_on_instance(mem, host, inst, a, dtype=dtype)
         fits.append({
             "instance_type": inst.type, "gpu": inst.gpu.name, "gpu_count": inst.gpu_count, "gpu_memory_gib": inst.gpu.memory_gib,
             "gpu_memory_reported_mib": inst.gpu.memory_reported_mib, "gpu_usable_bytes": sizing.gpu_usable_bytes(inst.gpu, a),
-            "ram_gib": inst.ram_gib, "fits": fits_, "tensor_parallel": f.tensor_parallel, "gpu_bytes_per_gpu": f.gpu_bytes_per_gpu,
-            "reason": reason,
+            "ram_gib": inst.ram_gib, "fits": f.fits, "tensor_parallel": f.tensor_parallel, "gpu_bytes_per_gpu": f.gpu_bytes_per_gpu,
+            "reason": f.reason,
         })
 
     # One speed row per GPU model, on the cheapest instance of it that fits.
@@ -90,7 +88,7 @@ def estimate(
         finetune.append({
             "precision": precision, "weights_bytes": ft.weights, "gradients_bytes": ft.gradients, "optimizer_bytes": ft.optimizer,
             "activation_bytes": ft.activations, "total_bytes": ft.total, "a100_40gb_gpus": gpus,
-            "p4d_instances": None if gpus is None else -(-gpus // per_instance), "counted": ft.counted,
+            "p4d_instances": None if gpus is None else instances_for_gpus(gpus, per_instance), "counted": ft.counted,
         })
 
     return {

@@ -52,19 +52,15 @@ from pathlib import Path
 from typing import Any
 
 from llmdeploy import catalog as cat_mod
+from llmdeploy.enums import Term
 from llmdeploy.errors import CloudError, LlmdeployError, UnknownChoiceError
 
 PRICING_REGION = "us-east-1"  # the Price List API lives in us-east-1 (and ap-south-1), whatever region is priced
 SOURCE_URL = "https://pricing.us-east-1.amazonaws.com (AWS Price List API)"
 SOURCE_PREFIX = "aws-price-list-"
-TERM_HOURS = {"1yr": 8760, "3yr": 26280}
-RI_TERMS = {"ri_1y": "1yr", "ri_3y": "3yr"}
+TERM_HOURS = {"1yr": 8760, "3yr": 26280}  # a Reserved term's LeaseContractLength, in hours
+RI_TERMS = {"ri_1y": "1yr", "ri_3y": "3yr"}  # catalog field (llmdeploy.enums.Term.price_field) -> LeaseContractLength
 PRICE_FILES = ("sources.toml", "ec2_prices.toml", "sagemaker_prices.toml")
-CREDENTIAL_CODES = frozenset({
-    "AccessDenied", "AccessDeniedException", "UnrecognizedClientException", "InvalidClientTokenId",
-    "InvalidSignatureException", "SignatureDoesNotMatch", "ExpiredToken", "ExpiredTokenException", "AuthFailure",
-    "MissingAuthenticationToken",
-})
 
 # The region prefix of a usage type, as AWS writes it. Parsing never depends on this table (the region
 # comes from regionCode); it documents what was checked and lets the tests build items per region.
@@ -263,7 +259,7 @@ def parse_ec2_product(item: str | Mapping) -> Ec2Offer | None:
     if not on_demand:
         return None
     return Ec2Offer(region=region, instance_type=itype, on_demand=on_demand,
-                    ri_1y=reserved_effective_hourly(doc, "1yr"), ri_3y=reserved_effective_hourly(doc, "3yr"),
+                    ri_1y=reserved_effective_hourly(doc, RI_TERMS["ri_1y"]), ri_3y=reserved_effective_hourly(doc, RI_TERMS["ri_3y"]),
                     sku=doc.get("product", {}).get("sku", ""), usage_type=str(usage),
                     reserved_terms=len(doc.get("terms", {}).get("Reserved", {}) or {}))
 
@@ -377,16 +373,16 @@ def _items(client, query: Query) -> Iterable[str]:
 
 
 def _cloud_error(exc: BaseException, bundled_date: dt.date) -> CloudError:
-    from llmdeploy.aws.clients import describe_failure, error_code
+    from llmdeploy.aws.clients import ACCESS_DENIED_CODES, CREDENTIAL_CODES, MISSING_CREDENTIALS, describe_failure, error_code
 
     tail = f"Nothing was written. Configure credentials (aws configure / AWS_PROFILE) or keep using the bundled snapshot of {bundled_date}."
     name = type(exc).__name__
     code = error_code(exc)
-    if name in ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"):
+    if name in MISSING_CREDENTIALS:
         return CloudError(f"cannot read the AWS Price List API: no AWS credentials found. Configure credentials "
                           f"(aws configure / AWS_PROFILE) or keep using the bundled snapshot of {bundled_date}.")
-    if code in CREDENTIAL_CODES:
-        why = ("access denied (the credentials need pricing:GetProducts)" if code.startswith("AccessDenied")
+    if code in CREDENTIAL_CODES | ACCESS_DENIED_CODES:
+        why = ("access denied (the credentials need pricing:GetProducts)" if code in ACCESS_DENIED_CODES
                else f"the AWS credentials were rejected ({describe_failure(exc)})")
         return CloudError(f"cannot read the AWS Price List API: {why}. {tail}")
     if name in ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError"):
@@ -457,8 +453,7 @@ class KeptTerm:
         return {"row": self.row, "term": self.term, "value": self.value, "source": self.source, "why": self.why}
 
     def __str__(self) -> str:
-        label = {"ri_1y": "1-year RI", "ri_3y": "3-year RI"}[self.term]
-        return f"{self.row} {label} kept at {self.value:g} ({self.source}): {self.why}"
+        return f"{self.row} {Term.of_price_field(self.term).label} kept at {self.value:g} ({self.source}): {self.why}"
 
 
 @dataclasses.dataclass
@@ -678,10 +673,10 @@ def build_price_tables(bundled_dir: Path, regions: Sequence[str], offers: Mappin
                 s.added.append(RowOutcome(f"ec2 {t}", why + "; the catalog had no price for it here", ec2_key))
             else:
                 s.refreshed.append(RowOutcome(f"ec2 {t}", why, ec2_key))
-                s.changes.append(Change(region, f"{t} on-demand", old.get("on_demand"), o.on_demand))
-                for field, label in (("ri_1y", "1y RI"), ("ri_3y", "3y RI")):
+                s.changes.append(Change(region, f"{t} {Term.ON_DEMAND.label}", old.get("on_demand"), o.on_demand))
+                for field in RI_TERMS:
                     if getattr(o, field) is not None:
-                        s.changes.append(Change(region, f"{t} {label}", old.get(field), getattr(o, field)))
+                        s.changes.append(Change(region, f"{t} {Term.of_price_field(field).label}", old.get(field), getattr(o, field)))
             rows[t] = new
 
         # SageMaker hosting: one query per region; rows by usage type PREFIX-Host:ml.TYPE.

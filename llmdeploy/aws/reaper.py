@@ -49,6 +49,7 @@ from llmdeploy import catalog as _catalog
 from llmdeploy import tags as _tags
 from llmdeploy.aws import clients
 from llmdeploy.aws import cluster as _cluster
+from llmdeploy.enums import LIVE_STATES, InstanceState, is_going
 from llmdeploy.errors import LlmdeployError
 
 EC2 = "ec2-instance"
@@ -64,8 +65,6 @@ PROTECTED = "protected"
 BAD_EXPIRY = "bad-expiry"
 IN_USE = "in-use"
 
-LIVE_EC2_STATES = ["pending", "running", "stopping", "stopped"]
-GONE_EC2_STATES = ("shutting-down", "terminated")
 
 #: Own retries on throttling after botocore's: attempts and backoff (seconds, full jitter, capped).
 BACKOFF_ATTEMPTS = 4
@@ -158,10 +157,6 @@ def classify(tag_map: dict[str, str], now: dt.datetime) -> tuple[str | None, dt.
     return EXPIRED, expiry, ""
 
 
-def _tag_dict(tags: Iterable[dict] | None) -> dict[str, str]:
-    return {t["Key"]: t.get("Value", "") for t in (tags or [])}
-
-
 # -- scanning ------------------------------------------------------------------------------------
 
 
@@ -171,18 +166,18 @@ def _scan_ec2(region: str, now: dt.datetime, cat: _catalog.Catalog | None) -> li
     pages = ec2.get_paginator("describe_instances").paginate(
         Filters=[
             {"Name": f"tag:{_tags.MANAGED_BY}", "Values": [_tags.MANAGED_BY_VALUE]},
-            {"Name": "instance-state-name", "Values": LIVE_EC2_STATES},
+            {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
         ]
     )
     for page in pages:
         for reservation in page.get("Reservations", []):
             for inst in reservation.get("Instances", []):
-                status, expiry, detail = classify(_tag_dict(inst.get("Tags")), now)
+                status, expiry, detail = classify(_tags.tag_dict(inst.get("Tags")), now)
                 if status is None:
                     continue
                 itype = inst.get("InstanceType", "")
                 hourly = cat.ec2[(region, itype)].on_demand if cat is not None and (region, itype) in cat.ec2 else None
-                if inst.get("State", {}).get("Name") == "stopped":
+                if inst.get("State", {}).get("Name") == InstanceState.STOPPED:
                     hourly, detail = 0.0, (detail + "; " if detail else "") + "stopped (storage only)"
                 items.append(Item(region, EC2, inst["InstanceId"], expiry, hourly, status, detail or itype))
     return items
@@ -212,10 +207,10 @@ def _attachment_block(addr: dict, instance: dict | None, now: dt.datetime) -> st
         return f"associated with {addr.get('NetworkInterfaceId') or 'something'}, not with an llmdeploy instance"
     if instance is None:
         return f"attached to instance {iid}, which EC2 does not describe (cannot check it is llmdeploy's)"
-    tag_map = _tag_dict(instance.get("Tags"))
+    tag_map = _tags.tag_dict(instance.get("Tags"))
     if not _tags.is_managed(tag_map):
         return f"attached to instance {iid}, which llmdeploy does not manage"
-    if instance.get("State", {}).get("Name") in GONE_EC2_STATES:
+    if _going(instance):
         return None
     status, _, detail = classify(tag_map, now)
     if status == EXPIRED:
@@ -235,7 +230,7 @@ def _scan_eips(region: str, now: dt.datetime, cat: _catalog.Catalog | None) -> l
     desc = ec2.describe_addresses(Filters=[{"Name": f"tag:{_tags.MANAGED_BY}", "Values": [_tags.MANAGED_BY_VALUE]}])
     found = []
     for addr in desc.get("Addresses", []):
-        status, expiry, detail = classify(_tag_dict(addr.get("Tags")), now)
+        status, expiry, detail = classify(_tags.tag_dict(addr.get("Tags")), now)
         if status is None or not addr.get("AllocationId"):
             continue
         found.append((addr, status, expiry, detail))
@@ -323,7 +318,7 @@ def _endpoint_hourly(region: str, config: dict | None, cat: _catalog.Catalog | N
 
 def _read_tags(region: str, arn: str) -> dict[str, str]:
     sm = clients.client("sagemaker", region)
-    return _tag_dict(_with_backoff(lambda: sm.list_tags(ResourceArn=arn)).get("Tags"))
+    return _tags.tag_dict(_with_backoff(lambda: sm.list_tags(ResourceArn=arn)).get("Tags"))
 
 
 def _scan_endpoint(region: str, desc: dict, usage: Usage, now: dt.datetime, cat: _catalog.Catalog | None) -> Item | None:
@@ -517,6 +512,11 @@ def _recheck(tag_map: dict[str, str], now: dt.datetime) -> None:
         raise StillProtected(detail if status else "no longer expired or no longer managed")
 
 
+def _going(instance: dict) -> bool:
+    """Terminated or shutting down (DescribeInstances' State.Name)."""
+    return is_going(instance.get("State", {}).get("Name", ""))
+
+
 def _delete_ec2(item: Item, now: dt.datetime) -> list[str]:
     ec2 = clients.client("ec2", item.region)
     try:
@@ -526,9 +526,9 @@ def _delete_ec2(item: Item, now: dt.datetime) -> list[str]:
             return []
         raise
     instances = [i for r in desc.get("Reservations", []) for i in r.get("Instances", [])]
-    if not instances or instances[0].get("State", {}).get("Name") in ("terminated", "shutting-down"):
+    if not instances or _going(instances[0]):
         return []
-    _recheck(_tag_dict(instances[0].get("Tags")), now)
+    _recheck(_tags.tag_dict(instances[0].get("Tags")), now)
     try:
         _with_backoff(lambda: ec2.terminate_instances(InstanceIds=[item.id]))
     except Exception as exc:
@@ -550,7 +550,7 @@ def _delete_eip(item: Item, now: dt.datetime) -> list[str]:
     if not addresses:
         return []
     addr = addresses[0]
-    _recheck(_tag_dict(addr.get("Tags")), now)
+    _recheck(_tags.tag_dict(addr.get("Tags")), now)
     if addr.get("AssociationId"):
         iid = addr.get("InstanceId")
         block = _attachment_block(addr, _instances_by_id(ec2, [iid]).get(iid) if iid else None, now)
@@ -568,7 +568,7 @@ def _delete_if_managed(sm, now: dt.datetime, arn: str, delete: Callable[[], obje
     endpoint); an orphan must be expired itself (else StillProtected).
     """
     try:
-        tag_map = _tag_dict(_with_backoff(lambda: sm.list_tags(ResourceArn=arn)).get("Tags"))
+        tag_map = _tags.tag_dict(_with_backoff(lambda: sm.list_tags(ResourceArn=arn)).get("Tags"))
     except Exception as exc:
         if _is_gone(exc):
             return "gone"
@@ -616,7 +616,7 @@ def _delete_endpoint(item: Item, now: dt.datetime, usage: Usage) -> tuple[list[s
     notes: list[str] = []
     try:
         desc = _with_backoff(lambda: sm.describe_endpoint(EndpointName=item.id))
-        tag_map = _tag_dict(_with_backoff(lambda: sm.list_tags(ResourceArn=desc["EndpointArn"])).get("Tags"))
+        tag_map = _tags.tag_dict(_with_backoff(lambda: sm.list_tags(ResourceArn=desc["EndpointArn"])).get("Tags"))
     except Exception as exc:
         if _is_gone(exc):
             return deleted, notes

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from llmdeploy import calibration as cal_mod
 from llmdeploy import catalog as c
 from llmdeploy import plan as p
+from llmdeploy.enums import Mode
 from llmdeploy.assumptions import load_assumptions
 from llmdeploy.cli.main import cli
 from llmdeploy.models import load_model_config
@@ -51,7 +52,7 @@ def _cheapest_the_slow_way(ctx, traffic, term, rpd, keys=None):
         options = [o for o in options if o.label in keys]
     if not options:
         return ""
-    return min(options, key=lambda o: (o.monthly_usd, p.MODES.index(o.mode))).label
+    return min(options, key=lambda o: (o.monthly_usd, list(Mode).index(o.mode))).label
 
 
 def _label_at(intervals, rpd):
