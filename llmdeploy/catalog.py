@@ -353,12 +353,50 @@ def _malformed_is_one_line(load):
 def load_catalog_from(directory: Path, origin: str | None = None) -> Catalog:
     """Parse one catalog directory. Raises ConfigError on anything malformed."""
     directory = Path(directory)
-    raw_sources = _read(directory, "sources.toml")["sources"]
-    sources = {
+    sources = _read_sources(directory)
+    gpus = _read_gpus(directory, sources)
+    instances = _read_instances(directory, sources, gpus)
+    ec2 = _read_ec2(directory, sources)
+    sm = _read(directory, "sagemaker_prices.toml")
+    hosting = {
+        (region, itype): HostingPrice(region, itype, row["hourly"], source_of(sources, row["source"], f"hosting.{region}.{itype}"))
+        for region, rows in sm["hosting"].items()
+        for itype, row in rows.items()
+    }
+    serverless = {
+        region: ServerlessPrice(
+            region, row["usd_per_gb_second"], row["usd_per_gb_processed"], source_of(sources, row["source"], f"serverless.{region}")
+        )
+        for region, row in sm["serverless"].items()
+    }
+    other = {region: _other_prices(sources, region, row) for region, row in sm["other"].items()}
+    serverless_limits, async_limits = _read_limits(directory, sources)
+    regions = tuple(sorted({r for r, _ in ec2} | {r for r, _ in hosting}))
+    return Catalog(
+        schema_version=SCHEMA_VERSION,
+        origin=origin or str(directory),
+        sources=MappingProxyType(sources),
+        gpus=MappingProxyType(gpus),
+        instances=MappingProxyType(instances),
+        ec2=MappingProxyType(ec2),
+        hosting=MappingProxyType(hosting),
+        serverless=MappingProxyType(serverless),
+        other=MappingProxyType(other),
+        serverless_limits=serverless_limits,
+        async_limits=async_limits,
+        regions=regions,
+    )
+
+
+def _read_sources(directory: Path) -> dict[str, Source]:
+    return {
         key: Source(key=key, url=row["url"], retrieved=row["retrieved"], note=row.get("note", ""),
                     estimated=bool(row.get("estimated", False)))
-        for key, row in raw_sources.items()
+        for key, row in _read(directory, "sources.toml")["sources"].items()
     }
+
+
+def _read_gpus(directory: Path, sources: Mapping[str, Source]) -> dict[str, Gpu]:
     gpus = {
         name: Gpu(
             name=name,
@@ -381,6 +419,10 @@ def load_catalog_from(directory: Path, origin: str | None = None) -> Catalog:
         if mib is not None and (isinstance(mib, bool) or not isinstance(mib, int) or mib < 1 or gpu.memory_reported_source is None):
             raise ConfigError(f"catalog GPU {name!r} has memory_reported_mib {mib!r}; use a whole number of MiB with a "
                               "memory_reported_source naming where the reading came from.")
+    return gpus
+
+
+def _read_instances(directory: Path, sources: Mapping[str, Source], gpus: Mapping[str, Gpu]) -> dict[str, Instance]:
     instances = {}
     for itype, row in _read(directory, "instances.toml")["instances"].items():
         gpu_name = row.get("gpu")
@@ -396,6 +438,10 @@ def load_catalog_from(directory: Path, origin: str | None = None) -> Catalog:
             source=source_of(sources, row["source"], f"instances.{itype}"),
             network_cards=_network_cards(row, itype),
         )
+    return instances
+
+
+def _read_ec2(directory: Path, sources: Mapping[str, Source]) -> dict[tuple[str, str], Ec2Price]:
     ec2 = {}
     for region, rows in _read(directory, "ec2_prices.toml")["ec2"].items():
         for itype, row in rows.items():
@@ -412,19 +458,10 @@ def load_catalog_from(directory: Path, origin: str | None = None) -> Catalog:
                 **{f"{term}_source": source_of(sources, row[f"{term}_source"], f"ec2.{region}.{itype}.{term}")
                    for term in RESERVED_FIELDS if f"{term}_source" in row},
             )
-    sm = _read(directory, "sagemaker_prices.toml")
-    hosting = {
-        (region, itype): HostingPrice(region, itype, row["hourly"], source_of(sources, row["source"], f"hosting.{region}.{itype}"))
-        for region, rows in sm["hosting"].items()
-        for itype, row in rows.items()
-    }
-    serverless = {
-        region: ServerlessPrice(
-            region, row["usd_per_gb_second"], row["usd_per_gb_processed"], source_of(sources, row["source"], f"serverless.{region}")
-        )
-        for region, row in sm["serverless"].items()
-    }
-    other = {region: _other_prices(sources, region, row) for region, row in sm["other"].items()}
+    return ec2
+
+
+def _read_limits(directory: Path, sources: Mapping[str, Source]) -> tuple[ServerlessLimits, AsyncLimits]:
     limits = _read(directory, "limits.toml")
     sl, al = limits["serverless"], limits["async"]
     # Ranges AWS's API models declare come from llmdeploy/data/aws_limits.json (generated from botocore, the one
@@ -448,21 +485,7 @@ def load_catalog_from(directory: Path, origin: str | None = None) -> Catalog:
         max_concurrent_invocations_per_instance=apilimits.int_range("asyncMaxConcurrentInvocations")[1],
         source=source_of(sources, al["source"], "limits.async"),
     )
-    regions = tuple(sorted({r for r, _ in ec2} | {r for r, _ in hosting}))
-    return Catalog(
-        schema_version=SCHEMA_VERSION,
-        origin=origin or str(directory),
-        sources=MappingProxyType(sources),
-        gpus=MappingProxyType(gpus),
-        instances=MappingProxyType(instances),
-        ec2=MappingProxyType(ec2),
-        hosting=MappingProxyType(hosting),
-        serverless=MappingProxyType(serverless),
-        other=MappingProxyType(other),
-        serverless_limits=serverless_limits,
-        async_limits=async_limits,
-        regions=regions,
-    )
+    return serverless_limits, async_limits
 
 
 def user_cache_dir() -> Path:
