@@ -130,20 +130,10 @@ def test_version_and_completion():
         assert result.exit_code == 0 and "_LLMDEPLOY_COMPLETE" in result.output
 
 
-def _leaf_commands(group, path=()):
-    import click
-
-    ctx = click.Context(group)
-    for name in group.list_commands(ctx):
-        cmd = group.get_command(ctx, name)
-        if isinstance(cmd, click.Group):
-            yield from _leaf_commands(cmd, (*path, name))
-        else:
-            yield (*path, name)
-
-
 def test_every_command_has_help_with_examples():
-    commands = list(_leaf_commands(cli))
+    from tests.unit.bad_input import leaf_commands
+
+    commands = [path for path, _ in leaf_commands(cli)]
     assert ("finetune", "up") in commands and ("prices", "refresh") in commands
     missing = []
     for path in commands:
