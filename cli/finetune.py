@@ -112,10 +112,10 @@ def up(instances, ttl, idle, instance_type, region, model, ssh_cidr, key_name, o
                f"{', EFA' if plan.efa else ''}{', sized for ' + model if model and instances is None else ''})")
     click.echo(f"  Cost:     {usd(plan.hourly_each)}/hour each, {usd(plan.hourly_total)}/hour in all (on-demand, catalog)")
     click.echo(f"  Expires:  {format_expiry(plan.expires_at)} (in {ft.format_duration(plan.expires_at - now)}); at most {usd(plan.max_cost(now))} if it runs to the end")
-    click.echo(f"  Idle:     " + (f"a node terminates after {plan.idle_minutes} min with GPUs idle" if plan.idle_minutes else "no idle limit (only the deadline)"))
+    click.echo("  Idle:     " + (f"a node terminates after {plan.idle_minutes} min with GPUs idle" if plan.idle_minutes else "no idle limit (only the deadline)"))
     click.echo(f"  SSH:      {ssh or 'closed (use SSM Session Manager)'}; nodes carry an instance profile with "
                "AmazonSSMManagedInstanceCore")
-    click.echo(f"  S3:       " + (f"read/write under {checkpoints} only" if checkpoints else
+    click.echo("  S3:       " + (f"read/write under {checkpoints} only" if checkpoints else
                                   "none (pass --checkpoint-uri s3://BUCKET/PREFIX/ to save checkpoints)"))
     click.echo(f"  Public IP: {_public_ip_line(public_ip, plan.interfaces_per_node)}")
 

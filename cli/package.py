@@ -7,8 +7,14 @@ import sys
 import click
 
 from llmdeploy.cli.options import Whole, emit_json, json_option
-from llmdeploy.handlers.serving_config import (DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_DELAY_MS, DEFAULT_MAX_NEW_TOKENS,
-                                               DEFAULT_MAX_NUM_BEAMS, DEFAULT_MAX_REQUEST_TOKENS, DEFAULT_MAX_SLOTS)
+from llmdeploy.handlers.serving_config import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_BATCH_DELAY_MS,
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_MAX_NUM_BEAMS,
+    DEFAULT_MAX_REQUEST_TOKENS,
+    DEFAULT_MAX_SLOTS,
+)
 
 DTYPES = ("auto", "fp32", "fp16", "bf16", "int8")
 

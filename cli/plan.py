@@ -6,10 +6,9 @@ import click
 
 from llmdeploy.cli import options as opt
 from llmdeploy.cli.render import table, usd
-from llmdeploy.fileio import check_output_path, write_atomic
 from llmdeploy.enums import Mode, Term
+from llmdeploy.fileio import check_output_path, write_atomic
 from llmdeploy.plan import AUTO, PLAN_MODES
-
 
 
 @click.command(

@@ -7,8 +7,14 @@ from pathlib import Path
 import click
 
 from llmdeploy.cli.options import Number, Whole
-from llmdeploy.handlers.serving_config import (DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_DELAY_MS, DEFAULT_MAX_NEW_TOKENS,
-                                               DEFAULT_MAX_NUM_BEAMS, DEFAULT_MAX_REQUEST_TOKENS, DEFAULT_MAX_SLOTS)
+from llmdeploy.handlers.serving_config import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_BATCH_DELAY_MS,
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_MAX_NUM_BEAMS,
+    DEFAULT_MAX_REQUEST_TOKENS,
+    DEFAULT_MAX_SLOTS,
+)
 
 BATCHING_MODES = ("continuous", "static")  # = handlers.endpoint.BATCHING_MODES (that module imports aiohttp)
 

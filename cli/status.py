@@ -52,7 +52,7 @@ def status(stack: str | None, project_dir: Path | None, no_cost: bool, as_json: 
         raise UsageError("--stack NAME is required.", hint="It names the Pulumi.NAME.yaml that 'llmdeploy plan --stack NAME' wrote.")
     cat = load_catalog()
     config = read_stack_file(stack_file(resolve_project_dir(project_dir), stack), catalog=cat)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     clients.require_credentials(config.region)
     health = aws_mon.health(stack, config.region, config.mode, now=now)
 

@@ -45,9 +45,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmdeploy.errors import ConfigError, MissingDependencyError, UsageError
-from llmdeploy.handlers.serving_config import (DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_DELAY_MS, DEFAULT_MAX_NEW_TOKENS,
-                                               DEFAULT_MAX_NUM_BEAMS, DEFAULT_MAX_REQUEST_TOKENS, DEFAULT_MAX_SLOTS,
-                                               ROLLING_BATCH_DISABLED, ROLLING_BATCH_OURS)
+from llmdeploy.handlers.serving_config import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_BATCH_DELAY_MS,
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_MAX_NUM_BEAMS,
+    DEFAULT_MAX_REQUEST_TOKENS,
+    DEFAULT_MAX_SLOTS,
+    ROLLING_BATCH_DISABLED,
+    ROLLING_BATCH_OURS,
+)
 
 # What model.py imports, flat. (endpoint.py, the aiohttp server of `llmdeploy serve`, is not needed in DJL.)
 HANDLER_FILES = ("model.py", "lmi_service.py", "seq2seq.py", "decode.py", "precision.py", "batching.py",
@@ -82,7 +89,7 @@ class PackageSettings:
     max_num_beams: int = DEFAULT_MAX_NUM_BEAMS
     max_request_tokens: int = DEFAULT_MAX_REQUEST_TOKENS
 
-    def validate(self) -> "PackageSettings":
+    def validate(self) -> PackageSettings:
         if self.model_id is not None:
             check_model_id(self.model_id)
         if self.dtype not in DTYPE_CHOICES:
@@ -205,8 +212,13 @@ def adapted_weight_files(weights_dir: Path) -> dict[str, bytes]:
 
     ConfigError, naming the file, when one of them is not a JSON object.
     """
-    from llmdeploy.handlers.compat import (MODEL_CONFIG, TOKENIZER_CONFIG, dumps, model_config_for_v4,
-                                           tokenizer_config_for_v4)
+    from llmdeploy.handlers.compat import (
+        MODEL_CONFIG,
+        TOKENIZER_CONFIG,
+        dumps,
+        model_config_for_v4,
+        tokenizer_config_for_v4,
+    )
 
     names = {p.name for p in weights_dir.iterdir() if p.is_file()}
     adapted = {}

@@ -35,14 +35,30 @@ from aiohttp import web
 
 try:
     from .batching import BatcherClosed, ContinuousBatcher, DynamicBatcher
-    from .serving_config import (DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_DELAY_MS, DEFAULT_MAX_NEW_TOKENS,
-                                 DEFAULT_MAX_NUM_BEAMS, DEFAULT_MAX_REQUEST_TOKENS, DEFAULT_MAX_SLOTS, RequestError,
-                                 format_result, parse_request)
+    from .serving_config import (
+        DEFAULT_BATCH_SIZE,
+        DEFAULT_MAX_BATCH_DELAY_MS,
+        DEFAULT_MAX_NEW_TOKENS,
+        DEFAULT_MAX_NUM_BEAMS,
+        DEFAULT_MAX_REQUEST_TOKENS,
+        DEFAULT_MAX_SLOTS,
+        RequestError,
+        format_result,
+        parse_request,
+    )
 except ImportError:  # run as a flat file on a self-hosted instance
     from batching import BatcherClosed, ContinuousBatcher, DynamicBatcher
-    from serving_config import (DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_DELAY_MS, DEFAULT_MAX_NEW_TOKENS,
-                                DEFAULT_MAX_NUM_BEAMS, DEFAULT_MAX_REQUEST_TOKENS, DEFAULT_MAX_SLOTS, RequestError,
-                                format_result, parse_request)
+    from serving_config import (
+        DEFAULT_BATCH_SIZE,
+        DEFAULT_MAX_BATCH_DELAY_MS,
+        DEFAULT_MAX_NEW_TOKENS,
+        DEFAULT_MAX_NUM_BEAMS,
+        DEFAULT_MAX_REQUEST_TOKENS,
+        DEFAULT_MAX_SLOTS,
+        RequestError,
+        format_result,
+        parse_request,
+    )
 
 log = logging.getLogger("llmdeploy.handlers.endpoint")
 
@@ -124,7 +140,7 @@ async def invocations(request: web.Request) -> web.Response:
             raw = await asyncio.wait_for(request.read(), settings.body_timeout_s)
         except web.HTTPRequestEntityTooLarge:
             return _error(413, f"request body exceeds the limit of {settings.max_body_bytes} bytes", close=True)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return _error(408, f"request body not received within {settings.body_timeout_s:g} s", close=True)
         content_type = (request.content_type or "").lower()
         try:
@@ -144,7 +160,7 @@ async def invocations(request: web.Request) -> web.Response:
             return _error(exc.code, exc.message)
         try:
             result = await asyncio.wait_for(app[BATCHER_KEY].submit(parsed), settings.request_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return _error(504, f"no answer within {settings.request_timeout_s:g} s")
         except BatcherClosed as exc:
             return _error(503, str(exc), close=True)
@@ -239,7 +255,7 @@ class EndpointServer:
         await drain(self.app, self.settings.grace_s)
         await self._runner.cleanup()
 
-    def start(self, timeout_s: float = 30.0) -> "EndpointServer":
+    def start(self, timeout_s: float = 30.0) -> EndpointServer:
         ready = threading.Event()
         errors: list[BaseException] = []
 

@@ -20,13 +20,29 @@ import threading
 from pathlib import Path
 
 try:
-    from .compat import (MODEL_CONFIG, TOKENIZER_CONFIG, dtype_keyword, dumps, major_version, model_config_for_v4,
-                         read_json, tokenizer_config_for_v4)
+    from .compat import (
+        MODEL_CONFIG,
+        TOKENIZER_CONFIG,
+        dtype_keyword,
+        dumps,
+        major_version,
+        model_config_for_v4,
+        read_json,
+        tokenizer_config_for_v4,
+    )
     from .precision import DeviceInfo, Precision, apply_precision, choose_precision, detect_device, torch_dtype
     from .serving_config import DEFAULT_CONTEXT_TOKENS, MissingBackendError, ServingConfig, ServingConfigError
 except ImportError:  # copied flat next to model.py in the container
-    from compat import (MODEL_CONFIG, TOKENIZER_CONFIG, dtype_keyword, dumps, major_version, model_config_for_v4,
-                        read_json, tokenizer_config_for_v4)
+    from compat import (
+        MODEL_CONFIG,
+        TOKENIZER_CONFIG,
+        dtype_keyword,
+        dumps,
+        major_version,
+        model_config_for_v4,
+        read_json,
+        tokenizer_config_for_v4,
+    )
     from precision import DeviceInfo, Precision, apply_precision, choose_precision, detect_device, torch_dtype
     from serving_config import DEFAULT_CONTEXT_TOKENS, MissingBackendError, ServingConfig, ServingConfigError
 
@@ -167,7 +183,7 @@ class TransformersEngine(_TokenizingEngine):
         self.precision = precision
 
     @classmethod
-    def load(cls, location: str, config: ServingConfig, *, device: DeviceInfo | None = None) -> "TransformersEngine":
+    def load(cls, location: str, config: ServingConfig, *, device: DeviceInfo | None = None) -> TransformersEngine:
         device = device or detect_device(config.device)
         precision = choose_precision(config.dtype, device)
         log.info("loading %s on %s (%s): %s", location, device.name, precision.dtype, precision.reason)
@@ -308,7 +324,7 @@ class CTranslate2Engine(_TokenizingEngine):
     @classmethod
     def load(cls, location: str, config: ServingConfig, *, ct2_dir: str | os.PathLike | None = None,
              device: DeviceInfo | None = None, compute_type: str | None = None,
-             intra_threads: int = 0) -> "CTranslate2Engine":
+             intra_threads: int = 0) -> CTranslate2Engine:
         import ctranslate2
         from transformers import AutoConfig
 

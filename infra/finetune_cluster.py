@@ -69,10 +69,10 @@ from llmdeploy import catalog as _catalog
 from llmdeploy import finetune as _ft
 from llmdeploy import tags as _tags
 from llmdeploy.errors import ConfigError, UsageError
-from llmdeploy.stackconfig import check_tag_value
 from llmdeploy.infra import iam
 from llmdeploy.infra.autodown import render_user_data
 from llmdeploy.infra.zones import offered_zones as zones_offering
+from llmdeploy.stackconfig import check_tag_value
 
 TYPE = "llmdeploy:finetune:Cluster"
 #: Deep Learning AMI with NVIDIA driver, CUDA, EFA and PyTorch, published by Amazon (llmdeploy/data/amis.toml).

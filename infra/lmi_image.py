@@ -22,8 +22,15 @@ warning (``requirements_warning``).
 from __future__ import annotations
 
 from llmdeploy.errors import ConfigError
-from llmdeploy.lmi import (cpu_image_tag, cpu_versions, cuda_of_tag, inference_ami_for_cuda, load_lmi_table,
-                           release, unknown_requirements_note)
+from llmdeploy.lmi import (
+    cpu_image_tag,
+    cpu_versions,
+    cuda_of_tag,
+    inference_ami_for_cuda,
+    load_lmi_table,
+    release,
+    unknown_requirements_note,
+)
 from llmdeploy.stackconfig import partition
 
 LMI_FRAMEWORK = "djl-lmi"

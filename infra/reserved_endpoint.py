@@ -42,12 +42,12 @@ import pulumi
 import pulumi_aws as aws
 
 from llmdeploy.assumptions import load_assumptions
+from llmdeploy.containers.package import CONTAINER_MODEL_DIR
+from llmdeploy.errors import ConfigError
 from llmdeploy.infra import iam
 from llmdeploy.infra.artifact import ARTIFACT_PREFIX
-from llmdeploy.containers.package import CONTAINER_MODEL_DIR
 from llmdeploy.infra.lmi_image import ecr_registry, ecr_repository_arn
 from llmdeploy.infra.zones import offered_zones as zones_offering
-from llmdeploy.errors import ConfigError
 from llmdeploy.monitoring import GPU_NAMESPACE, agent_setup_lines
 from llmdeploy.responses import check_body_command
 from llmdeploy.stackconfig import alb_internet_facing, check_certificate_arn, check_ingress_cidr, partition

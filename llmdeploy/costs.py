@@ -143,7 +143,7 @@ def planned_to_date(monthly_usd: float, now: dt.datetime) -> tuple[float, float]
     The monthly figure is an hourly rate times 730 hours, so the plan to date is that rate times the hours
     elapsed: a 31-day month ends at 744/730 of the monthly figure, as the bill would.
     """
-    now = now.astimezone(dt.timezone.utc)
+    now = now.astimezone(dt.UTC)
     start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     hours = (now - start).total_seconds() / 3600
     return monthly_usd * hours / HOURS_PER_MONTH, hours

@@ -70,7 +70,7 @@ def format_duration(delta: dt.timedelta) -> str:
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def parse_now(value: str | None) -> dt.datetime:
@@ -85,7 +85,7 @@ def parse_now(value: str | None) -> dt.datetime:
 
 def expiry(now: dt.datetime, ttl: dt.timedelta) -> dt.datetime:
     """When a cluster brought up at ``now`` with ``ttl`` must be gone (UTC, whole seconds)."""
-    return (now + ttl).astimezone(dt.timezone.utc).replace(microsecond=0)
+    return (now + ttl).astimezone(dt.UTC).replace(microsecond=0)
 
 
 def check_instance_count(count: int) -> int:
@@ -315,7 +315,7 @@ def instance_status(
     launched = raw["LaunchTime"]
     if isinstance(launched, str):
         launched = dt.datetime.fromisoformat(launched.replace("Z", "+00:00"))
-    launched = launched.astimezone(dt.timezone.utc)
+    launched = launched.astimezone(dt.UTC)
     itype = str(raw.get("InstanceType", "?"))
     state = str((raw.get("State") or {}).get("Name", "?"))
     expires = _tags.parse_expiry(tag_map.get(_tags.EXPIRES_AT, ""))

@@ -126,7 +126,7 @@ class Targets:
     gpus_per_instance: int = 0
 
 
-def targets_for(config: "StackConfig", cat: "Catalog") -> Targets:
+def targets_for(config: StackConfig, cat: Catalog) -> Targets:
     gpus = 0
     if config.mode != Mode.SERVERLESS:
         from llmdeploy.catalog import instance
@@ -136,7 +136,7 @@ def targets_for(config: "StackConfig", cat: "Catalog") -> Targets:
                    config.instance_count, gpus)
 
 
-def _assumptions() -> "MonitoringAssumptions":
+def _assumptions() -> MonitoringAssumptions:
     from llmdeploy.assumptions import load_assumptions
 
     return load_assumptions().monitoring
@@ -165,7 +165,7 @@ def _per_period(per_hour: int) -> float:
     return round(per_hour * PERIOD_S / 3600, 3)
 
 
-def alarm_specs(t: Targets, a: "MonitoringAssumptions | None" = None) -> list[AlarmSpec]:
+def alarm_specs(t: Targets, a: MonitoringAssumptions | None = None) -> list[AlarmSpec]:
     """The alarms a stack of this mode gets, with thresholds from the plan (``t``) and assumptions (``a``)."""
     a = a or _assumptions()
     specs: list[AlarmSpec] = []
@@ -310,7 +310,7 @@ def billable(mode: Mode, *, instance_count: int, gpus_per_instance: int, latency
     return Billable(alarms, 1, custom_metric_count(mode, instance_count, gpus_per_instance))
 
 
-def billable_for(config: "StackConfig", cat: "Catalog") -> Billable:
+def billable_for(config: StackConfig, cat: Catalog) -> Billable:
     t = targets_for(config, cat)
     return billable(t.mode, instance_count=t.instance_count, gpus_per_instance=t.gpus_per_instance,
                     latency_target=bool(t.latency_target_ms), capacity=bool(t.requests_per_hour_per_instance),

@@ -40,7 +40,7 @@ class Traffic:
     latency_target_s: float = 5.0
     peak_rps: float | None = None  # derived from the average when None
 
-    def validate(self) -> "Traffic":
+    def validate(self) -> Traffic:
         # One check per number (llmdeploy.checks: finite, in range); the CLI's flags only parse.
         checks.number("--requests-per-day", self.requests_per_day, above=0, maximum=checks.MAX_REQUESTS_PER_DAY)
         checks.number("--input-tokens", self.input_tokens, minimum=1, maximum=checks.MAX_TOKENS)
@@ -67,7 +67,7 @@ class Traffic:
     def requests_per_month(self) -> float:
         return self.requests_per_day * costs.DAYS_PER_MONTH
 
-    def scaled(self, requests_per_day: float) -> "Traffic":
+    def scaled(self, requests_per_day: float) -> Traffic:
         """The same shape of traffic at another volume (the peak scales with it)."""
         factor = requests_per_day / self.requests_per_day
         peak = None if self.peak_rps is None else self.peak_rps * factor
@@ -377,7 +377,7 @@ def hosting_items(cat: Catalog, region: str, mode: Mode, *, instance_type: str =
                   term: Term | None = Term.ONE_YEAR, active_hours: float = 24, serverless_memory_mb: int = 0,
                   requests_per_month: float = 0, ms_per_request: float = 0, bytes_per_request: float = 0,
                   root_volume_gb: int | None = None, internet_facing: bool = False,
-                  monitored: "monitoring.Billable | None" = None) -> list[costs.LineItem]:
+                  monitored: monitoring.Billable | None = None) -> list[costs.LineItem]:
     """The monthly line items of one way of hosting: the one pricing rule plan, status, the budget and the tests share.
 
     Reserved: the instances, their gp3 root volumes (``root_volume_gb`` each, by default the assumptions' figure

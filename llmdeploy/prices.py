@@ -373,7 +373,13 @@ def _items(client, query: Query) -> Iterable[str]:
 
 
 def _cloud_error(exc: BaseException, bundled_date: dt.date) -> CloudError:
-    from llmdeploy.aws.clients import ACCESS_DENIED_CODES, CREDENTIAL_CODES, MISSING_CREDENTIALS, describe_failure, error_code
+    from llmdeploy.aws.clients import (
+        ACCESS_DENIED_CODES,
+        CREDENTIAL_CODES,
+        MISSING_CREDENTIALS,
+        describe_failure,
+        error_code,
+    )
 
     tail = f"Nothing was written. Configure credentials (aws configure / AWS_PROFILE) or keep using the bundled snapshot of {bundled_date}."
     name = type(exc).__name__

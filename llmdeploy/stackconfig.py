@@ -156,7 +156,7 @@ class StackConfig:
     # -- conversions ---------------------------------------------------------------------------
 
     @classmethod
-    def from_mapping(cls, raw: Mapping[str, Any], *, catalog=None, origin: str = "stack config") -> "StackConfig":
+    def from_mapping(cls, raw: Mapping[str, Any], *, catalog=None, origin: str = "stack config") -> StackConfig:
         """Build and validate from ``{key: value}`` (keys with or without the ``llmdeploy:`` prefix).
 
         Values may be strings (as Pulumi hands them over); they are coerced by
@@ -495,7 +495,7 @@ class StackUpdate:
     kept: tuple[str, ...]
     mode: int
     comments_kept: bool = True
-    config: "StackConfig | None" = None  # the llmdeploy settings the file holds once written (kept keys included)
+    config: StackConfig | None = None  # the llmdeploy settings the file holds once written (kept keys included)
 
     def write(self) -> Path:
         from llmdeploy.fileio import write_atomic

@@ -42,7 +42,7 @@ def tag_dict(tags: Iterable[Mapping[str, str]] | None) -> dict[str, str]:
 
 
 def format_expiry(when: dt.datetime) -> str:
-    return when.astimezone(dt.timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return when.astimezone(dt.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_expiry(value: str) -> dt.datetime | None:
@@ -53,7 +53,7 @@ def parse_expiry(value: str) -> dt.datetime | None:
         return None
     if parsed.tzinfo is None:
         return None
-    return parsed.astimezone(dt.timezone.utc)
+    return parsed.astimezone(dt.UTC)
 
 
 def is_managed(tags: dict[str, str]) -> bool:

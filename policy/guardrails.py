@@ -83,9 +83,7 @@ def known(props: Any, *path: Any, default: Any = None, unknown: Any = None) -> A
     value = props
     try:
         for key in path:
-            if isinstance(key, int):
-                value = value[key]
-            elif isinstance(value, Mapping) and key in value:
+            if isinstance(key, int) or isinstance(value, Mapping) and key in value:
                 value = value[key]
             else:
                 return default

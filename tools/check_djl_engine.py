@@ -171,9 +171,9 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds for start-up and each answer")
     args = parser.parse_args(argv)
 
-    from llmdeploy.containers.package import PackageSettings, build_model_tarball
-
     import transformers
+
+    from llmdeploy.containers.package import PackageSettings, build_model_tarball
 
     with tempfile.TemporaryDirectory(prefix="djl-check-") as tmp_name:
         tmp = Path(tmp_name)

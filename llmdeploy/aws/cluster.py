@@ -16,6 +16,7 @@ from llmdeploy import tags as _tags
 from llmdeploy.aws import clients
 from llmdeploy.enums import LIVE_STATES, NOT_TERMINATED_STATES
 
+
 def stack_instances(stack: str, region: str, *, states: tuple[str, ...] = NOT_TERMINATED_STATES) -> list[dict]:
     """EC2 instances tagged with this stack (any managed-by value: the caller decides what to touch)."""
     ec2 = clients.client("ec2", region)

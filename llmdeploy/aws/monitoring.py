@@ -27,7 +27,6 @@ from llmdeploy.errors import CloudError
 from llmdeploy.tags import STACK as STACK_TAG
 from llmdeploy.tags import tag_dict
 
-
 # Every call this module makes, as IAM actions (README "Operating" lists them; tests/aws checks the calls).
 IAM_ACTIONS = ("cloudwatch:DescribeAlarms", "cloudwatch:GetMetricData", "sagemaker:DescribeEndpoint", "sagemaker:ListTags",
                "elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:DescribeTargetGroups",
@@ -132,7 +131,7 @@ def alarm_states(stack: str, alarms: list[dict]) -> list[AlarmState]:
     for a in sorted(alarms, key=lambda a: a["AlarmName"]):
         since = a.get("StateUpdatedTimestamp")
         out.append(AlarmState(a["AlarmName"][len(prefix):], a["AlarmName"], a.get("StateValue", "?"),
-                              a.get("StateReason", ""), since.astimezone(dt.timezone.utc).isoformat() if since else "",
+                              a.get("StateReason", ""), since.astimezone(dt.UTC).isoformat() if since else "",
                               a.get("Threshold")))
     return out
 
@@ -175,7 +174,7 @@ def _load_balancer(region: str, lb_suffix: str, tg_suffix: str) -> EndpointState
 
 def last_hour(mode: Mode, region: str, dimensions: dict[str, str], now: dt.datetime) -> LastHour:
     """One 3600 s period ending at ``now`` (to the minute): CloudWatch returns one datapoint per query."""
-    end = now.astimezone(dt.timezone.utc).replace(second=0, microsecond=0)
+    end = now.astimezone(dt.UTC).replace(second=0, microsecond=0)
     start = end - dt.timedelta(hours=1)
     queries = mon.status_queries(mode)
     missing = sorted({d for q in queries for d in q.metric.dimensions} - set(dimensions))

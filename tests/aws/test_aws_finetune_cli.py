@@ -7,10 +7,10 @@ import json
 import sys
 import types
 
+import aws_scenario as sc
 import pytest
 from click.testing import CliRunner
 
-import aws_scenario as sc
 from llmdeploy.cli.main import cli
 from llmdeploy.infra import automation
 
@@ -148,7 +148,7 @@ def test_status_reads_ec2_by_tags(aws, boto):
     assert row["accrued_usd"] == pytest.approx(2 * 32.7726, abs=0.05), "accrued = running time x on-demand price"
     assert doc["accrued_usd"] == pytest.approx(4 * 32.7726, abs=0.1)
     assert doc["usd_per_hour"] == pytest.approx(2 * 32.7726)
-    expected_left = (dt.datetime(2026, 11, 22, 20, tzinfo=dt.timezone.utc) - now).total_seconds()
+    expected_left = (dt.datetime(2026, 11, 22, 20, tzinfo=dt.UTC) - now).total_seconds()
     assert row["time_left_s"] == pytest.approx(expected_left, abs=2)
 
     table = run_cli("finetune", "status", "--stack", "ft1", "--now", now.strftime("%Y-%m-%dT%H:%M:%SZ"))

@@ -70,7 +70,7 @@ _spec = importlib.util.spec_from_file_location("fakecat_infra", Path(__file__).p
 fakecat = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fakecat)
 
-EXPIRES = dt.datetime(2026, 11, 22, 18, 0, tzinfo=dt.timezone.utc)
+EXPIRES = dt.datetime(2026, 11, 22, 18, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture(autouse=True)

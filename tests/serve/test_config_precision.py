@@ -3,8 +3,13 @@ from __future__ import annotations
 import pytest
 
 from llmdeploy.handlers.precision import A10G, A100, CPU, T4, DeviceInfo, apply_precision, choose_precision
-from llmdeploy.handlers.serving_config import (MissingBackendError, RequestError, ServingConfigError,
-                                               parse_properties, parse_request)
+from llmdeploy.handlers.serving_config import (
+    MissingBackendError,
+    RequestError,
+    ServingConfigError,
+    parse_properties,
+    parse_request,
+)
 
 
 def test_properties_parsed_with_and_without_option_prefix():

@@ -104,6 +104,7 @@ def test_wrong_method_and_path(tiny_server):
 
 def test_slow_generation_answers_504_then_recovers():
     from conftest import FakeEngine
+
     from llmdeploy.handlers.serving_config import parse_properties
 
     engine = FakeEngine(delay_s=0.6)
@@ -119,6 +120,7 @@ def test_slow_generation_answers_504_then_recovers():
 
 def test_one_at_a_time_batcher_runs_batches_of_one():
     from conftest import FakeEngine
+
     from llmdeploy.handlers.serving_config import parse_properties
 
     service = Seq2SeqService(engine=FakeEngine(delay_s=0.02), config=parse_properties({}))

@@ -155,7 +155,7 @@ def test_oom_on_a_single_input_fails_only_that_input():
 
     results = run_with_oom_split(["a", "huge", "b", "c"], run)
     assert results[0] == "A" and results[2:] == ["B", "C"]
-    assert isinstance(results[1], Exception) and getattr(results[1], "code") == 507
+    assert isinstance(results[1], Exception) and results[1].code == 507
 
 
 def test_torch_oom_type_recognised_and_other_errors_propagate():
@@ -211,6 +211,6 @@ def test_the_double_mirrors_the_pinned_lmi_engine():
     from llmdeploy.lmi import load_lmi_table
 
     table = load_lmi_table()
-    assert djl_double.DJL_SERVING_BRANCH == table.versions[table.default].branch, \
+    assert table.versions[table.default].branch == djl_double.DJL_SERVING_BRANCH, \
         "re-read djl_python at the new pin's branch and update the double (then its branch name)"
     assert table.versions[table.tested_lmi_version].branch in djl_double.ALSO_READ

@@ -18,8 +18,13 @@ import pytest
 from click.testing import CliRunner
 
 from llmdeploy.cli.main import cli
-from llmdeploy.containers.package import (HANDLER_FILES, PackageSettings, build_model_tarball,
-                                          render_serving_properties, sha256_file)
+from llmdeploy.containers.package import (
+    HANDLER_FILES,
+    PackageSettings,
+    build_model_tarball,
+    render_serving_properties,
+    sha256_file,
+)
 from llmdeploy.errors import UsageError
 
 

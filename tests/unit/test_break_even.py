@@ -18,9 +18,9 @@ from click.testing import CliRunner
 from llmdeploy import calibration as cal_mod
 from llmdeploy import catalog as c
 from llmdeploy import plan as p
-from llmdeploy.enums import Mode
 from llmdeploy.assumptions import load_assumptions
 from llmdeploy.cli.main import cli
+from llmdeploy.enums import Mode
 from llmdeploy.models import load_model_config
 
 PROFILES = {

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from llmdeploy.catalog import load_catalog
-from llmdeploy.models import HubRecord, load_model_config
 from llmdeploy.enums import Mode
+from llmdeploy.models import HubRecord, load_model_config
 from llmdeploy.plan import make_plan, stack_config_for
 from llmdeploy.stackconfig import DEFAULT_LMI_VERSION, PLANNED, SETTINGS, StackConfig, prepare_stack_file
 
