@@ -126,7 +126,9 @@ def exact_prompt(tokenizer, tokens: int) -> tuple[str, int]:
     tokenizer trained on other words would map English to one unknown token each).
     """
     special = len(tokenizer("")["input_ids"])
-    english = ["The", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "while", "the", "committee", "reviews", "the", "quarterly", "report", "and", "the", "engineers", "measure", "how", "long", "each", "answer", "takes", "to", "generate", "on", "this", "machine"]
+    english = ["The", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "while", "the", "committee",
+               "reviews", "the", "quarterly", "report", "and", "the", "engineers", "measure", "how", "long", "each",
+               "answer", "takes", "to", "generate", "on", "this", "machine"]
     unk = getattr(tokenizer, "unk_token_id", None)
     known = [w for w in english if unk is None or unk not in tokenizer(w, add_special_tokens=False)["input_ids"]]
     if len(known) < len(english) // 2:

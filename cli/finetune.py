@@ -108,11 +108,14 @@ def up(instances, ttl, idle, instance_type, region, model, ssh_cidr, key_name, o
     ssh = ft.check_ssh_cidr(ssh_cidr) if ssh_cidr is not None else None
     checkpoints = ft.check_checkpoint_uri(checkpoint_uri) if checkpoint_uri is not None else None
 
-    click.echo(f"Stack {plan.stack} in {plan.region}: {plan.instances} x {plan.instance_type} ({plan.instances * plan.gpus_per_instance} GPU{'s' if plan.instances * plan.gpus_per_instance != 1 else ''}"
+    gpus = plan.instances * plan.gpus_per_instance
+    click.echo(f"Stack {plan.stack} in {plan.region}: {plan.instances} x {plan.instance_type} ({gpus} GPU{'s' if gpus != 1 else ''}"
                f"{', EFA' if plan.efa else ''}{', sized for ' + model if model and instances is None else ''})")
     click.echo(f"  Cost:     {usd(plan.hourly_each)}/hour each, {usd(plan.hourly_total)}/hour in all (on-demand, catalog)")
-    click.echo(f"  Expires:  {format_expiry(plan.expires_at)} (in {ft.format_duration(plan.expires_at - now)}); at most {usd(plan.max_cost(now))} if it runs to the end")
-    click.echo("  Idle:     " + (f"a node terminates after {plan.idle_minutes} min with GPUs idle" if plan.idle_minutes else "no idle limit (only the deadline)"))
+    click.echo(f"  Expires:  {format_expiry(plan.expires_at)} (in {ft.format_duration(plan.expires_at - now)}); "
+               f"at most {usd(plan.max_cost(now))} if it runs to the end")
+    click.echo("  Idle:     " + (f"a node terminates after {plan.idle_minutes} min with GPUs idle" if plan.idle_minutes
+                                 else "no idle limit (only the deadline)"))
     click.echo(f"  SSH:      {ssh or 'closed (use SSM Session Manager)'}; nodes carry an instance profile with "
                "AmazonSSMManagedInstanceCore")
     click.echo("  S3:       " + (f"read/write under {checkpoints} only" if checkpoints else
@@ -154,7 +157,8 @@ def up(instances, ttl, idle, instance_type, region, model, ssh_cidr, key_name, o
     public_ips = [ip for ip in outputs.get("public_ips") or [] if ip]
     if public_ips:
         click.echo(f"Public IPs: {', '.join(map(str, public_ips))}.")
-    click.echo(f"They terminate by {format_expiry(plan.expires_at)}. Watch: llmdeploy finetune status --stack {plan.stack} --region {plan.region}")
+    click.echo(f"They terminate by {format_expiry(plan.expires_at)}. "
+               f"Watch: llmdeploy finetune status --stack {plan.stack} --region {plan.region}")
 
 
 @finetune.command("status")
@@ -234,7 +238,8 @@ def down(stack, region, yes):
     except LlmdeployError as exc:
         problem = exc
         click.echo(f"Could not destroy the Pulumi stack: {exc}", err=True)
-        click.echo("Terminating the stack's instances directly; its security group and placement group stay until a destroy succeeds.", err=True)
+        click.echo("Terminating the stack's instances directly; its security group and placement group stay until a "
+                   "destroy succeeds.", err=True)
 
     left = cluster.terminate_leftovers(stack, region)
     end = ft.utcnow()

@@ -56,7 +56,10 @@ def instances(region, families, catalog_dir, as_json):
     if as_json:
         opt.emit_json(rows)
         return
-    money = (lambda x: "-" if x is None else f"{x:.3f}")
+
+    def money(x: float | None) -> str:  # the header says $/h
+        return "-" if x is None else f"{x:.3f}"
+
     click.echo(table(
         ["instance", "GPUs", "GPU mem", "vCPU", "RAM", "on-demand $/h", "1y RI $/h", "3y RI $/h", "SageMaker $/h", "sources"],
         [[r["instance_type"], f"{r['gpu_count']} × {r['gpu']}", f"{r['gpu_memory_gib']:g} GB", r["vcpus"], f"{r['ram_gib']:g} GiB",

@@ -101,7 +101,8 @@ def status(stack: str | None, project_dir: Path | None, no_cost: bool, as_json: 
 
 def _render(health, data: dict) -> None:
     e, h, plan_, cost = health.endpoint, health.last_hour, data["plan"], data["cost"]
-    count = "" if e.instances is None else f", {e.instances} of {e.desired} {'instances' if e.kind.startswith('Sage') else 'servers healthy'}"
+    what = "instances" if e.kind.startswith("Sage") else "servers healthy"
+    count = "" if e.instances is None else f", {e.instances} of {e.desired} {what}"
     click.echo(f"Stack {health.stack} ({health.mode}, {health.region}): {e.kind} {e.name} {e.status}{count}"
                + (f" ({e.detail})" if e.detail else ""))
     target = f" (target {plan_['latency_target_ms']:,} ms)" if plan_["latency_target_ms"] else ""

@@ -331,8 +331,8 @@ def _write_tarball(out: Path, settings: PackageSettings, weights: Path | None, c
         with os.fdopen(fd, "wb") as raw:
             hashing = _HashingWriter(raw)
             # filename="" and mtime=0: no name and no time in the gzip header.
-            with gzip.GzipFile(filename="", mode="wb", fileobj=hashing, mtime=0, compresslevel=6) as gz:
-                with tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            with gzip.GzipFile(filename="", mode="wb", fileobj=hashing, mtime=0, compresslevel=6) as gz, \
+                    tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
                     for name, data in entries:
                         if isinstance(data, bytes):
                             tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))

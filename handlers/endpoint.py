@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -97,7 +98,7 @@ def _error(status: int, message: str, *, close: bool = False) -> web.Response:
 def _run_batch(service, requests, cancelled=None):
     """Runs in the static batcher's worker thread: one result (or exception) per parsed request."""
     results = service.predict(requests, cancelled=cancelled)
-    return [r if isinstance(r, BaseException) else format_result(req, r) for req, r in zip(requests, results)]
+    return [r if isinstance(r, BaseException) else format_result(req, r) for req, r in zip(requests, results, strict=True)]
 
 
 def make_batcher(service, settings: EndpointSettings):
@@ -320,19 +321,15 @@ async def serve_forever(service, settings: EndpointSettings, *, host: str, port:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # pragma: no cover - non-main thread / Windows
             loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-main thread / Windows
-            pass
     if on_ready is not None:
         on_ready(runner.addresses[0][1])
     await stop.wait()
     watchdog = _hard_exit_after(settings.grace_s + 2.0)
     for sig in (signal.SIGTERM, signal.SIGINT):  # a second Ctrl-C interrupts the drain
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # pragma: no cover
             loop.remove_signal_handler(sig)
-        except (NotImplementedError, RuntimeError):  # pragma: no cover
-            pass
     log.info("signal received: refusing new requests, finishing %d in flight within %g s",
              app[STATE_KEY]["in_flight"], settings.grace_s)
     await drain(app, settings.grace_s)

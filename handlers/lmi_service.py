@@ -137,7 +137,7 @@ class Seq2SeqService:
             except Exception as exc:  # noqa: BLE001 - this group fails; other groups still answer
                 log.exception("generate failed for a group of %d inputs", len(slots))
                 generated = [GenerationFailed(f"generation failed: {exc}")] * len(slots)
-            for (r, t), text in zip(slots, generated):
+            for (r, t), text in zip(slots, generated, strict=True):
                 if isinstance(text, BaseException):
                     failures.setdefault(r, text)
                 else:

@@ -98,7 +98,7 @@ class Monitoring(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True)))
 
         keys = list(args.dimensions)
-        bound = pulumi.Output.all(*args.dimensions.values()).apply(lambda values: dict(zip(keys, values)))
+        bound = pulumi.Output.all(*args.dimensions.values()).apply(lambda values: dict(zip(keys, values, strict=True)))
         dashboard_name = mon.dashboard_name(args.stack)
         body = pulumi.Output.all(bound, *[a.arn for a in alarms]).apply(lambda v: json.dumps(mon.dashboard_body(
             stack=args.stack, region=args.region, specs=specs, bindings=v[0], alarm_arns=v[1:], t=args.targets)))

@@ -536,11 +536,11 @@ def price_rows(cat: Catalog) -> list[dict]:
             out.append(row(region, "other", "EBS gp3 storage", "ebs_gp3_gb_month", p.ebs_gp3_gb_month, "USD/GB-month", p.ebs_source))
         if p.cloudwatch is not None:
             cw = p.cloudwatch
-            for item, fld, value, unit in (("CloudWatch alarm metric", "cloudwatch_alarm_metric_monthly", cw.alarm_metric_monthly, "USD/month"),
-                                           ("CloudWatch dashboard", "cloudwatch_dashboard_monthly", cw.dashboard_monthly, "USD/month"),
-                                           ("CloudWatch custom metric", "cloudwatch_custom_metric_monthly", cw.custom_metric_monthly,
-                                            "USD/month")):
-                out.append(row(region, "other", item, fld, value, unit, cw.source))
+            for item, fld, value in (
+                    ("CloudWatch alarm metric", "cloudwatch_alarm_metric_monthly", cw.alarm_metric_monthly),
+                    ("CloudWatch dashboard", "cloudwatch_dashboard_monthly", cw.dashboard_monthly),
+                    ("CloudWatch custom metric", "cloudwatch_custom_metric_monthly", cw.custom_metric_monthly)):
+                out.append(row(region, "other", item, fld, value, "USD/month", cw.source))
     return out
 
 

@@ -342,7 +342,8 @@ def panels(mode: Mode) -> list[Panel]:
                   "unhealthy-hosts"),
             Panel("GPU memory used (%)", (_gpu("memory_used", "Maximum"), _gpu("memory_total", "Maximum")), "gpu-memory",
                   ("100 * m0 / m1", "GPU memory used (%)")),
-            Panel("GPU utilisation (%)", (_gpu("utilization_gpu", "Average", "average"), _gpu("utilization_gpu", "Maximum", "busiest GPU"))),
+            Panel("GPU utilisation (%)", (_gpu("utilization_gpu", "Average", "average"),
+                                          _gpu("utilization_gpu", "Maximum", "busiest GPU"))),
         ]
     out = [
         Panel("Model latency (microseconds)", (_sm("ModelLatency", "p50", "p50"), _sm("ModelLatency", "p90", "p90")), "latency-p90"),
@@ -361,7 +362,8 @@ def panels(mode: Mode) -> list[Panel]:
         out.append(Panel("Concurrency used", (_sm("ServerlessConcurrentExecutionsUtilization", "Maximum", "max"),), "concurrency"))
     else:
         out.append(Panel("GPU memory (% x GPUs)", (_sm_host("GPUMemoryUtilization", "Maximum", "max"),), "gpu-memory"))
-        out.append(Panel("Instance utilisation (%)", (_sm_host("GPUUtilization", "Average", "GPU"), _sm_host("CPUUtilization", "Average", "CPU"),
+        out.append(Panel("Instance utilisation (%)", (_sm_host("GPUUtilization", "Average", "GPU"),
+                                                      _sm_host("CPUUtilization", "Average", "CPU"),
                                                       _sm_host("MemoryUtilization", "Maximum", "RAM")), "host-memory"))
     return out
 

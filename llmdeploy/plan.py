@@ -213,7 +213,8 @@ def _capacity(m: ModelConfig, dtype: str, inst: Instance, traffic: Traffic, *, l
     usable = sizing.gpu_usable_bytes(inst.gpu, a)
     batch = 1
     while batch <= a.max_batch_size:
-        mem = sizing.inference_memory(m, dtype, batch=batch, input_tokens=traffic.input_tokens, output_tokens=traffic.output_tokens, buffer=buffer)
+        mem = sizing.inference_memory(m, dtype, batch=batch, input_tokens=traffic.input_tokens,
+                                      output_tokens=traffic.output_tokens, buffer=buffer)
         if mem.per_gpu(fit.tensor_parallel) > usable:
             break
         lat = sizing.latency(m, dtype, cal, batch=batch, input_tokens=traffic.input_tokens, output_tokens=traffic.output_tokens,
@@ -469,7 +470,8 @@ def make_plan(
         raise InfeasibleError(
             f"no hosting mode in {region} can serve {m.name} in {dtype}: "
             + "; ".join(f"{o.label}: {o.reason}" for o in options if o.term in (None, term)),
-            hint="Try --loading streaming, a smaller --dtype (int8), a longer --latency-target, other --instance-type, or another --region.",
+            hint="Try --loading streaming, a smaller --dtype (int8), a longer --latency-target, other --instance-type, "
+                 "or another --region.",
         )
     recommended = min(comparable, key=lambda o: (o.monthly_usd, _MODE_ORDER.index(o.mode)))
     if mode == AUTO:
@@ -587,7 +589,7 @@ def _curves(ctx: _Context, traffic: Traffic, keys) -> list[_Curve]:
                 continue
             max_peak = ctx.cat.serverless_limits.max_concurrency / opt.latency_s
 
-            def priced(requests_per_month: float, monitored=None) -> float:
+            def priced(requests_per_month: float, monitored=None, opt: Option = opt) -> float:
                 return costs.total(hosting_items(ctx.cat, ctx.region, Mode.SERVERLESS, serverless_memory_mb=opt.serverless_memory_mb,
                                                  requests_per_month=requests_per_month, ms_per_request=opt.ms_per_request,
                                                  bytes_per_request=_bytes_per_request(traffic, ctx.a), monitored=monitored))
@@ -630,7 +632,7 @@ def _settled_after(curves: list[_Curve]) -> float:
             edge = max(edge, cv.serverless_max_peak / cv.peak_per_rpd)
             continue
         rows = []
-        for (unit, fixed, _, _), per_step in zip(cv.candidates, cv.per_step()):
+        for (unit, fixed, _, _), per_step in zip(cv.candidates, cv.per_step(), strict=True):
             rows.append((unit / per_step, fixed, unit + fixed))  # slope, fixed part, one more instance + fixed part
         slope, _, upper = min(rows)
         bounds.append((slope, min(r[1] for r in rows) - 0.01, upper + 0.01))
@@ -672,7 +674,7 @@ def _intervals(curves: list[_Curve], low: float, high: float) -> tuple[list[Inte
         else:
             pieces.append(Interval(lo, hi, label))
 
-    for lo, hi in zip(edges, edges[1:]):
+    for lo, hi in zip(edges, edges[1:], strict=False):
         if hi <= lo:
             continue
         mid = (lo + hi) / 2
@@ -685,7 +687,7 @@ def _intervals(curves: list[_Curve], low: float, high: float) -> tuple[list[Inte
             add(lo, hi, serverless.label)
             continue
 
-        def wins(r: float) -> bool:
+        def wins(r: float, best: tuple = best) -> bool:
             return (serverless.cost(r), _rank(serverless.label)) < best[:2]
 
         if wins(hi):
@@ -812,7 +814,8 @@ def stack_config_for(plan_: Plan, *, owner: str = "unknown", cost_center: str = 
     c = plan_.choice
     a = plan_.assumptions or load_assumptions()
     common = dict(
-        mode=c.mode, model=plan_.model.hf_id or plan_.model.name, model_revision=plan_.model.revision, region=plan_.region, dtype=plan_.dtype, owner=owner,
+        mode=c.mode, model=plan_.model.hf_id or plan_.model.name, model_revision=plan_.model.revision,
+        region=plan_.region, dtype=plan_.dtype, owner=owner,
         cost_center=cost_center, term=plan_.term,
         usage_requests_per_month=math.ceil(plan_.traffic.requests_per_month),
         usage_active_hours_per_day=plan_.traffic.active_hours,

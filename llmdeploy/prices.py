@@ -501,8 +501,8 @@ class RefreshResult:
             "cache": str(self.cache_dir), "retrieved": self.retrieved.isoformat(), "source_url": SOURCE_URL,
             "queries": self.queries, "price_list_items": self.items_read,
             "regions": [r.as_dict() for r in self.regions],
-            "not_refreshed": "other.* (load balancer hourly, KMS key monthly, public IPv4, CloudWatch, EBS gp3, Availability Zone counts) figures and every spec/limit file are "
-                             "kept from the bundled snapshot.",
+            "not_refreshed": "other.* (load balancer hourly, KMS key monthly, public IPv4, CloudWatch, EBS gp3, "
+                             "Availability Zone counts) figures and every spec/limit file are kept from the bundled snapshot.",
         }
 
 

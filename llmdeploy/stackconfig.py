@@ -76,10 +76,12 @@ SETTINGS: tuple[Setting, ...] = (
             "Empty = no email."),
     Setting("alarmTopicArn", "alarm_topic_arn", "string",
             "Existing SNS topic ARN, in the stack's region, for the alarms to notify instead of a new topic."),
-    Setting("targetInvocationsPerInstance", "target_invocations_per_instance", "integer", "Realtime autoscaling target, invocations per instance per minute."),
+    Setting("targetInvocationsPerInstance", "target_invocations_per_instance", "integer",
+            "Realtime autoscaling target, invocations per instance per minute."),
     Setting("serverlessMemoryMb", "serverless_memory_mb", "integer", "Serverless endpoint memory size in MB."),
     Setting("serverlessMaxConcurrency", "serverless_max_concurrency", "integer", "Serverless endpoint max concurrency."),
-    Setting("serverlessProvisionedConcurrency", "serverless_provisioned_concurrency", "integer", "Serverless provisioned concurrency (0 = none)."),
+    Setting("serverlessProvisionedConcurrency", "serverless_provisioned_concurrency", "integer",
+            "Serverless provisioned concurrency (0 = none)."),
     Setting("asyncMaxConcurrentInvocations", "async_max_concurrent_invocations", "integer", "Async: concurrent invocations per instance."),
     Setting("owner", "owner", "string", "Owner tag on every resource."),
     Setting("costCenter", "cost_center", "string", "Cost-center tag on every resource."),
@@ -87,7 +89,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Monthly budget in USD: deploy, the Pulumi program and the policy pack refuse a stack whose estimate is "
             "higher (0 = no budget)."),
     Setting("usageRequestsPerMonth", "usage_requests_per_month", "integer", "Usage the plan assumed: requests per month."),
-    Setting("usageActiveHoursPerDay", "usage_active_hours_per_day", "integer", "Usage the plan assumed: hours a day with traffic (async scales to zero outside)."),
+    Setting("usageActiveHoursPerDay", "usage_active_hours_per_day", "integer",
+            "Usage the plan assumed: hours a day with traffic (async scales to zero outside)."),
     Setting("usageMsPerRequest", "usage_ms_per_request", "integer", "Usage the plan assumed: serverless compute milliseconds per request."),
     Setting("usageBytesPerRequest", "usage_bytes_per_request", "integer", "Usage the plan assumed: request + response bytes."),
     # The rest of the traffic plan was given, so that deploy can show plan's comparison for it (0 = not recorded).
@@ -98,7 +101,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("usageLatencyTargetMs", "usage_latency_target_ms", "integer",
             "Usage the plan assumed: the latency target per request, in milliseconds."),
     Setting("alarmLatencyMs", "alarm_latency_ms", "integer",
-            "Latency the plan held requests to, in ms (async: its estimate when longer than the target): the p90 latency alarm's threshold (0 = none recorded, no alarm)."),
+            "Latency the plan held requests to, in ms (async: its estimate when longer than the target): "
+            "the p90 latency alarm's threshold (0 = none recorded, no alarm)."),
     Setting("usageRequestsPerHourPerInstance", "usage_requests_per_hour_per_instance", "integer",
             "Requests one instance serves per hour at the plan's batch size: the capacity alarms' threshold (0 = none)."),
 )
@@ -239,9 +243,11 @@ class StackConfig:
         elif not self.instance_type:
             raise ConfigError(f"mode '{self.mode}' needs {_key('instance_type')}.", hint="Run 'llmdeploy plan --stack NAME' to pick one.")
         if self.mode.ml_instances and not self.instance_type.startswith(SAGEMAKER_PREFIX):
-            raise ConfigError(f"mode '{self.mode}' runs on SageMaker: {_key('instance_type')} must be an ml.* type, got {self.instance_type!r}.")
+            raise ConfigError(f"mode '{self.mode}' runs on SageMaker: {_key('instance_type')} must be an ml.* type, "
+                              f"got {self.instance_type!r}.")
         if self.mode == Mode.RESERVED and self.instance_type.startswith(SAGEMAKER_PREFIX):
-            raise ConfigError(f"mode '{Mode.RESERVED}' runs on EC2: {_key('instance_type')} must not be an ml.* type, got {self.instance_type!r}.")
+            raise ConfigError(f"mode '{Mode.RESERVED}' runs on EC2: {_key('instance_type')} must not be an ml.* type, "
+                              f"got {self.instance_type!r}.")
         if catalog is not None:
             self._validate_against(catalog)
 
@@ -466,7 +472,8 @@ def stack_file(project_dir: str | Path, stack: str) -> Path:
 # commit it sized, the usage it priced, the targets the alarms hold the stack to), plus `aws:region`,
 # kept equal to llmdeploy:region. Every other key of an existing file is the user's and is kept as it is:
 # ingressCidr, certificateArn, alarmEmail / alarmTopicArn, maxMonthlyUsd (the budget), lmiVersion / lmiImage,
-# weightsUri, servicePort, the autoscaling and concurrency settings plan leaves at their defaults, `secure:` values, provider settings (aws:profile),
+# weightsUri, servicePort, the autoscaling and concurrency settings plan leaves at their defaults, `secure:` values,
+# provider settings (aws:profile),
 # and the top-level keys Pulumi owns (encryptionsalt, secretsprovider, encryptedkey, environment).
 # tests/unit/bad_input/test_stack_file_edits.py checks that plan sets no setting outside this list.
 PLANNED = (

@@ -138,7 +138,7 @@ def run_engine(cmd, env, cwd, sock, properties, mode, timeout) -> list[str]:
             bodies = [b for step in sorted(arrivals) for b in arrivals[step]]
             requests = {step: [HttpRequest.json(b) for b in arrivals[step]] for step in arrivals}
             answers = djl.rolling(requests) if djl.rolling_batch else djl.predict(requests[0])
-            for body, answer in zip(bodies, answers):
+            for body, answer in zip(bodies, answers, strict=True):
                 error = response_error(answer.status, answer.body)
                 print(f"[{mode}] {name}: {answer.status} {answer.headers} {json.dumps(answer.json())}")
                 expect_error = not (isinstance(body, dict) and isinstance(body.get("inputs"), (str, list))

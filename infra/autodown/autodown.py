@@ -25,6 +25,7 @@ command failed, 2 on bad configuration.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shlex
@@ -168,10 +169,8 @@ def read_state(path):
 def write_state(path, idle_since):
     """Write (or clear) the idle-since file atomically."""
     if idle_since is None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        except FileNotFoundError:
-            pass
         return
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -181,10 +180,8 @@ def write_state(path, idle_since):
             fh.write(fmt(idle_since) + "\n")
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 

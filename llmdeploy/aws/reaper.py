@@ -29,7 +29,8 @@ stacks in a local file backend whose config sets ``llmdeploy:expires-at``
 that runs it, a model by every endpoint config that names it. Something in use
 is never deleted, expired or not (listed as ``in-use``). Deletion goes in
 phases, each freeing what the next may delete: instances and endpoints, then
-Elastic IPs (an expired node's address goes after the node), then orphan configs, then orphan models, then stacks; each SageMaker phase re-reads
+Elastic IPs (an expired node's address goes after the node), then orphan configs, then orphan models, then stacks;
+each SageMaker phase re-reads
 what uses what right before it starts.
 """
 
@@ -189,7 +190,7 @@ def _instances_by_id(ec2, ids: Iterable[str]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for start in range(0, len(ids), 100):
         chunk = ids[start:start + 100]
-        desc = _with_backoff(lambda: ec2.describe_instances(Filters=[{"Name": "instance-id", "Values": chunk}]))
+        desc = _with_backoff(lambda chunk=chunk: ec2.describe_instances(Filters=[{"Name": "instance-id", "Values": chunk}]))
         for reservation in desc.get("Reservations", []):
             for inst in reservation.get("Instances", []):
                 out[inst["InstanceId"]] = inst
@@ -297,8 +298,8 @@ def read_usage(region: str, pmap: Callable = map) -> Usage:
     ep_descs = pmap(lambda n: _describe(region, "describe_endpoint", EndpointName=n), endpoints)
     config_descs = pmap(lambda n: _describe(region, "describe_endpoint_config", EndpointConfigName=n), configs)
     return Usage(
-        endpoints={n: d for n, d in zip(endpoints, ep_descs) if d is not None},
-        configs={n: d for n, d in zip(configs, config_descs) if d is not None},
+        endpoints={n: d for n, d in zip(endpoints, ep_descs, strict=True) if d is not None},
+        configs={n: d for n, d in zip(configs, config_descs, strict=True) if d is not None},
     )
 
 
@@ -361,7 +362,8 @@ def _scan_sagemaker(
             return None
 
     live = [d for d in usage.endpoints.values() if d.get("EndpointStatus") != "Deleting"]  # Deleting: already on its way out
-    endpoints = [i for i in pmap(lambda d: guarded(ENDPOINT, d["EndpointName"], lambda: _scan_endpoint(region, d, usage, now, cat)), live) if i]
+    endpoints = [i for i in pmap(lambda d: guarded(ENDPOINT, d["EndpointName"],
+                                                   lambda: _scan_endpoint(region, d, usage, now, cat)), live) if i]
     going = {i.id for i in endpoints if i.status == EXPIRED}
     with_endpoint = {c for c in usage.configs if _goes_with(usage.config_users(c), going)}
 
@@ -561,7 +563,8 @@ def _delete_eip(item: Item, now: dt.datetime) -> list[str]:
     return [f"elastic IP {item.id} ({addr.get('PublicIp', '?')})"]
 
 
-def _delete_if_managed(sm, now: dt.datetime, arn: str, delete: Callable[[], object], label: str, notes: list[str], *, orphan: bool = False) -> str:
+def _delete_if_managed(sm, now: dt.datetime, arn: str, delete: Callable[[], object], label: str, notes: list[str], *,
+                       orphan: bool = False) -> str:
     """Delete a SageMaker config or model only when it is itself managed, unprotected and not live.
 
     "deleted", "gone" or "kept". An endpoint's child may lack expires-at (it goes with the
@@ -603,10 +606,12 @@ def _delete_unused(
             raise StillProtected(reason)
         notes.append(f"kept {label} ({reason})")
         return "kept"
-    if kind == CONFIG:
-        delete = lambda: sm.delete_endpoint_config(EndpointConfigName=name)  # noqa: E731
-    else:
-        delete = lambda: sm.delete_model(ModelName=name)  # noqa: E731
+    def delete() -> None:
+        if kind == CONFIG:
+            sm.delete_endpoint_config(EndpointConfigName=name)
+        else:
+            sm.delete_model(ModelName=name)
+
     return _delete_if_managed(sm, now, arn, delete, label, notes, orphan=orphan)
 
 

@@ -297,7 +297,7 @@ def test_multi_interface_nodes_get_an_elastic_ip_in_a_public_subnet(bundled):
         nodes = sorted(of_type("aws:ec2/instance:Instance"), key=lambda r: r.name)
         addresses = sorted(eips(), key=lambda r: r.name)  # registered as each node's interface id resolves
         assert len(addresses) == len(nodes) == 2, f"{rule}: one Elastic IP per p4d node (4 interfaces), not per interface"
-        for i, (node, eip) in enumerate(zip(nodes, addresses)):
+        for i, (node, eip) in enumerate(zip(nodes, addresses, strict=False)):
             assert eip.name == f"ft-node{i}-eip", f"{rule}: each node's Elastic IP is named after it"
             assert eip.inputs["domain"] == "vpc", f"{rule}: a VPC Elastic IP"
             assert eip.inputs["networkInterface"] == f"eni-{node.name}-primary", (

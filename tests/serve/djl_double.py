@@ -73,7 +73,7 @@ class PairList:
         return self.size() == 0
 
     def get(self, key):
-        for k, v in zip(self.keys, self.values):
+        for k, v in zip(self.keys, self.values, strict=False):
             if k == key:
                 return v
         return None
