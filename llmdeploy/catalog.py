@@ -217,21 +217,21 @@ class Catalog:
         """Every source a price row of ``region`` (all regions when None) stands on, once each."""
         keep = (lambda r: True) if region is None else (lambda r: r == region)
         found: dict[str, Source] = {}
-        for (r, _), row in self.ec2.items():
+        for (r, _), ec2 in self.ec2.items():
             if keep(r):
                 for term in Term:  # a kept reserved term may name its own source (ri_1y_source / ri_3y_source)
-                    if row.hourly(term) is not None:
-                        found[row.term_source(term).key] = row.term_source(term)
-        for (r, _), row in self.hosting.items():
+                    if ec2.hourly(term) is not None:
+                        found[ec2.term_source(term).key] = ec2.term_source(term)
+        for (r, _), hosting in self.hosting.items():
             if keep(r):
-                found[row.source.key] = row.source
-        for r, row in self.serverless.items():
+                found[hosting.source.key] = hosting.source
+        for r, serverless in self.serverless.items():
             if keep(r):
-                found[row.source.key] = row.source
-        for r, row in self.other.items():
+                found[serverless.source.key] = serverless.source
+        for r, other in self.other.items():
             if keep(r):
-                for src in (row.source, row.public_ipv4_source, row.cloudwatch.source if row.cloudwatch else None,
-                            row.ebs_source, row.availability_zones_source):
+                for src in (other.source, other.public_ipv4_source, other.cloudwatch.source if other.cloudwatch else None,
+                            other.ebs_source, other.availability_zones_source):
                     if src is not None:
                         found[src.key] = src
         return list(found.values())
@@ -468,11 +468,11 @@ def _read_limits(directory: Path, sources: Mapping[str, Source]) -> tuple[Server
     # place they live); limits.toml keeps what only the documentation states (the 1 GB memory step, payloads).
     from llmdeploy import apilimits
 
-    mem_low, mem_high = apilimits.int_range("serverlessMemoryMb")
+    mem_low, mem_high = apilimits.int_range("serverlessMemoryMb")[0], apilimits.int_max("serverlessMemoryMb")
     serverless_limits = ServerlessLimits(
         memory_sizes_mb=tuple(range(mem_low, mem_high + 1, sl["memory_step_mb"])),
-        max_concurrency=apilimits.int_range("serverlessMaxConcurrency")[1],
-        max_provisioned_concurrency=apilimits.int_range("serverlessProvisionedConcurrency")[1],
+        max_concurrency=apilimits.int_max("serverlessMaxConcurrency"),
+        max_provisioned_concurrency=apilimits.int_max("serverlessProvisionedConcurrency"),
         max_payload_mb=sl["max_payload_mb"],
         timeout_s=sl["timeout_s"],
         max_image_gb=sl["max_image_gb"],
@@ -482,7 +482,7 @@ def _read_limits(directory: Path, sources: Mapping[str, Source]) -> tuple[Server
     async_limits = AsyncLimits(
         max_payload_gb=al["max_payload_gb"],
         max_processing_s=al["max_processing_s"],
-        max_concurrent_invocations_per_instance=apilimits.int_range("asyncMaxConcurrentInvocations")[1],
+        max_concurrent_invocations_per_instance=apilimits.int_max("asyncMaxConcurrentInvocations"),
         source=source_of(sources, al["source"], "limits.async"),
     )
     return serverless_limits, async_limits
@@ -521,21 +521,21 @@ def price_rows(cat: Catalog) -> list[dict]:
         for term in Term:
             if p.hourly(term) is not None:
                 out.append(row(region, "ec2", itype, term, p.hourly(term), "USD/hour", p.term_source(term)))
-    for (region, itype), p in sorted(cat.hosting.items()):
-        out.append(row(region, "sagemaker-hosting", itype, "hourly", p.hourly, "USD/hour", p.source))
-    for region, p in sorted(cat.serverless.items()):
-        out.append(row(region, "sagemaker-serverless", "compute", "usd_per_gb_second", p.usd_per_gb_second, "USD/GB-second", p.source))
-        out.append(row(region, "sagemaker-serverless", "data", "usd_per_gb_processed", p.usd_per_gb_processed, "USD/GB", p.source))
-    for region, p in sorted(cat.other.items()):
-        out.append(row(region, "other", "application load balancer", "alb_hourly", p.alb_hourly, "USD/hour", p.source))
-        out.append(row(region, "other", "KMS key", "kms_key_monthly", p.kms_key_monthly, "USD/month", p.source))
-        if p.public_ipv4_hourly is not None and p.public_ipv4_source:
-            out.append(row(region, "other", "public IPv4 address", "public_ipv4_hourly", p.public_ipv4_hourly, "USD/hour",
-                           p.public_ipv4_source))
-        if p.ebs_gp3_gb_month is not None and p.ebs_source:
-            out.append(row(region, "other", "EBS gp3 storage", "ebs_gp3_gb_month", p.ebs_gp3_gb_month, "USD/GB-month", p.ebs_source))
-        if p.cloudwatch is not None:
-            cw = p.cloudwatch
+    for (region, itype), h in sorted(cat.hosting.items()):
+        out.append(row(region, "sagemaker-hosting", itype, "hourly", h.hourly, "USD/hour", h.source))
+    for region, s in sorted(cat.serverless.items()):
+        out.append(row(region, "sagemaker-serverless", "compute", "usd_per_gb_second", s.usd_per_gb_second, "USD/GB-second", s.source))
+        out.append(row(region, "sagemaker-serverless", "data", "usd_per_gb_processed", s.usd_per_gb_processed, "USD/GB", s.source))
+    for region, o in sorted(cat.other.items()):
+        out.append(row(region, "other", "application load balancer", "alb_hourly", o.alb_hourly, "USD/hour", o.source))
+        out.append(row(region, "other", "KMS key", "kms_key_monthly", o.kms_key_monthly, "USD/month", o.source))
+        if o.public_ipv4_hourly is not None and o.public_ipv4_source:
+            out.append(row(region, "other", "public IPv4 address", "public_ipv4_hourly", o.public_ipv4_hourly, "USD/hour",
+                           o.public_ipv4_source))
+        if o.ebs_gp3_gb_month is not None and o.ebs_source:
+            out.append(row(region, "other", "EBS gp3 storage", "ebs_gp3_gb_month", o.ebs_gp3_gb_month, "USD/GB-month", o.ebs_source))
+        if o.cloudwatch is not None:
+            cw = o.cloudwatch
             for item, fld, value in (
                     ("CloudWatch alarm metric", "cloudwatch_alarm_metric_monthly", cw.alarm_metric_monthly),
                     ("CloudWatch dashboard", "cloudwatch_dashboard_monthly", cw.dashboard_monthly),

@@ -325,7 +325,7 @@ class Panel:
     title: str
     metrics: tuple[Metric, ...]
     alarm_key: str = ""  # draw this alarm's threshold as a horizontal line
-    expression: tuple[str, str] = ()  # (expression over m0, m1..., label) drawn instead of the raw metrics
+    expression: tuple[str, str] | tuple[()] = ()  # (expression over m0, m1..., label) drawn instead of the raw metrics
 
 
 def panels(mode: Mode) -> list[Panel]:

@@ -175,7 +175,7 @@ class Plan:
     break_even: tuple[BreakEven, ...]
     catalog_origin: str
     catalog_date: str  # the oldest date among the prices of this region
-    assumptions: Assumptions = field(repr=False, default=None)
+    assumptions: Assumptions | None = field(repr=False, default=None)
     instance_types: tuple[str, ...] = ()  # the candidates the user restricted the plan to, if any
     cheapest: tuple[Interval, ...] = ()  # the cheapest option over BREAK_EVEN_RANGE
     cheapest_exact_to: float = BREAK_EVEN_RANGE[1]  # exact up to here; a fine grid beyond (see _intervals)
@@ -339,7 +339,7 @@ class _Context:
     ec2: list
     hosting: list
     hosting_async: list
-    cals: cal_mod.CalibrationSet = None
+    cals: cal_mod.CalibrationSet | None = None
 
     def options(self, traffic: Traffic) -> list[Option]:
         return [self.option(mode, term, traffic) for mode, term in OPTION_KEYS]

@@ -879,17 +879,17 @@ def refresh(regions: Sequence[str] | None = None, *, client=None, today: dt.date
                 items_read += 1
                 seen[q.key] += 1
                 if q.kind == "ec2":
-                    o = parse_ec2_product(item)
-                    if o and o.region == q.region and o.instance_type == q.instance_type:
-                        bucket.append(o)
+                    ec2_offer = parse_ec2_product(item)
+                    if ec2_offer and ec2_offer.region == q.region and ec2_offer.instance_type == q.instance_type:
+                        bucket.append(ec2_offer)
                 elif q.kind == "hosting":
-                    o = parse_hosting_product(item)
-                    if o and o.region == q.region and o.instance_type in known_ml:
-                        bucket.append(o)
+                    hosting_offer = parse_hosting_product(item)
+                    if hosting_offer and hosting_offer.region == q.region and hosting_offer.instance_type in known_ml:
+                        bucket.append(hosting_offer)
                 else:
-                    o = parse_serverless_product(item)
-                    if o and o.region == q.region:
-                        bucket.append(o)
+                    serverless_offer = parse_serverless_product(item)
+                    if serverless_offer and serverless_offer.region == q.region:
+                        bucket.append(serverless_offer)
             if progress:
                 finished = done + 1 == len(queries) or phases[done + 1] != phases[done]
                 progress(phases[done], done + 1, len(queries), finished)

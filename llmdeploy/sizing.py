@@ -256,7 +256,7 @@ def fit_on_instance(mem: InferenceMemory, host_ram: int, inst: Instance, a: Assu
     """Whether a model fits one GPU of ``inst``, else the tensor-parallel degree it needs, and host RAM; with
     ``dtype``, also whether the GPU computes in it (bf16 needs compute capability 8.0: no T4, no V100)."""
     fit = _fit_memory(mem, host_ram, inst, a or load_assumptions())
-    if fit.fits and dtype == "bf16" and not inst.gpu.supports_bf16:
+    if fit.fits and dtype == "bf16" and inst.gpu is not None and not inst.gpu.supports_bf16:
         return replace(fit, fits=False, reason=f"{inst.gpu.name} has no bf16; use --dtype fp16 or fp32")
     return fit
 
