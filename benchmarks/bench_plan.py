@@ -9,9 +9,9 @@ transformers imported), then read from the cached count by every later run.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
-import os
 import subprocess
 import sys
 import tempfile

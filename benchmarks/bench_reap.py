@@ -69,7 +69,7 @@ def start_server(latency_ms: float) -> tuple[subprocess.Popen, str]:
         except OSError:
             if time.monotonic() > deadline:
                 proc.kill()
-                raise SystemExit("moto server did not start within 60 s")
+                raise SystemExit("moto server did not start within 60 s") from None
             time.sleep(0.1)
 
 
@@ -94,7 +94,8 @@ def populate(url: str, instances: int, endpoints: int) -> None:
         sm.create_model(ModelName=f"{name}-model", ExecutionRoleArn=ROLE, PrimaryContainer={"Image": IMAGE}, Tags=tags)
         sm.create_endpoint_config(
             EndpointConfigName=f"{name}-config",
-            ProductionVariants=[{"VariantName": "main", "ModelName": f"{name}-model", "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}],
+            ProductionVariants=[{"VariantName": "main", "ModelName": f"{name}-model", "InstanceType": "ml.m5.large",
+                                 "InitialInstanceCount": 1}],
             Tags=tags,
         )
         sm.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-config", Tags=tags)

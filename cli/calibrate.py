@@ -128,8 +128,9 @@ def exact_prompt(tokenizer, tokens: int) -> tuple[str, int]:
     tokenizer trained on other words would map English to one unknown token each).
     """
     special = len(tokenizer("")["input_ids"])
-    english = ("The quick brown fox jumps over the lazy dog while the committee reviews the quarterly report "
-               "and the engineers measure how long each answer takes to generate on this machine").split()
+    english = ["The", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "while", "the", "committee",
+               "reviews", "the", "quarterly", "report", "and", "the", "engineers", "measure", "how", "long", "each",
+               "answer", "takes", "to", "generate", "on", "this", "machine"]
     unk = getattr(tokenizer, "unk_token_id", None)
     known = [w for w in english if unk is None or unk not in tokenizer(w, add_special_tokens=False)["input_ids"]]
     if len(known) < len(english) // 2:
@@ -300,23 +301,15 @@ def calibrate(model_dir, device, batches, input_tokens, new_tokens, repeats, thr
     SageMaker serverless is sized with; a GPU one replaces the bundled or roofline figures for that GPU.
     """
     from llmdeploy import calibration as cal_mod
-    from llmdeploy import sizing
-    from llmdeploy.catalog import load_catalog
     from llmdeploy.errors import UsageError
     from llmdeploy.fileio import check_output_path
-    from llmdeploy.models import load_model_config
 
     # The output path first (fileio): a bad one is refused before minutes of measuring, not after.
     if out is not None:
         out = check_output_path(out, "calibration file (--out)")
     elif device == "cpu":
         check_output_path(cal_mod.default_path(cal_mod.CPU), "calibration file")
-    if not (model_dir / "config.json").is_file():
-        raise UsageError(f"--model {str(model_dir)!r} has no config.json.", hint="Point at a folder written by save_pretrained().")
-    m = load_model_config(str(model_dir))
-    if not m.encoder_decoder:
-        raise UsageError(f"--model {str(model_dir)!r} is a {m.model_type} decoder-only model; the handler serves encoder-decoder "
-                         "(FLAN-T5) models.", hint="Calibrate with a T5-family folder.")
+    m = _check_model(model_dir)
     batches = tuple(sorted(set(batches))) or DEFAULT_BATCHES
     if device == "cpu" and max(batches) > CPU_BATCH_CEILING:
         raise UsageError(f"--batch {max(batches)} is above the CPU ceiling of {CPU_BATCH_CEILING}.",
@@ -324,18 +317,55 @@ def calibrate(model_dir, device, batches, input_tokens, new_tokens, repeats, thr
     progress = (lambda msg: click.echo(msg, err=True)) if not as_json else (lambda msg: None)
 
     probe = load_probe(str(model_dir), device, input_tokens, threads=threads, clock=clock)
-    if probe.is_cuda:
-        import torch
-
-        target = cal_mod.gpu_from_device(probe.device.name, torch.cuda.get_device_properties(probe.device.index).total_memory,
-                                         load_catalog().gpus)
-    else:
-        target = cal_mod.CPU
+    target = _target(probe)
     destination = out or check_output_path(cal_mod.default_path(target), "calibration file")
     progress(f"Loaded {model_dir} on {probe.device.name} ({probe.dtype}); prompts of {probe.input_tokens} tokens.")
     probe.run(1, 3)  # warm-up: first-call allocations and lazy initialisation are not what a server pays per request
     bandwidth = measure_bandwidth(probe)
     progress(f"Streaming bandwidth: {bandwidth:.1f} GB/s.")
+    points = _measure(probe, batches, new_tokens, repeats, progress)
+    result = _fitted(m, probe, points, target=target, destination=destination, bandwidth=bandwidth, new_tokens=new_tokens)
+    path = cal_mod.write(result, destination)  # atomically (fileio.write_atomic)
+    rows = _predicted_vs_measured(m, probe, result, points, new_tokens)
+    if as_json:
+        opt.emit_json({"calibration": result.to_dict(), "path": str(path), "new_tokens": new_tokens, "points": rows})
+        return
+    _print_calibration(result, rows, new_tokens)
+    click.echo(f"\nWrote {path}. estimate and plan use it for {target}"
+               + ("" if out is None else f" when passed --calibration {path}") + ".")
+
+
+def _check_model(model_dir: Path):
+    """The model config of an encoder-decoder folder written by save_pretrained(); UsageError otherwise."""
+    from llmdeploy.errors import UsageError
+    from llmdeploy.models import load_model_config
+
+    if not (model_dir / "config.json").is_file():
+        raise UsageError(f"--model {str(model_dir)!r} has no config.json.", hint="Point at a folder written by save_pretrained().")
+    m = load_model_config(str(model_dir))
+    if not m.encoder_decoder:
+        raise UsageError(f"--model {str(model_dir)!r} is a {m.model_type} decoder-only model; the handler serves encoder-decoder "
+                         "(FLAN-T5) models.", hint="Calibrate with a T5-family folder.")
+    return m
+
+
+def _target(probe) -> str:
+    """The device the calibration is for: the catalog GPU the CUDA device is, or the CPU."""
+    from llmdeploy import calibration as cal_mod
+    from llmdeploy.catalog import load_catalog
+
+    if not probe.is_cuda:
+        return cal_mod.CPU
+    import torch
+
+    return cal_mod.gpu_from_device(probe.device.name, torch.cuda.get_device_properties(probe.device.index).total_memory,
+                                   load_catalog().gpus)
+
+
+def _measure(probe, batches: tuple[int, ...], new_tokens: int, repeats: int, progress) -> list:
+    """One point per batch size (first token, each further token, peak memory), stopping early when runs get slow."""
+    from llmdeploy import calibration as cal_mod
+
     points = []
     for batch in batches:
         prefill, step, peak, spent = measure_batch(probe, batch, new_tokens, repeats)
@@ -344,12 +374,18 @@ def calibrate(model_dir, device, batches, input_tokens, new_tokens, repeats, thr
         if spent / repeats > SLOW_BATCH_S and batch != batches[-1]:
             progress(f"batch {batch} took {spent / repeats:.0f} s per run: stopping here.")
             break
-    position = 1 + new_tokens / 2
+    return points
+
+
+def _fitted(m, probe, points: list, *, target: str, destination: Path, bandwidth: float, new_tokens: int):
+    """The speed model's constants fitted to the points: the Calibration to write."""
+    from llmdeploy import calibration as cal_mod
+
     decode_flops, overhead, prefill_flops, prefill_overhead = cal_mod.fit(
-        m, probe.dtype, points, input_tokens=probe.input_tokens, bandwidth_gbs=bandwidth, output_position=position)
+        m, probe.dtype, points, input_tokens=probe.input_tokens, bandwidth_gbs=bandwidth, output_position=1 + new_tokens / 2)
     today = dt.date.today().isoformat()
     host = host_description(probe)
-    result = cal_mod.Calibration(
+    return cal_mod.Calibration(
         device=target, origin="measured",
         name=f"llmdeploy calibrate on {host}, {m.name} ({probe.dtype}), {today}",
         source=str(destination), date=today,
@@ -357,7 +393,12 @@ def calibrate(model_dir, device, batches, input_tokens, new_tokens, repeats, thr
         step_overhead_s_per_layer=overhead, prefill_overhead_s=prefill_overhead, dtype=probe.dtype, model=m.name,
         host=host, input_tokens=probe.input_tokens, points=tuple(points),
     )
-    path = cal_mod.write(result, destination)  # atomically (fileio.write_atomic)
+
+
+def _predicted_vs_measured(m, probe, result, points: list, new_tokens: int) -> list[dict]:
+    """Each point as measured and as the fitted calibration predicts it (latency and peak memory)."""
+    from llmdeploy import sizing
+
     rows = []
     for p in points:
         lat = sizing.latency(m, probe.dtype, result, batch=p.batch, input_tokens=probe.input_tokens, output_tokens=new_tokens)
@@ -372,12 +413,14 @@ def calibrate(model_dir, device, batches, input_tokens, new_tokens, repeats, thr
             "predicted_over_measured": {"total_s": lat.total_s / measured_total if measured_total else None,
                                         "peak_bytes": mem.before_buffer / p.peak_bytes if p.peak_bytes else None},
         })
-    if as_json:
-        opt.emit_json({"calibration": result.to_dict(), "path": str(path), "new_tokens": new_tokens, "points": rows})
-        return
-    click.echo(f"Calibration for {target}: {result.name}")
-    click.echo(f"  bandwidth {bandwidth:.1f} GB/s, decode {decode_flops / 1e9:,.1f} GFLOP/s, prefill {prefill_flops / 1e9:,.1f} "
-               f"GFLOP/s, step overhead {overhead * 1e3:.3f} ms per layer, prefill overhead {prefill_overhead * 1e3:.1f} ms\n")
+    return rows
+
+
+def _print_calibration(result, rows: list[dict], new_tokens: int) -> None:
+    click.echo(f"Calibration for {result.device}: {result.name}")
+    click.echo(f"  bandwidth {result.bandwidth_gbs:.1f} GB/s, decode {result.decode_flops / 1e9:,.1f} GFLOP/s, prefill "
+               f"{result.prefill_flops / 1e9:,.1f} GFLOP/s, step overhead {result.step_overhead_s_per_layer * 1e3:.3f} ms per "
+               f"layer, prefill overhead {result.prefill_overhead_s * 1e3:.1f} ms\n")
     click.echo(table(
         ["batch", "first token", "per token", f"{new_tokens} tokens", "predicted", "pred/meas", "peak memory", "predicted",
          "pred/meas"],
@@ -388,8 +431,6 @@ def calibrate(model_dir, device, batches, input_tokens, new_tokens, repeats, thr
          for r in rows],
         right=[0, 1, 2, 3, 4, 5, 6, 7, 8],
     ))
-    click.echo(f"\nWrote {path}. estimate and plan use it for {target}"
-               + ("" if out is None else f" when passed --calibration {path}") + ".")
 
 
 def _mib(n: int | None) -> str:

@@ -2,35 +2,82 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 
 from llmdeploy.cli import options as opt
 from llmdeploy.cli.render import table
 
-# Settings shared by several commands: (option name, environment variables, built-in default).
-SHARED = (
-    ("region", ("LLMDEPLOY_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"), opt.DEFAULT_REGION),
-    ("model", ("LLMDEPLOY_MODEL",), opt.DEFAULT_MODEL),
-    ("dtype", ("LLMDEPLOY_DTYPE",), "the model's own"),
-    ("mode", ("LLMDEPLOY_MODE",), "auto"),
-    ("stack", ("LLMDEPLOY_STACK",), None),
-    ("owner", ("LLMDEPLOY_OWNER",), "unknown"),
-    ("cost_center", ("LLMDEPLOY_COST_CENTER",), "unassigned"),
-    ("catalog", ("LLMDEPLOY_CATALOG",), "bundled or refreshed"),
-)
 SHELLS = ("bash", "zsh", "fish")
 
 
-def _command(name: str) -> str:
-    """A command whose [section] the file may have; UnknownChoiceError (exit 2, did you mean) otherwise."""
-    from llmdeploy.cli.main import COMMANDS
+def _command_path(name: str) -> tuple[str, ...]:
+    """'plan', 'finetune up' or 'finetune.up' -> its path; UnknownChoiceError (exit 2, did you mean) otherwise."""
+    from llmdeploy.cli.main import cli
     from llmdeploy.errors import UnknownChoiceError
 
-    if name not in COMMANDS:
-        raise UnknownChoiceError("command", name, COMMANDS, fix="Pass --command with one of these.")
-    return name
+    path = tuple(name.replace(".", " ").split()) or ("",)
+    command: click.Command | None = cli
+    for depth, part in enumerate(path):
+        prefix = path[:depth]
+        ctx = click.Context(command)
+        names = command.list_commands(ctx) if isinstance(command, click.Group) else []
+        if part not in names:  # a leaf followed by more words ('plan x'): the leaf is the only valid one
+            raise UnknownChoiceError("command", " ".join(path[:depth + 1]) or name,
+                                     [" ".join((*prefix, n)) for n in names] or [" ".join(prefix)],
+                                     fix="Pass --command with one of these ('finetune up' or 'finetune.up' for a subcommand).")
+        command = command.get_command(ctx, part)
+    return path
+
+
+def _contexts(parent: click.Context, command: click.Command, path: tuple[str, ...]):
+    """(path, context) of every runnable command at or under ``path``, each made as click makes it to run the
+    command with no arguments: its default_map looked up under its name in its parent's, its parameters
+    resolved (command line, environment, default_map, default) with their sources recorded.
+
+    resilient_parsing: a required option left out (``finetune up --ttl``) is no error here.
+    """
+    if isinstance(command, click.Group):
+        ctx = click.Context(command, info_name=path[-1], parent=parent)
+        for name in command.list_commands(ctx):
+            yield from _contexts(ctx, command.get_command(ctx, name), (*path, name))
+    else:
+        yield path, command.make_context(path[-1], [], parent=parent, resilient_parsing=True)
+
+
+def _settings(ctx: click.Context, path: tuple[str, ...], raw: dict) -> list[dict]:
+    """One row per parameter of the command: its value and where click took it from (ctx.get_parameter_source)."""
+    from click.core import ParameterSource
+
+    from llmdeploy.userconfig import table_of
+
+    rows = []
+    for param in ctx.command.params:
+        if getattr(param, "hidden", False) or not param.name:
+            continue
+        source = ctx.get_parameter_source(param.name)
+        value = ctx.params.get(param.name)
+        if source is ParameterSource.ENVIRONMENT:
+            where = f"environment {opt.envvar_used(param)}"
+            # resilient parsing dropped a bad value; convert it again so that it is refused as the command would
+            value = param.type_cast_value(ctx, param.value_from_envvar(ctx))
+        elif source is ParameterSource.DEFAULT_MAP:
+            where = table_of(raw, path, param.name) or "file"
+            value = param.type_cast_value(ctx, ctx.lookup_default(param.name))
+        elif source is ParameterSource.DEFAULT:
+            where = "default"
+        else:
+            where = source.name.lower() if source else "none"
+        rows.append({"command": " ".join(path), "setting": param.name, "value": value, "source": where,
+                     "environment": opt.envvars(param)})
+    return rows
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, (tuple, list)):
+        return ", ".join(map(str, value)) or "-"
+    return str(value)
 
 
 @click.group(
@@ -38,6 +85,7 @@ def _command(name: str) -> str:
 Examples:
   llmdeploy config show                         # every shared setting, its value and where it came from
   llmdeploy config show --command plan          # with the file's [plan] section applied
+  llmdeploy config show --command 'finetune up' # a subcommand: top level, [finetune], [finetune.up]
   LLMDEPLOY_REGION=eu-west-1 llmdeploy config show --json
   $EDITOR "$(llmdeploy config path)"             # edit the user config file
   eval "$(llmdeploy config completion bash)"    # tab completion, in ~/.bashrc
@@ -56,35 +104,37 @@ def config():
 Examples:
   llmdeploy config show
   LLMDEPLOY_REGION=eu-west-1 llmdeploy config show --command plan --json
+  llmdeploy config show --command finetune      # each of finetune up, status and down
 """)
-@click.option("--command", "command_name", default="plan", show_default=True, callback=lambda ctx, p, v: _command(v),
-              help="Whose [section] of the config file to apply.")
+@click.option("--command", "command_path", default="plan", show_default=True, metavar="COMMAND",
+              callback=lambda ctx, p, v: _command_path(v),
+              help="Whose settings to show: a command, a subcommand ('finetune up' or 'finetune.up'), or a group "
+                   "(each of its commands).")
 @opt.json_option
-def show(command_name, as_json):
-    """Each shared setting, its value and where it came from (flag > environment > file > default)."""
+@click.pass_context
+def show(ctx, command_path, as_json):
+    """Each option of a command, its value and where click took it from (flag > environment > file > default)."""
+    from llmdeploy.cli.main import cli
     from llmdeploy.userconfig import config_path, load_user_config
 
     path = config_path()
     raw = load_user_config(path)
-    section = raw.get(command_name, {}) if isinstance(raw.get(command_name), dict) else {}
-    rows = []
-    for name, envvars, default in SHARED:
-        env = next((e for e in envvars if os.environ.get(e)), None)
-        if env:
-            value, source = os.environ[env], f"environment {env}"
-        elif name in section:
-            value, source = section[name], f"file [{command_name}]"
-        elif name in raw and not isinstance(raw[name], dict):
-            value, source = raw[name], "file"
-        else:
-            value, source = default, "default"
-        rows.append({"setting": name, "value": value, "source": source, "environment": list(envvars)})
+    root = ctx.find_root()  # the llmdeploy group's context: its callback put the file into default_map
+    command: click.Command = cli
+    parent = root
+    for name in command_path[:-1]:
+        command = command.get_command(parent, name)
+        parent = click.Context(command, info_name=name, parent=parent)
+    command = command.get_command(parent, command_path[-1])
+    rows = [row for sub_path, sub_ctx in _contexts(parent, command, command_path) for row in _settings(sub_ctx, sub_path, raw)]
     if as_json:
         opt.emit_json({"config_file": str(path), "config_file_exists": path.is_file(), "settings": rows})
         return
     click.echo(f"Config file: {path} ({'found' if path.is_file() else 'not found'})")
-    click.echo(table(["setting", "value", "from", "environment variables"],
-                     [[r["setting"], "-" if r["value"] is None else r["value"], r["source"], ", ".join(r["environment"])] for r in rows]))
+    several = len({r["command"] for r in rows}) > 1
+    click.echo(table((["command"] if several else []) + ["setting", "value", "from", "environment variables"],
+                     [([r["command"]] if several else []) + [r["setting"], _cell(r["value"]), r["source"], ", ".join(r["environment"])]
+                      for r in rows]))
     click.echo("\nA flag on the command line overrides all of these.")
 
 

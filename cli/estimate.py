@@ -55,7 +55,8 @@ def estimate(model, revision, dtype, batch, input_tokens, output_tokens, buffer,
         if as_json:
             opt.emit_json([{"name": n, **{k: str(v) for k, v in row.items()}} for n, row in index.items()])
         else:
-            click.echo(table(["name", "hugging face id", "parameters"], [[n, r["hf_id"], f"{r['parameters']:,}"] for n, r in index.items()], right=[2]))
+            click.echo(table(["name", "hugging face id", "parameters"],
+                             [[n, r["hf_id"], f"{r['parameters']:,}"] for n, r in index.items()], right=[2]))
         return
     report = est.estimate(
         model, revision=revision, cat=load_catalog(catalog_dir), region=region, dtype=dtype, batch=batch, input_tokens=input_tokens,

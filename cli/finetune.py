@@ -7,25 +7,19 @@ EC2 reads in ``llmdeploy.aws.cluster``, Pulumi in ``llmdeploy.infra``.
 from __future__ import annotations
 
 import getpass
-import os
 
 import click
 
 from llmdeploy.cli.options import Whole, emit_json, json_option, region_option, stack_option, yes_option
-from llmdeploy.cli.render import table
-
-DEFAULT_OWNER_ENV = "LLMDEPLOY_OWNER"
+from llmdeploy.cli.render import table, usd
 
 
 def _owner_default() -> str:
+    # Only the built-in default: LLMDEPLOY_OWNER is the option's envvar, so it ranks above the config file.
     try:
-        return os.environ.get(DEFAULT_OWNER_ENV) or getpass.getuser()
+        return getpass.getuser()
     except Exception:  # no login name in some containers
         return "unknown"
-
-
-def _usd(value: float | None) -> str:
-    return "?" if value is None else f"${value:,.2f}"
 
 
 def _public_ip_line(public_ip: bool | None, interfaces: int) -> str:
@@ -70,7 +64,7 @@ def finetune() -> None:
 @click.option("--model", default=None, metavar="NAME", help="Size the cluster for fine-tuning this model when --instances is not given.")
 @click.option("--ssh-cidr", default=None, metavar="CIDR", help="Allow SSH from this CIDR only (never 0.0.0.0/0). Default: no SSH.")
 @click.option("--key-name", default=None, metavar="NAME", help="EC2 key pair for SSH.")
-@click.option("--owner", default=_owner_default, show_default="$LLMDEPLOY_OWNER or your login", help="Owner tag.")
+@click.option("--owner", envvar="LLMDEPLOY_OWNER", default=_owner_default, show_default="your login", help="Owner tag.")
 @click.option("--cost-center", envvar="LLMDEPLOY_COST_CENTER", default="unassigned", show_default=True, help="Cost-center tag.")
 @click.option("--ami", "ami_id", default=None, metavar="AMI", help="AMI id (default: newest Deep Learning AMI GPU PyTorch).")
 @click.option("--subnet", "subnet_id", default=None, metavar="SUBNET", help="Subnet for all nodes (default: default VPC).")
@@ -114,14 +108,17 @@ def up(instances, ttl, idle, instance_type, region, model, ssh_cidr, key_name, o
     ssh = ft.check_ssh_cidr(ssh_cidr) if ssh_cidr is not None else None
     checkpoints = ft.check_checkpoint_uri(checkpoint_uri) if checkpoint_uri is not None else None
 
-    click.echo(f"Stack {plan.stack} in {plan.region}: {plan.instances} x {plan.instance_type} ({plan.instances * plan.gpus_per_instance} GPU{'s' if plan.instances * plan.gpus_per_instance != 1 else ''}"
+    gpus = plan.instances * plan.gpus_per_instance
+    click.echo(f"Stack {plan.stack} in {plan.region}: {plan.instances} x {plan.instance_type} ({gpus} GPU{'s' if gpus != 1 else ''}"
                f"{', EFA' if plan.efa else ''}{', sized for ' + model if model and instances is None else ''})")
-    click.echo(f"  Cost:     {_usd(plan.hourly_each)}/hour each, {_usd(plan.hourly_total)}/hour in all (on-demand, catalog)")
-    click.echo(f"  Expires:  {format_expiry(plan.expires_at)} (in {ft.format_duration(plan.expires_at - now)}); at most {_usd(plan.max_cost(now))} if it runs to the end")
-    click.echo(f"  Idle:     " + (f"a node terminates after {plan.idle_minutes} min with GPUs idle" if plan.idle_minutes else "no idle limit (only the deadline)"))
+    click.echo(f"  Cost:     {usd(plan.hourly_each)}/hour each, {usd(plan.hourly_total)}/hour in all (on-demand, catalog)")
+    click.echo(f"  Expires:  {format_expiry(plan.expires_at)} (in {ft.format_duration(plan.expires_at - now)}); "
+               f"at most {usd(plan.max_cost(now))} if it runs to the end")
+    click.echo("  Idle:     " + (f"a node terminates after {plan.idle_minutes} min with GPUs idle" if plan.idle_minutes
+                                 else "no idle limit (only the deadline)"))
     click.echo(f"  SSH:      {ssh or 'closed (use SSM Session Manager)'}; nodes carry an instance profile with "
                "AmazonSSMManagedInstanceCore")
-    click.echo(f"  S3:       " + (f"read/write under {checkpoints} only" if checkpoints else
+    click.echo("  S3:       " + (f"read/write under {checkpoints} only" if checkpoints else
                                   "none (pass --checkpoint-uri s3://BUCKET/PREFIX/ to save checkpoints)"))
     click.echo(f"  Public IP: {_public_ip_line(public_ip, plan.interfaces_per_node)}")
 
@@ -160,7 +157,8 @@ def up(instances, ttl, idle, instance_type, region, model, ssh_cidr, key_name, o
     public_ips = [ip for ip in outputs.get("public_ips") or [] if ip]
     if public_ips:
         click.echo(f"Public IPs: {', '.join(map(str, public_ips))}.")
-    click.echo(f"They terminate by {format_expiry(plan.expires_at)}. Watch: llmdeploy finetune status --stack {plan.stack} --region {plan.region}")
+    click.echo(f"They terminate by {format_expiry(plan.expires_at)}. "
+               f"Watch: llmdeploy finetune status --stack {plan.stack} --region {plan.region}")
 
 
 @finetune.command("status")
@@ -179,6 +177,7 @@ def status(stack, region, as_json, now_text):
     from llmdeploy import finetune as ft
     from llmdeploy.aws import cluster
     from llmdeploy.catalog import check_region, load_catalog
+    from llmdeploy.enums import InstanceState
     from llmdeploy.tags import format_expiry
 
     stack = stack or ft.DEFAULT_STACK
@@ -187,7 +186,7 @@ def status(stack, region, as_json, now_text):
     now = ft.parse_now(now_text)
     rows = cluster.cluster_status(stack, region, now=now, cat=cat)
     total = ft.total_accrued(rows)
-    hourly = sum(r.hourly or 0.0 for r in rows if r.state in ("pending", "running"))
+    hourly = sum(r.hourly or 0.0 for r in rows if r.state in (InstanceState.PENDING, InstanceState.RUNNING))
     if as_json:
         emit_json({"stack": stack, "region": region, "now": format_expiry(now),
                    "instances": [r.as_dict() for r in rows], "usd_per_hour": hourly, "accrued_usd": round(total, 4)})
@@ -199,9 +198,9 @@ def status(stack, region, as_json, now_text):
     for r in rows:
         left = "-" if r.time_left is None else ("expired" if r.time_left.total_seconds() <= 0 else ft.format_duration(r.time_left))
         cells.append([r.instance_id, r.instance_type, r.state, ft.format_duration(r.age), left,
-                      "?" if r.hourly is None else f"{r.hourly:.2f}", _usd(r.accrued_usd)])
+                      "?" if r.hourly is None else f"{r.hourly:.2f}", usd(r.accrued_usd, missing="?")])
     click.echo(table(["INSTANCE", "TYPE", "STATE", "AGE", "TIME LEFT", "USD/H", "ACCRUED"], cells, right=[3, 4, 5, 6]))
-    click.echo(f"{len(rows)} instance(s); {_usd(hourly)}/hour now; accrued so far {_usd(total)}.")
+    click.echo(f"{len(rows)} instance(s); {usd(hourly)}/hour now; accrued so far {usd(total)}.")
 
 
 @finetune.command("down")
@@ -239,7 +238,8 @@ def down(stack, region, yes):
     except LlmdeployError as exc:
         problem = exc
         click.echo(f"Could not destroy the Pulumi stack: {exc}", err=True)
-        click.echo("Terminating the stack's instances directly; its security group and placement group stay until a destroy succeeds.", err=True)
+        click.echo("Terminating the stack's instances directly; its security group and placement group stay until a "
+                   "destroy succeeds.", err=True)
 
     left = cluster.terminate_leftovers(stack, region)
     end = ft.utcnow()
@@ -255,8 +255,8 @@ def down(stack, region, yes):
         click.echo(f"Could not release Elastic IP {alloc}: {why} (it is billed while allocated).", err=True)
     if not left.terminated and left.clean:
         click.echo(f"EC2 check: no instance of stack {stack} left running in {region}.")
-    cost = sum(ft.accrued_cost(r.launched, end, r.hourly) for r in before if r.hourly is not None and r.state in ft.BILLED_STATES)
-    click.echo(f"Final accrued cost (EC2 on-demand, catalog prices): {_usd(cost)}.")
+    cost = sum(ft.accrued_cost(r.launched, end, r.hourly) for r in before if r.hourly is not None and r.billed)
+    click.echo(f"Final accrued cost (EC2 on-demand, catalog prices): {usd(cost)}.")
     if problem is not None:
         raise problem
     if not left.clean:

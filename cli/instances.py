@@ -23,6 +23,7 @@ Examples:
 def instances(region, families, catalog_dir, as_json):
     """List GPU instances priced in REGION, cheapest on-demand first, with SageMaker hosting prices."""
     from llmdeploy import catalog as cat_mod
+    from llmdeploy.enums import Term
 
     cat = cat_mod.load_catalog(catalog_dir)
     rows = []
@@ -40,7 +41,7 @@ def instances(region, families, catalog_dir, as_json):
             # A reserved term kept from elsewhere than the row (issue 17's ri_1y_source / ri_3y_source) names its own.
             "term_sources": {term: {"key": price.term_source(term).key, "date": price.term_source(term).retrieved.isoformat(),
                                     "estimated": price.term_source(term).estimated}
-                             for term in cat_mod.TERMS if price.hourly(term) is not None},
+                             for term in Term if price.hourly(term) is not None},
             "sagemaker_hourly": hosting.hourly if hosting else None,
             "sagemaker_source": hosting.source.url if hosting else None,
             "sagemaker_source_key": hosting.source.key if hosting else None,
@@ -55,7 +56,10 @@ def instances(region, families, catalog_dir, as_json):
     if as_json:
         opt.emit_json(rows)
         return
-    money = (lambda x: "-" if x is None else f"{x:.3f}")
+
+    def money(x: float | None) -> str:  # the header says $/h
+        return "-" if x is None else f"{x:.3f}"
+
     click.echo(table(
         ["instance", "GPUs", "GPU mem", "vCPU", "RAM", "on-demand $/h", "1y RI $/h", "3y RI $/h", "SageMaker $/h", "sources"],
         [[r["instance_type"], f"{r['gpu_count']} × {r['gpu']}", f"{r['gpu_memory_gib']:g} GB", r["vcpus"], f"{r['ram_gib']:g} GiB",

@@ -114,8 +114,9 @@ def cli(ctx: click.Context) -> None:
     try:
         raw = load_user_config()
         if raw:
-            check_keys(raw, option_names(ctx), path=config_path())
-            ctx.default_map = default_map(raw, list(COMMANDS))
+            tree = option_names(ctx)
+            check_keys(raw, tree, path=config_path())
+            ctx.default_map = default_map(raw, tree)  # click hands each command, at any depth, its own map
     except LlmdeployError as exc:
         click.echo(f"Error: {exc}", err=True)
         ctx.exit(exc.exit_code)

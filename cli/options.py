@@ -59,6 +59,16 @@ class _BadNumber(click.BadParameter):
         return self.message
 
 
+def envvars(param: click.Parameter) -> list[str]:
+    """The environment variables ``param`` reads, in the order click tries them."""
+    return [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or ())
+
+
+def envvar_used(param: click.Parameter) -> str | None:
+    """Which of them gave the value: the first one set and not empty, as click's ``resolve_envvar_value`` picks."""
+    return next((e for e in envvars(param) if os.environ.get(e)), None)
+
+
 def _label(param: click.Parameter | None, ctx: click.Context | None) -> str:
     """The flag's name, and where its value came from when that was not the command line."""
     if param is None:
@@ -66,8 +76,7 @@ def _label(param: click.Parameter | None, ctx: click.Context | None) -> str:
     name = max(param.opts, key=len) if getattr(param, "opts", None) else (param.human_readable_name or "value")
     source = ctx.get_parameter_source(param.name) if ctx is not None and param.name else None
     if source is ParameterSource.ENVIRONMENT:
-        envvars = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or ())
-        name += f" (from ${next((e for e in envvars if os.environ.get(e)), envvars[0] if envvars else 'environment')})"
+        name += f" (from ${envvar_used(param) or 'environment'})"
     elif source is ParameterSource.DEFAULT_MAP:
         name += " (from the user config file)"
     return name

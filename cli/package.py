@@ -41,10 +41,7 @@ def package(model_dir, model_id, out, dtype, backend, max_batch_size, max_batch_
                                max_new_tokens=max_new_tokens, max_num_beams=max_num_beams,
                                max_request_tokens=max_request_tokens, model_id=model_id)
     interactive = sys.stdout.isatty() and not as_json
-    if interactive:
-        bar_cm = click.progressbar(length=1, label="Packaging", show_percent=True, show_eta=True)
-    else:
-        bar_cm = None
+    bar_cm = click.progressbar(length=1, label="Packaging", show_percent=True, show_eta=True) if interactive else None
 
     state = {"last_pct": -1}
 

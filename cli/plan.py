@@ -6,9 +6,9 @@ import click
 
 from llmdeploy.cli import options as opt
 from llmdeploy.cli.render import table, usd
+from llmdeploy.enums import Mode, Term
 from llmdeploy.fileio import check_output_path, write_atomic
-from llmdeploy.plan import PLAN_MODES, TERMS
-
+from llmdeploy.plan import AUTO, PLAN_MODES
 
 
 @click.command(
@@ -24,9 +24,9 @@ Examples:
   llmdeploy plan --markdown >> $GITHUB_STEP_SUMMARY
 """
 )
-@click.option("--mode", type=click.Choice(PLAN_MODES), default="auto", show_default=True, envvar="LLMDEPLOY_MODE",
+@click.option("--mode", type=click.Choice(PLAN_MODES), default=AUTO, show_default=True, envvar="LLMDEPLOY_MODE",
               help="Hosting mode to plan for; auto picks the cheapest feasible one.")
-@click.option("--term", type=click.Choice(TERMS), default="1y", show_default=True,
+@click.option("--term", type=click.Choice([t.value for t in Term]), default=Term.ONE_YEAR.value, show_default=True,
               help="EC2 pricing term for reserved mode (self-hosted).")
 @opt.model_option
 @opt.revision_option
@@ -73,15 +73,11 @@ def plan(ctx, mode, term, model, revision, dtype, region, requests_per_day, peak
     It shows the changes and asks, or needs --force when there is no terminal.
     Nothing is written unless every check of the command passed.
     """
-    from click.core import ParameterSource
-
-    from llmdeploy import costs
     from llmdeploy import plan as plan_mod
     from llmdeploy import report
     from llmdeploy.catalog import load_catalog
-    from llmdeploy.errors import LlmdeployError
     from llmdeploy.models import load_model_config
-    from llmdeploy.stackconfig import prepare_stack_file, stack_file
+    from llmdeploy.stackconfig import stack_file
 
     if as_json and markdown:
         raise click.UsageError("--json and --markdown are exclusive: pick one.")
@@ -102,22 +98,8 @@ def plan(ctx, mode, term, model, revision, dtype, region, requests_per_day, peak
                                 traffic=traffic, loading=loading, buffer=buffer, instance_types=instance_types,
                                 calibration_files=calibration_files)
     png = chart_mod.render(result, cat) if chart else None
-    update = None
-    if stack_path is not None:
-        config = plan_mod.stack_config_for(result, owner=owner, cost_center=cost_center)
-        config.validate(cat)  # AWS's limits and tag patterns: refuse before writing, as preview and the program would
-        # --owner / --cost-center left at their built-in default do not overwrite the file's own values.
-        keep = tuple(name for name, param in (("owner", "owner"), ("costCenter", "cost_center"))
-                     if ctx.get_parameter_source(param) is ParameterSource.DEFAULT)
-        update = prepare_stack_file(stack_path, config, header=report.stack_header(result), keep_existing=keep)
-        if update.existed and update.changes:
-            if not force and not _interactive():
-                raise LlmdeployError(f"{update.path} exists and plan would change {update.brief()}; pass --force to "
-                                     "update those (every other key is kept), or run plan in a terminal to be asked.")
-            for line in update.summary():
-                click.echo(line, err=True)
-            if not force:
-                click.confirm(f"Update {update.path.name}?", abort=True, err=True)
+    update = _stack_update(ctx, result, cat, stack_path, owner=owner, cost_center=cost_center, force=force) \
+        if stack_path is not None else None
     # Every check passed: write.
     written = update.write() if update is not None and update.changes else (update.path if update else None)
     chart_path = write_atomic(chart_mod.check_path(chart), png) if chart else None
@@ -125,32 +107,72 @@ def plan(ctx, mode, term, model, revision, dtype, region, requests_per_day, peak
     data["stack_file"] = None if written is None else str(written)
     data["stack_changes"] = None if update is None else [{"key": k, "old": o, "new": n} for k, o, n in update.changes]
     data["chart"] = None if chart_path is None else str(chart_path)
-    # What the stack file costs as written: plan's figure, unless a setting plan leaves alone changes it (an
-    # ingressCidr or certificateArn kept from the file makes the load balancer internet-facing: its public IPv4
-    # addresses). preview --offline, the program's budget and status price the file, so say so.
-    stack_items = plan_mod.planned_line_items(update.config, cat) if update is not None and update.config else None
-    data["stack_monthly_usd"] = None if stack_items is None else round(costs.total(stack_items), 2)
-    data["stack_extra_line_items"] = None if stack_items is None else [
-        {"kind": i.kind, "description": i.description, "monthly_usd": round(i.monthly_usd, 2)}
-        for i in stack_items if i.kind not in {o.kind for o in result.choice.line_items}]
+    data.update(_stack_cost(update, cat, result))
     if as_json:
         opt.emit_json(data)
     elif markdown:
         click.echo(report.plan_markdown(data))
     else:
         _render(data)
-        if data["stack_monthly_usd"] is not None and data["stack_monthly_usd"] != result.choice.monthly_usd:
-            extra = "; ".join(f"{i['description']}: {usd(i['monthly_usd'])}" for i in data["stack_extra_line_items"])
-            click.echo(f"\n{update.path.name} as written costs {usd(data['stack_monthly_usd'])}/month, not "
-                       f"{usd(result.choice.monthly_usd)}" + (f" ({extra})" if extra else "") + ": a setting plan leaves "
-                       "alone (ingressCidr or certificateArn: an internet-facing load balancer) adds to it; preview "
-                       "--offline, the budget and status use this figure.")
-        if update is not None and not update.changes:
-            click.echo(f"\n{written} already matches this plan: left as it is.")
-        elif written:
-            click.echo(f"\nWrote {written}: deploy it with 'llmdeploy deploy --stack {stack}' or 'pulumi up -s {stack}'.")
+        _render_stack(data, result, update, written, stack)
         if chart_path:
             click.echo(f"Drew {chart_path}.")
+
+
+def _stack_update(ctx, result, cat, stack_path, *, owner: str, cost_center: str, force: bool):
+    """The merge of the plan's stack config into Pulumi.NAME.yaml, checked, shown and agreed to; not written yet."""
+    from click.core import ParameterSource
+
+    from llmdeploy import plan as plan_mod
+    from llmdeploy import report
+    from llmdeploy.errors import LlmdeployError
+    from llmdeploy.stackconfig import prepare_stack_file
+
+    config = plan_mod.stack_config_for(result, owner=owner, cost_center=cost_center)
+    config.validate(cat)  # AWS's limits and tag patterns: refuse before writing, as preview and the program would
+    # --owner / --cost-center left at their built-in default do not overwrite the file's own values.
+    keep = tuple(name for name, param in (("owner", "owner"), ("costCenter", "cost_center"))
+                 if ctx.get_parameter_source(param) is ParameterSource.DEFAULT)
+    update = prepare_stack_file(stack_path, config, header=report.stack_header(result), keep_existing=keep)
+    if update.existed and update.changes:
+        if not force and not _interactive():
+            raise LlmdeployError(f"{update.path} exists and plan would change {update.brief()}; pass --force to "
+                                 "update those (every other key is kept), or run plan in a terminal to be asked.")
+        for line in update.summary():
+            click.echo(line, err=True)
+        if not force:
+            click.confirm(f"Update {update.path.name}?", abort=True, err=True)
+    return update
+
+
+def _stack_cost(update, cat, result) -> dict:
+    """What the stack file costs as written: plan's figure, unless a setting plan leaves alone changes it (an
+    ingressCidr or certificateArn kept from the file makes the load balancer internet-facing: its public IPv4
+    addresses). preview --offline, the program's budget and status price the file, so say so."""
+    from llmdeploy import costs
+    from llmdeploy import plan as plan_mod
+
+    stack_items = plan_mod.planned_line_items(update.config, cat) if update is not None and update.config else None
+    return {
+        "stack_monthly_usd": None if stack_items is None else round(costs.total(stack_items), 2),
+        "stack_extra_line_items": None if stack_items is None else [
+            {"kind": i.kind, "description": i.description, "monthly_usd": round(i.monthly_usd, 2)}
+            for i in stack_items if i.kind not in {o.kind for o in result.choice.line_items}],
+    }
+
+
+def _render_stack(data: dict, result, update, written, stack: str | None) -> None:
+    """What happened to the stack file, and what it costs when that differs from the plan's choice."""
+    if data["stack_monthly_usd"] is not None and data["stack_monthly_usd"] != result.choice.monthly_usd:
+        extra = "; ".join(f"{i['description']}: {usd(i['monthly_usd'])}" for i in data["stack_extra_line_items"])
+        click.echo(f"\n{update.path.name} as written costs {usd(data['stack_monthly_usd'])}/month, not "
+                   f"{usd(result.choice.monthly_usd)}" + (f" ({extra})" if extra else "") + ": a setting plan leaves "
+                   "alone (ingressCidr or certificateArn: an internet-facing load balancer) adds to it; preview "
+                   "--offline, the budget and status use this figure.")
+    if update is not None and not update.changes:
+        click.echo(f"\n{written} already matches this plan: left as it is.")
+    elif written:
+        click.echo(f"\nWrote {written}: deploy it with 'llmdeploy deploy --stack {stack}' or 'pulumi up -s {stack}'.")
 
 
 def _interactive() -> bool:
@@ -169,7 +191,7 @@ def _render(d: dict) -> None:
     )
     click.echo(f"Prices: {d['catalog']['origin']}, the oldest from {d['catalog']['date']} (USD, {d['region']})")
     shown = {o["speed_model"].split(" ", 1)[0] for o in (d["choice"], d["recommended"], *d["options"])
-             if o["speed_model"] and (o is d["choice"] or o is d["recommended"] or o["mode"] == "serverless")}
+             if o["speed_model"] and (o is d["choice"] or o is d["recommended"] or o["mode"] == Mode.SERVERLESS)}
     for c in d["calibrations"]:
         if c["device"] in shown:
             click.echo(f"Speed on {c['device']}: {c['origin']}: {c['name']} [{c['date']}]")
@@ -183,7 +205,7 @@ def _render(d: dict) -> None:
         ])
     click.echo(table(["option", "instance", "count", "per month", "per year", "latency @batch", "ok", "why"], rows, right=[2, 3, 4, 5]))
     c = d["choice"]
-    click.echo(f"\nChoice (--mode {d['mode']}): {c['label']} on {c['instance_type'] or 'serverless'}"
+    click.echo(f"\nChoice (--mode {d['mode']}): {c['label']} on {c['instance_type'] or Mode.SERVERLESS}"
                f"{' × ' + str(c['instance_count']) if c['instance_count'] else ''}: {usd(c['monthly_usd'])}/month, "
                f"{usd(c['annual_usd'])}/year")
     watch = [i for i in c["line_items"] if i["kind"].startswith("cloudwatch-")]

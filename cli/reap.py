@@ -14,10 +14,7 @@ import sys
 import click
 
 from llmdeploy.cli.options import Whole, emit_json, json_option, regions_option, yes_option
-
-
-def _usd(value: float | None) -> str:
-    return "?" if value is None else f"{value:,.2f}"
+from llmdeploy.cli.render import usd
 
 
 def _table(items, title: str) -> None:
@@ -83,7 +80,7 @@ def reap(regions, yes, as_json, concurrency, now_text):
     if not as_json:
         click.echo(f"Swept {', '.join(chosen)} at {format_expiry(now)}.")
         if expired:
-            _table(expired, f"{'Deleting' if yes else 'Would delete'} {len(expired)} expired resource(s), ${_usd(result.hourly_total)}/hour:")
+            _table(expired, f"{'Deleting' if yes else 'Would delete'} {len(expired)} expired resource(s), {usd(result.hourly_total)}/hour:")
         elif result.errors:
             click.echo(f"Nothing expired found, but {len(result.errors)} listing(s) failed (below): some regions were not checked.")
         else:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+# Money is formatted once, in the core (report.py's Markdown uses it too); the commands import it from here.
+from llmdeploy.costs import usd as usd
+
 GIB = 1024**3
 
 
@@ -11,8 +14,6 @@ def gib(n: float | None) -> str:
     return "-" if n is None else f"{n / GIB:,.1f} GiB"
 
 
-def usd(x: float | None, digits: int = 2) -> str:
-    return "-" if x is None else f"${x:,.{digits}f}"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, right: Sequence[int] = ()) -> str:
@@ -21,7 +22,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, right: Se
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
 
     def line(row: list[str]) -> str:
-        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=False))]
         return "  ".join(parts).rstrip()
 
     out = [line(cells[0]), "  ".join("-" * w for w in widths)]

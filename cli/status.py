@@ -14,6 +14,7 @@ import click
 
 from llmdeploy.cli.options import emit_json, json_option, project_dir_option, resolve_project_dir, stack_option
 from llmdeploy.cli.render import table, usd
+from llmdeploy.enums import Mode
 from llmdeploy.errors import CloudError, UsageError
 
 
@@ -51,7 +52,7 @@ def status(stack: str | None, project_dir: Path | None, no_cost: bool, as_json: 
         raise UsageError("--stack NAME is required.", hint="It names the Pulumi.NAME.yaml that 'llmdeploy plan --stack NAME' wrote.")
     cat = load_catalog()
     config = read_stack_file(stack_file(resolve_project_dir(project_dir), stack), catalog=cat)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     clients.require_credentials(config.region)
     health = aws_mon.health(stack, config.region, config.mode, now=now)
 
@@ -60,7 +61,7 @@ def status(stack: str | None, project_dir: Path | None, no_cost: bool, as_json: 
     # The latency the p90 alarm holds the stack to (alarmLatencyMs: plan's target, async: its estimate when longer).
     data["plan"] = {"latency_target_ms": config.alarm_latency_ms or None,
                     "requests_per_hour_per_instance": config.usage_requests_per_hour_per_instance or None,
-                    "instance_count": None if config.mode == "serverless" else config.instance_count}
+                    "instance_count": None if config.mode == Mode.SERVERLESS else config.instance_count}
     monthly = costs.total(plan.planned_line_items(config, cat))
     to_date, hours = costs.planned_to_date(monthly, now)
     cost: dict = {"plan_monthly_usd": round(monthly, 2), "plan_to_date_usd": round(to_date, 2),
@@ -100,7 +101,8 @@ def status(stack: str | None, project_dir: Path | None, no_cost: bool, as_json: 
 
 def _render(health, data: dict) -> None:
     e, h, plan_, cost = health.endpoint, health.last_hour, data["plan"], data["cost"]
-    count = "" if e.instances is None else f", {e.instances} of {e.desired} {'instances' if e.kind.startswith('Sage') else 'servers healthy'}"
+    what = "instances" if e.kind.startswith("Sage") else "servers healthy"
+    count = "" if e.instances is None else f", {e.instances} of {e.desired} {what}"
     click.echo(f"Stack {health.stack} ({health.mode}, {health.region}): {e.kind} {e.name} {e.status}{count}"
                + (f" ({e.detail})" if e.detail else ""))
     target = f" (target {plan_['latency_target_ms']:,} ms)" if plan_["latency_target_ms"] else ""

@@ -91,7 +91,7 @@ class PackageSettings:
     def rolling(self) -> bool:
         return self.backend in ROLLING_BACKENDS
 
-    def validate(self) -> "PackageSettings":
+    def validate(self) -> PackageSettings:
         from llmdeploy.errors import UnknownChoiceError
 
         if self.model_id is not None:
@@ -200,8 +200,13 @@ def adapted_weight_files(weights_dir: Path) -> dict[str, bytes]:
 
     ConfigError, naming the file, when one of them is not a JSON object.
     """
-    from llmdeploy.handlers.compat import (MODEL_CONFIG, TOKENIZER_CONFIG, dumps, model_config_for_v4,
-                                           tokenizer_config_for_v4)
+    from llmdeploy.handlers.compat import (
+        MODEL_CONFIG,
+        TOKENIZER_CONFIG,
+        dumps,
+        model_config_for_v4,
+        tokenizer_config_for_v4,
+    )
 
     names = {p.name for p in weights_dir.iterdir() if p.is_file()}
     adapted = {}
@@ -314,8 +319,8 @@ def _write_tarball(out: Path, settings: PackageSettings, weights: Path | None, c
         with os.fdopen(fd, "wb") as raw:
             hashing = _HashingWriter(raw)
             # filename="" and mtime=0: no name and no time in the gzip header.
-            with gzip.GzipFile(filename="", mode="wb", fileobj=hashing, mtime=0, compresslevel=6) as gz:
-                with tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            with gzip.GzipFile(filename="", mode="wb", fileobj=hashing, mtime=0, compresslevel=6) as gz, \
+                    tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
                     for name, data in entries:
                         if isinstance(data, bytes):
                             tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))

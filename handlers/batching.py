@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -196,10 +197,8 @@ class DynamicBatcher:
         self._aborted = True
         if self._worker is not None:
             self._worker.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-            except asyncio.CancelledError:
-                pass
             self._worker = None
         while self._queue is not None and not self._queue.empty():
             _, fut = self._queue.get_nowait()
@@ -233,12 +232,11 @@ class DynamicBatcher:
                 break
             try:
                 batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
         return batch
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect()
             # Requests whose client gave up (timeout -> cancelled future) are not run.
@@ -257,7 +255,7 @@ class DynamicBatcher:
                     self._executor.submit(self.run_batch, [i for i, _ in live], cancelled))
                 if len(results) != len(live):
                     raise RuntimeError(f"run_batch returned {len(results)} results for {len(live)} items")
-                for (_, fut), result in zip(live, results):
+                for (_, fut), result in zip(live, results, strict=True):
                     if fut.done():
                         continue
                     if self._aborted:  # its rows were stopped early: the text is cut, not an answer
@@ -442,7 +440,7 @@ class ContinuousBatcher:
             from decode import Sequence as DecodeSequence
         ids = self.engine.encode([job.texts[i] for job, i in picked])
         seqs = []
-        for (job, index), input_ids in zip(picked, ids):
+        for (job, index), input_ids in zip(picked, ids, strict=True):
             seq = DecodeSequence(input_ids, job.request.param_dict, deadline=job.deadline, owner=(job, index))
             if job.cancelled:
                 seq.cancel()

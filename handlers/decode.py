@@ -200,8 +200,8 @@ class T5DecodeLoop:
                 new_valid, cross_k, cross_v, cross_mask, new_last
         else:
             width = max(self.cross_mask.shape[-1], longest)
-            self.cross_k = [torch.cat([_pad_to(a, width, 2), _pad_to(b, width, 2)]) for a, b in zip(self.cross_k, cross_k)]
-            self.cross_v = [torch.cat([_pad_to(a, width, 2), _pad_to(b, width, 2)]) for a, b in zip(self.cross_v, cross_v)]
+            self.cross_k = [torch.cat([_pad_to(a, width, 2), _pad_to(b, width, 2)]) for a, b in zip(self.cross_k, cross_k, strict=True)]
+            self.cross_v = [torch.cat([_pad_to(a, width, 2), _pad_to(b, width, 2)]) for a, b in zip(self.cross_v, cross_v, strict=True)]
             self.cross_mask = torch.cat([_pad_to(self.cross_mask, width, 3, self._neg),
                                          _pad_to(cross_mask, width, 3, self._neg)])
             self.self_k = [torch.cat([t, new_self]) for t in self.self_k]
@@ -219,7 +219,7 @@ class T5DecodeLoop:
             return done
         logits = self._forward()
         tokens = self._choose(logits)
-        for s, token in zip(self.seqs, tokens):
+        for s, token in zip(self.seqs, tokens, strict=True):
             s.generated.append(token)
             s.steps += 1
             if token in self.eos_ids or len(s.generated) >= s.max_new_tokens:

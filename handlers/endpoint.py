@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -36,11 +37,11 @@ from aiohttp import web
 try:
     from . import serving_config as defaults
     from .batching import BatcherClosed, ContinuousBatcher, DynamicBatcher
-    from .serving_config import BATCHING_MODES, BACKENDS, RequestError, batch_properties, format_result, parse_request
+    from .serving_config import BACKENDS, BATCHING_MODES, RequestError, batch_properties, format_result, parse_request
 except ImportError:  # run as a flat file on a self-hosted instance
     import serving_config as defaults
     from batching import BatcherClosed, ContinuousBatcher, DynamicBatcher
-    from serving_config import BATCHING_MODES, BACKENDS, RequestError, batch_properties, format_result, parse_request
+    from serving_config import BACKENDS, BATCHING_MODES, RequestError, batch_properties, format_result, parse_request
 
 log = logging.getLogger("llmdeploy.handlers.endpoint")
 
@@ -77,7 +78,7 @@ def _error(status: int, message: str, *, close: bool = False) -> web.Response:
 def _run_batch(service, requests, cancelled=None):
     """Runs in the static batcher's worker thread: one result (or exception) per parsed request."""
     results = service.predict(requests, cancelled=cancelled)
-    return [r if isinstance(r, BaseException) else format_result(req, r) for req, r in zip(requests, results)]
+    return [r if isinstance(r, BaseException) else format_result(req, r) for req, r in zip(requests, results, strict=True)]
 
 
 def make_batcher(service, settings: EndpointSettings):
@@ -121,7 +122,7 @@ async def invocations(request: web.Request) -> web.Response:
             raw = await asyncio.wait_for(request.read(), settings.body_timeout_s)
         except web.HTTPRequestEntityTooLarge:
             return _error(413, f"request body exceeds the limit of {settings.max_body_bytes} bytes", close=True)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return _error(408, f"request body not received within {settings.body_timeout_s:g} s", close=True)
         content_type = (request.content_type or "").lower()
         try:
@@ -141,7 +142,7 @@ async def invocations(request: web.Request) -> web.Response:
             return _error(exc.code, exc.message)
         try:
             result = await asyncio.wait_for(app[BATCHER_KEY].submit(parsed), settings.request_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return _error(504, f"no answer within {settings.request_timeout_s:g} s")
         except BatcherClosed as exc:
             return _error(503, str(exc), close=True)
@@ -236,7 +237,7 @@ class EndpointServer:
         await drain(self.app, self.settings.grace_s)
         await self._runner.cleanup()
 
-    def start(self, timeout_s: float = 30.0) -> "EndpointServer":
+    def start(self, timeout_s: float = 30.0) -> EndpointServer:
         ready = threading.Event()
         errors: list[BaseException] = []
 
@@ -301,19 +302,15 @@ async def serve_forever(service, settings: EndpointSettings, *, host: str, port:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # pragma: no cover - non-main thread / Windows
             loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-main thread / Windows
-            pass
     if on_ready is not None:
         on_ready(runner.addresses[0][1])
     await stop.wait()
     watchdog = _hard_exit_after(settings.grace_s + 2.0)
     for sig in (signal.SIGTERM, signal.SIGINT):  # a second Ctrl-C interrupts the drain
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # pragma: no cover
             loop.remove_signal_handler(sig)
-        except (NotImplementedError, RuntimeError):  # pragma: no cover
-            pass
     log.info("signal received: refusing new requests, finishing %d in flight within %g s",
              app[STATE_KEY]["in_flight"], settings.grace_s)
     await drain(app, settings.grace_s)

@@ -37,12 +37,26 @@ from collections.abc import Callable
 
 try:
     from .batching import GenerationTimeout, OutOfMemoryForItem, _free_cuda_cache, is_out_of_memory, run_with_oom_split
-    from .serving_config import (HandlerError, ParsedRequest, RequestError, ServingConfig, format_result,
-                                 parse_properties, parse_request)
+    from .serving_config import (
+        HandlerError,
+        ParsedRequest,
+        RequestError,
+        ServingConfig,
+        format_result,
+        parse_properties,
+        parse_request,
+    )
 except ImportError:  # copied flat next to model.py in the container
     from batching import GenerationTimeout, OutOfMemoryForItem, _free_cuda_cache, is_out_of_memory, run_with_oom_split
-    from serving_config import (HandlerError, ParsedRequest, RequestError, ServingConfig, format_result,
-                                parse_properties, parse_request)
+    from serving_config import (
+        HandlerError,
+        ParsedRequest,
+        RequestError,
+        ServingConfig,
+        format_result,
+        parse_properties,
+        parse_request,
+    )
 
 log = logging.getLogger("llmdeploy.handlers.service")
 
@@ -129,7 +143,7 @@ class Seq2SeqService:
             except Exception as exc:  # noqa: BLE001 - this group fails; other groups still answer
                 log.exception("generate failed for a group of %d inputs", len(slots))
                 generated = [GenerationFailed(f"generation failed: {exc}")] * len(slots)
-            for (r, t), text in zip(slots, generated):
+            for (r, t), text in zip(slots, generated, strict=True):
                 if isinstance(text, BaseException):
                     failures.setdefault(r, text)
                 else:
@@ -247,7 +261,7 @@ class _RollingRequest:
 class _RollingBatch:
     """DJL's rolling-batch protocol over the engine's decode loop: one ``handle`` call = one decode step."""
 
-    def __init__(self, service: "Seq2SeqService"):
+    def __init__(self, service: Seq2SeqService):
         self.service = service
         self.loop = service.engine.decode_loop()
         if self.loop is None:

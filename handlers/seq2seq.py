@@ -24,17 +24,43 @@ import threading
 from pathlib import Path
 
 try:
-    from .compat import (MODEL_CONFIG, TOKENIZER_CONFIG, dtype_keyword, dumps, major_version, model_config_for_v4,
-                         read_json, tokenizer_config_for_v4)
+    from .compat import (
+        MODEL_CONFIG,
+        TOKENIZER_CONFIG,
+        dtype_keyword,
+        dumps,
+        major_version,
+        model_config_for_v4,
+        read_json,
+        tokenizer_config_for_v4,
+    )
     from .precision import DeviceInfo, Precision, apply_precision, choose_precision, detect_device, torch_dtype
-    from .serving_config import (DEFAULT_CONTEXT_TOKENS, DEFAULT_REQUEST_NEW_TOKENS, MissingBackendError, ServingConfig,
-                                 ServingConfigError)
+    from .serving_config import (
+        DEFAULT_CONTEXT_TOKENS,
+        DEFAULT_REQUEST_NEW_TOKENS,
+        MissingBackendError,
+        ServingConfig,
+        ServingConfigError,
+    )
 except ImportError:  # copied flat next to model.py in the container
-    from compat import (MODEL_CONFIG, TOKENIZER_CONFIG, dtype_keyword, dumps, major_version, model_config_for_v4,
-                        read_json, tokenizer_config_for_v4)
+    from compat import (
+        MODEL_CONFIG,
+        TOKENIZER_CONFIG,
+        dtype_keyword,
+        dumps,
+        major_version,
+        model_config_for_v4,
+        read_json,
+        tokenizer_config_for_v4,
+    )
     from precision import DeviceInfo, Precision, apply_precision, choose_precision, detect_device, torch_dtype
-    from serving_config import (DEFAULT_CONTEXT_TOKENS, DEFAULT_REQUEST_NEW_TOKENS, MissingBackendError, ServingConfig,
-                                ServingConfigError)
+    from serving_config import (
+        DEFAULT_CONTEXT_TOKENS,
+        DEFAULT_REQUEST_NEW_TOKENS,
+        MissingBackendError,
+        ServingConfig,
+        ServingConfigError,
+    )
 
 log = logging.getLogger("llmdeploy.handlers.seq2seq")
 
@@ -199,7 +225,7 @@ class TransformersEngine(_TokenizingEngine):
         self.precision = precision
 
     @classmethod
-    def load(cls, location: str, config: ServingConfig, *, device: DeviceInfo | None = None) -> "TransformersEngine":
+    def load(cls, location: str, config: ServingConfig, *, device: DeviceInfo | None = None) -> TransformersEngine:
         device = device or detect_device(config.device)
         precision = choose_precision(config.dtype, device)
         log.info("loading %s on %s (%s): %s", location, device.name, precision.dtype, precision.reason)
@@ -257,7 +283,7 @@ class TransformersEngine(_TokenizingEngine):
         with torch.inference_mode():
             out = self.model.generate(**batch, **kwargs)
         # Drop the decoder start token; a row ends at its first EOS or its own max_new_tokens (after that, pad).
-        return [_cut(row[1:].tolist(), high, self.eos_ids) for row, (_, high) in zip(out.cpu(), lengths)]
+        return [_cut(row[1:].tolist(), high, self.eos_ids) for row, (_, high) in zip(out.cpu(), lengths, strict=True)]
 
     @property
     def eos_ids(self) -> tuple[int, ...]:
@@ -399,7 +425,7 @@ class CTranslate2Engine(_TokenizingEngine):
     @classmethod
     def load(cls, location: str, config: ServingConfig, *, ct2_dir: str | os.PathLike | None = None,
              device: DeviceInfo | None = None, compute_type: str | None = None,
-             intra_threads: int = 0) -> "CTranslate2Engine":
+             intra_threads: int = 0) -> CTranslate2Engine:
         import ctranslate2
         from transformers import AutoConfig
 
@@ -486,7 +512,7 @@ class CTranslate2Engine(_TokenizingEngine):
         if again:
             redone = self._translate([source[i] for i in again], [rows[i] for i in again], stop,
                                      [index[i] for i in again])
-            for i, row in zip(again, redone):
+            for i, row in zip(again, redone, strict=True):
                 ids[i] = row
         return ids
 

@@ -21,6 +21,7 @@ import pulumi
 
 from llmdeploy import budget
 from llmdeploy.catalog import load_catalog
+from llmdeploy.enums import Mode
 from llmdeploy.errors import LlmdeployError
 from llmdeploy.stackconfig import BY_KEY, NAMESPACE, SETTINGS, StackConfig
 from llmdeploy.tags import base_tags
@@ -75,7 +76,7 @@ def main(*, artifact_dir: str | os.PathLike | None = None) -> dict[str, pulumi.O
     monthly_usd = budget.check_stack(config, load_catalog(), stack=stack, origin=f"stack {stack!r} config")
     # Resolve everything that can fail before registering anything. Every mode serves the same
     # model.tar.gz in an LMI-family image: the GPU build, or its CPU build for serverless.
-    serverless = config.mode == "serverless"
+    serverless = config.mode == Mode.SERVERLESS
     if serverless:
         image = lmi_image.serverless_image(config.region, config.lmi_version, config.lmi_image)
         inference_ami = ""  # no instances to pick an AMI for
@@ -93,7 +94,7 @@ def main(*, artifact_dir: str | os.PathLike | None = None) -> dict[str, pulumi.O
     outputs: dict[str, pulumi.Output] = {"mode": pulumi.Output.from_input(config.mode),
                                           "model_data_url": artifact.model_data_url,
                                           "image": pulumi.Output.from_input(image)}
-    if config.mode == "reserved":
+    if config.mode == Mode.RESERVED:
         from llmdeploy.infra.reserved_endpoint import ReservedEndpoint, ReservedEndpointArgs
 
         served = ReservedEndpoint("serve", ReservedEndpointArgs(

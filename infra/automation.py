@@ -75,7 +75,7 @@ def select_stack(
     work_dir: str | os.PathLike | None = None,
     config: Mapping[str, str] | None = None,
     create: bool = True,
-) -> "Stack | None":
+) -> Stack | None:
     """Select ``stack_name`` of ``project_name`` (creating it when ``create``) and set its ``config``.
 
     With ``create=False`` a stack that does not exist yet is None, and nothing is written to the
@@ -120,7 +120,7 @@ def select_stack(
     return stack
 
 
-def outputs(stack: "Stack") -> dict[str, object]:
+def outputs(stack: Stack) -> dict[str, object]:
     """The stack's current outputs as plain values (empty before its first ``up``)."""
     from pulumi import automation as auto
 
@@ -130,7 +130,7 @@ def outputs(stack: "Stack") -> dict[str, object]:
         raise CloudError(f"could not read the outputs of Pulumi stack {stack.name!r}: {_last_line(exc)}") from None
 
 
-def up(stack: "Stack", on_output: OnOutput | None = None) -> dict[str, object]:
+def up(stack: Stack, on_output: OnOutput | None = None) -> dict[str, object]:
     """``pulumi up``; the stack outputs as plain values."""
     from pulumi import automation as auto
 
@@ -141,7 +141,7 @@ def up(stack: "Stack", on_output: OnOutput | None = None) -> dict[str, object]:
     return {key: out.value for key, out in result.outputs.items()}
 
 
-def preview(stack: "Stack", on_output: OnOutput | None = None):
+def preview(stack: Stack, on_output: OnOutput | None = None):
     """``pulumi preview``; returns the Automation API's PreviewResult (``change_summary``)."""
     from pulumi import automation as auto
 
@@ -151,7 +151,7 @@ def preview(stack: "Stack", on_output: OnOutput | None = None):
         raise CloudError(f"pulumi preview of stack {stack.name!r} failed: {_last_line(exc)}") from None
 
 
-def destroy(stack: "Stack", on_output: OnOutput | None = None, remove: bool = False):
+def destroy(stack: Stack, on_output: OnOutput | None = None, remove: bool = False):
     """``pulumi destroy``; with ``remove`` the stack and its config are deleted afterwards."""
     from pulumi import automation as auto
 

@@ -69,10 +69,10 @@ from llmdeploy import catalog as _catalog
 from llmdeploy import finetune as _ft
 from llmdeploy import tags as _tags
 from llmdeploy.errors import ConfigError, UsageError
-from llmdeploy.stackconfig import check_tag_value
 from llmdeploy.infra import iam
 from llmdeploy.infra.autodown import render_user_data
 from llmdeploy.infra.zones import offered_zones as zones_offering
+from llmdeploy.stackconfig import check_tag_value
 
 TYPE = "llmdeploy:finetune:Cluster"
 #: Deep Learning AMI with NVIDIA driver, CUDA, EFA and PyTorch, published by Amazon (llmdeploy/data/amis.toml).
@@ -146,6 +146,16 @@ class FinetuneClusterArgs:
         return interface_layout(self.network_cards, self.efa)
 
 
+@dataclass(frozen=True)
+class _Network:
+    """Where the nodes go and how they reach the internet, resolved before anything is registered."""
+
+    vpc_id: str
+    subnet_id: str
+    want_eip: bool  # an Elastic IP per node (more than one interface: AWS gives such a node no public IP itself)
+    associate_public: str | None  # the launch template's associate_public_ip_address ("true"/"false"; None: subnet's)
+
+
 class FinetuneCluster(pulumi.ComponentResource):
     instance_ids: pulumi.Output
     private_ips: pulumi.Output
@@ -155,27 +165,40 @@ class FinetuneCluster(pulumi.ComponentResource):
     def __init__(self, name: str, args: FinetuneClusterArgs, opts: pulumi.ResourceOptions | None = None):
         args.validate()  # before anything is registered
         super().__init__(TYPE, name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        tags = args.tags()
-
-        def tagged(role: str) -> dict[str, str]:
-            return {**tags, "Name": f"{name}-{role}"}
-
-        # -- network: VPC and one subnet (a cluster placement group lives in one AZ) --------------
+        self._name, self._args = name, args
+        self._child = pulumi.ResourceOptions(parent=self)
+        self._invoke = pulumi.InvokeOptions(parent=self)
+        self._tags = args.tags()
         layout = args.interfaces()
-        multi_interface = len(layout) > 1
+
+        network = self._network(multi_interface=len(layout) > 1)
+        ami_id = self._ami()
+        self.placement_group = aws.ec2.PlacementGroup(f"{name}-pg", strategy="cluster", tags=self._tagged("pg"),
+                                                      opts=self._child)
+        self._security_group(network.vpc_id)
+        self._launch_template(layout, network)
+        self._identity()
+        self._nodes(ami_id)
+        self._elastic_ips(network.want_eip)
+        self._outputs()
+
+    def _tagged(self, role: str) -> dict[str, str]:
+        return {**self._tags, "Name": f"{self._name}-{role}"}
+
+    # -- network: VPC and one subnet (a cluster placement group lives in one AZ) ------------------------
+
+    def _network(self, *, multi_interface: bool) -> _Network:
+        args, invoke = self._args, self._invoke
         # Only a multi-interface node left to the subnet's default needs the subnet's public-IP setting now:
         # whether its Elastic IPs exist must be known when they are declared, not in an apply.
         need_subnet_setting = multi_interface and args.public_ip is None
-        invoke = pulumi.InvokeOptions(parent=self)
         subnet_auto_public: bool | None = None
         if args.subnet_id is not None:
-            subnet_id: str = args.subnet_id
-            vpc_id: str | None = args.vpc_id
+            subnet_id = args.subnet_id
             subnet = aws.ec2.get_subnet(id=args.subnet_id, opts=invoke)
             if need_subnet_setting:
                 subnet_auto_public = bool(subnet.map_public_ip_on_launch)
-            vpc_id = vpc_id or subnet.vpc_id
+            vpc_id = args.vpc_id or subnet.vpc_id
             zone = subnet.availability_zone
             zones = offered_zones(args.instance_type, invoke)
             if zone not in zones:
@@ -195,8 +218,11 @@ class FinetuneCluster(pulumi.ComponentResource):
         # A single interface keeps AWS's own public IP: the subnet's setting unless public_ip says otherwise
         # (AWS refuses associate_public_ip_address on a launch with more than one interface).
         associate_public = None if multi_interface or args.public_ip is None else str(args.public_ip).lower()
+        return _Network(vpc_id, subnet_id, want_eip, associate_public)
 
-        ami_id: pulumi.Input[str] = args.ami_id or aws.ec2.get_ami_output(
+    def _ami(self) -> pulumi.Input[str]:
+        """The given AMI, else the newest Deep Learning AMI GPU PyTorch (llmdeploy/data/amis.toml)."""
+        return self._args.ami_id or aws.ec2.get_ami_output(
             most_recent=True,
             owners=[DLAMI_OWNER],
             filters=[
@@ -206,65 +232,43 @@ class FinetuneCluster(pulumi.ComponentResource):
             opts=pulumi.InvokeOutputOptions(parent=self),
         ).id
 
-        # -- placement group and security group -------------------------------------------------------
-        self.placement_group = aws.ec2.PlacementGroup(f"{name}-pg", strategy="cluster", tags=tagged("pg"), opts=child)
+    # -- security group: all traffic between members, SSH from one CIDR ----------------------------------
+
+    def _security_group(self, vpc_id: str) -> None:
+        name, args, child = self._name, self._args, self._child
         self.security_group = aws.ec2.SecurityGroup(
             f"{name}-sg",
             vpc_id=vpc_id,
             description=f"llmdeploy fine-tune cluster {args.stack}: all traffic between members, SSH from one CIDR",
-            tags=tagged("sg"),
+            tags=self._tagged("sg"),
             opts=child,
         )
+        group = self.security_group.id
         self.rules = [
             aws.vpc.SecurityGroupIngressRule(
-                f"{name}-from-self",
-                security_group_id=self.security_group.id,
-                referenced_security_group_id=self.security_group.id,
-                ip_protocol="-1",
-                description="all traffic between cluster members (NCCL, EFA)",
-                tags=tagged("from-self"),
-                opts=child,
-            ),
+                f"{name}-from-self", security_group_id=group, referenced_security_group_id=group, ip_protocol="-1",
+                description="all traffic between cluster members (NCCL, EFA)", tags=self._tagged("from-self"), opts=child),
             aws.vpc.SecurityGroupEgressRule(
-                f"{name}-to-self",
-                security_group_id=self.security_group.id,
-                referenced_security_group_id=self.security_group.id,
-                ip_protocol="-1",
-                description="all traffic between cluster members (EFA needs it outbound too)",
-                tags=tagged("to-self"),
-                opts=child,
-            ),
+                f"{name}-to-self", security_group_id=group, referenced_security_group_id=group, ip_protocol="-1",
+                description="all traffic between cluster members (EFA needs it outbound too)", tags=self._tagged("to-self"),
+                opts=child),
             aws.vpc.SecurityGroupEgressRule(
-                f"{name}-egress",
-                security_group_id=self.security_group.id,
-                cidr_ipv4="0.0.0.0/0",
-                ip_protocol="-1",
-                description="outbound: S3, package mirrors, the Hugging Face Hub",
-                tags=tagged("egress"),
-                opts=child,
-            ),
+                f"{name}-egress", security_group_id=group, cidr_ipv4="0.0.0.0/0", ip_protocol="-1",
+                description="outbound: S3, package mirrors, the Hugging Face Hub", tags=self._tagged("egress"), opts=child),
         ]
         if args.ssh_cidr is not None:
             network = ipaddress.ip_network(args.ssh_cidr.strip(), strict=False)
             cidr = {"cidr_ipv4": str(network)} if network.version == 4 else {"cidr_ipv6": str(network)}
-            self.rules.append(
-                aws.vpc.SecurityGroupIngressRule(
-                    f"{name}-ssh",
-                    security_group_id=self.security_group.id,
-                    ip_protocol="tcp",
-                    from_port=22,
-                    to_port=22,
-                    description="SSH from the configured CIDR only",
-                    tags=tagged("ssh"),
-                    opts=child,
-                    **cidr,
-                )
-            )
+            self.rules.append(aws.vpc.SecurityGroupIngressRule(
+                f"{name}-ssh", security_group_id=group, ip_protocol="tcp", from_port=22, to_port=22,
+                description="SSH from the configured CIDR only", tags=self._tagged("ssh"), opts=child, **cidr))
 
-        # -- network interfaces: one EFA per network card, all at launch ------------------------------
+    # -- network interfaces: one EFA per network card, all at launch ---------------------------------------
+
+    def _launch_template(self, layout: list[tuple[int, int, str | None]], network: _Network) -> None:
         self.launch_template = aws.ec2.LaunchTemplate(
-            f"{name}-lt",
-            description=f"llmdeploy fine-tune cluster {args.stack}: network interfaces of each node",
+            f"{self._name}-lt",
+            description=f"llmdeploy fine-tune cluster {self._args.stack}: network interfaces of each node",
             network_interfaces=[
                 aws.ec2.LaunchTemplateNetworkInterfaceArgs(
                     network_card_index=card,
@@ -272,11 +276,11 @@ class FinetuneCluster(pulumi.ComponentResource):
                     interface_type=kind,
                     # Every interface in the one subnet (placement group, one AZ) and in the self-referencing
                     # group: EFA's OS-bypass traffic only flows between members of such a group.
-                    subnet_id=subnet_id,
+                    subnet_id=network.subnet_id,
                     security_groups=[self.security_group.id],
                     delete_on_termination="true",  # a node that autodown terminates leaves no interfaces behind
                     description=f"llmdeploy fine-tune card {card}" + (" (EFA)" if kind else ""),
-                    associate_public_ip_address=associate_public,
+                    associate_public_ip_address=network.associate_public,
                 )
                 for card, device, kind in layout
             ],
@@ -287,19 +291,23 @@ class FinetuneCluster(pulumi.ComponentResource):
                 http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=2, instance_metadata_tags="enabled"),
             # No expires-at here: tag specifications are versioned, and the interfaces die with their node anyway.
             tag_specifications=[aws.ec2.LaunchTemplateTagSpecificationArgs(
-                resource_type="network-interface", tags={k: v for k, v in tagged("eni").items() if k != "expires-at"})],
-            tags=tagged("lt"),
-            opts=child,
+                resource_type="network-interface",
+                tags={k: v for k, v in self._tagged("eni").items() if k != _tags.EXPIRES_AT})],
+            tags=self._tagged("lt"),
+            opts=self._child,
         )
 
-        # -- identity: Session Manager, and the checkpoint prefix --------------------------------------
-        part = aws.get_partition(opts=invoke).partition
+    # -- identity: Session Manager, and the checkpoint prefix ----------------------------------------------
+
+    def _identity(self) -> None:
+        name, args, child = self._name, self._args, self._child
+        part = aws.get_partition(opts=self._invoke).partition
         self.role = aws.iam.Role(
             f"{name}-role",
             # No aws:SourceAccount here: EC2 sets none when it assumes an instance role (see iam.assume_role_policy).
             assume_role_policy=iam.assume_role_policy("ec2.amazonaws.com"),
             description=f"llmdeploy fine-tune nodes {args.stack}: Session Manager and the checkpoint prefix",
-            tags=tagged("role"),
+            tags=self._tagged("role"),
             opts=child,
         )
         aws.iam.RolePolicyAttachment(f"{name}-ssm", role=self.role.name,
@@ -308,64 +316,71 @@ class FinetuneCluster(pulumi.ComponentResource):
             aws.iam.RolePolicy(f"{name}-checkpoints", role=self.role.id,
                                policy=iam.to_json(iam.document(iam.checkpoint_read_write(args.checkpoint_uri, part))),
                                opts=child)
-        self.instance_profile = aws.iam.InstanceProfile(f"{name}-profile", role=self.role.name, tags=tagged("profile"),
+        self.instance_profile = aws.iam.InstanceProfile(f"{name}-profile", role=self.role.name, tags=self._tagged("profile"),
                                                         opts=child)
 
-        # -- nodes ------------------------------------------------------------------------------------
-        user_data = render_user_data(expires_at=args.expires_at, idle_minutes=args.idle_minutes, threshold=args.idle_threshold)
-        self.instances: list[aws.ec2.Instance] = []
-        for i in range(args.instance_count):
-            node = aws.ec2.Instance(
-                f"{name}-node{i}",
-                ami=ami_id,
-                instance_type=args.instance_type,
-                placement_group=self.placement_group.name,
-                # Subnet and security groups come with the template's interfaces (setting them here conflicts).
-                launch_template=aws.ec2.InstanceLaunchTemplateArgs(
-                    id=self.launch_template.id,
-                    version=self.launch_template.latest_version.apply(str),
-                ),
-                key_name=args.key_name,
-                iam_instance_profile=self.instance_profile.name,
-                metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
-                    http_endpoint="enabled",
-                    http_tokens="required",
-                    http_put_response_hop_limit=2,  # containers on the node can still reach IMDSv2
-                    instance_metadata_tags="enabled",  # autodown reads the live expires-at tag
-                ),
-                root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
-                    encrypted=True,
-                    volume_size=args.root_volume_gib,
-                    volume_type="gp3",
-                    delete_on_termination=True,
-                    tags=tagged(f"node{i}-root"),
-                ),
-                instance_initiated_shutdown_behavior="terminate",
-                user_data=user_data,
-                tags=tagged(f"node{i}"),
-                # A new TTL re-tags the nodes in place (autodown reads the expires-at tag through
-                # IMDS); it must not stop or replace a node mid-training to rewrite its user data,
-                # nor because a later launch-template version exists (it only matters at launch).
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[*self.rules],
-                                            ignore_changes=["userData", "launchTemplate"]),
-            )
-            self.instances.append(node)
+    # -- nodes ----------------------------------------------------------------------------------------------
 
-        # -- public IPv4 of multi-interface nodes: an Elastic IP on the primary interface ------------
+    def _nodes(self, ami_id: pulumi.Input[str]) -> None:
+        args = self._args
+        user_data = render_user_data(expires_at=args.expires_at, idle_minutes=args.idle_minutes, threshold=args.idle_threshold)
+        self.instances: list[aws.ec2.Instance] = [self._node(i, ami_id, user_data) for i in range(args.instance_count)]
+
+    def _node(self, i: int, ami_id: pulumi.Input[str], user_data: str) -> aws.ec2.Instance:
+        args = self._args
+        return aws.ec2.Instance(
+            f"{self._name}-node{i}",
+            ami=ami_id,
+            instance_type=args.instance_type,
+            placement_group=self.placement_group.name,
+            # Subnet and security groups come with the template's interfaces (setting them here conflicts).
+            launch_template=aws.ec2.InstanceLaunchTemplateArgs(
+                id=self.launch_template.id,
+                version=self.launch_template.latest_version.apply(str),
+            ),
+            key_name=args.key_name,
+            iam_instance_profile=self.instance_profile.name,
+            metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
+                http_endpoint="enabled",
+                http_tokens="required",
+                http_put_response_hop_limit=2,  # containers on the node can still reach IMDSv2
+                instance_metadata_tags="enabled",  # autodown reads the live expires-at tag
+            ),
+            root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
+                encrypted=True,
+                volume_size=args.root_volume_gib,
+                volume_type="gp3",
+                delete_on_termination=True,
+                tags=self._tagged(f"node{i}-root"),
+            ),
+            instance_initiated_shutdown_behavior="terminate",
+            user_data=user_data,
+            tags=self._tagged(f"node{i}"),
+            # A new TTL re-tags the nodes in place (autodown reads the expires-at tag through
+            # IMDS); it must not stop or replace a node mid-training to rewrite its user data,
+            # nor because a later launch-template version exists (it only matters at launch).
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*self.rules],
+                                        ignore_changes=["userData", "launchTemplate"]),
+        )
+
+    # -- public IPv4 of multi-interface nodes: an Elastic IP on the primary interface ----------------------
+
+    def _elastic_ips(self, wanted: bool) -> None:
         # primary_network_interface_id is the interface at device index 0; only card 0's is (interface_layout).
         # Billed while allocated; tagged like everything else (expires-at too) so nothing leaves one behind.
-        self.elastic_ips: list[aws.ec2.Eip] = []
-        if want_eip:
-            for i, node in enumerate(self.instances):
-                self.elastic_ips.append(aws.ec2.Eip(
-                    f"{name}-node{i}-eip",
-                    domain="vpc",
-                    network_interface=node.primary_network_interface_id,
-                    associate_with_private_ip=node.private_ip,
-                    tags=tagged(f"node{i}-eip"),
-                    opts=child,
-                ))
+        self.elastic_ips: list[aws.ec2.Eip] = [
+            aws.ec2.Eip(
+                f"{self._name}-node{i}-eip",
+                domain="vpc",
+                network_interface=node.primary_network_interface_id,
+                associate_with_private_ip=node.private_ip,
+                tags=self._tagged(f"node{i}-eip"),
+                opts=self._child,
+            )
+            for i, node in enumerate(self.instances)
+        ] if wanted else []
 
+    def _outputs(self) -> None:
         self.instance_ids = pulumi.Output.all(*[n.id for n in self.instances])
         self.private_ips = pulumi.Output.all(*[n.private_ip for n in self.instances])
         self.placement_group_name = self.placement_group.name
@@ -381,7 +396,7 @@ class FinetuneCluster(pulumi.ComponentResource):
                 "placement_group_name": self.placement_group_name,
                 "security_group_id": self.security_group.id,
                 "instance_profile": self.instance_profile.name,
-                "expires_at": _tags.format_expiry(args.expires_at),
+                "expires_at": _tags.format_expiry(self._args.expires_at),
             }
         )
 

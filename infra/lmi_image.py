@@ -22,8 +22,16 @@ warning (``requirements_warning``).
 from __future__ import annotations
 
 from llmdeploy.errors import ConfigError
-from llmdeploy.lmi import (cpu_image_tag, cpu_versions, cuda_of_tag, inference_ami_for_cuda, load_lmi_table,
-                           release, unknown_requirements_note)
+from llmdeploy.lmi import (
+    cpu_image_tag,
+    cpu_versions,
+    cuda_of_tag,
+    inference_ami_for_cuda,
+    load_lmi_table,
+    release,
+    unknown_requirements_note,
+)
+from llmdeploy.stackconfig import partition
 
 LMI_FRAMEWORK = "djl-lmi"
 
@@ -115,14 +123,6 @@ def ecr_repository_arn(image_uri: str) -> str | None:
 def ecr_registry(image_uri: str) -> str | None:
     """The registry host of an ECR image (what ``docker login`` needs), None otherwise."""
     return image_uri.split("/", 1)[0] if ecr_repository_arn(image_uri) else None
-
-
-def partition(region: str) -> str:
-    if region.startswith("cn-"):
-        return "aws-cn"
-    if region.startswith("us-gov-"):
-        return "aws-us-gov"
-    return "aws"
 
 
 def _version_key(version: str) -> tuple[int, ...]:

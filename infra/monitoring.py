@@ -23,6 +23,7 @@ import pulumi
 import pulumi_aws as aws
 
 from llmdeploy import monitoring as mon
+from llmdeploy.tags import tag_dict
 
 
 @dataclass
@@ -64,7 +65,7 @@ def alarm_args(request: dict) -> dict:
             queries.append(query)
         args["metric_queries"] = queries
     if "Tags" in request:
-        args["tags"] = {t["Key"]: t["Value"] for t in request["Tags"]}
+        args["tags"] = tag_dict(request["Tags"])
     return args
 
 
@@ -97,7 +98,7 @@ class Monitoring(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True)))
 
         keys = list(args.dimensions)
-        bound = pulumi.Output.all(*args.dimensions.values()).apply(lambda values: dict(zip(keys, values)))
+        bound = pulumi.Output.all(*args.dimensions.values()).apply(lambda values: dict(zip(keys, values, strict=True)))
         dashboard_name = mon.dashboard_name(args.stack)
         body = pulumi.Output.all(bound, *[a.arn for a in alarms]).apply(lambda v: json.dumps(mon.dashboard_body(
             stack=args.stack, region=args.region, specs=specs, bindings=v[0], alarm_arns=v[1:], t=args.targets)))

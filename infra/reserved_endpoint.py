@@ -42,15 +42,15 @@ import pulumi
 import pulumi_aws as aws
 
 from llmdeploy.assumptions import load_assumptions
+from llmdeploy.containers.package import CONTAINER_MODEL_DIR
+from llmdeploy.errors import ConfigError
 from llmdeploy.infra import iam
 from llmdeploy.infra.artifact import ARTIFACT_PREFIX
-from llmdeploy.containers.package import CONTAINER_MODEL_DIR
-from llmdeploy.infra.lmi_image import ecr_registry, ecr_repository_arn, partition
+from llmdeploy.infra.lmi_image import ecr_registry, ecr_repository_arn
 from llmdeploy.infra.zones import offered_zones as zones_offering
-from llmdeploy.errors import ConfigError
 from llmdeploy.monitoring import GPU_NAMESPACE, agent_setup_lines
 from llmdeploy.responses import check_body_command
-from llmdeploy.stackconfig import alb_internet_facing, check_certificate_arn, check_ingress_cidr
+from llmdeploy.stackconfig import alb_internet_facing, check_certificate_arn, check_ingress_cidr, partition
 
 # AWS's GPU base image: NVIDIA driver, Docker and the NVIDIA container toolkit preinstalled.
 AMI_NAME_FILTER = "Deep Learning Base OSS Nvidia Driver GPU AMI (Amazon Linux 2023) *"
@@ -170,6 +170,16 @@ def offered_zones(instance_type: str, region: str, *, opts: pulumi.InvokeOptions
     return zones
 
 
+@dataclass(frozen=True)
+class _Network:
+    """The default VPC and its default subnets: the load balancer's (every zone) and the instances' (zones offering the type)."""
+
+    vpc_id: str
+    vpc_cidr: str
+    alb_subnets: list[str]
+    instance_subnets: list[str]
+
+
 class ReservedEndpoint(pulumi.ComponentResource):
     url: pulumi.Output[str]
     invoke_command: pulumi.Output[str]
@@ -177,15 +187,32 @@ class ReservedEndpoint(pulumi.ComponentResource):
     def __init__(self, name: str, args: ReservedEndpointArgs, opts: pulumi.ResourceOptions | None = None):
         args.validate()  # before anything is registered
         super().__init__("llmdeploy:ec2:ReservedEndpoint", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        tags = args.tags
+        self._name, self._args = name, args
+        self._child = pulumi.ResourceOptions(parent=self)
 
         ami = aws.ec2.get_ami_output(
             most_recent=True,
             owners=["amazon"],
             filters=[{"name": "name", "values": [AMI_NAME_FILTER]}, {"name": "architecture", "values": ["x86_64"]}],
         )
-        invoke = pulumi.InvokeOptions(parent=self)
+        network = self._network()
+        alb_sg, instance_sg = self._security_groups(network)
+        template = self._launch_template(ami, self._instance_profile(), instance_sg)
+        alb, target_group = self._load_balancer(network, alb_sg)
+        self._fleet(network, template, target_group)
+
+        # CloudWatch's LoadBalancer and TargetGroup dimensions: the ARNs' final parts (app/..., targetgroup/...).
+        self.load_balancer_arn_suffix = alb.arn_suffix
+        self.target_group_arn_suffix = target_group.arn_suffix
+        # An internal load balancer's name resolves to private addresses: call it from inside the VPC.
+        self.url = pulumi.Output.concat(f"{args.scheme}://", alb.dns_name)
+        self.invoke_command = alb.dns_name.apply(lambda dns: invoke_command(dns, args.scheme, not args.internet_facing))
+        self.register_outputs({"url": self.url, "invoke_command": self.invoke_command})
+
+    # -- network: the default VPC's default subnets ----------------------------------------------------
+
+    def _network(self) -> _Network:
+        args, invoke = self._args, pulumi.InvokeOptions(parent=self)
         vpc = aws.ec2.get_vpc(default=True, opts=invoke)
         default_subnets = [{"name": "vpc-id", "values": [vpc.id]}, {"name": "default-for-az", "values": ["true"]}]
         subnets = aws.ec2.get_subnets(filters=default_subnets, opts=invoke)  # the ALB: every AZ
@@ -198,41 +225,49 @@ class ReservedEndpoint(pulumi.ComponentResource):
                               f"{args.instance_type} ({', '.join(zones)}).",
                               hint="Create a default subnet there (aws ec2 create-default-subnet --availability-zone "
                                    f"{zones[0]}) or pick another llmdeploy:instanceType.")
+        return _Network(vpc.id, vpc.cidr_block, subnets.ids, instance_subnets)
 
-        # -- network: the ALB is the only way in --------------------------------------------------
+    # -- security groups: the ALB is the only way in ---------------------------------------------------
+
+    def _security_groups(self, network: _Network) -> tuple[aws.ec2.SecurityGroup, aws.ec2.SecurityGroup]:
+        name, args = self._name, self._args
         alb_sg = aws.ec2.SecurityGroup(
             f"{name}-alb-sg",
             description=f"llmdeploy load balancer: {args.scheme.upper()} in, model port out to the VPC",
-            vpc_id=vpc.id,
+            vpc_id=network.vpc_id,
             # Exactly the listener ports, only from ingressCidr (internal: from the VPC).
             ingress=[{"protocol": "tcp", "from_port": port, "to_port": port,
-                      "cidr_blocks": [args.public_cidr or vpc.cidr_block],
+                      "cidr_blocks": [args.public_cidr or network.vpc_cidr],
                       "description": f"{'HTTPS' if port == HTTPS_PORT else 'HTTP'} to the load balancer"}
                      for port in args.listener_ports],
             egress=[{"protocol": "tcp", "from_port": args.service_port, "to_port": args.service_port,
-                     "cidr_blocks": [vpc.cidr_block], "description": "to the model servers"}],
-            tags=tags,
-            opts=child,
+                     "cidr_blocks": [network.vpc_cidr], "description": "to the model servers"}],
+            tags=args.tags,
+            opts=self._child,
         )
         instance_sg = aws.ec2.SecurityGroup(
             f"{name}-instance-sg",
             description="llmdeploy model servers: service port from the load balancer only, no SSH",
-            vpc_id=vpc.id,
+            vpc_id=network.vpc_id,
             ingress=[{"protocol": "tcp", "from_port": args.service_port, "to_port": args.service_port,
                       "security_groups": [alb_sg.id], "description": "model port, from the load balancer only"}],
             # Out: ECR, S3 and (without weightsUri) the Hugging Face Hub over HTTPS.
-            egress=[{"protocol": "-1", "from_port": 0, "to_port": 0, "cidr_blocks": ["0.0.0.0/0"]}],
-            tags=tags,
-            opts=child,
+            egress=[{"protocol": "-1", "from_port": 0, "to_port": 0, "cidr_blocks": [EVERYONE]}],
+            tags=args.tags,
+            opts=self._child,
         )
+        return alb_sg, instance_sg
 
-        # -- identity: read the artifact, pull the image, Session Manager --------------------------
+    # -- identity: read the artifact, pull the image, Session Manager ---------------------------------
+
+    def _instance_profile(self) -> aws.iam.InstanceProfile:
+        name, args, child = self._name, self._args, self._child
         part = partition(args.region)
         role = aws.iam.Role(
             f"{name}-role",
             assume_role_policy=iam.assume_role_policy("ec2.amazonaws.com"),
             description="llmdeploy reserved-mode instances (least privilege)",
-            tags=tags,
+            tags=args.tags,
             opts=child,
         )
         aws.iam.RolePolicy(
@@ -247,14 +282,18 @@ class ReservedEndpoint(pulumi.ComponentResource):
         aws.iam.RolePolicyAttachment(
             f"{name}-ssm", role=role.name, policy_arn=iam.SSM_CORE_POLICY.format(partition=part), opts=child,
         )
-        profile = aws.iam.InstanceProfile(f"{name}-profile", role=role.name, tags=tags, opts=child)
+        return aws.iam.InstanceProfile(f"{name}-profile", role=role.name, tags=args.tags, opts=child)
 
-        # -- instances -----------------------------------------------------------------------------
+    # -- instances: what each one boots --------------------------------------------------------------
+
+    def _launch_template(self, ami, profile: aws.iam.InstanceProfile,
+                         instance_sg: aws.ec2.SecurityGroup) -> aws.ec2.LaunchTemplate:
+        args = self._args
         user_data = pulumi.Output.from_input(args.model_data_url).apply(lambda url: base64.b64encode(render_user_data(
             region=args.region, image=args.image, model_data_url=url, service_port=args.service_port,
             agent_config=args.agent_config).encode()).decode())
-        template = aws.ec2.LaunchTemplate(
-            f"{name}-template",
+        return aws.ec2.LaunchTemplate(
+            f"{self._name}-template",
             image_id=ami.id,
             instance_type=args.instance_type,
             iam_instance_profile={"arn": profile.arn},
@@ -271,22 +310,26 @@ class ReservedEndpoint(pulumi.ComponentResource):
             }],
             user_data=user_data,
             update_default_version=True,
-            tag_specifications=[{"resource_type": kind, "tags": tags} for kind in ("instance", "volume", "network-interface")],
-            tags=tags,
-            opts=child,
+            tag_specifications=[{"resource_type": kind, "tags": args.tags} for kind in ("instance", "volume", "network-interface")],
+            tags=args.tags,
+            opts=self._child,
         )
 
-        # -- load balancer -------------------------------------------------------------------------
+    # -- load balancer ------------------------------------------------------------------------------
+
+    def _load_balancer(self, network: _Network,
+                       alb_sg: aws.ec2.SecurityGroup) -> tuple[aws.lb.LoadBalancer, aws.lb.TargetGroup]:
+        name, args, child = self._name, self._args, self._child
         target_group = aws.lb.TargetGroup(
             f"{name}-tg",
             port=args.service_port,
             protocol="HTTP",
             target_type="instance",
-            vpc_id=vpc.id,
+            vpc_id=network.vpc_id,
             deregistration_delay=30,
             health_check={"path": "/ping", "port": str(args.service_port), "protocol": "HTTP", "matcher": "200",
                           "interval": 30, "timeout": 10, "healthy_threshold": 2, "unhealthy_threshold": 5},
-            tags=tags,
+            tags=args.tags,
             opts=child,
         )
         alb = aws.lb.LoadBalancer(
@@ -294,13 +337,18 @@ class ReservedEndpoint(pulumi.ComponentResource):
             load_balancer_type="application",
             internal=not args.internet_facing,
             security_groups=[alb_sg.id],
-            subnets=subnets.ids,
+            subnets=network.alb_subnets,
             # Generation of a long answer can take a while.
             idle_timeout=120,
             drop_invalid_header_fields=True,
-            tags=tags,
+            tags=args.tags,
             opts=child,
         )
+        self._listeners(alb, target_group)
+        return alb, target_group
+
+    def _listeners(self, alb: aws.lb.LoadBalancer, target_group: aws.lb.TargetGroup) -> None:
+        name, args, child = self._name, self._args, self._child
         forward = [{"type": "forward", "target_group_arn": target_group.arn}]
         if args.certificate_arn:
             aws.lb.Listener(
@@ -311,7 +359,7 @@ class ReservedEndpoint(pulumi.ComponentResource):
                 certificate_arn=args.certificate_arn,
                 ssl_policy=TLS_POLICY,
                 default_actions=forward,
-                tags=tags,
+                tags=args.tags,
                 opts=child,
             )
         aws.lb.Listener(
@@ -323,15 +371,20 @@ class ReservedEndpoint(pulumi.ComponentResource):
             default_actions=[{"type": "redirect", "redirect": {"protocol": "HTTPS", "port": str(HTTPS_PORT),
                                                                "status_code": "HTTP_301"}}]
             if args.certificate_arn else forward,
-            tags=tags,
+            tags=args.tags,
             opts=child,
         )
+
+    # -- the fleet: an Auto Scaling group that rolls new launch template versions through -------------
+
+    def _fleet(self, network: _Network, template: aws.ec2.LaunchTemplate, target_group: aws.lb.TargetGroup) -> None:
+        args = self._args
         aws.autoscaling.Group(
-            f"{name}-asg",
+            f"{self._name}-asg",
             desired_capacity=args.instance_count,
             min_size=args.min_instances,
             max_size=args.instance_count,
-            vpc_zone_identifiers=instance_subnets,
+            vpc_zone_identifiers=network.instance_subnets,
             launch_template={"id": template.id, "version": template.latest_version.apply(str)},
             target_group_arns=[target_group.arn],
             health_check_type="ELB",
@@ -344,14 +397,6 @@ class ReservedEndpoint(pulumi.ComponentResource):
                                 "instance_warmup": str(HEALTH_CHECK_GRACE_S), "skip_matching": True},
             },
             # ASGs take tags as a list; propagate them to the instances they launch.
-            tags=[{"key": k, "value": v, "propagate_at_launch": True} for k, v in tags.items()],
-            opts=child,
+            tags=[{"key": k, "value": v, "propagate_at_launch": True} for k, v in args.tags.items()],
+            opts=self._child,
         )
-
-        # CloudWatch's LoadBalancer and TargetGroup dimensions: the ARNs' final parts (app/..., targetgroup/...).
-        self.load_balancer_arn_suffix = alb.arn_suffix
-        self.target_group_arn_suffix = target_group.arn_suffix
-        # An internal load balancer's name resolves to private addresses: call it from inside the VPC.
-        self.url = pulumi.Output.concat(f"{args.scheme}://", alb.dns_name)
-        self.invoke_command = alb.dns_name.apply(lambda dns: invoke_command(dns, args.scheme, not args.internet_facing))
-        self.register_outputs({"url": self.url, "invoke_command": self.invoke_command})

@@ -41,11 +41,14 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
+from llmdeploy.enums import Mode
 from llmdeploy.infra import iam
 from llmdeploy.infra.artifact import ARTIFACT_PREFIX, ASYNC_FAILURE_PREFIX, ASYNC_INPUT_PREFIX, ASYNC_OUTPUT_PREFIX
-from llmdeploy.infra.lmi_image import ecr_repository_arn, partition
+from llmdeploy.infra.lmi_image import ecr_repository_arn
 from llmdeploy.responses import check_body_command
+from llmdeploy.stackconfig import partition
 
+SAGEMAKER_MODES = tuple(mode for mode in Mode if mode.on_sagemaker)
 VARIANT = "AllTraffic"
 SAMPLE_BODY = '{"inputs": "Translate to German: How old are you?"}'
 # LMI loads multi-GB weights before answering /ping: give it the 10 minutes it may need.
@@ -54,7 +57,7 @@ STARTUP_TIMEOUT_S = 600
 
 @dataclass
 class SageMakerEndpointArgs:
-    mode: str  # realtime | async | serverless
+    mode: Mode  # realtime | async | serverless
     region: str
     image: str
     bucket_name: pulumi.Input[str]
@@ -81,13 +84,13 @@ class SageMakerEndpoint(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: SageMakerEndpointArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("llmdeploy:sagemaker:Endpoint", name, None, opts)
-        if args.mode not in ("realtime", "async", "serverless"):
-            raise ValueError(f"SageMakerEndpoint mode must be realtime, async or serverless, got {args.mode!r}")
+        if args.mode not in SAGEMAKER_MODES:
+            raise ValueError(f"SageMakerEndpoint mode must be {', '.join(SAGEMAKER_MODES)}, got '{args.mode}'")
         self._name, self._args = name, args
         child = pulumi.ResourceOptions(parent=self)
 
         key = topics = None
-        if args.mode == "async":
+        if args.mode == Mode.ASYNC:
             key, topics = self._async_notifications(child)
 
         role, policy = self._execution_role(key, topics)
@@ -105,11 +108,11 @@ class SageMakerEndpoint(pulumi.ComponentResource):
         config = aws.sagemaker.EndpointConfiguration(
             f"{name}-config",
             production_variants=[self._variant(model)],
-            async_inference_config=self._async_config(key, topics) if args.mode == "async" else None,
+            async_inference_config=self._async_config(key, topics) if args.mode == Mode.ASYNC else None,
             tags=args.tags,
             opts=child,
         )
-        scaled = args.mode in ("realtime", "async")
+        scaled = args.mode in (Mode.REALTIME, Mode.ASYNC)
         generation = self._scaling_generation() if scaled else None
         endpoint = aws.sagemaker.Endpoint(
             f"{name}-endpoint", endpoint_config_name=config.name, tags=args.tags,
@@ -117,16 +120,16 @@ class SageMakerEndpoint(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[generation] if generation else None),
         )
 
-        if args.mode == "realtime":
+        if args.mode == Mode.REALTIME:
             self._realtime_scaling(endpoint, generation)
-        elif args.mode == "async":
+        elif args.mode == Mode.ASYNC:
             self._async_scaling(endpoint, generation)
 
         self.endpoint_name = endpoint.name
-        self.invoke_command = endpoint.name.apply(self._invoke_command) if args.mode != "async" else pulumi.Output.all(
+        self.invoke_command = endpoint.name.apply(self._invoke_command) if args.mode != Mode.ASYNC else pulumi.Output.all(
             endpoint.name, args.bucket_name).apply(lambda v: self._invoke_command(v[0], v[1]))
         outputs = {"endpoint_name": self.endpoint_name, "invoke_command": self.invoke_command}
-        if args.mode == "async":
+        if args.mode == Mode.ASYNC:
             outputs["output_location"] = pulumi.Output.concat("s3://", args.bucket_name, "/", ASYNC_OUTPUT_PREFIX)
         self.register_outputs(outputs)
 
@@ -143,7 +146,7 @@ class SageMakerEndpoint(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         part = partition(args.region)
-        is_async = args.mode == "async"
+        is_async = args.mode == Mode.ASYNC
         policy_doc = pulumi.Output.all(
             args.bucket_arn, account,
             key.arn if key else None,
@@ -165,7 +168,7 @@ class SageMakerEndpoint(pulumi.ComponentResource):
     def _variant(self, model) -> dict:
         args = self._args
         variant: dict = {"variant_name": VARIANT, "model_name": model.name}
-        if args.mode == "serverless":
+        if args.mode == Mode.SERVERLESS:
             serverless = {"memory_size_in_mb": args.serverless_memory_mb, "max_concurrency": args.serverless_max_concurrency}
             if args.serverless_provisioned_concurrency > 0:
                 serverless["provisioned_concurrency"] = args.serverless_provisioned_concurrency
@@ -314,7 +317,7 @@ class SageMakerEndpoint(pulumi.ComponentResource):
 
     def _invoke_command(self, endpoint_name: str, bucket: str | None = None) -> str:
         region = self._args.region
-        if self._args.mode == "async":
+        if self._args.mode == Mode.ASYNC:
             input_uri = f"s3://{bucket}/{ASYNC_INPUT_PREFIX}request.json"
             # The result lands at the printed OutputLocation; like any response it may hold {"error", "code"}.
             return (

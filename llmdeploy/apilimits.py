@@ -30,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmdeploy.errors import ConfigError
+
 DATA_FILE = Path(__file__).parent / "data" / "aws_limits.json"
 
 #: What each limit is read from: key -> (service, operation, member path through the input shape).
@@ -97,6 +99,15 @@ def int_range(key: str) -> tuple[int, int | None]:
     low = max(int(e.min) for e in entries if e.min is not None) if any(e.min is not None for e in entries) else 0
     highs = [int(e.max) for e in entries if e.max is not None]
     return low, (min(highs) if highs else None)
+
+
+def int_max(key: str) -> int:
+    """The largest value AWS accepts for ``key`` (its API models state one for every key this is asked about)."""
+    high = int_range(key)[1]
+    if high is None:
+        raise ConfigError(f"llmdeploy/data/aws_limits.json states no maximum for {key!r}.",
+                          hint="Regenerate it from botocore (see llmdeploy.apilimits).")
+    return high
 
 
 def out_of_range(key: str, value: int) -> str | None:

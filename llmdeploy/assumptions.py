@@ -26,7 +26,7 @@ class Assumptions:
     json_overhead_bytes: int
     finetune_activation_recompute: bool
     finetune_gpu_usable_fraction: float
-    monitoring: "MonitoringAssumptions"
+    monitoring: MonitoringAssumptions
 
 
 @dataclass(frozen=True)

@@ -299,7 +299,7 @@ def _nnls2(rows: Sequence[tuple[float, float, float]]) -> tuple[float, float]:
         ys = [1.0 for _ in rows]
         n = len(cols)
         ata = [[sum(x[i] * x[j] for x in xs) for j in range(n)] for i in range(n)]
-        atb = [sum(x[i] * y for x, y in zip(xs, ys)) for i in range(n)]
+        atb = [sum(x[i] * y for x, y in zip(xs, ys, strict=True)) for i in range(n)]
         if n == 1:
             return [atb[0] / ata[0][0] if ata[0][0] > 0 else 0.0]
         det = ata[0][0] * ata[1][1] - ata[0][1] * ata[1][0]

@@ -38,11 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from llmdeploy.enums import Term
 from llmdeploy.errors import ConfigError, UnknownChoiceError, UsageError
 
 SCHEMA_VERSION = 1
 BUNDLED_DIR = Path(__file__).parent / "data" / "catalog"
-TERMS = ("on-demand", "1y", "3y")
+# The fields of an ec2_prices.toml row holding a reserved term's price ("ri_1y", "ri_3y"); each may name its own source.
+RESERVED_FIELDS = tuple(t.price_field for t in Term if t is not Term.ON_DEMAND)
 SAGEMAKER_PREFIX = "ml."
 
 
@@ -120,11 +122,11 @@ class Ec2Price:
     ri_3y_source: Source | None = None
 
     def hourly(self, term: str) -> float | None:
-        return {"on-demand": self.on_demand, "1y": self.ri_1y, "3y": self.ri_3y}[term]
+        return getattr(self, Term(term).price_field)
 
     def term_source(self, term: str) -> Source:
-        """Where the price of ``term`` came from."""
-        return {"on-demand": self.source, "1y": self.ri_1y_source or self.source, "3y": self.ri_3y_source or self.source}[term]
+        """Where the price of ``term`` came from: the row's source unless the term names its own (``ri_1y_source``)."""
+        return getattr(self, f"{Term(term).price_field}_source", None) or self.source
 
 
 @dataclass(frozen=True)
@@ -215,21 +217,21 @@ class Catalog:
         """Every source a price row of ``region`` (all regions when None) stands on, once each."""
         keep = (lambda r: True) if region is None else (lambda r: r == region)
         found: dict[str, Source] = {}
-        for (r, _), row in self.ec2.items():
+        for (r, _), ec2 in self.ec2.items():
             if keep(r):
-                for term in TERMS:  # a kept reserved term may name its own source (ri_1y_source / ri_3y_source)
-                    if row.hourly(term) is not None:
-                        found[row.term_source(term).key] = row.term_source(term)
-        for (r, _), row in self.hosting.items():
+                for term in Term:  # a kept reserved term may name its own source (ri_1y_source / ri_3y_source)
+                    if ec2.hourly(term) is not None:
+                        found[ec2.term_source(term).key] = ec2.term_source(term)
+        for (r, _), hosting in self.hosting.items():
             if keep(r):
-                found[row.source.key] = row.source
-        for r, row in self.serverless.items():
+                found[hosting.source.key] = hosting.source
+        for r, serverless in self.serverless.items():
             if keep(r):
-                found[row.source.key] = row.source
-        for r, row in self.other.items():
+                found[serverless.source.key] = serverless.source
+        for r, other in self.other.items():
             if keep(r):
-                for src in (row.source, row.public_ipv4_source, row.cloudwatch.source if row.cloudwatch else None,
-                            row.ebs_source, row.availability_zones_source):
+                for src in (other.source, other.public_ipv4_source, other.cloudwatch.source if other.cloudwatch else None,
+                            other.ebs_source, other.availability_zones_source):
                     if src is not None:
                         found[src.key] = src
         return list(found.values())
@@ -264,39 +266,41 @@ def _read(directory: Path, name: str) -> dict:
     return data
 
 
-def _source(sources: Mapping[str, Source], key: str, where: str) -> Source:
+def source_of(sources: Mapping[str, Source], key: str, where: str, *, prefix: str = "catalog row",
+              defined_in: str = "sources.toml") -> Source:
+    """The source a data row names (every data file's rows name one); ConfigError when it is not defined."""
     try:
         return sources[key]
     except KeyError:
-        raise ConfigError(f"catalog row {where} names source {key!r}, which sources.toml does not define.") from None
+        raise ConfigError(f"{prefix} {where} names source {key!r}, which {defined_in} does not define.") from None
 
 
 def _other_prices(sources: Mapping[str, Source], region: str, row: Mapping) -> OtherPrices:
     where = f"other.{region}"
-    ipv4, ipv4_source = row.get("public_ipv4_hourly"), None
-    if ipv4 is not None:
-        if isinstance(ipv4, bool) or not isinstance(ipv4, (int, float)) or ipv4 < 0:
-            raise ConfigError(f"catalog row {where} has public_ipv4_hourly {ipv4!r}; use a price in USD per hour (0 or more).")
-        if "public_ipv4_source" not in row:
-            raise ConfigError(f"catalog row {where} has public_ipv4_hourly but no public_ipv4_source naming where it came from.")
-        ipv4_source = _source(sources, row["public_ipv4_source"], f"{where}.public_ipv4_hourly")
-    ebs, ebs_source = row.get("ebs_gp3_gb_month"), None
-    if ebs is not None:
-        if isinstance(ebs, bool) or not isinstance(ebs, (int, float)) or ebs < 0:
-            raise ConfigError(f"catalog row {where} has ebs_gp3_gb_month {ebs!r}; use a price in USD per GB-month (0 or more).")
-        if "ebs_source" not in row:
-            raise ConfigError(f"catalog row {where} has ebs_gp3_gb_month but no ebs_source naming where it came from.")
-        ebs_source = _source(sources, row["ebs_source"], f"{where}.ebs_gp3_gb_month")
-    azs, azs_source = row.get("availability_zones"), None
-    if azs is not None:
-        if isinstance(azs, bool) or not isinstance(azs, int) or azs < 1:
-            raise ConfigError(f"catalog row {where} has availability_zones {azs!r}; use a whole number of 1 or more.")
-        if "availability_zones_source" not in row:
-            raise ConfigError(f"catalog row {where} has availability_zones but no availability_zones_source.")
-        azs_source = _source(sources, row["availability_zones_source"], f"{where}.availability_zones")
-    return OtherPrices(region, row["alb_hourly"], row["kms_key_monthly"], _source(sources, row["source"], where),
-                       float(ipv4) if ipv4 is not None else None, ipv4_source, _cloudwatch_prices(sources, where, row),
-                       float(ebs) if ebs is not None else None, ebs_source, azs, azs_source)
+    ipv4, ipv4_source = _optional_figure(sources, where, row, "public_ipv4_hourly", "public_ipv4_source", unit="hour")
+    ebs, ebs_source = _optional_figure(sources, where, row, "ebs_gp3_gb_month", "ebs_source", unit="GB-month")
+    azs, azs_source = _optional_figure(sources, where, row, "availability_zones", "availability_zones_source")
+    return OtherPrices(region, row["alb_hourly"], row["kms_key_monthly"], source_of(sources, row["source"], where),
+                       ipv4, ipv4_source, _cloudwatch_prices(sources, where, row), ebs, ebs_source,
+                       None if azs is None else int(azs), azs_source)
+
+
+def _optional_figure(sources: Mapping[str, Source], where: str, row: Mapping, name: str, source_key: str, *,
+                     unit: str = "") -> tuple[float | None, Source | None]:
+    """An optional figure of a row and the source it names in its own ``source_key``: a price in USD per ``unit``
+    (0 or more), or without ``unit`` a count (a whole number of 1 or more). (None, None) when the row has none."""
+    value = row.get(name)
+    if value is None:
+        return None, None
+    if unit:
+        bad, use = not isinstance(value, (int, float)) or value < 0, f"a price in USD per {unit} (0 or more)"
+    else:
+        bad, use = not isinstance(value, int) or value < 1, "a whole number of 1 or more"
+    if bad or isinstance(value, bool):
+        raise ConfigError(f"catalog row {where} has {name} {value!r}; use {use}.")
+    if source_key not in row:
+        raise ConfigError(f"catalog row {where} has {name} but no {source_key} naming where it came from.")
+    return (float(value) if unit else value), source_of(sources, row[source_key], f"{where}.{name}")
 
 
 _CLOUDWATCH_KEYS = ("cloudwatch_alarm_metric_monthly", "cloudwatch_dashboard_monthly", "cloudwatch_custom_metric_monthly")
@@ -317,7 +321,7 @@ def _cloudwatch_prices(sources: Mapping[str, Source], where: str, row: Mapping) 
         raise ConfigError(f"catalog row {where} has CloudWatch prices but no cloudwatch_source naming where they came from.")
     return CloudWatchPrices(float(row["cloudwatch_alarm_metric_monthly"]), float(row["cloudwatch_dashboard_monthly"]),
                             float(row["cloudwatch_custom_metric_monthly"]),
-                            _source(sources, row["cloudwatch_source"], f"{where}.cloudwatch"))
+                            source_of(sources, row["cloudwatch_source"], f"{where}.cloudwatch"))
 
 
 def _network_cards(row: Mapping, itype: str) -> int:
@@ -349,101 +353,24 @@ def _malformed_is_one_line(load):
 def load_catalog_from(directory: Path, origin: str | None = None) -> Catalog:
     """Parse one catalog directory. Raises ConfigError on anything malformed."""
     directory = Path(directory)
-    raw_sources = _read(directory, "sources.toml")["sources"]
-    sources = {
-        key: Source(key=key, url=row["url"], retrieved=row["retrieved"], note=row.get("note", ""),
-                    estimated=bool(row.get("estimated", False)))
-        for key, row in raw_sources.items()
-    }
-    gpus = {
-        name: Gpu(
-            name=name,
-            memory_gib=row["memory_gib"],
-            bandwidth_gbs=row["bandwidth_gbs"],
-            fp16_tflops=row["fp16_tflops"],
-            bf16_tflops=row.get("bf16_tflops", 0.0),
-            fp32_tflops=row["fp32_tflops"],
-            int8_tops=row.get("int8_tops", 0.0),
-            compute_capability=str(row["compute_capability"]),
-            source=_source(sources, row["source"], f"gpus.{name}"),
-            memory_reported_mib=row.get("memory_reported_mib"),
-            memory_reported_source=(_source(sources, row["memory_reported_source"], f"gpus.{name}.memory_reported_mib")
-                                    if "memory_reported_source" in row else None),
-        )
-        for name, row in _read(directory, "gpus.toml")["gpus"].items()
-    }
-    for name, gpu in gpus.items():
-        mib = gpu.memory_reported_mib
-        if mib is not None and (isinstance(mib, bool) or not isinstance(mib, int) or mib < 1 or gpu.memory_reported_source is None):
-            raise ConfigError(f"catalog GPU {name!r} has memory_reported_mib {mib!r}; use a whole number of MiB with a "
-                              "memory_reported_source naming where the reading came from.")
-    instances = {}
-    for itype, row in _read(directory, "instances.toml")["instances"].items():
-        gpu_name = row.get("gpu")
-        if gpu_name is not None and gpu_name not in gpus:
-            raise ConfigError(f"catalog instance {itype!r} names GPU {gpu_name!r}, which gpus.toml does not define.")
-        instances[itype] = Instance(
-            type=itype,
-            gpu=gpus[gpu_name] if gpu_name else None,
-            gpu_count=row.get("gpu_count", 0),
-            vcpus=row["vcpus"],
-            ram_gib=row["ram_gib"],
-            efa=row.get("efa", False),
-            source=_source(sources, row["source"], f"instances.{itype}"),
-            network_cards=_network_cards(row, itype),
-        )
-    ec2 = {}
-    for region, rows in _read(directory, "ec2_prices.toml")["ec2"].items():
-        for itype, row in rows.items():
-            for term in ("ri_1y", "ri_3y"):
-                if f"{term}_source" in row and row.get(term) is None:
-                    raise ConfigError(f"catalog row ec2.{region}.{itype} has {term}_source but no {term} price.")
-            ec2[(region, itype)] = Ec2Price(
-                region=region,
-                instance_type=itype,
-                on_demand=row["on_demand"],
-                ri_1y=row.get("ri_1y"),
-                ri_3y=row.get("ri_3y"),
-                source=_source(sources, row["source"], f"ec2.{region}.{itype}"),
-                **{f"{term}_source": _source(sources, row[f"{term}_source"], f"ec2.{region}.{itype}.{term}")
-                   for term in ("ri_1y", "ri_3y") if f"{term}_source" in row},
-            )
+    sources = _read_sources(directory)
+    gpus = _read_gpus(directory, sources)
+    instances = _read_instances(directory, sources, gpus)
+    ec2 = _read_ec2(directory, sources)
     sm = _read(directory, "sagemaker_prices.toml")
     hosting = {
-        (region, itype): HostingPrice(region, itype, row["hourly"], _source(sources, row["source"], f"hosting.{region}.{itype}"))
+        (region, itype): HostingPrice(region, itype, row["hourly"], source_of(sources, row["source"], f"hosting.{region}.{itype}"))
         for region, rows in sm["hosting"].items()
         for itype, row in rows.items()
     }
     serverless = {
         region: ServerlessPrice(
-            region, row["usd_per_gb_second"], row["usd_per_gb_processed"], _source(sources, row["source"], f"serverless.{region}")
+            region, row["usd_per_gb_second"], row["usd_per_gb_processed"], source_of(sources, row["source"], f"serverless.{region}")
         )
         for region, row in sm["serverless"].items()
     }
     other = {region: _other_prices(sources, region, row) for region, row in sm["other"].items()}
-    limits = _read(directory, "limits.toml")
-    sl, al = limits["serverless"], limits["async"]
-    # Ranges AWS's API models declare come from llmdeploy/data/aws_limits.json (generated from botocore, the one
-    # place they live); limits.toml keeps what only the documentation states (the 1 GB memory step, payloads).
-    from llmdeploy import apilimits
-
-    mem_low, mem_high = apilimits.int_range("serverlessMemoryMb")
-    serverless_limits = ServerlessLimits(
-        memory_sizes_mb=tuple(range(mem_low, mem_high + 1, sl["memory_step_mb"])),
-        max_concurrency=apilimits.int_range("serverlessMaxConcurrency")[1],
-        max_provisioned_concurrency=apilimits.int_range("serverlessProvisionedConcurrency")[1],
-        max_payload_mb=sl["max_payload_mb"],
-        timeout_s=sl["timeout_s"],
-        max_image_gb=sl["max_image_gb"],
-        gpu=sl["gpu"],
-        source=_source(sources, sl["source"], "limits.serverless"),
-    )
-    async_limits = AsyncLimits(
-        max_payload_gb=al["max_payload_gb"],
-        max_processing_s=al["max_processing_s"],
-        max_concurrent_invocations_per_instance=apilimits.int_range("asyncMaxConcurrentInvocations")[1],
-        source=_source(sources, al["source"], "limits.async"),
-    )
+    serverless_limits, async_limits = _read_limits(directory, sources)
     regions = tuple(sorted({r for r, _ in ec2} | {r for r, _ in hosting}))
     return Catalog(
         schema_version=SCHEMA_VERSION,
@@ -459,6 +386,106 @@ def load_catalog_from(directory: Path, origin: str | None = None) -> Catalog:
         async_limits=async_limits,
         regions=regions,
     )
+
+
+def _read_sources(directory: Path) -> dict[str, Source]:
+    return {
+        key: Source(key=key, url=row["url"], retrieved=row["retrieved"], note=row.get("note", ""),
+                    estimated=bool(row.get("estimated", False)))
+        for key, row in _read(directory, "sources.toml")["sources"].items()
+    }
+
+
+def _read_gpus(directory: Path, sources: Mapping[str, Source]) -> dict[str, Gpu]:
+    gpus = {
+        name: Gpu(
+            name=name,
+            memory_gib=row["memory_gib"],
+            bandwidth_gbs=row["bandwidth_gbs"],
+            fp16_tflops=row["fp16_tflops"],
+            bf16_tflops=row.get("bf16_tflops", 0.0),
+            fp32_tflops=row["fp32_tflops"],
+            int8_tops=row.get("int8_tops", 0.0),
+            compute_capability=str(row["compute_capability"]),
+            source=source_of(sources, row["source"], f"gpus.{name}"),
+            memory_reported_mib=row.get("memory_reported_mib"),
+            memory_reported_source=(source_of(sources, row["memory_reported_source"], f"gpus.{name}.memory_reported_mib")
+                                    if "memory_reported_source" in row else None),
+        )
+        for name, row in _read(directory, "gpus.toml")["gpus"].items()
+    }
+    for name, gpu in gpus.items():
+        mib = gpu.memory_reported_mib
+        if mib is not None and (isinstance(mib, bool) or not isinstance(mib, int) or mib < 1 or gpu.memory_reported_source is None):
+            raise ConfigError(f"catalog GPU {name!r} has memory_reported_mib {mib!r}; use a whole number of MiB with a "
+                              "memory_reported_source naming where the reading came from.")
+    return gpus
+
+
+def _read_instances(directory: Path, sources: Mapping[str, Source], gpus: Mapping[str, Gpu]) -> dict[str, Instance]:
+    instances = {}
+    for itype, row in _read(directory, "instances.toml")["instances"].items():
+        gpu_name = row.get("gpu")
+        if gpu_name is not None and gpu_name not in gpus:
+            raise ConfigError(f"catalog instance {itype!r} names GPU {gpu_name!r}, which gpus.toml does not define.")
+        instances[itype] = Instance(
+            type=itype,
+            gpu=gpus[gpu_name] if gpu_name else None,
+            gpu_count=row.get("gpu_count", 0),
+            vcpus=row["vcpus"],
+            ram_gib=row["ram_gib"],
+            efa=row.get("efa", False),
+            source=source_of(sources, row["source"], f"instances.{itype}"),
+            network_cards=_network_cards(row, itype),
+        )
+    return instances
+
+
+def _read_ec2(directory: Path, sources: Mapping[str, Source]) -> dict[tuple[str, str], Ec2Price]:
+    ec2 = {}
+    for region, rows in _read(directory, "ec2_prices.toml")["ec2"].items():
+        for itype, row in rows.items():
+            for term in RESERVED_FIELDS:
+                if f"{term}_source" in row and row.get(term) is None:
+                    raise ConfigError(f"catalog row ec2.{region}.{itype} has {term}_source but no {term} price.")
+            ec2[(region, itype)] = Ec2Price(
+                region=region,
+                instance_type=itype,
+                on_demand=row["on_demand"],
+                ri_1y=row.get("ri_1y"),
+                ri_3y=row.get("ri_3y"),
+                source=source_of(sources, row["source"], f"ec2.{region}.{itype}"),
+                **{f"{term}_source": source_of(sources, row[f"{term}_source"], f"ec2.{region}.{itype}.{term}")
+                   for term in RESERVED_FIELDS if f"{term}_source" in row},
+            )
+    return ec2
+
+
+def _read_limits(directory: Path, sources: Mapping[str, Source]) -> tuple[ServerlessLimits, AsyncLimits]:
+    limits = _read(directory, "limits.toml")
+    sl, al = limits["serverless"], limits["async"]
+    # Ranges AWS's API models declare come from llmdeploy/data/aws_limits.json (generated from botocore, the one
+    # place they live); limits.toml keeps what only the documentation states (the 1 GB memory step, payloads).
+    from llmdeploy import apilimits
+
+    mem_low, mem_high = apilimits.int_range("serverlessMemoryMb")[0], apilimits.int_max("serverlessMemoryMb")
+    serverless_limits = ServerlessLimits(
+        memory_sizes_mb=tuple(range(mem_low, mem_high + 1, sl["memory_step_mb"])),
+        max_concurrency=apilimits.int_max("serverlessMaxConcurrency"),
+        max_provisioned_concurrency=apilimits.int_max("serverlessProvisionedConcurrency"),
+        max_payload_mb=sl["max_payload_mb"],
+        timeout_s=sl["timeout_s"],
+        max_image_gb=sl["max_image_gb"],
+        gpu=sl["gpu"],
+        source=source_of(sources, sl["source"], "limits.serverless"),
+    )
+    async_limits = AsyncLimits(
+        max_payload_gb=al["max_payload_gb"],
+        max_processing_s=al["max_processing_s"],
+        max_concurrent_invocations_per_instance=apilimits.int_max("asyncMaxConcurrentInvocations"),
+        source=source_of(sources, al["source"], "limits.async"),
+    )
+    return serverless_limits, async_limits
 
 
 def user_cache_dir() -> Path:
@@ -491,29 +518,29 @@ def price_rows(cat: Catalog) -> list[dict]:
 
     out = []
     for (region, itype), p in sorted(cat.ec2.items()):
-        for term in TERMS:
+        for term in Term:
             if p.hourly(term) is not None:
                 out.append(row(region, "ec2", itype, term, p.hourly(term), "USD/hour", p.term_source(term)))
-    for (region, itype), p in sorted(cat.hosting.items()):
-        out.append(row(region, "sagemaker-hosting", itype, "hourly", p.hourly, "USD/hour", p.source))
-    for region, p in sorted(cat.serverless.items()):
-        out.append(row(region, "sagemaker-serverless", "compute", "usd_per_gb_second", p.usd_per_gb_second, "USD/GB-second", p.source))
-        out.append(row(region, "sagemaker-serverless", "data", "usd_per_gb_processed", p.usd_per_gb_processed, "USD/GB", p.source))
-    for region, p in sorted(cat.other.items()):
-        out.append(row(region, "other", "application load balancer", "alb_hourly", p.alb_hourly, "USD/hour", p.source))
-        out.append(row(region, "other", "KMS key", "kms_key_monthly", p.kms_key_monthly, "USD/month", p.source))
-        if p.public_ipv4_hourly is not None and p.public_ipv4_source:
-            out.append(row(region, "other", "public IPv4 address", "public_ipv4_hourly", p.public_ipv4_hourly, "USD/hour",
-                           p.public_ipv4_source))
-        if p.ebs_gp3_gb_month is not None and p.ebs_source:
-            out.append(row(region, "other", "EBS gp3 storage", "ebs_gp3_gb_month", p.ebs_gp3_gb_month, "USD/GB-month", p.ebs_source))
-        if p.cloudwatch is not None:
-            cw = p.cloudwatch
-            for item, fld, value, unit in (("CloudWatch alarm metric", "cloudwatch_alarm_metric_monthly", cw.alarm_metric_monthly, "USD/month"),
-                                           ("CloudWatch dashboard", "cloudwatch_dashboard_monthly", cw.dashboard_monthly, "USD/month"),
-                                           ("CloudWatch custom metric", "cloudwatch_custom_metric_monthly", cw.custom_metric_monthly,
-                                            "USD/month")):
-                out.append(row(region, "other", item, fld, value, unit, cw.source))
+    for (region, itype), h in sorted(cat.hosting.items()):
+        out.append(row(region, "sagemaker-hosting", itype, "hourly", h.hourly, "USD/hour", h.source))
+    for region, s in sorted(cat.serverless.items()):
+        out.append(row(region, "sagemaker-serverless", "compute", "usd_per_gb_second", s.usd_per_gb_second, "USD/GB-second", s.source))
+        out.append(row(region, "sagemaker-serverless", "data", "usd_per_gb_processed", s.usd_per_gb_processed, "USD/GB", s.source))
+    for region, o in sorted(cat.other.items()):
+        out.append(row(region, "other", "application load balancer", "alb_hourly", o.alb_hourly, "USD/hour", o.source))
+        out.append(row(region, "other", "KMS key", "kms_key_monthly", o.kms_key_monthly, "USD/month", o.source))
+        if o.public_ipv4_hourly is not None and o.public_ipv4_source:
+            out.append(row(region, "other", "public IPv4 address", "public_ipv4_hourly", o.public_ipv4_hourly, "USD/hour",
+                           o.public_ipv4_source))
+        if o.ebs_gp3_gb_month is not None and o.ebs_source:
+            out.append(row(region, "other", "EBS gp3 storage", "ebs_gp3_gb_month", o.ebs_gp3_gb_month, "USD/GB-month", o.ebs_source))
+        if o.cloudwatch is not None:
+            cw = o.cloudwatch
+            for item, fld, value in (
+                    ("CloudWatch alarm metric", "cloudwatch_alarm_metric_monthly", cw.alarm_metric_monthly),
+                    ("CloudWatch dashboard", "cloudwatch_dashboard_monthly", cw.dashboard_monthly),
+                    ("CloudWatch custom metric", "cloudwatch_custom_metric_monthly", cw.custom_metric_monthly)):
+                out.append(row(region, "other", item, fld, value, "USD/month", cw.source))
     return out
 
 

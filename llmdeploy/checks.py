@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from numbers import Real
+from typing import TypeVar
 
 from llmdeploy.errors import UsageError
 
@@ -47,7 +48,7 @@ def parse_float(name: str, value: object) -> float:
     if isinstance(value, bool):
         raise UsageError(f"{name} must be a number, got {shown(value)}.")
     try:
-        number = float(value) if not isinstance(value, str) else float(value.strip())
+        number = float(value.strip()) if isinstance(value, str) else float(value)  # type: ignore[arg-type]  # TypeError: below
     except (TypeError, ValueError, OverflowError):
         raise UsageError(f"{name} must be a number, got {shown(value)}.") from None
     if not math.isfinite(number):
@@ -75,8 +76,11 @@ def parse_int(name: str, value: object) -> int:
         raise UsageError(f"{name} must be a whole number, got {shown(value)}.") from None
 
 
-def number(name: str, value: Real, *, minimum: Real | None = None, maximum: Real | None = None,
-           above: Real | None = None) -> Real:
+_N = TypeVar("_N", int, float)
+
+
+def number(name: str, value: _N, *, minimum: float | None = None, maximum: float | None = None,
+           above: float | None = None) -> _N:
     """``value`` if it is finite and within the bounds, else UsageError naming ``name``, the value and the range.
 
     ``minimum`` / ``maximum`` are inclusive; ``above`` is an exclusive lower bound ("greater than 0").
@@ -95,7 +99,7 @@ def number(name: str, value: Real, *, minimum: Real | None = None, maximum: Real
     return value
 
 
-def _num(x: Real) -> str:
+def _num(x: float) -> str:
     """12 / 0.2 / 1e+12: whole numbers in full, others as %g."""
     return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
 

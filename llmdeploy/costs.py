@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from llmdeploy import catalog as cat_mod
 from llmdeploy.catalog import Catalog
+from llmdeploy.enums import Term
 from llmdeploy.errors import UsageError
 
 # AWS's own convention (Pricing Calculator, price pages): a month is 730 hours.
@@ -37,6 +38,11 @@ class LineItem:
         return self.quantity * self.unit_usd
 
 
+def usd(x: float | None, digits: int = 2, *, missing: str = "-") -> str:
+    """$1,234.50; ``missing`` where there is no figure ("-": none applies, "?": unknown, e.g. no catalog price)."""
+    return missing if x is None else f"${x:,.{digits}f}"
+
+
 def total(items: list[LineItem] | tuple[LineItem, ...]) -> float:
     """The monthly sum, exactly rounded (``math.fsum``): the same items give the same total in any order, so plan
     (items by mode), the offline preview (items by resource, in registration order) and the budget agree to the
@@ -50,8 +56,8 @@ def ec2_instances(cat: Catalog, region: str, instance_type: str, count: int, ter
     hourly = price.hourly(term)
     if hourly is None:
         raise UsageError(f"the catalog has no {term} price for {instance_type} in {region}.", hint="Use --term on-demand.")
-    label = {"on-demand": "on-demand", "1y": "1-year RI", "3y": "3-year RI"}[term]
-    return LineItem("ec2-instance", f"{count} × {instance_type} ({label})", count * HOURS_PER_MONTH, "instance-hour", hourly, price.term_source(term).key)
+    return LineItem("ec2-instance", f"{count} × {instance_type} ({Term(term).label})", count * HOURS_PER_MONTH,
+                    "instance-hour", hourly, price.term_source(term).key)
 
 
 def root_volumes(cat: Catalog, region: str, count: int, size_gb: int) -> LineItem:
@@ -65,7 +71,8 @@ def root_volumes(cat: Catalog, region: str, count: int, size_gb: int) -> LineIte
 
 def load_balancer(cat: Catalog, region: str) -> LineItem:
     other = cat_mod.other_prices(cat, region)
-    return LineItem("load-balancer", "application load balancer (hours; LCUs not counted)", HOURS_PER_MONTH, "hour", other.alb_hourly, other.source.key)
+    return LineItem("load-balancer", "application load balancer (hours; LCUs not counted)", HOURS_PER_MONTH, "hour",
+                    other.alb_hourly, other.source.key)
 
 
 def load_balancer_ipv4(cat: Catalog, region: str) -> LineItem:
@@ -93,7 +100,8 @@ def sagemaker_instances(cat: Catalog, region: str, instance_type: str, count: in
     price = cat_mod.hosting_price(cat, region, instance_type)
     hours = count * hours_per_day * DAYS_PER_MONTH
     when = "always on" if hours_per_day >= 24 else f"{hours_per_day:g} h/day, scaled to zero otherwise"
-    return LineItem("sagemaker-instance", f"{count} × {price.instance_type} ({when})", hours, "instance-hour", price.hourly, price.source.key)
+    return LineItem("sagemaker-instance", f"{count} × {price.instance_type} ({when})", hours, "instance-hour",
+                    price.hourly, price.source.key)
 
 
 def kms_key(cat: Catalog, region: str) -> LineItem:
@@ -101,14 +109,17 @@ def kms_key(cat: Catalog, region: str) -> LineItem:
     return LineItem("kms-key", "customer managed KMS key", 1, "key-month", other.kms_key_monthly, other.source.key)
 
 
-def serverless(cat: Catalog, region: str, memory_mb: int, requests_per_month: float, ms_per_request: float, bytes_per_request: float) -> list[LineItem]:
+def serverless(cat: Catalog, region: str, memory_mb: int, requests_per_month: float, ms_per_request: float,
+               bytes_per_request: float) -> list[LineItem]:
     """Serverless inference: memory-seconds of compute plus data processed in and out."""
     price = cat_mod.serverless_price(cat, region)
     gb_seconds = requests_per_month * (ms_per_request / 1000) * (memory_mb / 1024)
     gb_processed = requests_per_month * bytes_per_request / GB
     return [
-        LineItem("serverless-compute", f"serverless compute at {memory_mb} MB", gb_seconds, "GB-second", price.usd_per_gb_second, price.source.key),
-        LineItem("serverless-data", "serverless data processed (in + out)", gb_processed, "GB", price.usd_per_gb_processed, price.source.key),
+        LineItem("serverless-compute", f"serverless compute at {memory_mb} MB", gb_seconds, "GB-second",
+                 price.usd_per_gb_second, price.source.key),
+        LineItem("serverless-data", "serverless data processed (in + out)", gb_processed, "GB", price.usd_per_gb_processed,
+                 price.source.key),
     ]
 
 
@@ -143,7 +154,7 @@ def planned_to_date(monthly_usd: float, now: dt.datetime) -> tuple[float, float]
     The monthly figure is an hourly rate times 730 hours, so the plan to date is that rate times the hours
     elapsed: a 31-day month ends at 744/730 of the monthly figure, as the bill would.
     """
-    now = now.astimezone(dt.timezone.utc)
+    now = now.astimezone(dt.UTC)
     start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     hours = (now - start).total_seconds() / 3600
     return monthly_usd * hours / HOURS_PER_MONTH, hours

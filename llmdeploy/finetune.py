@@ -13,9 +13,11 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from llmdeploy import catalog as _catalog
 from llmdeploy import tags as _tags
+from llmdeploy.enums import is_billed
 from llmdeploy.errors import UnknownChoiceError, UsageError
 
 DEFAULT_INSTANCE_TYPE = "p4d.24xlarge"
@@ -68,7 +70,7 @@ def format_duration(delta: dt.timedelta) -> str:
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def parse_now(value: str | None) -> dt.datetime:
@@ -83,7 +85,7 @@ def parse_now(value: str | None) -> dt.datetime:
 
 def expiry(now: dt.datetime, ttl: dt.timedelta) -> dt.datetime:
     """When a cluster brought up at ``now`` with ``ttl`` must be gone (UTC, whole seconds)."""
-    return (now + ttl).astimezone(dt.timezone.utc).replace(microsecond=0)
+    return (now + ttl).astimezone(dt.UTC).replace(microsecond=0)
 
 
 def check_instance_count(count: int) -> int:
@@ -168,6 +170,11 @@ def check_gpu_instance(cat: _catalog.Catalog, region: str, instance_type: str) -
     return inst
 
 
+def instances_for_gpus(gpus: int, gpus_per_instance: int) -> int:
+    """Instances that together hold ``gpus`` GPUs (at least one)."""
+    return max(1, math.ceil(gpus / gpus_per_instance))
+
+
 def instances_for_model(model: str, inst: _catalog.Instance, *, precision: str = "bf16-mixed") -> tuple[int, int]:
     """(instances, GPUs) needed to fine-tune ``model`` on ``inst``, from ``llmdeploy.sizing``."""
     from llmdeploy.models import load_model_config
@@ -176,7 +183,7 @@ def instances_for_model(model: str, inst: _catalog.Instance, *, precision: str =
     config = load_model_config(model)
     ft = finetune_memory(config, precision=precision)
     gpus = int(gpus_for_finetune(ft, inst.gpu))
-    return max(1, math.ceil(gpus / inst.gpu_count)), gpus
+    return instances_for_gpus(gpus, inst.gpu_count), gpus
 
 
 @dataclass(frozen=True)
@@ -276,6 +283,10 @@ class InstanceStatus:
     time_left: dt.timedelta | None
     accrued_usd: float | None
 
+    @property
+    def billed(self) -> bool:
+        return is_billed(self.state)
+
     def as_dict(self) -> dict[str, object]:
         return {
             "instance_id": self.instance_id,
@@ -290,12 +301,8 @@ class InstanceStatus:
         }
 
 
-#: EC2 states in which an instance is (still) billed.
-BILLED_STATES = ("pending", "running", "stopping", "shutting-down")
-
-
 def instance_status(
-    raw: Mapping[str, object], *, now: dt.datetime, cat: _catalog.Catalog | None, region: str
+    raw: Mapping[str, Any], *, now: dt.datetime, cat: _catalog.Catalog | None, region: str
 ) -> InstanceStatus:
     """An ``InstanceStatus`` from one EC2 ``DescribeInstances`` instance dict.
 
@@ -304,11 +311,11 @@ def instance_status(
     and terminated instances accrue nothing after they stop, but EC2 does not
     say when that was: for them the accrued cost is None (unknown).
     """
-    tag_map = tags_of(raw)
+    tag_map = _tags.tag_dict(raw.get("Tags"))
     launched = raw["LaunchTime"]
     if isinstance(launched, str):
         launched = dt.datetime.fromisoformat(launched.replace("Z", "+00:00"))
-    launched = launched.astimezone(dt.timezone.utc)
+    launched = launched.astimezone(dt.UTC)
     itype = str(raw.get("InstanceType", "?"))
     state = str((raw.get("State") or {}).get("Name", "?"))
     expires = _tags.parse_expiry(tag_map.get(_tags.EXPIRES_AT, ""))
@@ -316,8 +323,7 @@ def instance_status(
     if cat is not None and (region, itype) in cat.ec2:
         hourly = cat.ec2[(region, itype)].on_demand
     age = max(dt.timedelta(0), now - launched)
-    billing = state in BILLED_STATES
-    accrued = accrued_cost(launched, now, hourly) if hourly is not None and billing else None
+    accrued = accrued_cost(launched, now, hourly) if hourly is not None and is_billed(state) else None
     return InstanceStatus(
         instance_id=str(raw.get("InstanceId")),
         instance_type=itype,
@@ -329,11 +335,6 @@ def instance_status(
         time_left=(expires - now) if expires else None,
         accrued_usd=accrued,
     )
-
-
-def tags_of(raw: Mapping[str, object]) -> dict[str, str]:
-    """``[{"Key": k, "Value": v}, ...]`` (EC2 and SageMaker shape) as a dict."""
-    return {t["Key"]: t.get("Value", "") for t in (raw.get("Tags") or [])}  # type: ignore[union-attr]
 
 
 def total_accrued(rows: Iterable[InstanceStatus]) -> float:

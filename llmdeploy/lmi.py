@@ -12,28 +12,20 @@ the CPU image must install for the handler.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from types import MappingProxyType
 
+from llmdeploy.catalog import Source, source_of
 from llmdeploy.errors import ConfigError
 
 PATH = Path(__file__).parent / "data" / "lmi.toml"
 SCHEMA_VERSION = 1
 _CUDA_TAG = re.compile(r"-cu(\d+)(\d)$")  # "...-cu128" -> 12.8, "-cu130" -> 13.0
-
-
-@dataclass(frozen=True)
-class Source:
-    key: str
-    url: str
-    retrieved: dt.date
-    note: str
 
 
 @dataclass(frozen=True)
@@ -108,11 +100,7 @@ class LmiTable:
 # -- loading -------------------------------------------------------------------------------------
 
 
-def _source(sources: Mapping[str, Source], key: str, where: str) -> Source:
-    try:
-        return sources[key]
-    except KeyError:
-        raise ConfigError(f"{PATH.name}: {where} names source {key!r}, which [sources] does not define.") from None
+_source = partial(source_of, prefix=f"{PATH.name}:", defined_in="[sources]")
 
 
 def parse_table(raw: Mapping) -> LmiTable:

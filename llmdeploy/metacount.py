@@ -27,6 +27,7 @@ the same model needs neither.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import asdict
@@ -94,10 +95,8 @@ def _read_cached(path: Path) -> CountedParameters | None:
 def _write_cached(path: Path, counted: CountedParameters) -> None:
     from llmdeploy.fileio import write_atomic
 
-    try:
+    with contextlib.suppress(OSError):  # a read-only cache only costs the next run a recount
         write_atomic(path, json.dumps(asdict(counted), indent=1) + "\n")
-    except OSError:
-        pass  # a read-only cache only costs the next run a recount
 
 
 def _count_on_meta(raw: dict[str, Any], version: str) -> CountedParameters:

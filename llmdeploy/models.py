@@ -134,7 +134,8 @@ def load_model_config(name_or_path: str, *, revision: str | None = None) -> Mode
     if path.is_dir():
         path = path / "config.json"
         if not path.is_file():
-            raise ConfigError(f"model directory {key!r} has no config.json.", hint="Point at a Hugging Face model folder or its config.json.")
+            raise ConfigError(f"model directory {key!r} has no config.json.",
+                              hint="Point at a Hugging Face model folder or its config.json.")
     if path.is_file():
         if revision is not None:
             raise UsageError(f"--revision {revision!r} applies to Hugging Face Hub ids, not to the local file {key!r}.")

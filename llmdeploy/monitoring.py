@@ -46,6 +46,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from llmdeploy.enums import Mode
+
 if TYPE_CHECKING:  # pragma: no cover
     from llmdeploy.assumptions import MonitoringAssumptions
     from llmdeploy.catalog import Catalog
@@ -68,7 +70,7 @@ EVALUATION_PERIODS = 3
 DASHBOARD_PREFIX = "llmdeploy-"
 # Alarms other components create that are billed like ours: sagemaker_endpoint's scale-from-zero alarm, which an
 # async endpoint has only when it may scale to zero (minInstances 0).
-SCALING_ALARM_METRICS = {"async": 1}
+SCALING_ALARM_METRICS = {Mode.ASYNC: 1}
 GREATER = "GreaterThanThreshold"
 _DASHBOARD_NAME = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -117,16 +119,16 @@ class AlarmSpec:
 class Targets:
     """What the plan promised, as the alarms need it (``targets_for`` reads it from a stack config)."""
 
-    mode: str
+    mode: Mode
     latency_target_ms: int = 0  # alarmLatencyMs; 0: the plan recorded none, so no latency alarm
     requests_per_hour_per_instance: int = 0  # 0: none recorded (serverless), so no capacity alarm
     instance_count: int = 1
     gpus_per_instance: int = 0
 
 
-def targets_for(config: "StackConfig", cat: "Catalog") -> Targets:
+def targets_for(config: StackConfig, cat: Catalog) -> Targets:
     gpus = 0
-    if config.mode != "serverless":
+    if config.mode != Mode.SERVERLESS:
         from llmdeploy.catalog import instance
 
         gpus = instance(cat, config.instance_type).gpu_count
@@ -134,7 +136,7 @@ def targets_for(config: "StackConfig", cat: "Catalog") -> Targets:
                    config.instance_count, gpus)
 
 
-def _assumptions() -> "MonitoringAssumptions":
+def _assumptions() -> MonitoringAssumptions:
     from llmdeploy.assumptions import load_assumptions
 
     return load_assumptions().monitoring
@@ -163,11 +165,11 @@ def _per_period(per_hour: int) -> float:
     return round(per_hour * PERIOD_S / 3600, 3)
 
 
-def alarm_specs(t: Targets, a: "MonitoringAssumptions | None" = None) -> list[AlarmSpec]:
+def alarm_specs(t: Targets, a: MonitoringAssumptions | None = None) -> list[AlarmSpec]:
     """The alarms a stack of this mode gets, with thresholds from the plan (``t``) and assumptions (``a``)."""
     a = a or _assumptions()
     specs: list[AlarmSpec] = []
-    if t.mode == "reserved":
+    if t.mode == Mode.RESERVED:
         if t.latency_target_ms:
             specs.append(AlarmSpec(
                 "latency-p90", f"p90 time the model servers take to answer is above the plan's latency target of "
@@ -205,18 +207,18 @@ def alarm_specs(t: Targets, a: "MonitoringAssumptions | None" = None) -> list[Al
             f"errors-{code}", f"more than {rate:.0%} of invocations answered {code.upper()} "
             f"(Invocation{code.upper()}Errors is 1 per such answer, 0 otherwise: its Average is the rate)",
             rate, _sm(f"Invocation{code.upper()}Errors", "Average", f"{code} rate")))
-    if t.mode == "realtime" and t.requests_per_hour_per_instance:
+    if t.mode == Mode.REALTIME and t.requests_per_hour_per_instance:
         specs.append(AlarmSpec(
             "capacity", f"each instance receives more than the {t.requests_per_hour_per_instance} requests/hour the "
             "plan sized it for (InvocationsPerInstance per 5 minutes)",
             _per_period(t.requests_per_hour_per_instance), _sm("InvocationsPerInstance", "Sum", "invocations per instance")))
-    if t.mode == "async" and t.requests_per_hour_per_instance:
+    if t.mode == Mode.ASYNC and t.requests_per_hour_per_instance:
         backlog = math.ceil(t.instance_count * t.requests_per_hour_per_instance * a.async_max_wait_s / 3600)
         specs.append(AlarmSpec(
             "backlog", f"more requests queued ({backlog}) than {t.instance_count} instance(s) clear in "
             f"{a.async_max_wait_s // 60} minutes at the plan's {t.requests_per_hour_per_instance} requests/hour each",
             backlog, Metric(SAGEMAKER, "ApproximateBacklogSize", (ENDPOINT,), "Average", "queued requests")))
-    if t.mode == "serverless":
+    if t.mode == Mode.SERVERLESS:
         specs.append(AlarmSpec(
             "concurrency", f"more than {a.serverless_concurrency_fraction:.0%} of the endpoint's max concurrency in "
             "use: further requests are throttled", a.serverless_concurrency_fraction,
@@ -291,24 +293,24 @@ class Billable:
     custom_metrics: int
 
 
-def custom_metric_count(mode: str, instance_count: int, gpus_per_instance: int) -> int:
+def custom_metric_count(mode: Mode, instance_count: int, gpus_per_instance: int) -> int:
     """The agent's GPU metrics: one series per GPU and measurement, plus the fleet-wide series per measurement."""
-    if mode != "reserved":
+    if mode != Mode.RESERVED:
         return 0
     return len(GPU_MEASUREMENTS) * (instance_count * max(gpus_per_instance, 1) + 1)
 
 
 @functools.cache
-def billable(mode: str, *, instance_count: int, gpus_per_instance: int, latency_target: bool = True,
+def billable(mode: Mode, *, instance_count: int, gpus_per_instance: int, latency_target: bool = True,
              capacity: bool = True, scales_to_zero: bool = True) -> Billable:
     """What ``plan`` prices for a stack's monitoring (the alarm set does not depend on threshold values)."""
-    t = Targets(mode, 1 if latency_target else 0, 1 if capacity and mode != "serverless" else 0, instance_count,
+    t = Targets(mode, 1 if latency_target else 0, 1 if capacity and mode != Mode.SERVERLESS else 0, instance_count,
                 gpus_per_instance)
     alarms = sum(s.alarm_metrics for s in alarm_specs(t)) + (SCALING_ALARM_METRICS.get(mode, 0) if scales_to_zero else 0)
     return Billable(alarms, 1, custom_metric_count(mode, instance_count, gpus_per_instance))
 
 
-def billable_for(config: "StackConfig", cat: "Catalog") -> Billable:
+def billable_for(config: StackConfig, cat: Catalog) -> Billable:
     t = targets_for(config, cat)
     return billable(t.mode, instance_count=t.instance_count, gpus_per_instance=t.gpus_per_instance,
                     latency_target=bool(t.latency_target_ms), capacity=bool(t.requests_per_hour_per_instance),
@@ -323,11 +325,11 @@ class Panel:
     title: str
     metrics: tuple[Metric, ...]
     alarm_key: str = ""  # draw this alarm's threshold as a horizontal line
-    expression: tuple[str, str] = ()  # (expression over m0, m1..., label) drawn instead of the raw metrics
+    expression: tuple[str, str] | tuple[()] = ()  # (expression over m0, m1..., label) drawn instead of the raw metrics
 
 
-def panels(mode: str) -> list[Panel]:
-    if mode == "reserved":
+def panels(mode: Mode) -> list[Panel]:
+    if mode == Mode.RESERVED:
         return [
             Panel("Latency (TargetResponseTime, seconds)", (_alb("TargetResponseTime", "p50", "p50"),
                                                           _alb("TargetResponseTime", "p90", "p90")), "latency-p90"),
@@ -340,26 +342,28 @@ def panels(mode: str) -> list[Panel]:
                   "unhealthy-hosts"),
             Panel("GPU memory used (%)", (_gpu("memory_used", "Maximum"), _gpu("memory_total", "Maximum")), "gpu-memory",
                   ("100 * m0 / m1", "GPU memory used (%)")),
-            Panel("GPU utilisation (%)", (_gpu("utilization_gpu", "Average", "average"), _gpu("utilization_gpu", "Maximum", "busiest GPU"))),
+            Panel("GPU utilisation (%)", (_gpu("utilization_gpu", "Average", "average"),
+                                          _gpu("utilization_gpu", "Maximum", "busiest GPU"))),
         ]
     out = [
         Panel("Model latency (microseconds)", (_sm("ModelLatency", "p50", "p50"), _sm("ModelLatency", "p90", "p90")), "latency-p90"),
         Panel("Error rate (5xx)", (_sm("Invocation5XXErrors", "Average", "5xx rate"),), "errors-5xx"),
         Panel("Error rate (4xx)", (_sm("Invocation4XXErrors", "Average", "4xx rate"),), "errors-4xx"),
     ]
-    if mode == "async":
+    if mode == Mode.ASYNC:
         out.insert(1, Panel("Queue", (Metric(SAGEMAKER, "ApproximateBacklogSize", (ENDPOINT,), "Average", "queued"),
                                       Metric(SAGEMAKER, "ApproximateAgeOfOldestRequest", (ENDPOINT,), "Maximum", "oldest (s)")),
                             "backlog"))
     else:
         out.insert(1, Panel("Invocations (per 5 min)", (_sm("Invocations", "Sum", "invocations"),)))
-    if mode == "realtime":
+    if mode == Mode.REALTIME:
         out.append(Panel("Invocations per instance (per 5 min)", (_sm("InvocationsPerInstance", "Sum", "per instance"),), "capacity"))
-    if mode == "serverless":
+    if mode == Mode.SERVERLESS:
         out.append(Panel("Concurrency used", (_sm("ServerlessConcurrentExecutionsUtilization", "Maximum", "max"),), "concurrency"))
     else:
         out.append(Panel("GPU memory (% x GPUs)", (_sm_host("GPUMemoryUtilization", "Maximum", "max"),), "gpu-memory"))
-        out.append(Panel("Instance utilisation (%)", (_sm_host("GPUUtilization", "Average", "GPU"), _sm_host("CPUUtilization", "Average", "CPU"),
+        out.append(Panel("Instance utilisation (%)", (_sm_host("GPUUtilization", "Average", "GPU"),
+                                                      _sm_host("CPUUtilization", "Average", "CPU"),
                                                       _sm_host("MemoryUtilization", "Maximum", "RAM")), "host-memory"))
     return out
 
@@ -371,7 +375,7 @@ def dashboard_body(*, stack: str, region: str, specs: Sequence[AlarmSpec], bindi
     plan_line = [f"latency target **{t.latency_target_ms} ms**" if t.latency_target_ms else "no latency target recorded"]
     if t.requests_per_hour_per_instance:
         plan_line.append(f"**{t.requests_per_hour_per_instance} requests/hour** per instance")
-    if t.mode != "serverless":
+    if t.mode != Mode.SERVERLESS:
         plan_line.append(f"up to **{t.instance_count}** instance(s)")
     widgets: list[dict[str, Any]] = [
         {"type": "text", "x": 0, "y": 0, "width": 12, "height": 3, "properties": {"markdown": (
@@ -464,9 +468,9 @@ class StatusQuery:
     scale: float = 1.0  # to the unit status prints (latency: milliseconds)
 
 
-def status_queries(mode: str) -> list[StatusQuery]:
+def status_queries(mode: Mode) -> list[StatusQuery]:
     """Last hour's requests, p50/p90 latency (ms) and error counts, from the metrics the alarms watch."""
-    if mode == "reserved":
+    if mode == Mode.RESERVED:
         return [
             StatusQuery("requests", _alb("RequestCount", "Sum")),
             StatusQuery("p50", _alb("TargetResponseTime", "p50"), 1000.0),  # seconds -> ms
@@ -476,7 +480,7 @@ def status_queries(mode: str) -> list[StatusQuery]:
             StatusQuery("elb5xx", Metric(ALB, "HTTPCode_ELB_5XX_Count", (LOAD_BALANCER,), "Sum")),
         ]
     # Async endpoints publish no Invocations metric: every processed request has a ModelLatency sample.
-    requests = _sm("ModelLatency", "SampleCount") if mode == "async" else _sm("Invocations", "Sum")
+    requests = _sm("ModelLatency", "SampleCount") if mode == Mode.ASYNC else _sm("Invocations", "Sum")
     return [
         StatusQuery("requests", requests),
         StatusQuery("p50", _sm("ModelLatency", "p50"), 1 / 1000),  # microseconds -> ms
@@ -490,6 +494,4 @@ def status_queries(mode: str) -> list[StatusQuery]:
 @functools.cache
 def alarm_keys() -> frozenset[str]:
     """Every alarm key llmdeploy may create, over all modes (``status`` tells its alarms from a longer stack name's)."""
-    from llmdeploy.stackconfig import MODES
-
-    return frozenset(s.key for mode in MODES for s in alarm_specs(Targets(mode, 1, 1, 1, 1)))
+    return frozenset(s.key for mode in Mode for s in alarm_specs(Targets(mode, 1, 1, 1, 1)))

@@ -17,18 +17,18 @@ from llmdeploy import catalog as cat_mod
 from llmdeploy import checks, costs, monitoring, sizing
 from llmdeploy.assumptions import Assumptions, load_assumptions
 from llmdeploy.catalog import Catalog, Instance
+from llmdeploy.enums import Mode, Term
 from llmdeploy.errors import InfeasibleError, UnknownChoiceError, UsageError
 from llmdeploy.handlers import serving_config as serving
 from llmdeploy.models import ModelConfig
-from llmdeploy.stackconfig import MODES as stackconfig_MODES
 from llmdeploy.stackconfig import StackConfig
 
-MODES = stackconfig_MODES
-PLAN_MODES = (*MODES, "auto")
-TERMS = cat_mod.TERMS
-TERM_LABEL = {"on-demand": "on-demand", "1y": "1-year RI", "3y": "3-year RI"}
+AUTO = "auto"  # --mode auto: the recommended option
+PLAN_MODES = (*(mode.value for mode in Mode), AUTO)  # plain strings: click.Choice matches an Enum member by its name
 BREAK_EVEN_RANGE = (1.0, 1e8)  # requests per day over which break-even and the cheapest option are stated
-OPTION_KEYS = (("reserved", "on-demand"), ("reserved", "1y"), ("reserved", "3y"), ("realtime", None), ("async", None), ("serverless", None))
+# Every option plan prices: reserved once per term, each managed mode once (declaration order: the tie-break).
+OPTION_KEYS: tuple[tuple[Mode, Term | None], ...] = (
+    *((Mode.RESERVED, term) for term in Term), *((mode, None) for mode in Mode if mode is not Mode.RESERVED))
 SERVERLESS_DTYPE = "fp32"  # the handler runs fp32 on a CPU whatever the checkpoint's dtype (handlers/precision.py)
 
 
@@ -41,7 +41,7 @@ class Traffic:
     latency_target_s: float = 5.0
     peak_rps: float | None = None  # derived from the average when None
 
-    def validate(self) -> "Traffic":
+    def validate(self) -> Traffic:
         # One check per number (llmdeploy.checks: finite, in range); the CLI's flags only parse.
         checks.number("--requests-per-day", self.requests_per_day, above=0, maximum=checks.MAX_REQUESTS_PER_DAY)
         checks.number("--input-tokens", self.input_tokens, minimum=1, maximum=checks.MAX_TOKENS)
@@ -68,17 +68,22 @@ class Traffic:
     def requests_per_month(self) -> float:
         return self.requests_per_day * costs.DAYS_PER_MONTH
 
-    def scaled(self, requests_per_day: float) -> "Traffic":
+    def scaled(self, requests_per_day: float) -> Traffic:
         """The same shape of traffic at another volume (the peak scales with it)."""
         factor = requests_per_day / self.requests_per_day
         peak = None if self.peak_rps is None else self.peak_rps * factor
         return replace(self, requests_per_day=requests_per_day, peak_rps=peak)
 
 
+def option_label(mode: Mode, term: Term | None) -> str:
+    """How an option is named in tables, break-even notes and charts: "reserved (1-year RI)", "async"."""
+    return f"{mode} ({term.label})" if term else str(mode)
+
+
 @dataclass(frozen=True)
 class Option:
-    mode: str
-    term: str | None  # reserved only
+    mode: Mode
+    term: Term | None  # reserved only
     instance_type: str | None
     instance_count: int
     feasible: bool
@@ -103,7 +108,7 @@ class Option:
 
     @property
     def label(self) -> str:
-        return f"{self.mode} ({TERM_LABEL[self.term]})" if self.term else self.mode
+        return option_label(self.mode, self.term)
 
     def to_dict(self) -> dict:
         return {
@@ -162,8 +167,8 @@ class Plan:
     dtype: str
     region: str
     traffic: Traffic
-    mode: str
-    term: str
+    mode: Mode | str  # a Mode, or AUTO
+    term: Term
     options: tuple[Option, ...]
     choice: Option
     recommended: Option
@@ -171,7 +176,7 @@ class Plan:
     break_even: tuple[BreakEven, ...]
     catalog_origin: str
     catalog_date: str  # the oldest date among the prices of this region
-    assumptions: Assumptions = field(repr=False, default=None)
+    assumptions: Assumptions | None = field(repr=False, default=None)
     instance_types: tuple[str, ...] = ()  # the candidates the user restricted the plan to, if any
     cheapest: tuple[Interval, ...] = ()  # the cheapest option over BREAK_EVEN_RANGE
     cheapest_exact_to: float = BREAK_EVEN_RANGE[1]  # exact up to here; a fine grid beyond (see _intervals)
@@ -200,11 +205,9 @@ def _capacity(m: ModelConfig, dtype: str, inst: Instance, traffic: Traffic, *, l
               a: Assumptions, latency_target: float | None, cals: cal_mod.CalibrationSet) -> _Candidate:
     mem1 = sizing.inference_memory(m, dtype, batch=1, input_tokens=traffic.input_tokens, output_tokens=traffic.output_tokens, buffer=buffer)
     host = sizing.host_ram_to_load(m, dtype, loading, a)
-    fit = sizing.fit_on_instance(mem1, host, inst, a)
+    fit = sizing.fit_on_instance(mem1, host, inst, a, dtype=dtype)
     if not fit.fits:
         return _Candidate(inst, fit, False, fit.reason)
-    if dtype == "bf16" and not inst.gpu.supports_bf16:
-        return _Candidate(inst, fit, False, f"{inst.gpu.name} has no bf16; use --dtype fp16 or fp32")
     best: sizing.Latency | None = None
     first: sizing.Latency | None = None
     cal = cals.for_gpu(inst.gpu, dtype)
@@ -220,7 +223,8 @@ def _capacity(m: ModelConfig, dtype: str, inst: Instance, traffic: Traffic, *, l
     # batch ahead of it (up to one more total_s plus max_batch_delay); plan does not model that.
     batch = 1
     while batch <= serving.DEFAULT_MAX_BATCH_SIZE:
-        mem = sizing.inference_memory(m, dtype, batch=batch, input_tokens=traffic.input_tokens, output_tokens=traffic.output_tokens, buffer=buffer)
+        mem = sizing.inference_memory(m, dtype, batch=batch, input_tokens=traffic.input_tokens,
+                                      output_tokens=traffic.output_tokens, buffer=buffer)
         if mem.per_gpu(fit.tensor_parallel) > usable:
             break
         lat = sizing.latency(m, dtype, cal, batch=batch, input_tokens=traffic.input_tokens, output_tokens=traffic.output_tokens,
@@ -270,11 +274,10 @@ def _why_none(cands: list[_Candidate], where: str) -> str:
     return f"no {where} instance can host it: {shown}{more}"
 
 
-def _instance_option(mode: str, term: str | None, cands, traffic, a, price) -> Option:
+def _instance_option(mode: Mode, term: Term | None, cands, traffic, a, price) -> Option:
     picked = _cheapest(cands, traffic, a, price)
     if picked is None:
-        where = {"reserved": "EC2", "realtime": "SageMaker real-time", "async": "SageMaker async"}[mode]
-        return Option(mode, term, None, 0, False, _why_none(cands, where))
+        return Option(mode, term, None, 0, False, _why_none(cands, mode.label))
     c, count, items = picked
     return Option(
         mode, term, _name_for(mode, c.instance.type), count, True,
@@ -283,8 +286,8 @@ def _instance_option(mode: str, term: str | None, cands, traffic, a, price) -> O
     )
 
 
-def _name_for(mode: str, instance_type: str) -> str:
-    return instance_type if mode == "reserved" else cat_mod.SAGEMAKER_PREFIX + instance_type
+def _name_for(mode: Mode, instance_type: str) -> str:
+    return cat_mod.SAGEMAKER_PREFIX + instance_type if mode.on_sagemaker else instance_type
 
 
 def _serverless_option(m: ModelConfig, cat: Catalog, region: str, traffic: Traffic, *, buffer, a: Assumptions,
@@ -292,7 +295,7 @@ def _serverless_option(m: ModelConfig, cat: Catalog, region: str, traffic: Traff
     """SageMaker serverless: CPUs only, so the handler runs fp32 there; speed from the CPU calibration."""
     limits = cat.serverless_limits
     if region not in cat.serverless:
-        return Option("serverless", None, None, 0, False,
+        return Option(Mode.SERVERLESS, None, None, 0, False,
                       f"the catalog has no SageMaker serverless price for {region} (run 'llmdeploy prices refresh')")
     # The endpoint runs the handler in the LMI CPU image: weights in fp32 whatever the stack's dtype
     # (handlers/precision.py: fp32 on CPU) beside DJL's Java front end (its heap, llmdeploy/data/lmi.toml).
@@ -304,7 +307,7 @@ def _serverless_option(m: ModelConfig, cat: Catalog, region: str, traffic: Traff
     needed = mem.total + int((a.host_overhead_gib + load_lmi_table().cpu_image.jvm_heap_gib) * sizing.GIB)
     sizes = [s for s in limits.memory_sizes_mb if s * 1024**2 >= needed]
     if not sizes:
-        return Option("serverless", None, None, 0, False,
+        return Option(Mode.SERVERLESS, None, None, 0, False,
                       f"needs {needed / 1e9:.1f} GB of memory ({dtype} on CPU); SageMaker serverless allows at most "
                       f"{max(limits.memory_sizes_mb)} MB")
     cal = cals.for_cpu()
@@ -312,19 +315,19 @@ def _serverless_option(m: ModelConfig, cat: Catalog, region: str, traffic: Traff
     if lat.total_s > min(traffic.latency_target_s, limits.timeout_s):
         bound = "the latency target" if traffic.latency_target_s <= limits.timeout_s else "the serverless timeout"
         limit = min(traffic.latency_target_s, limits.timeout_s)
-        return Option("serverless", None, None, 0, False,
+        return Option(Mode.SERVERLESS, None, None, 0, False,
                       f"needs a GPU: ~{lat.total_s:.1f} s per request on serverless CPUs ({cal.origin} CPU speed) exceeds "
                       f"{bound} of {limit:g} s (SageMaker serverless has no GPUs)", latency_s=lat.total_s, speed_model=lat.speed_model)
     concurrency = max(1, math.ceil(traffic.peak(a) * lat.total_s))
     if concurrency > limits.max_concurrency:
-        return Option("serverless", None, None, 0, False,
+        return Option(Mode.SERVERLESS, None, None, 0, False,
                       f"peak needs {concurrency} concurrent invocations; serverless allows {limits.max_concurrency} per endpoint",
                       latency_s=lat.total_s, speed_model=lat.speed_model)
     memory_mb = sizes[0]
     ms = math.ceil(lat.total_s * 1000)
-    items = hosting_items(cat, region, "serverless", serverless_memory_mb=memory_mb, requests_per_month=traffic.requests_per_month,
+    items = hosting_items(cat, region, Mode.SERVERLESS, serverless_memory_mb=memory_mb, requests_per_month=traffic.requests_per_month,
                           ms_per_request=ms, bytes_per_request=_bytes_per_request(traffic, a))
-    return Option("serverless", None, None, 0, True,
+    return Option(Mode.SERVERLESS, None, None, 0, True,
                   f"{memory_mb} MB, ~{lat.total_s:.2f} s per request on CPU ({dtype}, {cal.origin} CPU speed), concurrency {concurrency}",
                   tuple(items), lat.total_s, 1, None, 1, memory_mb, concurrency, ms, speed_model=lat.speed_model)
 
@@ -346,16 +349,17 @@ class _Context:
     ec2: list
     hosting: list
     hosting_async: list
-    cals: cal_mod.CalibrationSet = None
+    cals: cal_mod.CalibrationSet | None = None
 
     def options(self, traffic: Traffic) -> list[Option]:
         return [self.option(mode, term, traffic) for mode, term in OPTION_KEYS]
 
-    def option(self, mode: str, term: str | None, traffic: Traffic) -> Option:
+    def option(self, mode: Mode | str, term: Term | str | None, traffic: Traffic) -> Option:
+        mode, term = Mode(mode), None if term is None else Term(term)
         cat, region, a = self.cat, self.region, self.a
-        if mode == "serverless":
+        if mode == Mode.SERVERLESS:
             return _serverless_option(self.m, cat, region, traffic, buffer=self.buffer, a=a, cals=self.cals)
-        if mode == "reserved":
+        if mode == Mode.RESERVED:
             # The plan prices the fleet the program creates by default: an internal load balancer (issue 10), which
             # has no public IPv4 addresses. A stack made internet-facing pays for them (planned_line_items).
             other = cat_mod.other_prices(cat, region)
@@ -365,26 +369,26 @@ class _Context:
         cands, price = self.priced(mode, term, traffic.active_hours)
         return _instance_option(mode, term, cands, traffic, a, price)
 
-    def priced(self, mode: str, term: str | None, active_hours: float):
+    def priced(self, mode: Mode, term: Term | None, active_hours: float):
         """(candidates, price(candidate, count) -> line items) of an instance-based mode."""
         cat, region, a = self.cat, self.region, self.a
 
         def price(c, n):
             return hosting_items(cat, region, mode, instance_type=c.instance.type, count=n, gpus=c.instance.gpu_count,
                                  term=term, active_hours=active_hours, root_volume_gb=a.root_volume_gb)
-        if mode == "reserved":
+        if mode == Mode.RESERVED:
             # A type without a published price for this term is not a candidate for it.
             return [c for c in self.ec2 if cat.ec2[(region, c.instance.type)].hourly(term) is not None], price
-        if mode == "realtime":
+        if mode == Mode.REALTIME:
             return self.hosting, price
         return self.hosting_async, price
 
 
-def hosting_items(cat: Catalog, region: str, mode: str, *, instance_type: str = "", count: int = 0, gpus: int = 0,
-                  term: str | None = "1y", active_hours: float = 24, serverless_memory_mb: int = 0,
+def hosting_items(cat: Catalog, region: str, mode: Mode, *, instance_type: str = "", count: int = 0, gpus: int = 0,
+                  term: Term | None = Term.ONE_YEAR, active_hours: float = 24, serverless_memory_mb: int = 0,
                   requests_per_month: float = 0, ms_per_request: float = 0, bytes_per_request: float = 0,
                   root_volume_gb: int | None = None, internet_facing: bool = False,
-                  monitored: "monitoring.Billable | None" = None) -> list[costs.LineItem]:
+                  monitored: monitoring.Billable | None = None) -> list[costs.LineItem]:
     """The monthly line items of one way of hosting: the one pricing rule plan, status, the budget and the tests share.
 
     Reserved: the instances, their gp3 root volumes (``root_volume_gb`` each, by default the assumptions' figure
@@ -392,12 +396,12 @@ def hosting_items(cat: Catalog, region: str, mode: str, *, instance_type: str = 
     ``monitored`` is what the stack's monitoring bills (alarms, dashboard, agent metrics); by default the full
     set the Pulumi program creates for this mode (llmdeploy.monitoring).
     """
-    if mode == "reserved":
+    if mode == Mode.RESERVED:
         volume = load_assumptions().root_volume_gb if root_volume_gb is None else root_volume_gb
         items = costs.reserved_fleet(cat, region, instance_type, count, term, volume, internet_facing=internet_facing)
-    elif mode == "realtime":
+    elif mode == Mode.REALTIME:
         items = [costs.sagemaker_instances(cat, region, instance_type, count, 24)]
-    elif mode == "async":
+    elif mode == Mode.ASYNC:
         # Scales to zero: instance-hours only while traffic lasts.
         items = [costs.sagemaker_instances(cat, region, instance_type, count, active_hours), costs.kms_key(cat, region)]
     else:
@@ -445,8 +449,8 @@ def make_plan(
     *,
     cat: Catalog,
     region: str = "us-east-1",
-    mode: str = "auto",
-    term: str = "1y",
+    mode: Mode | str = AUTO,
+    term: Term | str = Term.ONE_YEAR,
     dtype: str | None = None,
     traffic: Traffic = Traffic(),
     loading: str = "safetensors",
@@ -457,8 +461,9 @@ def make_plan(
 ) -> Plan:
     if mode not in PLAN_MODES:
         raise UnknownChoiceError("mode", mode, PLAN_MODES, fix="Pass --mode with one of these.")
-    if term not in TERMS:
-        raise UnknownChoiceError("term", term, TERMS, fix="Pass --term with one of these.")
+    if term not in tuple(Term):
+        raise UnknownChoiceError("term", term, tuple(Term), fix="Pass --term with one of these.")
+    mode, term = (mode if mode == AUTO else Mode(mode)), Term(term)
     if loading not in sizing.LOADING_STRATEGIES:
         raise UnknownChoiceError("loading strategy", loading, sizing.LOADING_STRATEGIES)
     dtype = dtype or m.native_dtype
@@ -470,25 +475,26 @@ def make_plan(
     cals = cal_mod.resolve(calibration_files, a, cat=cat)
     ctx = _context(m, dtype, cat, region, traffic, loading=loading, buffer=buffer, a=a, cals=cals, only=only)
     options = ctx.options(traffic)
-    comparable = [o for o in options if o.feasible and (o.mode != "reserved" or o.term == term)]
+    comparable = [o for o in options if o.feasible and (o.mode != Mode.RESERVED or o.term == term)]
     if not comparable:
         raise InfeasibleError(
             f"no hosting mode in {region} can serve {m.name} in {dtype}: "
             + "; ".join(f"{o.label}: {o.reason}" for o in options if o.term in (None, term)),
-            hint="Try --loading streaming, a smaller --dtype (int8), a longer --latency-target, other --instance-type, or another --region.",
+            hint="Try --loading streaming, a smaller --dtype (int8), a longer --latency-target, other --instance-type, "
+                 "or another --region.",
         )
-    recommended = min(comparable, key=lambda o: (o.monthly_usd, MODES.index(o.mode)))
-    if mode == "auto":
+    recommended = min(comparable, key=lambda o: (o.monthly_usd, _MODE_ORDER.index(o.mode)))
+    if mode == AUTO:
         choice = recommended
     else:
-        choice = next(o for o in options if o.mode == mode and (mode != "reserved" or o.term == term))
+        choice = next(o for o in options if o.mode == mode and (mode != Mode.RESERVED or o.term == term))
         if not choice.feasible:
             feasible = ", ".join(sorted({o.mode for o in comparable}))
             raise InfeasibleError(
-                f"mode {mode!r} cannot host {m.name} ({dtype}) in {region}: {choice.reason}.",
+                f"mode '{mode}' cannot host {m.name} ({dtype}) in {region}: {choice.reason}.",
                 hint=f"Feasible modes: {feasible}; or --mode auto.",
             )
-    comparable_keys = [(md, tm) for md, tm in OPTION_KEYS if md != "reserved" or tm == term]
+    comparable_keys = [(md, tm) for md, tm in OPTION_KEYS if md != Mode.RESERVED or tm == term]
     cheapest, exact_to = _cheapest_intervals(ctx, traffic, comparable_keys)
     return Plan(
         model=m, dtype=dtype, region=region, traffic=traffic, mode=mode, term=term, options=tuple(options), choice=choice,
@@ -501,19 +507,19 @@ def make_plan(
 
 
 
-def _reasons(rec: Option, options: list[Option], term: str) -> list[str]:
+def _reasons(rec: Option, options: list[Option], term: Term) -> list[str]:
     reasons = [f"{rec.label} is the cheapest feasible option at ${rec.monthly_usd:,.2f}/month"]
     for o in options:
-        if o is rec or (o.mode == "reserved" and o.term != term):
+        if o is rec or (o.mode == Mode.RESERVED and o.term != term):
             continue
         if o.feasible:
             reasons.append(f"{o.label} costs ${o.monthly_usd - rec.monthly_usd:,.2f}/month more")
         else:
             reasons.append(f"{o.label} is not possible: {o.reason}")
-    longer = next((o for o in options if o.mode == "reserved" and o.term == "3y" and o.feasible), None)
-    if term != "3y" and longer and rec.feasible and longer.monthly_usd < rec.monthly_usd:
+    longer = next((o for o in options if o.mode == Mode.RESERVED and o.term == Term.THREE_YEARS and o.feasible), None)
+    if term != Term.THREE_YEARS and longer and rec.feasible and longer.monthly_usd < rec.monthly_usd:
         reasons.append(f"a 3-year commitment would cost ${longer.monthly_usd:,.2f}/month")
-    if rec.mode == "async":
+    if rec.mode == Mode.ASYNC:
         reasons.append("async answers through S3 and scales to zero: a request after an idle spell waits minutes for an instance")
     return reasons
 
@@ -524,13 +530,17 @@ def _reasons(rec: Option, options: list[Option], term: str) -> list[str]:
 # instance-based option costs a constant; serverless is affine in traffic (its monitoring is the fixed part). So
 # the cheapest option can only change at those steps or where serverless's line crosses a constant, and checking each stretch once (and
 # solving the serverless crossings) is exact, where a scan between sample points would miss short stretches.
-# Costs come from the same price functions and tie-break (cost, then MODES order) as the recommendation.
+# Costs come from the same price functions and tie-break (cost, then Mode's order) as the recommendation.
 
 _MAX_STEPS = 200_000  # count steps examined one by one; a model needing more (thousands of instances) gets a fine grid beyond
 
 
+_MODE_ORDER = list(Mode)
+
+
 def _rank(label: str) -> int:
-    return MODES.index(label.split(" ", 1)[0])
+    """The tie-break rank of an option label's mode ("reserved (1-year RI)" -> reserved's)."""
+    return _MODE_ORDER.index(Mode(label.split(" ", 1)[0]))
 
 
 @dataclass
@@ -582,15 +592,15 @@ def _curves(ctx: _Context, traffic: Traffic, keys) -> list[_Curve]:
     peak_per_rpd = traffic.peak(ctx.a) / traffic.requests_per_day
     curves = []
     for mode, term in keys:
-        label = f"{mode} ({TERM_LABEL[term]})" if term else mode
-        if mode == "serverless":
+        label = option_label(mode, term)
+        if mode == Mode.SERVERLESS:
             opt = ctx.option(mode, term, traffic)
             if not opt.feasible:
                 continue
             max_peak = ctx.cat.serverless_limits.max_concurrency / opt.latency_s
 
-            def priced(requests_per_month: float, monitored=None) -> float:
-                return costs.total(hosting_items(ctx.cat, ctx.region, "serverless", serverless_memory_mb=opt.serverless_memory_mb,
+            def priced(requests_per_month: float, monitored=None, opt: Option = opt) -> float:
+                return costs.total(hosting_items(ctx.cat, ctx.region, Mode.SERVERLESS, serverless_memory_mb=opt.serverless_memory_mb,
                                                  requests_per_month=requests_per_month, ms_per_request=opt.ms_per_request,
                                                  bytes_per_request=_bytes_per_request(traffic, ctx.a), monitored=monitored))
             # Both parts read off the same line items: with no requests (what does not scale: monitoring), and the
@@ -632,7 +642,7 @@ def _settled_after(curves: list[_Curve]) -> float:
             edge = max(edge, cv.serverless_max_peak / cv.peak_per_rpd)
             continue
         rows = []
-        for (unit, fixed, _, _), per_step in zip(cv.candidates, cv.per_step()):
+        for (unit, fixed, _, _), per_step in zip(cv.candidates, cv.per_step(), strict=True):
             rows.append((unit / per_step, fixed, unit + fixed))  # slope, fixed part, one more instance + fixed part
         slope, _, upper = min(rows)
         bounds.append((slope, min(r[1] for r in rows) - 0.01, upper + 0.01))
@@ -674,7 +684,7 @@ def _intervals(curves: list[_Curve], low: float, high: float) -> tuple[list[Inte
         else:
             pieces.append(Interval(lo, hi, label))
 
-    for lo, hi in zip(edges, edges[1:]):
+    for lo, hi in zip(edges, edges[1:], strict=False):
         if hi <= lo:
             continue
         mid = (lo + hi) / 2
@@ -687,7 +697,7 @@ def _intervals(curves: list[_Curve], low: float, high: float) -> tuple[list[Inte
             add(lo, hi, serverless.label)
             continue
 
-        def wins(r: float) -> bool:
+        def wins(r: float, best: tuple = best) -> bool:
             return (serverless.cost(r), _rank(serverless.label)) < best[:2]
 
         if wins(hi):
@@ -735,12 +745,11 @@ def describe_intervals(intervals, label_of=lambda i: i.option, limit: int | None
     return lines
 
 
-def _break_even(ctx: _Context, traffic: Traffic, term: str) -> list[BreakEven]:
-    self_label = f"reserved ({TERM_LABEL[term]})"
+def _break_even(ctx: _Context, traffic: Traffic, term: Term) -> list[BreakEven]:
+    self_label = option_label(Mode.RESERVED, term)
     out = []
-    reserved_keys = [("reserved", term)]
-    for managed in ("realtime", "async", "serverless"):
-        curves = _curves(ctx, traffic, [*reserved_keys, (managed, None)])
+    for managed in (mode for mode in Mode if mode is not Mode.RESERVED):
+        curves = _curves(ctx, traffic, [(Mode.RESERVED, term), (managed, None)])
         labels = {cv.label for cv in curves}
         if managed not in labels:
             out.append(BreakEven(managed, self_label, "requests_per_day", None,
@@ -765,15 +774,15 @@ def _break_even(ctx: _Context, traffic: Traffic, term: str) -> list[BreakEven]:
     # Async pays only for hours with traffic: its break-even is in hours a day (the same volume spread wider).
     def diff_hours(hours: int):
         t = replace(traffic, active_hours=hours)
-        mine, theirs = ctx.option("async", None, t).monthly_usd, ctx.option("reserved", term, t).monthly_usd
+        mine, theirs = ctx.option(Mode.ASYNC, None, t).monthly_usd, ctx.option(Mode.RESERVED, term, t).monthly_usd
         return None if mine is None or theirs is None else (mine, theirs)
 
     rows = {h: diff_hours(h) for h in range(1, 25)}
     if any(v is None for v in rows.values()):
         note = "async cannot host this model at every spread of the day" if any(rows.values()) else "async cannot host this model"
-        out.append(BreakEven("async", self_label, "active_hours_per_day", None, note))
+        out.append(BreakEven(Mode.ASYNC, self_label, "active_hours_per_day", None, note))
         return out
-    cheaper_hours = [h for h, (mine, theirs) in rows.items() if (mine, _rank("async")) < (theirs, _rank("reserved"))]
+    cheaper_hours = [h for h, (mine, theirs) in rows.items() if (mine, _rank(Mode.ASYNC)) < (theirs, _rank(Mode.RESERVED))]
     spans = _spans(cheaper_hours)
     crossings = tuple(float(h) for h in range(2, 25) if (h in cheaper_hours) != (h - 1 in cheaper_hours))
     if not cheaper_hours:
@@ -783,7 +792,7 @@ def _break_even(ctx: _Context, traffic: Traffic, term: str) -> list[BreakEven]:
     else:
         note = "async is cheaper when traffic spans " + ", ".join(
             f"{a}" if a == b else f"{a}–{b}" for a, b in spans) + " hours a day; reserved otherwise"
-    out.append(BreakEven("async", self_label, "active_hours_per_day", crossings[0] if crossings else None, note, crossings,
+    out.append(BreakEven(Mode.ASYNC, self_label, "active_hours_per_day", crossings[0] if crossings else None, note, crossings,
                          tuple((float(a), float(b)) for a, b in spans)))
     return out
 
@@ -815,7 +824,8 @@ def stack_config_for(plan_: Plan, *, owner: str = "unknown", cost_center: str = 
     c = plan_.choice
     a = plan_.assumptions or load_assumptions()
     common = dict(
-        mode=c.mode, model=plan_.model.hf_id or plan_.model.name, model_revision=plan_.model.revision, region=plan_.region, dtype=plan_.dtype, owner=owner,
+        mode=c.mode, model=plan_.model.hf_id or plan_.model.name, model_revision=plan_.model.revision,
+        region=plan_.region, dtype=plan_.dtype, owner=owner,
         cost_center=cost_center, term=plan_.term,
         usage_requests_per_month=math.ceil(plan_.traffic.requests_per_month),
         usage_active_hours_per_day=plan_.traffic.active_hours,
@@ -823,7 +833,7 @@ def stack_config_for(plan_: Plan, *, owner: str = "unknown", cost_center: str = 
         # What the alarms hold the stack to: the latency target and each instance's planned capacity. Async was
         # chosen knowing a request may take longer than the target (it queues), so its bar is the plan's estimate.
         alarm_latency_ms=math.ceil(1000 * (max(plan_.traffic.latency_target_s, c.latency_s or 0)
-                                                  if c.mode == "async" else plan_.traffic.latency_target_s)),
+                                                  if c.mode == Mode.ASYNC else plan_.traffic.latency_target_s)),
         usage_requests_per_hour_per_instance=round(3600 * c.requests_per_s_per_instance) if c.requests_per_s_per_instance else 0,
         # The rest of the traffic, so `llmdeploy deploy` can show this comparison again (llmdeploy.stackplan).
         usage_input_tokens=plan_.traffic.input_tokens, usage_output_tokens=plan_.traffic.output_tokens,
@@ -835,17 +845,17 @@ def stack_config_for(plan_: Plan, *, owner: str = "unknown", cost_center: str = 
         max_new_tokens=max(serving.DEFAULT_MAX_NEW_TOKENS, plan_.traffic.output_tokens),
         max_request_tokens=max(serving.DEFAULT_MAX_REQUEST_TOKENS, plan_.traffic.output_tokens),
     )
-    if c.mode == "serverless":
+    if c.mode == Mode.SERVERLESS:
         return StackConfig(
             **common, instance_type="", instance_count=1, min_instances=1,
             serverless_memory_mb=c.serverless_memory_mb, serverless_max_concurrency=c.serverless_max_concurrency,
             usage_ms_per_request=c.ms_per_request,
         )
     # A reserved fleet is paid for whether busy or not, so it stays at full size; async scales to zero.
-    min_instances = {"reserved": c.instance_count, "realtime": 1, "async": 0}[c.mode]
+    min_instances = {Mode.RESERVED: c.instance_count, Mode.REALTIME: 1, Mode.ASYNC: 0}[c.mode]
     # Async hands each instance as many concurrent invocations as its batch holds (SageMaker's default, 4, would
     # keep the batch from filling).
-    feed = {"async_max_concurrent_invocations": c.batch_size} if c.mode == "async" else {}
+    feed = {"async_max_concurrent_invocations": c.batch_size} if c.mode == Mode.ASYNC else {}
     return StackConfig(
         **common, instance_type=c.instance_type, instance_count=c.instance_count, min_instances=min_instances,
         tensor_parallel_degree=c.tensor_parallel, **feed,

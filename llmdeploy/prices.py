@@ -52,19 +52,15 @@ from pathlib import Path
 from typing import Any
 
 from llmdeploy import catalog as cat_mod
+from llmdeploy.enums import Term
 from llmdeploy.errors import CloudError, LlmdeployError, UnknownChoiceError
 
 PRICING_REGION = "us-east-1"  # the Price List API lives in us-east-1 (and ap-south-1), whatever region is priced
 SOURCE_URL = "https://pricing.us-east-1.amazonaws.com (AWS Price List API)"
 SOURCE_PREFIX = "aws-price-list-"
-TERM_HOURS = {"1yr": 8760, "3yr": 26280}
-RI_TERMS = {"ri_1y": "1yr", "ri_3y": "3yr"}
+TERM_HOURS = {"1yr": 8760, "3yr": 26280}  # a Reserved term's LeaseContractLength, in hours
+RI_TERMS = {"ri_1y": "1yr", "ri_3y": "3yr"}  # catalog field (llmdeploy.enums.Term.price_field) -> LeaseContractLength
 PRICE_FILES = ("sources.toml", "ec2_prices.toml", "sagemaker_prices.toml")
-CREDENTIAL_CODES = frozenset({
-    "AccessDenied", "AccessDeniedException", "UnrecognizedClientException", "InvalidClientTokenId",
-    "InvalidSignatureException", "SignatureDoesNotMatch", "ExpiredToken", "ExpiredTokenException", "AuthFailure",
-    "MissingAuthenticationToken",
-})
 
 # The region prefix of a usage type, as AWS writes it. Parsing never depends on this table (the region
 # comes from regionCode); it documents what was checked and lets the tests build items per region.
@@ -263,7 +259,7 @@ def parse_ec2_product(item: str | Mapping) -> Ec2Offer | None:
     if not on_demand:
         return None
     return Ec2Offer(region=region, instance_type=itype, on_demand=on_demand,
-                    ri_1y=reserved_effective_hourly(doc, "1yr"), ri_3y=reserved_effective_hourly(doc, "3yr"),
+                    ri_1y=reserved_effective_hourly(doc, RI_TERMS["ri_1y"]), ri_3y=reserved_effective_hourly(doc, RI_TERMS["ri_3y"]),
                     sku=doc.get("product", {}).get("sku", ""), usage_type=str(usage),
                     reserved_terms=len(doc.get("terms", {}).get("Reserved", {}) or {}))
 
@@ -377,16 +373,22 @@ def _items(client, query: Query) -> Iterable[str]:
 
 
 def _cloud_error(exc: BaseException, bundled_date: dt.date) -> CloudError:
-    from llmdeploy.aws.clients import describe_failure, error_code
+    from llmdeploy.aws.clients import (
+        ACCESS_DENIED_CODES,
+        CREDENTIAL_CODES,
+        MISSING_CREDENTIALS,
+        describe_failure,
+        error_code,
+    )
 
     tail = f"Nothing was written. Configure credentials (aws configure / AWS_PROFILE) or keep using the bundled snapshot of {bundled_date}."
     name = type(exc).__name__
     code = error_code(exc)
-    if name in ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"):
+    if name in MISSING_CREDENTIALS:
         return CloudError(f"cannot read the AWS Price List API: no AWS credentials found. Configure credentials "
                           f"(aws configure / AWS_PROFILE) or keep using the bundled snapshot of {bundled_date}.")
-    if code in CREDENTIAL_CODES:
-        why = ("access denied (the credentials need pricing:GetProducts)" if code.startswith("AccessDenied")
+    if code in CREDENTIAL_CODES | ACCESS_DENIED_CODES:
+        why = ("access denied (the credentials need pricing:GetProducts)" if code in ACCESS_DENIED_CODES
                else f"the AWS credentials were rejected ({describe_failure(exc)})")
         return CloudError(f"cannot read the AWS Price List API: {why}. {tail}")
     if name in ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError"):
@@ -457,8 +459,7 @@ class KeptTerm:
         return {"row": self.row, "term": self.term, "value": self.value, "source": self.source, "why": self.why}
 
     def __str__(self) -> str:
-        label = {"ri_1y": "1-year RI", "ri_3y": "3-year RI"}[self.term]
-        return f"{self.row} {label} kept at {self.value:g} ({self.source}): {self.why}"
+        return f"{self.row} {Term.of_price_field(self.term).label} kept at {self.value:g} ({self.source}): {self.why}"
 
 
 @dataclasses.dataclass
@@ -500,8 +501,8 @@ class RefreshResult:
             "cache": str(self.cache_dir), "retrieved": self.retrieved.isoformat(), "source_url": SOURCE_URL,
             "queries": self.queries, "price_list_items": self.items_read,
             "regions": [r.as_dict() for r in self.regions],
-            "not_refreshed": "other.* (load balancer hourly, KMS key monthly, public IPv4, CloudWatch, EBS gp3, Availability Zone counts) figures and every spec/limit file are "
-                             "kept from the bundled snapshot.",
+            "not_refreshed": "other.* (load balancer hourly, KMS key monthly, public IPv4, CloudWatch, EBS gp3, "
+                             "Availability Zone counts) figures and every spec/limit file are kept from the bundled snapshot.",
         }
 
 
@@ -581,8 +582,8 @@ def _previous_refresh(cache: Path) -> tuple[dict, dict, dict] | None:
 
 def _row_sources(row: Mapping) -> set[str]:
     """Every source key a price row names (the row's, and any kept term's)."""
-    return {row[k] for k in ("source", "public_ipv4_source", "ri_1y_source", "ri_3y_source", "cloudwatch_source", "ebs_source",
-                             "availability_zones_source") if row.get(k)}
+    return {row[k] for k in ("source", *(f"{field}_source" for field in RI_TERMS), "public_ipv4_source", "cloudwatch_source",
+                             "ebs_source", "availability_zones_source") if row.get(k)}
 
 
 def _why_ec2_kept(n_items: int | None) -> str:
@@ -601,6 +602,53 @@ def _why_ri_kept(offer: Ec2Offer, lease: str) -> str:
             f"OfferingClass standard, PurchaseOption No Upfront")
 
 
+@dataclasses.dataclass
+class _Tables:
+    """The latest known price tables, as the three price files hold them (``{region: {type: row}}`` and so on)."""
+
+    sources: dict[str, dict]
+    ec2: dict[str, dict]
+    hosting: dict[str, dict]
+    serverless: dict[str, dict]
+    other: dict[str, dict]
+
+    @classmethod
+    def known(cls, bundled_dir: Path, previous: tuple[dict, dict, dict] | None) -> _Tables:
+        """The bundled snapshot's tables, with the rows an earlier refresh wrote (``previous``, the cache) on top."""
+        sources_doc, ec2_doc, sm_doc = (_read_toml(bundled_dir / name) for name in PRICE_FILES)
+        tables = cls(dict(sources_doc["sources"]), {r: dict(rows) for r, rows in ec2_doc["ec2"].items()},
+                     {r: dict(rows) for r, rows in sm_doc["hosting"].items()}, dict(sm_doc["serverless"]),
+                     dict(sm_doc["other"]))
+        if previous:
+            tables._carry(*previous)
+        return tables
+
+    def _carry(self, p_sources: dict, p_ec2: dict, p_sm: dict) -> None:
+        """Rows an earlier refresh wrote are the latest known prices, in every region (when their sources are)."""
+        p_src = p_sources.get("sources", {})
+        known = set(self.sources) | {k for k in p_src if k.startswith(SOURCE_PREFIX)}
+
+        def carry(row: Mapping) -> bool:
+            return str(row.get("source", "")).startswith(SOURCE_PREFIX) and _row_sources(row) <= known
+
+        for r, rows in p_ec2.get("ec2", {}).items():
+            self.ec2.setdefault(r, {}).update({t: dict(row) for t, row in rows.items() if carry(row)})
+        for r, rows in p_sm.get("hosting", {}).items():
+            self.hosting.setdefault(r, {}).update({t: dict(row) for t, row in rows.items() if carry(row)})
+        for r, row in p_sm.get("serverless", {}).items():
+            if carry(row):
+                self.serverless[r] = dict(row)
+        for key, row in p_src.items():
+            if key.startswith(SOURCE_PREFIX):
+                self.sources.setdefault(key, row)
+
+    def drop_unused_sources(self) -> None:
+        """Drop Price List sources no row names any more (an earlier refresh's, fully replaced)."""
+        used = {k for rows in (*self.ec2.values(), *self.hosting.values()) for row in rows.values() for k in _row_sources(row)}
+        used |= {k for row in (*self.serverless.values(), *self.other.values()) for k in _row_sources(row)}
+        self.sources = {k: v for k, v in self.sources.items() if not k.startswith(SOURCE_PREFIX) or k in used}
+
+
 def build_price_tables(bundled_dir: Path, regions: Sequence[str], offers: Mapping[str, list], retrieved: dt.date,
                        previous: tuple[dict, dict, dict] | None = None, *, seen: Mapping[str, int] | None = None,
                        instance_types: Sequence[str] | None = None) -> tuple[dict, dict, dict, list[RegionSummary]]:
@@ -614,143 +662,129 @@ def build_price_tables(bundled_dir: Path, regions: Sequence[str], offers: Mappin
     the snapshot lacked in a region is added. Nothing known is ever dropped.
     """
     seen = seen or {}
-    sources_doc, ec2_doc, sm_doc = (_read_toml(bundled_dir / name) for name in PRICE_FILES)
-    sources: dict[str, dict] = dict(sources_doc["sources"])
-    ec2: dict[str, dict] = {r: dict(rows) for r, rows in ec2_doc["ec2"].items()}
-    hosting: dict[str, dict] = {r: dict(rows) for r, rows in sm_doc["hosting"].items()}
-    serverless: dict[str, dict] = dict(sm_doc["serverless"])
-    other: dict[str, dict] = dict(sm_doc["other"])
-
-    if previous:  # rows an earlier refresh wrote are the latest known prices, in every region
-        p_sources, p_ec2, p_sm = previous
-        p_src = p_sources.get("sources", {})
-        known = set(sources) | {k for k in p_src if k.startswith(SOURCE_PREFIX)}
-
-        def carry(row: Mapping) -> bool:
-            return str(row.get("source", "")).startswith(SOURCE_PREFIX) and _row_sources(row) <= known
-
-        for r, rows in p_ec2.get("ec2", {}).items():
-            ec2.setdefault(r, {}).update({t: dict(row) for t, row in rows.items() if carry(row)})
-        for r, rows in p_sm.get("hosting", {}).items():
-            hosting.setdefault(r, {}).update({t: dict(row) for t, row in rows.items() if carry(row)})
-        for r, row in p_sm.get("serverless", {}).items():
-            if carry(row):
-                serverless[r] = dict(row)
-        for key, row in p_src.items():
-            if key.startswith(SOURCE_PREFIX):
-                sources.setdefault(key, row)
-
+    tables = _Tables.known(bundled_dir, previous)
     ec2_key, sm_key = f"{SOURCE_PREFIX}ec2-{retrieved}", f"{SOURCE_PREFIX}sagemaker-{retrieved}"
-    sources[ec2_key] = {"url": SOURCE_URL, "retrieved": retrieved, "note": EC2_NOTE}
-    sources[sm_key] = {"url": SOURCE_URL, "retrieved": retrieved, "note": SAGEMAKER_NOTE}
+    tables.sources[ec2_key] = {"url": SOURCE_URL, "retrieved": retrieved, "note": EC2_NOTE}
+    tables.sources[sm_key] = {"url": SOURCE_URL, "retrieved": retrieved, "note": SAGEMAKER_NOTE}
 
     summaries = []
     for region in regions:
         s = RegionSummary(region)
-
-        # EC2: one query per catalog type; the first plain Linux on-demand product of that type wins.
-        rows = ec2.setdefault(region, {})
-        queried = [k.split(":", 2)[2] for k in (*offers, *seen) if k.startswith(f"ec2:{region}:")]
-        for t in sorted(set(instance_types or ()) | set(queried) | set(rows)):
-            key = f"ec2:{region}:{t}"
-            found = [o for o in offers.get(key, []) if o.region == region and o.instance_type == t]
-            old = rows.get(t)
-            if not found:
-                if old is not None:
-                    s.kept.append(RowOutcome(f"ec2 {t}", _why_ec2_kept(seen.get(key)), old["source"]))
-                else:
-                    s.not_priced.append(RowOutcome(f"ec2 {t}", _why_ec2_kept(seen.get(key))))
-                continue
-            o = found[0]
-            new: dict[str, Any] = {"on_demand": o.on_demand, "source": ec2_key}
-            for field, lease in RI_TERMS.items():
-                value = getattr(o, field)
-                if value is not None:
-                    new[field] = value
-                elif old is not None and old.get(field) is not None:
-                    kept_from = old.get(f"{field}_source") or old["source"]
-                    new[field] = old[field]
-                    if kept_from != ec2_key:
-                        new[f"{field}_source"] = kept_from
-                    s.kept_terms.append(KeptTerm(f"ec2 {t}", field, old[field], kept_from, _why_ri_kept(o, lease)))
-            why = f"SKU {o.sku} ({o.usage_type})"
-            if old is None:
-                s.added.append(RowOutcome(f"ec2 {t}", why + "; the catalog had no price for it here", ec2_key))
-            else:
-                s.refreshed.append(RowOutcome(f"ec2 {t}", why, ec2_key))
-                s.changes.append(Change(region, f"{t} on-demand", old.get("on_demand"), o.on_demand))
-                for field, label in (("ri_1y", "1y RI"), ("ri_3y", "3y RI")):
-                    if getattr(o, field) is not None:
-                        s.changes.append(Change(region, f"{t} {label}", old.get(field), getattr(o, field)))
-            rows[t] = new
-
-        # SageMaker hosting: one query per region; rows by usage type PREFIX-Host:ml.TYPE.
-        hkey = f"hosting:{region}"
-        hgot: dict[str, HostingOffer] = {}
-        for o in offers.get(hkey, []):
-            if o.region == region:
-                hgot.setdefault(o.instance_type, o)
-        hrows = hosting.setdefault(region, {})
-        ml_types = {cat_mod.SAGEMAKER_PREFIX + t for t in (instance_types or ())}
-        n = seen.get(hkey)
-        no_host = ("not queried in this refresh" if n is None else
-                   f"no Host:TYPE product among the {n} 'ML Instance' / 'Hosting' products GetProducts returned")
-        for t in sorted(ml_types | set(hgot) | set(hrows)):
-            old, o = hrows.get(t), hgot.get(t)
-            if o is None:
-                if old is not None:
-                    s.kept.append(RowOutcome(f"sagemaker {t}", no_host.replace("TYPE", t), old["source"]))
-                else:
-                    s.not_priced.append(RowOutcome(f"sagemaker {t}", no_host.replace("TYPE", t)))
-                continue
-            why = f"SKU {o.sku} ({o.usage_type})"
-            if old is None:
-                s.added.append(RowOutcome(f"sagemaker {t}", why + "; the catalog had no price for it here", sm_key))
-            else:
-                s.refreshed.append(RowOutcome(f"sagemaker {t}", why, sm_key))
-                s.changes.append(Change(region, t, old.get("hourly"), o.hourly))
-            hrows[t] = {"hourly": o.hourly, "source": sm_key}
-
-        # Serverless: a row needs both the GB-second and the data-processed rate.
-        skey = f"serverless:{region}"
-        sv = [o for o in offers.get(skey, []) if o.region == region]
-        compute = sorted({o.usd for o in sv if o.kind == "compute"})
-        data = sorted({o.usd for o in sv if o.kind.startswith("data-")})
-        old_sv = serverless.get(region)
-        missing = [what for what, got in (("no ServerlessInf:Mem-<N>GB compute price", compute),
-                                          ("no Hst:Data-Bytes-In/Out data-processed price", data)) if not got]
-        if missing:
-            why = ("not queried in this refresh" if skey not in seen else
-                   " and ".join(missing) + f" among the {seen[skey]} products GetProducts returned; a serverless row "
-                   "is refreshed only with both rates")
-            if old_sv is not None:
-                s.kept.append(RowOutcome("serverless", why, old_sv["source"]))
-            else:
-                s.not_priced.append(RowOutcome("serverless", why))
-        else:
-            # Every memory size should give the same per-GB rate; if not, keep the highest (conservative).
-            sizes = sorted(o.usage_type for o in sv if o.kind == "compute")
-            why = f"{len(sizes)} ServerlessInf:Mem-<N>GB prices and {len(sv) - len(sizes)} Hst:Data-Bytes prices"
-            if old_sv is None:
-                s.added.append(RowOutcome("serverless", why + "; the catalog had no serverless price here", sm_key))
-            else:
-                s.refreshed.append(RowOutcome("serverless", why, sm_key))
-                s.changes.append(Change(region, "serverless per GB-second", old_sv.get("usd_per_gb_second"), compute[-1]))
-                s.changes.append(Change(region, "serverless per GB processed", old_sv.get("usd_per_gb_processed"), data[-1]))
-            serverless[region] = {"usd_per_gb_second": compute[-1], "usd_per_gb_processed": data[-1], "source": sm_key}
-
+        rows = tables.ec2.setdefault(region, {})
+        _merge_ec2(s, rows, offers, seen, instance_types, ec2_key)
+        hrows = tables.hosting.setdefault(region, {})
+        _merge_hosting(s, hrows, offers, seen, instance_types, sm_key)
+        _merge_serverless(s, tables.serverless, offers, seen, sm_key)
         if not hrows:
-            del hosting[region]
+            del tables.hosting[region]
         if not rows:
-            del ec2[region]
+            del tables.ec2[region]
         summaries.append(s)
 
-    # Drop Price List sources no row names any more (an earlier refresh's, fully replaced).
-    used = {k for rows in (*ec2.values(), *hosting.values()) for row in rows.values() for k in _row_sources(row)}
-    used |= {k for row in (*serverless.values(), *other.values()) for k in _row_sources(row)}
-    sources = {k: v for k, v in sources.items() if not k.startswith(SOURCE_PREFIX) or k in used}
-    sm = {"hosting": hosting, "serverless": serverless, "other": other}
-    return sources, ec2, sm, summaries
+    tables.drop_unused_sources()
+    sm = {"hosting": tables.hosting, "serverless": tables.serverless, "other": tables.other}
+    return tables.sources, tables.ec2, sm, summaries
+
+
+def _merge_ec2(s: RegionSummary, rows: dict[str, dict], offers: Mapping[str, list], seen: Mapping[str, int],
+               instance_types: Sequence[str] | None, ec2_key: str) -> None:
+    """EC2: one query per catalog type; the first plain Linux on-demand product of that type wins."""
+    region = s.region
+    queried = [k.split(":", 2)[2] for k in (*offers, *seen) if k.startswith(f"ec2:{region}:")]
+    for t in sorted(set(instance_types or ()) | set(queried) | set(rows)):
+        key = f"ec2:{region}:{t}"
+        found = [o for o in offers.get(key, []) if o.region == region and o.instance_type == t]
+        old = rows.get(t)
+        if not found:
+            if old is not None:
+                s.kept.append(RowOutcome(f"ec2 {t}", _why_ec2_kept(seen.get(key)), old["source"]))
+            else:
+                s.not_priced.append(RowOutcome(f"ec2 {t}", _why_ec2_kept(seen.get(key))))
+            continue
+        o = found[0]
+        new: dict[str, Any] = {"on_demand": o.on_demand, "source": ec2_key}
+        for field, lease in RI_TERMS.items():
+            value = getattr(o, field)
+            if value is not None:
+                new[field] = value
+            elif old is not None and old.get(field) is not None:
+                kept_from = old.get(f"{field}_source") or old["source"]
+                new[field] = old[field]
+                if kept_from != ec2_key:
+                    new[f"{field}_source"] = kept_from
+                s.kept_terms.append(KeptTerm(f"ec2 {t}", field, old[field], kept_from, _why_ri_kept(o, lease)))
+        why = f"SKU {o.sku} ({o.usage_type})"
+        if old is None:
+            s.added.append(RowOutcome(f"ec2 {t}", why + "; the catalog had no price for it here", ec2_key))
+        else:
+            s.refreshed.append(RowOutcome(f"ec2 {t}", why, ec2_key))
+            s.changes.append(Change(region, f"{t} {Term.ON_DEMAND.label}", old.get("on_demand"), o.on_demand))
+            for field in RI_TERMS:
+                if getattr(o, field) is not None:
+                    s.changes.append(Change(region, f"{t} {Term.of_price_field(field).label}", old.get(field), getattr(o, field)))
+        rows[t] = new
+
+
+def _merge_hosting(s: RegionSummary, hrows: dict[str, dict], offers: Mapping[str, list], seen: Mapping[str, int],
+                   instance_types: Sequence[str] | None, sm_key: str) -> None:
+    """SageMaker hosting: one query per region; rows by usage type PREFIX-Host:ml.TYPE."""
+    region = s.region
+    hkey = f"hosting:{region}"
+    hgot: dict[str, HostingOffer] = {}
+    for o in offers.get(hkey, []):
+        if o.region == region:
+            hgot.setdefault(o.instance_type, o)
+    ml_types = {cat_mod.SAGEMAKER_PREFIX + t for t in (instance_types or ())}
+    n = seen.get(hkey)
+    no_host = ("not queried in this refresh" if n is None else
+               f"no Host:TYPE product among the {n} 'ML Instance' / 'Hosting' products GetProducts returned")
+    for t in sorted(ml_types | set(hgot) | set(hrows)):
+        old, got = hrows.get(t), hgot.get(t)
+        if got is None:
+            if old is not None:
+                s.kept.append(RowOutcome(f"sagemaker {t}", no_host.replace("TYPE", t), old["source"]))
+            else:
+                s.not_priced.append(RowOutcome(f"sagemaker {t}", no_host.replace("TYPE", t)))
+            continue
+        why = f"SKU {got.sku} ({got.usage_type})"
+        if old is None:
+            s.added.append(RowOutcome(f"sagemaker {t}", why + "; the catalog had no price for it here", sm_key))
+        else:
+            s.refreshed.append(RowOutcome(f"sagemaker {t}", why, sm_key))
+            s.changes.append(Change(region, t, old.get("hourly"), got.hourly))
+        hrows[t] = {"hourly": got.hourly, "source": sm_key}
+
+
+def _merge_serverless(s: RegionSummary, serverless: dict[str, dict], offers: Mapping[str, list], seen: Mapping[str, int],
+                      sm_key: str) -> None:
+    """Serverless: a row needs both the GB-second and the data-processed rate."""
+    region = s.region
+    skey = f"serverless:{region}"
+    sv = [o for o in offers.get(skey, []) if o.region == region]
+    compute = sorted({o.usd for o in sv if o.kind == "compute"})
+    data = sorted({o.usd for o in sv if o.kind.startswith("data-")})
+    old_sv = serverless.get(region)
+    missing = [what for what, got in (("no ServerlessInf:Mem-<N>GB compute price", compute),
+                                      ("no Hst:Data-Bytes-In/Out data-processed price", data)) if not got]
+    if missing:
+        why = ("not queried in this refresh" if skey not in seen else
+               " and ".join(missing) + f" among the {seen[skey]} products GetProducts returned; a serverless row "
+               "is refreshed only with both rates")
+        if old_sv is not None:
+            s.kept.append(RowOutcome("serverless", why, old_sv["source"]))
+        else:
+            s.not_priced.append(RowOutcome("serverless", why))
+        return
+    # Every memory size should give the same per-GB rate; if not, keep the highest (conservative).
+    sizes = sorted(o.usage_type for o in sv if o.kind == "compute")
+    why = f"{len(sizes)} ServerlessInf:Mem-<N>GB prices and {len(sv) - len(sizes)} Hst:Data-Bytes prices"
+    if old_sv is None:
+        s.added.append(RowOutcome("serverless", why + "; the catalog had no serverless price here", sm_key))
+    else:
+        s.refreshed.append(RowOutcome("serverless", why, sm_key))
+        s.changes.append(Change(region, "serverless per GB-second", old_sv.get("usd_per_gb_second"), compute[-1]))
+        s.changes.append(Change(region, "serverless per GB processed", old_sv.get("usd_per_gb_processed"), data[-1]))
+    serverless[region] = {"usd_per_gb_second": compute[-1], "usd_per_gb_processed": data[-1], "source": sm_key}
 
 
 # Written into every cache folder `prices refresh` creates: `prices clear` (and a later refresh) delete or
@@ -845,17 +879,17 @@ def refresh(regions: Sequence[str] | None = None, *, client=None, today: dt.date
                 items_read += 1
                 seen[q.key] += 1
                 if q.kind == "ec2":
-                    o = parse_ec2_product(item)
-                    if o and o.region == q.region and o.instance_type == q.instance_type:
-                        bucket.append(o)
+                    ec2_offer = parse_ec2_product(item)
+                    if ec2_offer and ec2_offer.region == q.region and ec2_offer.instance_type == q.instance_type:
+                        bucket.append(ec2_offer)
                 elif q.kind == "hosting":
-                    o = parse_hosting_product(item)
-                    if o and o.region == q.region and o.instance_type in known_ml:
-                        bucket.append(o)
+                    hosting_offer = parse_hosting_product(item)
+                    if hosting_offer and hosting_offer.region == q.region and hosting_offer.instance_type in known_ml:
+                        bucket.append(hosting_offer)
                 else:
-                    o = parse_serverless_product(item)
-                    if o and o.region == q.region:
-                        bucket.append(o)
+                    serverless_offer = parse_serverless_product(item)
+                    if serverless_offer and serverless_offer.region == q.region:
+                        bucket.append(serverless_offer)
             if progress:
                 finished = done + 1 == len(queries) or phases[done + 1] != phases[done]
                 progress(phases[done], done + 1, len(queries), finished)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from llmdeploy.costs import usd
 from llmdeploy.plan import BREAK_EVEN_RANGE, Option, Plan, describe_intervals
 
 JSON_SCHEMA_VERSION = 1
@@ -69,11 +70,10 @@ def plan_markdown(d: dict) -> str:
         "|---|---|---:|---:|---:|---|",
     ]
     for o in d["options"]:
-        money = (lambda x: "-" if x is None else f"${x:,.2f}")
         mark = " **(choice)**" if o["label"] == d["choice"]["label"] else ""
         ok = "yes" if o["feasible"] else f"no: {o['reason']}"
         lines.append(f"| {o['label']}{mark} | {o['instance_type'] or '-'} | {o['instance_count'] or '-'} | "
-                     f"{money(o['monthly_usd'])} | {money(o['annual_usd'])} | {ok} |")
+                     f"{usd(o['monthly_usd'])} | {usd(o['annual_usd'])} | {ok} |")
     lines += ["", f"**Recommended:** {d['recommended']['label']}"]
     lines += [f"- {r}" for r in d["reasons"]]
     from llmdeploy.plan import TEXT_STRETCHES, Interval

@@ -7,7 +7,7 @@ dataclasses out. Bytes are bytes (not GiB) until the CLI renders them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from llmdeploy.assumptions import Assumptions, load_assumptions
 from llmdeploy.catalog import Gpu, Instance
@@ -251,9 +251,17 @@ class Fit:
     reason: str
 
 
-def fit_on_instance(mem: InferenceMemory, host_ram: int, inst: Instance, a: Assumptions | None = None) -> Fit:
-    """Whether a model fits one GPU of ``inst``, else the tensor-parallel degree it needs, and host RAM."""
-    a = a or load_assumptions()
+def fit_on_instance(mem: InferenceMemory, host_ram: int, inst: Instance, a: Assumptions | None = None, *,
+                    dtype: str | None = None) -> Fit:
+    """Whether a model fits one GPU of ``inst``, else the tensor-parallel degree it needs, and host RAM; with
+    ``dtype``, also whether the GPU computes in it (bf16 needs compute capability 8.0: no T4, no V100)."""
+    fit = _fit_memory(mem, host_ram, inst, a or load_assumptions())
+    if fit.fits and dtype == "bf16" and inst.gpu is not None and not inst.gpu.supports_bf16:
+        return replace(fit, fits=False, reason=f"{inst.gpu.name} has no bf16; use --dtype fp16 or fp32")
+    return fit
+
+
+def _fit_memory(mem: InferenceMemory, host_ram: int, inst: Instance, a: Assumptions) -> Fit:
     ram = int(inst.ram_gib * GIB)
     if inst.gpu is None or inst.gpu_count < 1:
         return Fit(inst.type, False, 0, 0, mem.total, host_ram, f"{inst.type} has no GPU")

@@ -20,15 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmdeploy.catalog import TERMS as catalog_TERMS
+from llmdeploy.catalog import SAGEMAKER_PREFIX
+from llmdeploy.enums import Mode, Term
 from llmdeploy.errors import ConfigError, UnknownChoiceError, UsageError
 from llmdeploy.handlers import serving_config as serving
 from llmdeploy.lmi import default_lmi_version
 from llmdeploy.sizing import DTYPE_BYTES
 
 NAMESPACE = "llmdeploy"
-MODES = ("reserved", "realtime", "async", "serverless")
-TERMS = catalog_TERMS  # pricing terms are the catalog's
 DTYPES = tuple(d for d in serving.DTYPES if d in DTYPE_BYTES)  # the handler's dtypes that sizing knows the size of
 BACKENDS = serving.BACKENDS
 # Pinned LMI (DJL Serving) version for sagemaker.core.image_uris.retrieve("djl-lmi", region, version):
@@ -48,7 +47,7 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("mode", "mode", "string", "Hosting mode: reserved (self-hosted EC2), realtime, async or serverless.", MODES),
+    Setting("mode", "mode", "string", "Hosting mode: reserved (self-hosted EC2), realtime, async or serverless.", tuple(Mode)),
     Setting("model", "model", "string", "Model name from the bundled configs, or a Hugging Face id served from weightsUri."),
     Setting("modelRevision", "model_revision", "string",
             "Hugging Face Hub commit of the model that plan sized (empty for a bundled config): the checkpoint the plan describes."),
@@ -56,7 +55,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("instanceType", "instance_type", "string", "EC2 type (reserved) or ml.* type (realtime, async); empty for serverless."),
     Setting("instanceCount", "instance_count", "integer", "Instances for the peak (realtime, reserved) or the async scale-out maximum."),
     Setting("minInstances", "min_instances", "integer", "Autoscaling floor (0 allowed only for async)."),
-    Setting("term", "term", "string", "Pricing term the plan assumed for reserved mode.", TERMS),
+    Setting("term", "term", "string", "Pricing term the plan assumed for reserved mode.", tuple(Term)),
     Setting("dtype", "dtype", "string", "Weights dtype the handler loads.", DTYPES),
     Setting("backend", "backend", "string",
             "Inference engine in the container: transformers (iteration-level batching) or ctranslate2 "
@@ -91,10 +90,12 @@ SETTINGS: tuple[Setting, ...] = (
             "Empty = no email."),
     Setting("alarmTopicArn", "alarm_topic_arn", "string",
             "Existing SNS topic ARN, in the stack's region, for the alarms to notify instead of a new topic."),
-    Setting("targetInvocationsPerInstance", "target_invocations_per_instance", "integer", "Realtime autoscaling target, invocations per instance per minute."),
+    Setting("targetInvocationsPerInstance", "target_invocations_per_instance", "integer",
+            "Realtime autoscaling target, invocations per instance per minute."),
     Setting("serverlessMemoryMb", "serverless_memory_mb", "integer", "Serverless endpoint memory size in MB."),
     Setting("serverlessMaxConcurrency", "serverless_max_concurrency", "integer", "Serverless endpoint max concurrency."),
-    Setting("serverlessProvisionedConcurrency", "serverless_provisioned_concurrency", "integer", "Serverless provisioned concurrency (0 = none)."),
+    Setting("serverlessProvisionedConcurrency", "serverless_provisioned_concurrency", "integer",
+            "Serverless provisioned concurrency (0 = none)."),
     Setting("asyncMaxConcurrentInvocations", "async_max_concurrent_invocations", "integer", "Async: concurrent invocations per instance."),
     Setting("owner", "owner", "string", "Owner tag on every resource."),
     Setting("costCenter", "cost_center", "string", "Cost-center tag on every resource."),
@@ -102,7 +103,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Monthly budget in USD: deploy, the Pulumi program and the policy pack refuse a stack whose estimate is "
             "higher (0 = no budget)."),
     Setting("usageRequestsPerMonth", "usage_requests_per_month", "integer", "Usage the plan assumed: requests per month."),
-    Setting("usageActiveHoursPerDay", "usage_active_hours_per_day", "integer", "Usage the plan assumed: hours a day with traffic (async scales to zero outside)."),
+    Setting("usageActiveHoursPerDay", "usage_active_hours_per_day", "integer",
+            "Usage the plan assumed: hours a day with traffic (async scales to zero outside)."),
     Setting("usageMsPerRequest", "usage_ms_per_request", "integer", "Usage the plan assumed: serverless compute milliseconds per request."),
     Setting("usageBytesPerRequest", "usage_bytes_per_request", "integer", "Usage the plan assumed: request + response bytes."),
     # The rest of the traffic plan was given, so that deploy can show plan's comparison for it (0 = not recorded).
@@ -113,7 +115,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("usageLatencyTargetMs", "usage_latency_target_ms", "integer",
             "Usage the plan assumed: the latency target per request, in milliseconds."),
     Setting("alarmLatencyMs", "alarm_latency_ms", "integer",
-            "Latency the plan held requests to, in ms (async: its estimate when longer than the target): the p90 latency alarm's threshold (0 = none recorded, no alarm)."),
+            "Latency the plan held requests to, in ms (async: its estimate when longer than the target): "
+            "the p90 latency alarm's threshold (0 = none recorded, no alarm)."),
     Setting("usageRequestsPerHourPerInstance", "usage_requests_per_hour_per_instance", "integer",
             "Requests one instance serves per hour at the plan's batch size: the capacity alarms' threshold (0 = none)."),
 )
@@ -122,14 +125,14 @@ BY_KEY = {s.key: s for s in SETTINGS}
 
 @dataclass(frozen=True)
 class StackConfig:
-    mode: str
+    mode: Mode
     model: str = "flan-t5-xl"
     model_revision: str = ""
     region: str = "us-east-1"
     instance_type: str = ""
     instance_count: int = 1
     min_instances: int = 1
-    term: str = "1y"
+    term: Term = Term.ONE_YEAR
     dtype: str = "fp16"
     backend: str = serving.DEFAULT_BACKEND
     tensor_parallel_degree: int = serving.DEFAULT_TENSOR_PARALLEL_DEGREE
@@ -165,10 +168,18 @@ class StackConfig:
     alarm_latency_ms: int = 0
     usage_requests_per_hour_per_instance: int = 0
 
+    def __post_init__(self) -> None:
+        # A valid mode or term given as plain text (a stack file, a test) becomes its enum member; anything else
+        # is left for validate() to refuse with the valid choices.
+        for name, kind in (("mode", Mode), ("term", Term)):
+            value = getattr(self, name)
+            if not isinstance(value, kind) and value in {m.value for m in kind}:
+                object.__setattr__(self, name, kind(value))
+
     # -- conversions ---------------------------------------------------------------------------
 
     @classmethod
-    def from_mapping(cls, raw: Mapping[str, Any], *, catalog=None, origin: str = "stack config") -> "StackConfig":
+    def from_mapping(cls, raw: Mapping[str, Any], *, catalog=None, origin: str = "stack config") -> StackConfig:
         """Build and validate from ``{key: value}`` (keys with or without the ``llmdeploy:`` prefix).
 
         Values may be strings (as Pulumi hands them over); they are coerced by
@@ -202,7 +213,7 @@ class StackConfig:
 
     def to_mapping(self) -> dict[str, Any]:
         """``{"llmdeploy:key": value}`` for every setting, in declaration order."""
-        return {f"{NAMESPACE}:{s.key}": getattr(self, s.field) for s in SETTINGS}
+        return {f"{NAMESPACE}:{s.key}": _plain(getattr(self, s.field)) for s in SETTINGS}
 
     @property
     def internet_facing(self) -> bool:
@@ -228,8 +239,8 @@ class StackConfig:
             raise ConfigError(
                 f"{_key('min_instances')} must be between 0 and instanceCount ({self.instance_count}), got {self.min_instances}."
             )
-        if self.min_instances == 0 and self.mode != "async":
-            raise ConfigError(f"{_key('min_instances')} 0 is only possible in async mode (mode is {self.mode!r}).")
+        if self.min_instances == 0 and self.mode != Mode.ASYNC:
+            raise ConfigError(f"{_key('min_instances')} 0 is only possible in async mode (mode is '{self.mode}').")
         if not 1 <= self.usage_active_hours_per_day <= 24:
             raise ConfigError(f"{_key('usage_active_hours_per_day')} must be 1..24, got {self.usage_active_hours_per_day}.")
         for name in ("usage_requests_per_month", "usage_ms_per_request", "usage_bytes_per_request", "max_monthly_usd",
@@ -250,14 +261,16 @@ class StackConfig:
             check_alarm_email(self.alarm_email, name=_key("alarm_email"))
         if self.alarm_topic_arn:
             check_sns_topic_arn(self.alarm_topic_arn, self.region, name=_key("alarm_topic_arn"))
-        if self.mode == "serverless":
+        if not self.mode.has_instances:
             self._validate_serverless(catalog)
         elif not self.instance_type:
-            raise ConfigError(f"mode {self.mode!r} needs {_key('instance_type')}.", hint="Run 'llmdeploy plan --stack NAME' to pick one.")
-        if self.mode in ("realtime", "async") and not self.instance_type.startswith("ml."):
-            raise ConfigError(f"mode {self.mode!r} runs on SageMaker: {_key('instance_type')} must be an ml.* type, got {self.instance_type!r}.")
-        if self.mode == "reserved" and self.instance_type.startswith("ml."):
-            raise ConfigError(f"mode 'reserved' runs on EC2: {_key('instance_type')} must not be an ml.* type, got {self.instance_type!r}.")
+            raise ConfigError(f"mode '{self.mode}' needs {_key('instance_type')}.", hint="Run 'llmdeploy plan --stack NAME' to pick one.")
+        if self.mode.ml_instances and not self.instance_type.startswith(SAGEMAKER_PREFIX):
+            raise ConfigError(f"mode '{self.mode}' runs on SageMaker: {_key('instance_type')} must be an ml.* type, "
+                              f"got {self.instance_type!r}.")
+        if self.mode == Mode.RESERVED and self.instance_type.startswith(SAGEMAKER_PREFIX):
+            raise ConfigError(f"mode '{Mode.RESERVED}' runs on EC2: {_key('instance_type')} must not be an ml.* type, "
+                              f"got {self.instance_type!r}.")
         if catalog is not None:
             self._validate_against(catalog)
 
@@ -266,7 +279,7 @@ class StackConfig:
         from llmdeploy import apilimits
 
         numbers = ["instance_count", "service_port", "async_max_concurrent_invocations"]
-        if self.mode == "serverless":
+        if self.mode == Mode.SERVERLESS:
             numbers += ["serverless_memory_mb", "serverless_max_concurrency"]
             if self.serverless_provisioned_concurrency:  # 0 = none: the member is left out of the request
                 numbers.append("serverless_provisioned_concurrency")
@@ -306,10 +319,15 @@ class StackConfig:
         from llmdeploy import catalog as cat_mod
 
         cat_mod.check_region(catalog, self.region)
-        if self.mode == "reserved":
+        if self.mode == Mode.RESERVED:
             cat_mod.ec2_price(catalog, self.region, self.instance_type)
-        elif self.mode in ("realtime", "async"):
+        elif self.mode.ml_instances:
             cat_mod.hosting_price(catalog, self.region, self.instance_type)
+
+
+def _plain(value: Any) -> Any:
+    """An enum member as its string (YAML's safe dumper represents exact types only)."""
+    return value.value if isinstance(value, (Mode, Term)) else value
 
 
 def _setting(field_name: str) -> Setting:
@@ -409,6 +427,15 @@ def check_ingress_cidr(value: str, *, name: str = "ingress CIDR") -> str:
     return str(net)
 
 
+def partition(region: str) -> str:
+    """The AWS partition of a region, as ARNs name it: aws-cn (China), aws-us-gov (GovCloud), else aws."""
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
 # arn:PARTITION:acm:REGION:ACCOUNT:certificate/ID (ACM certificate ids are UUIDs).
 _CERT_ARN = re.compile(r"^arn:(aws|aws-cn|aws-us-gov):acm:([a-z0-9-]+):(\d{12}):certificate/[A-Za-z0-9-]+$")
 
@@ -427,7 +454,7 @@ def check_certificate_arn(value: str, region: str, *, name: str = "certificate A
             f"{name} {value!r} is in {arn_region}, but the stack deploys to {region}; "
             f"request or import the certificate in {region} (ACM certificates are regional)."
         )
-    expected = "aws-cn" if region.startswith("cn-") else "aws-us-gov" if region.startswith("us-gov-") else "aws"
+    expected = partition(region)
     if arn_partition != expected:
         raise ConfigError(f"{name} {value!r} names partition {arn_partition!r}; region {region} is in {expected!r}.")
     return str(value).strip()
@@ -500,7 +527,7 @@ class StackUpdate:
     kept: tuple[str, ...]
     mode: int
     comments_kept: bool = True
-    config: "StackConfig | None" = None  # the llmdeploy settings the file holds once written (kept keys included)
+    config: StackConfig | None = None  # the llmdeploy settings the file holds once written (kept keys included)
 
     def write(self) -> Path:
         from llmdeploy.fileio import write_atomic
@@ -691,7 +718,7 @@ def pulumi_project_config() -> dict[str, dict[str, Any]]:
         entry: dict[str, Any] = {"type": s.type, "description": s.description}
         default = _DEFAULTS[s.field]
         if default is not dataclasses.MISSING:
-            entry["default"] = default
+            entry["default"] = _plain(default)
         block[f"{NAMESPACE}:{s.key}"] = entry
     return block
 

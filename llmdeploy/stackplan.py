@@ -7,7 +7,8 @@ and term. Nothing of plan's costing is repeated here: ``llmdeploy deploy`` shows
 what ``llmdeploy plan`` would print for that traffic today (same catalog, same assumptions).
 
 Not recorded, so plan's defaults are used: ``--loading``, ``--buffer``, ``--instance-type``
-restrictions and ``--calibration`` files (the bundled and user-cache calibrations apply). The stack's own instance type and count are what the offline preview prices.
+restrictions and ``--calibration`` files (the bundled and user-cache calibrations apply). The stack's own instance
+type and count are what the offline preview prices.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ without ``MANAGED_BY`` = ``MANAGED_BY_VALUE`` and skips anything with
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Mapping
 
 MANAGED_BY = "managed-by"
 MANAGED_BY_VALUE = "llmdeploy"
@@ -27,15 +28,21 @@ def base_tags(*, stack: str, mode: str, owner: str, cost_center: str, purpose: s
     return {
         MANAGED_BY: MANAGED_BY_VALUE,
         STACK: stack,
-        MODE: mode,
+        MODE: str(mode),  # a plain string whether given a Mode or its value
         PURPOSE: purpose,
         OWNER: owner,
         COST_CENTER: cost_center,
     }
 
 
+def tag_dict(tags: Iterable[Mapping[str, str]] | None) -> dict[str, str]:
+    """AWS's tag list ``[{"Key": k, "Value": v}, ...]`` (EC2, SageMaker ListTags, CloudWatch) as ``{k: v}``;
+    a tag without a Value (EC2 allows it) reads as ''."""
+    return {t["Key"]: t.get("Value", "") for t in (tags or [])}
+
+
 def format_expiry(when: dt.datetime) -> str:
-    return when.astimezone(dt.timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return when.astimezone(dt.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_expiry(value: str) -> dt.datetime | None:
@@ -46,7 +53,7 @@ def parse_expiry(value: str) -> dt.datetime | None:
         return None
     if parsed.tzinfo is None:
         return None
-    return parsed.astimezone(dt.timezone.utc)
+    return parsed.astimezone(dt.UTC)
 
 
 def is_managed(tags: dict[str, str]) -> bool:

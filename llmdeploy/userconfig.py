@@ -5,7 +5,9 @@ AWS's own ``AWS_REGION`` / ``AWS_DEFAULT_REGION`` for the region), this file, bu
 
 The file is TOML at ``$LLMDEPLOY_CONFIG``, else ``$XDG_CONFIG_HOME/llmdeploy/config.toml``
 (``~/.config/llmdeploy/config.toml``). Top-level keys apply to every command that has that
-option; a ``[command]`` table applies to one command (``[finetune.up]`` to a subcommand)::
+option, however deep; a ``[command]`` table applies to one command, a group's (``[finetune]``) to each of its
+subcommands and ``[finetune.up]`` to one; the deeper table wins. The CLI hands each command its values as
+click's own ``default_map`` (``default_map`` below), so click's parameter sources say where a value came from::
 
     region = "eu-west-1"
     owner = "ml-platform"
@@ -119,17 +121,38 @@ def check_keys(raw: dict[str, Any], commands: dict[str, Any], *, path: Path | st
         check_table({key: value}, commands, "")
 
 
-def default_map(raw: dict[str, Any], commands: list[str]) -> dict[str, Any]:
-    """click's ``default_map`` for the root group: shared keys copied under each command, command tables on top."""
-    shared = {k: v for k, v in raw.items() if not isinstance(v, dict)}
-    out: dict[str, Any] = {}
-    for name in commands:
-        section = raw.get(name, {})
-        if not isinstance(section, dict):
-            raise ConfigError(f"user config key {name!r} must be a table of options for 'llmdeploy {name}'.")
-        merged = {**shared, **{k: v for k, v in section.items() if not isinstance(v, dict)}}
-        for sub, table in section.items():
-            if isinstance(table, dict):
-                merged[sub] = {**{k: v for k, v in merged.items() if not isinstance(v, dict)}, **table}
-        out[name] = merged
+def tables(raw: dict[str, Any], path: tuple[str, ...]) -> list[tuple[str, dict[str, Any]]]:
+    """The file's tables that apply to the command at ``path``, lowest precedence first, each with its label.
+
+    ``("finetune", "up")`` -> the top level ("file"), ``[finetune]`` ("file [finetune]"), ``[finetune.up]``;
+    only their plain keys (a sub-table is another command's). A later table's key wins over an earlier one's.
+    """
+    out = [("file", {k: v for k, v in raw.items() if not isinstance(v, dict)})]
+    node: Any = raw
+    for depth, name in enumerate(path, start=1):
+        node = node.get(name) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            break
+        out.append((f"file [{'.'.join(path[:depth])}]", {k: v for k, v in node.items() if not isinstance(v, dict)}))
     return out
+
+
+def default_map(raw: dict[str, Any], tree: Any, path: tuple[str, ...] = ()) -> dict[str, Any]:
+    """click's ``default_map`` for the command at ``path`` (``()``: the root group), as click nests it.
+
+    ``tree`` is the command tree of ``check_keys`` (a command's option names, or a group's ``{subcommand:
+    tree}``). A group's map holds one map per subcommand under its name (click's Context looks a child's map
+    up there), so every command, however deep, gets its own map: the options it has, from the tables
+    ``tables`` lists for it. A top-level ``region`` thus reaches ``finetune up`` as it reaches ``plan``.
+    """
+    if isinstance(tree, dict):
+        return {name: default_map(raw, sub, (*path, name)) for name, sub in tree.items()}
+    merged: dict[str, Any] = {}
+    for _, table in tables(raw, path):
+        merged.update(table)
+    return {key: value for key, value in merged.items() if key in tree}
+
+
+def table_of(raw: dict[str, Any], path: tuple[str, ...], key: str) -> str | None:
+    """Label of the table ``key`` of the command at ``path`` is read from ("file [plan]"), None if none has it."""
+    return next((label for label, table in reversed(tables(raw, path)) if key in table), None)

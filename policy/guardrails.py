@@ -21,8 +21,9 @@ where values are known, by id / ARN / name.
 - ``llmdeploy-tags``: every taggable resource carries llmdeploy's tags (llmdeploy.tags.base_tags).
 - ``monthly-budget``: the stack's resources, priced as ``llmdeploy preview --offline`` prices them
   (``offline_preview.line_items``: instances and their root volumes, load balancer and, internet-facing,
-  its public IPv4 addresses, KMS key, serverless usage, CloudWatch alarms, dashboard and agent metrics), stay under ``llmdeploy:maxMonthlyUsd`` (the stack config the
-  engine passes the pack in ``PULUMI_CONFIG``) and under the pack's own ``maxMonthlyUsd``
+  its public IPv4 addresses, KMS key, serverless usage, CloudWatch alarms, dashboard and agent metrics), stay
+  under ``llmdeploy:maxMonthlyUsd`` (the stack config the engine passes the pack in ``PULUMI_CONFIG``) and under the
+  pack's own ``maxMonthlyUsd``
   (``--policy-pack-config``). A priced value only the update will know skips the check in a preview.
 
 Each validate function takes pulumi_policy's own argument objects and is unit-tested on them
@@ -83,9 +84,7 @@ def known(props: Any, *path: Any, default: Any = None, unknown: Any = None) -> A
     value = props
     try:
         for key in path:
-            if isinstance(key, int):
-                value = value[key]
-            elif isinstance(value, Mapping) and key in value:
+            if isinstance(key, int) or isinstance(value, Mapping) and key in value:
                 value = value[key]
             else:
                 return default

@@ -145,7 +145,7 @@ def run_engine(cmd, env, cwd, sock, properties, mode, timeout, answered: dict | 
             answers = djl.rolling(requests) if djl.rolling_batch else djl.predict(requests[0])
             if answered is not None:
                 answered[name] = [answer.json() for answer in answers]
-            for body, answer in zip(bodies, answers):
+            for body, answer in zip(bodies, answers, strict=True):
                 error = response_error(answer.status, answer.body)
                 print(f"[{mode}] {name}: {answer.status} {answer.headers} {json.dumps(answer.json())}")
                 expect_error = not (isinstance(body, dict) and isinstance(body.get("inputs"), (str, list))
@@ -178,10 +178,11 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds for start-up and each answer")
     args = parser.parse_args(argv)
 
+    import transformers
+
     from llmdeploy.containers.package import PackageSettings, build_model_tarball
     from llmdeploy.handlers.serving_config import batch_properties
 
-    import transformers
 
     with tempfile.TemporaryDirectory(prefix="djl-check-") as tmp_name:
         tmp = Path(tmp_name)
@@ -221,7 +222,7 @@ def main(argv=None) -> int:
         # own length) must give every request the same text.
         rolled, static_answers = answered["rolling batch"], answered["static batches"]
         for name in sorted(set(rolled) & set(static_answers)):
-            for a, b in zip(rolled[name], static_answers[name]):
+            for a, b in zip(rolled[name], static_answers[name], strict=True):
                 texts = [x for x in (a, b) if not (isinstance(x, dict) and "error" in x)]
                 if len(texts) == 2 and a != b:
                     failures.append(f"{name}: rolling batch answered {a!r}, static batches {b!r}")

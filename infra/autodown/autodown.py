@@ -25,6 +25,7 @@ command failed, 2 on bad configuration.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shlex
@@ -78,31 +79,23 @@ def decide(now, expires_at, idle_since, gpu_utils, idle_minutes, threshold):
     idle clock restarts and only the expiry can shut the instance down.
     """
     if expires_at is not None and now >= expires_at:
-        return SHUTDOWN, idle_since, "expired: expires-at %s has passed (now %s)" % (fmt(expires_at), fmt(now))
+        return SHUTDOWN, idle_since, f"expired: expires-at {fmt(expires_at)} has passed (now {fmt(now)})"
     if gpu_utils is None or len(gpu_utils) == 0:
         why = "nvidia-smi failed" if gpu_utils is None else "nvidia-smi listed no GPUs"
-        return WAIT, None, "GPU utilisation unknown (%s); not counted as idle" % why
+        return WAIT, None, f"GPU utilisation unknown ({why}); not counted as idle"
     busiest = max(gpu_utils)
     if busiest >= threshold:
-        return WAIT, None, "GPUs busy (max %.0f%% >= %.0f%%)" % (busiest, threshold)
+        return WAIT, None, f"GPUs busy (max {busiest:.0f}% >= {threshold:.0f}%)"
     since = idle_since if idle_since is not None and idle_since <= now else now
     if not idle_minutes:
-        return WAIT, since, "GPUs idle (max %.0f%% < %.0f%%) but the idle rule is off" % (busiest, threshold)
+        return WAIT, since, f"GPUs idle (max {busiest:.0f}% < {threshold:.0f}%) but the idle rule is off"
     idle_for = now - since
     limit = dt.timedelta(minutes=idle_minutes)
     if idle_for >= limit:
-        return SHUTDOWN, since, "idle: GPUs below %.0f%% since %s (%d min >= %d min)" % (
-            threshold,
-            fmt(since),
-            idle_for.total_seconds() // 60,
-            idle_minutes,
-        )
-    return WAIT, since, "GPUs idle (max %.0f%% < %.0f%%) for %d of %d min" % (
-        busiest,
-        threshold,
-        idle_for.total_seconds() // 60,
-        idle_minutes,
-    )
+        return SHUTDOWN, since, (f"idle: GPUs below {threshold:.0f}% since {fmt(since)} "
+                                 f"({int(idle_for.total_seconds() // 60)} min >= {int(idle_minutes)} min)")
+    return WAIT, since, (f"GPUs idle (max {busiest:.0f}% < {threshold:.0f}%) for "
+                         f"{int(idle_for.total_seconds() // 60)} of {int(idle_minutes)} min")
 
 
 def read_gpu_utils(timeout=20):
@@ -112,12 +105,12 @@ def read_gpu_utils(timeout=20):
     except FileNotFoundError:
         return None, "nvidia-smi not found on PATH"
     except subprocess.TimeoutExpired:
-        return None, "nvidia-smi timed out after %ds" % timeout
+        return None, f"nvidia-smi timed out after {int(timeout)}s"
     except OSError as exc:
-        return None, "nvidia-smi could not run: %s" % exc
+        return None, f"nvidia-smi could not run: {exc}"
     if proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip().splitlines()
-        return None, "nvidia-smi exited %d: %s" % (proc.returncode, detail[-1] if detail else "no output")
+        return None, f"nvidia-smi exited {proc.returncode}: {detail[-1] if detail else 'no output'}"
     utils = []
     for line in proc.stdout.splitlines():
         line = line.strip()
@@ -126,7 +119,7 @@ def read_gpu_utils(timeout=20):
         try:
             utils.append(float(line))
         except ValueError:
-            return None, "nvidia-smi printed %r, not a number" % line
+            return None, f"nvidia-smi printed {line!r}, not a number"
     return utils, None
 
 
@@ -144,9 +137,9 @@ def imds_tag(key, base=DEFAULT_IMDS, timeout=2.0):
         with urllib.request.urlopen(tag_req, timeout=timeout) as resp:
             return resp.read().decode().strip(), None
     except urllib.error.HTTPError as exc:
-        return None, "instance tag %s not readable from IMDS (HTTP %d)" % (key, exc.code)
+        return None, f"instance tag {key} not readable from IMDS (HTTP {exc.code})"
     except (OSError, ValueError) as exc:
-        return None, "IMDS not reachable: %s" % exc
+        return None, f"IMDS not reachable: {exc}"
 
 
 def read_env_file(path):
@@ -176,10 +169,8 @@ def read_state(path):
 def write_state(path, idle_since):
     """Write (or clear) the idle-since file atomically."""
     if idle_since is None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        except FileNotFoundError:
-            pass
         return
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -189,10 +180,8 @@ def write_state(path, idle_since):
             fh.write(fmt(idle_since) + "\n")
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 
@@ -211,39 +200,39 @@ def main(argv=None):
     raw_expiry = setting("LLMDEPLOY_EXPIRES_AT", config, "")
     expires_at = parse_time(raw_expiry)
     if raw_expiry and expires_at is None:
-        print("autodown: bad LLMDEPLOY_EXPIRES_AT %r (want e.g. 2026-11-22T18:00:00Z)" % raw_expiry, file=sys.stderr)
+        print(f"autodown: bad LLMDEPLOY_EXPIRES_AT {raw_expiry!r} (want e.g. 2026-11-22T18:00:00Z)", file=sys.stderr)
         return 2
     try:
         idle_minutes = int(setting("LLMDEPLOY_IDLE_MINUTES", config, "0") or 0)
         threshold = float(setting("LLMDEPLOY_IDLE_THRESHOLD", config, str(DEFAULT_THRESHOLD)) or DEFAULT_THRESHOLD)
     except ValueError as exc:
-        print("autodown: bad idle setting: %s" % exc, file=sys.stderr)
+        print(f"autodown: bad idle setting: {exc}", file=sys.stderr)
         return 2
     if setting("LLMDEPLOY_AUTODOWN_IMDS", config, "1") not in ("0", "false", "no"):
         tag, why = imds_tag(EXPIRES_TAG, setting("LLMDEPLOY_AUTODOWN_IMDS_URL", config, DEFAULT_IMDS))
         tagged = parse_time(tag)
         if tagged is not None:
             if expires_at is None or tagged != expires_at:
-                print("autodown: using the instance's expires-at tag %s (config says %s)" % (fmt(tagged), raw_expiry or "none"))
+                print(f"autodown: using the instance's expires-at tag {fmt(tagged)} (config says {raw_expiry or 'none'})")
             expires_at = tagged
         elif tag is not None:
-            print("autodown: ignoring unparseable expires-at tag %r; using the config" % tag)
+            print(f"autodown: ignoring unparseable expires-at tag {tag!r}; using the config")
         else:
-            print("autodown: %s; using the config" % why)
+            print(f"autodown: {why}; using the config")
     fake_now = os.environ.get("LLMDEPLOY_AUTODOWN_NOW")
     now = parse_time(fake_now) if fake_now else dt.datetime.now(dt.timezone.utc)
     if now is None:
-        print("autodown: bad LLMDEPLOY_AUTODOWN_NOW %r" % fake_now, file=sys.stderr)
+        print(f"autodown: bad LLMDEPLOY_AUTODOWN_NOW {fake_now!r}", file=sys.stderr)
         return 2
     state_path = setting("LLMDEPLOY_AUTODOWN_STATE", config, DEFAULT_STATE)
 
     utils, failure = read_gpu_utils()
     if failure:
-        print("autodown: %s" % failure)
+        print(f"autodown: {failure}")
     idle_since = read_state(state_path)
     action, new_idle_since, reason = decide(now, expires_at, idle_since, utils, idle_minutes, threshold)
     write_state(state_path, new_idle_since)
-    print("autodown: %s: %s" % (action, reason))
+    print(f"autodown: {action}: {reason}")
     sys.stdout.flush()
     if action != SHUTDOWN:
         return 0
@@ -254,10 +243,10 @@ def main(argv=None):
     try:
         proc = subprocess.run(command, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        print("autodown: shutdown command %r failed: %s" % (" ".join(command), exc), file=sys.stderr)
+        print(f"autodown: shutdown command {' '.join(command)!r} failed: {exc}", file=sys.stderr)
         return 1
     if proc.returncode != 0:
-        print("autodown: shutdown command %r exited %d" % (" ".join(command), proc.returncode), file=sys.stderr)
+        print(f"autodown: shutdown command {' '.join(command)!r} exited {proc.returncode}", file=sys.stderr)
         return 1
     return 0
 

@@ -130,7 +130,28 @@ THROTTLING_CODES = frozenset(
     }
 )
 
-CREDENTIAL_CODES = frozenset({"AuthFailure", "UnrecognizedClientException", "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException"})
+# Error codes meaning the credentials themselves are missing, malformed, unknown or expired: the fix is new credentials
+# (aws sso login, aws configure), not a policy. AWS's "Common Errors" of every API reference (ExpiredTokenException,
+# IncompleteSignature, InvalidClientTokenId, MissingAuthenticationToken, and RequestExpired: a clock more than 15
+# minutes off the request's date stamp); the JSON-protocol services' UnrecognizedClientException and
+# InvalidSignatureException; EC2's AuthFailure; the query protocol's and S3's ExpiredToken and SignatureDoesNotMatch,
+# S3's InvalidAccessKeyId. (botocore's service models leave these common errors out; moto's own authorization
+# check answers InvalidClientTokenId, SignatureDoesNotMatch, AuthFailure and, for a missing permission, AccessDenied.)
+CREDENTIAL_CODES = frozenset({
+    "AuthFailure", "ExpiredToken", "ExpiredTokenException", "IncompleteSignature", "InvalidAccessKeyId",
+    "InvalidClientTokenId", "InvalidSignatureException", "MissingAuthenticationToken", "RequestExpired",
+    "SignatureDoesNotMatch", "UnrecognizedClientException",
+})
+# Valid credentials without the permission (the Common Errors' AccessDeniedException, S3's AccessDenied, EC2's
+# UnauthorizedOperation): the fix is a policy.
+ACCESS_DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
+# botocore exceptions raised before any request when it finds no usable credentials (botocore.exceptions).
+MISSING_CREDENTIALS = frozenset({"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"})
+
+
+def is_credentials_problem(exc: BaseException) -> bool:
+    """Missing, rejected or expired credentials: new credentials fix it."""
+    return error_code(exc) in CREDENTIAL_CODES or type(exc).__name__ in MISSING_CREDENTIALS
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -148,6 +169,6 @@ def describe_failure(exc: BaseException) -> str:
 def cloud_error(exc: BaseException, doing: str) -> CloudError:
     """Wrap an AWS failure the user must act on in a one-line CloudError."""
     hint = None
-    if error_code(exc) in CREDENTIAL_CODES or type(exc).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
+    if is_credentials_problem(exc):
         hint = "Check your AWS credentials (aws sts get-caller-identity)."
     return CloudError(f"{doing} failed: {describe_failure(exc)}.", hint=hint)

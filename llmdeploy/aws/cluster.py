@@ -14,15 +14,14 @@ from llmdeploy import catalog as _catalog
 from llmdeploy import finetune as _ft
 from llmdeploy import tags as _tags
 from llmdeploy.aws import clients
+from llmdeploy.enums import LIVE_STATES, NOT_TERMINATED_STATES
 
-NOT_GONE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 
-
-def stack_instances(stack: str, region: str, *, states: list[str] | None = None) -> list[dict]:
+def stack_instances(stack: str, region: str, *, states: tuple[str, ...] = NOT_TERMINATED_STATES) -> list[dict]:
     """EC2 instances tagged with this stack (any managed-by value: the caller decides what to touch)."""
     ec2 = clients.client("ec2", region)
     filters = [{"Name": f"tag:{_tags.STACK}", "Values": [stack]}]
-    filters.append({"Name": "instance-state-name", "Values": states or NOT_GONE_STATES})
+    filters.append({"Name": "instance-state-name", "Values": list(states)})
     try:
         pages = list(ec2.get_paginator("describe_instances").paginate(Filters=filters))
     except Exception as exc:
@@ -33,7 +32,7 @@ def stack_instances(stack: str, region: str, *, states: list[str] | None = None)
 
 def cluster_status(stack: str, region: str, *, now: dt.datetime, cat: _catalog.Catalog | None) -> list[_ft.InstanceStatus]:
     """Every not-terminated instance of the stack that llmdeploy manages, with age, time left and cost."""
-    rows = [i for i in stack_instances(stack, region) if _tags.is_managed(_ft.tags_of(i))]
+    rows = [i for i in stack_instances(stack, region) if _tags.is_managed(_tags.tag_dict(i.get("Tags")))]
     return [_ft.instance_status(i, now=now, cat=cat, region=region) for i in rows]
 
 
@@ -56,9 +55,9 @@ def terminate_leftovers(stack: str, region: str) -> Leftovers:
     """Terminate instances still alive with this stack's tag, but ONLY those also tagged managed-by=llmdeploy."""
     result = Leftovers()
     ec2 = clients.client("ec2", region)
-    for inst in stack_instances(stack, region, states=["pending", "running", "stopping", "stopped"]):
+    for inst in stack_instances(stack, region, states=LIVE_STATES):
         iid = inst["InstanceId"]
-        tag_map = _ft.tags_of(inst)
+        tag_map = _tags.tag_dict(inst.get("Tags"))
         if not _tags.is_managed(tag_map) or tag_map.get(_tags.STACK) != stack:
             result.untouched.append((iid, f"tagged {_tags.STACK}={stack} but not {_tags.MANAGED_BY}={_tags.MANAGED_BY_VALUE}"))
             continue
@@ -95,7 +94,7 @@ def release_leftover_addresses(stack: str, region: str, result: Leftovers | None
         raise clients.cloud_error(exc, f"listing Elastic IPs of stack {stack!r} in {region}") from None
     for addr in sorted(addresses, key=lambda a: a.get("AllocationId", "")):
         alloc = addr.get("AllocationId")
-        tag_map = _ft.tags_of(addr)
+        tag_map = _tags.tag_dict(addr.get("Tags"))
         # The filters said so; check again before releasing anything (a wrong filter must not free others' IPs).
         if not alloc or not _tags.is_managed(tag_map) or tag_map.get(_tags.STACK) != stack or tag_map.get(_tags.PURPOSE) != _ft.PURPOSE:
             continue

@@ -60,7 +60,7 @@ class MonthToDate:
 
 def month_bounds(now: dt.datetime) -> tuple[dt.date, dt.date, dt.date]:
     """(first day of the month, the exclusive end to ask for: tomorrow, first day of next month), UTC."""
-    today = now.astimezone(dt.timezone.utc).date()
+    today = now.astimezone(dt.UTC).date()
     first = today.replace(day=1)
     days = calendar.monthrange(today.year, today.month)[1]
     next_first = first + dt.timedelta(days=days)

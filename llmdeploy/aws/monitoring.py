@@ -22,9 +22,10 @@ from typing import Any
 
 from llmdeploy import monitoring as mon
 from llmdeploy.aws.clients import client, cloud_error
+from llmdeploy.enums import Mode
 from llmdeploy.errors import CloudError
 from llmdeploy.tags import STACK as STACK_TAG
-
+from llmdeploy.tags import tag_dict
 
 # Every call this module makes, as IAM actions (README "Operating" lists them; tests/aws checks the calls).
 IAM_ACTIONS = ("cloudwatch:DescribeAlarms", "cloudwatch:GetMetricData", "sagemaker:DescribeEndpoint", "sagemaker:ListTags",
@@ -76,7 +77,7 @@ class LastHour:
 class Health:
     stack: str
     region: str
-    mode: str
+    mode: Mode
     endpoint: EndpointState
     last_hour: LastHour
     alarms: list[AlarmState] = field(default_factory=list)
@@ -130,7 +131,7 @@ def alarm_states(stack: str, alarms: list[dict]) -> list[AlarmState]:
     for a in sorted(alarms, key=lambda a: a["AlarmName"]):
         since = a.get("StateUpdatedTimestamp")
         out.append(AlarmState(a["AlarmName"][len(prefix):], a["AlarmName"], a.get("StateValue", "?"),
-                              a.get("StateReason", ""), since.astimezone(dt.timezone.utc).isoformat() if since else "",
+                              a.get("StateReason", ""), since.astimezone(dt.UTC).isoformat() if since else "",
                               a.get("Threshold")))
     return out
 
@@ -138,8 +139,7 @@ def alarm_states(stack: str, alarms: list[dict]) -> list[AlarmState]:
 def _sagemaker_endpoint(stack: str, region: str, name: str) -> EndpointState:
     sm = client("sagemaker", region)
     desc = _call(f"describing SageMaker endpoint {name!r} (sagemaker:DescribeEndpoint)", sm.describe_endpoint, EndpointName=name)
-    tags = {t["Key"]: t["Value"] for t in _call("reading its tags (sagemaker:ListTags)", sm.list_tags,
-                                                   ResourceArn=desc["EndpointArn"]).get("Tags", [])}
+    tags = tag_dict(_call("reading its tags (sagemaker:ListTags)", sm.list_tags, ResourceArn=desc["EndpointArn"]).get("Tags"))
     if tags.get(STACK_TAG) != stack:
         raise CloudError(f"the alarms of stack {stack!r} watch SageMaker endpoint {name!r}, which is tagged "
                          f"{STACK_TAG}={tags.get(STACK_TAG)!r}, not {stack!r}; check the alarms (llmdeploy-{stack}-*).")
@@ -172,9 +172,9 @@ def _load_balancer(region: str, lb_suffix: str, tg_suffix: str) -> EndpointState
                          len(states), others if states else "no servers registered")
 
 
-def last_hour(mode: str, region: str, dimensions: dict[str, str], now: dt.datetime) -> LastHour:
+def last_hour(mode: Mode, region: str, dimensions: dict[str, str], now: dt.datetime) -> LastHour:
     """One 3600 s period ending at ``now`` (to the minute): CloudWatch returns one datapoint per query."""
-    end = now.astimezone(dt.timezone.utc).replace(second=0, microsecond=0)
+    end = now.astimezone(dt.UTC).replace(second=0, microsecond=0)
     start = end - dt.timedelta(hours=1)
     queries = mon.status_queries(mode)
     missing = sorted({d for q in queries for d in q.metric.dimensions} - set(dimensions))
@@ -207,19 +207,19 @@ def last_hour(mode: str, region: str, dimensions: dict[str, str], now: dt.dateti
                     scaled["errors5xx"], scaled["errors4xx"], scaled.get("elb5xx"))
 
 
-def health(stack: str, region: str, mode: str, *, now: dt.datetime) -> Health:
+def health(stack: str, region: str, mode: Mode, *, now: dt.datetime) -> Health:
     alarms = stack_alarms(stack, region)
     if not alarms:
         raise CloudError(f"stack {stack!r} has no llmdeploy alarms in {region}: it is not deployed there, or was "
                          f"deployed before llmdeploy created alarms.", hint=f"Deploy it: llmdeploy deploy --stack {stack}.")
     dims = dimensions_of(alarms)
-    if mode == "reserved":
+    if mode == Mode.RESERVED:
         if mon.LOAD_BALANCER not in dims or mon.TARGET_GROUP not in dims:
-            raise CloudError(f"the alarms of stack {stack!r} name no load balancer; is its mode really 'reserved'?")
+            raise CloudError(f"the alarms of stack {stack!r} name no load balancer; is its mode really '{Mode.RESERVED}'?")
         endpoint = _load_balancer(region, dims[mon.LOAD_BALANCER], dims[mon.TARGET_GROUP])
     else:
         if mon.ENDPOINT not in dims:
-            raise CloudError(f"the alarms of stack {stack!r} name no SageMaker endpoint; is its mode really {mode!r}?")
+            raise CloudError(f"the alarms of stack {stack!r} name no SageMaker endpoint; is its mode really '{mode}'?")
         endpoint = _sagemaker_endpoint(stack, region, dims[mon.ENDPOINT])
     return Health(stack, region, mode, endpoint, last_hour(mode, region, dims, now), alarm_states(stack, alarms),
                   mon.dashboard_name(stack))

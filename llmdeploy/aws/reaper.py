@@ -29,7 +29,8 @@ stacks in a local file backend whose config sets ``llmdeploy:expires-at``
 that runs it, a model by every endpoint config that names it. Something in use
 is never deleted, expired or not (listed as ``in-use``). Deletion goes in
 phases, each freeing what the next may delete: instances and endpoints, then
-Elastic IPs (an expired node's address goes after the node), then orphan configs, then orphan models, then stacks; each SageMaker phase re-reads
+Elastic IPs (an expired node's address goes after the node), then orphan configs, then orphan models, then stacks;
+each SageMaker phase re-reads
 what uses what right before it starts.
 """
 
@@ -49,6 +50,7 @@ from llmdeploy import catalog as _catalog
 from llmdeploy import tags as _tags
 from llmdeploy.aws import clients
 from llmdeploy.aws import cluster as _cluster
+from llmdeploy.enums import LIVE_STATES, InstanceState, is_going
 from llmdeploy.errors import LlmdeployError
 
 EC2 = "ec2-instance"
@@ -64,8 +66,6 @@ PROTECTED = "protected"
 BAD_EXPIRY = "bad-expiry"
 IN_USE = "in-use"
 
-LIVE_EC2_STATES = ["pending", "running", "stopping", "stopped"]
-GONE_EC2_STATES = ("shutting-down", "terminated")
 
 #: Own retries on throttling after botocore's: attempts and backoff (seconds, full jitter, capped).
 BACKOFF_ATTEMPTS = 4
@@ -158,10 +158,6 @@ def classify(tag_map: dict[str, str], now: dt.datetime) -> tuple[str | None, dt.
     return EXPIRED, expiry, ""
 
 
-def _tag_dict(tags: Iterable[dict] | None) -> dict[str, str]:
-    return {t["Key"]: t.get("Value", "") for t in (tags or [])}
-
-
 # -- scanning ------------------------------------------------------------------------------------
 
 
@@ -171,18 +167,18 @@ def _scan_ec2(region: str, now: dt.datetime, cat: _catalog.Catalog | None) -> li
     pages = ec2.get_paginator("describe_instances").paginate(
         Filters=[
             {"Name": f"tag:{_tags.MANAGED_BY}", "Values": [_tags.MANAGED_BY_VALUE]},
-            {"Name": "instance-state-name", "Values": LIVE_EC2_STATES},
+            {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
         ]
     )
     for page in pages:
         for reservation in page.get("Reservations", []):
             for inst in reservation.get("Instances", []):
-                status, expiry, detail = classify(_tag_dict(inst.get("Tags")), now)
+                status, expiry, detail = classify(_tags.tag_dict(inst.get("Tags")), now)
                 if status is None:
                     continue
                 itype = inst.get("InstanceType", "")
                 hourly = cat.ec2[(region, itype)].on_demand if cat is not None and (region, itype) in cat.ec2 else None
-                if inst.get("State", {}).get("Name") == "stopped":
+                if inst.get("State", {}).get("Name") == InstanceState.STOPPED:
                     hourly, detail = 0.0, (detail + "; " if detail else "") + "stopped (storage only)"
                 items.append(Item(region, EC2, inst["InstanceId"], expiry, hourly, status, detail or itype))
     return items
@@ -194,7 +190,7 @@ def _instances_by_id(ec2, ids: Iterable[str]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for start in range(0, len(ids), 100):
         chunk = ids[start:start + 100]
-        desc = _with_backoff(lambda: ec2.describe_instances(Filters=[{"Name": "instance-id", "Values": chunk}]))
+        desc = _with_backoff(lambda chunk=chunk: ec2.describe_instances(Filters=[{"Name": "instance-id", "Values": chunk}]))
         for reservation in desc.get("Reservations", []):
             for inst in reservation.get("Instances", []):
                 out[inst["InstanceId"]] = inst
@@ -212,10 +208,10 @@ def _attachment_block(addr: dict, instance: dict | None, now: dt.datetime) -> st
         return f"associated with {addr.get('NetworkInterfaceId') or 'something'}, not with an llmdeploy instance"
     if instance is None:
         return f"attached to instance {iid}, which EC2 does not describe (cannot check it is llmdeploy's)"
-    tag_map = _tag_dict(instance.get("Tags"))
+    tag_map = _tags.tag_dict(instance.get("Tags"))
     if not _tags.is_managed(tag_map):
         return f"attached to instance {iid}, which llmdeploy does not manage"
-    if instance.get("State", {}).get("Name") in GONE_EC2_STATES:
+    if _going(instance):
         return None
     status, _, detail = classify(tag_map, now)
     if status == EXPIRED:
@@ -235,7 +231,7 @@ def _scan_eips(region: str, now: dt.datetime, cat: _catalog.Catalog | None) -> l
     desc = ec2.describe_addresses(Filters=[{"Name": f"tag:{_tags.MANAGED_BY}", "Values": [_tags.MANAGED_BY_VALUE]}])
     found = []
     for addr in desc.get("Addresses", []):
-        status, expiry, detail = classify(_tag_dict(addr.get("Tags")), now)
+        status, expiry, detail = classify(_tags.tag_dict(addr.get("Tags")), now)
         if status is None or not addr.get("AllocationId"):
             continue
         found.append((addr, status, expiry, detail))
@@ -302,8 +298,8 @@ def read_usage(region: str, pmap: Callable = map) -> Usage:
     ep_descs = pmap(lambda n: _describe(region, "describe_endpoint", EndpointName=n), endpoints)
     config_descs = pmap(lambda n: _describe(region, "describe_endpoint_config", EndpointConfigName=n), configs)
     return Usage(
-        endpoints={n: d for n, d in zip(endpoints, ep_descs) if d is not None},
-        configs={n: d for n, d in zip(configs, config_descs) if d is not None},
+        endpoints={n: d for n, d in zip(endpoints, ep_descs, strict=True) if d is not None},
+        configs={n: d for n, d in zip(configs, config_descs, strict=True) if d is not None},
     )
 
 
@@ -323,7 +319,7 @@ def _endpoint_hourly(region: str, config: dict | None, cat: _catalog.Catalog | N
 
 def _read_tags(region: str, arn: str) -> dict[str, str]:
     sm = clients.client("sagemaker", region)
-    return _tag_dict(_with_backoff(lambda: sm.list_tags(ResourceArn=arn)).get("Tags"))
+    return _tags.tag_dict(_with_backoff(lambda: sm.list_tags(ResourceArn=arn)).get("Tags"))
 
 
 def _scan_endpoint(region: str, desc: dict, usage: Usage, now: dt.datetime, cat: _catalog.Catalog | None) -> Item | None:
@@ -366,7 +362,8 @@ def _scan_sagemaker(
             return None
 
     live = [d for d in usage.endpoints.values() if d.get("EndpointStatus") != "Deleting"]  # Deleting: already on its way out
-    endpoints = [i for i in pmap(lambda d: guarded(ENDPOINT, d["EndpointName"], lambda: _scan_endpoint(region, d, usage, now, cat)), live) if i]
+    endpoints = [i for i in pmap(lambda d: guarded(ENDPOINT, d["EndpointName"],
+                                                   lambda: _scan_endpoint(region, d, usage, now, cat)), live) if i]
     going = {i.id for i in endpoints if i.status == EXPIRED}
     with_endpoint = {c for c in usage.configs if _goes_with(usage.config_users(c), going)}
 
@@ -517,6 +514,11 @@ def _recheck(tag_map: dict[str, str], now: dt.datetime) -> None:
         raise StillProtected(detail if status else "no longer expired or no longer managed")
 
 
+def _going(instance: dict) -> bool:
+    """Terminated or shutting down (DescribeInstances' State.Name)."""
+    return is_going(instance.get("State", {}).get("Name", ""))
+
+
 def _delete_ec2(item: Item, now: dt.datetime) -> list[str]:
     ec2 = clients.client("ec2", item.region)
     try:
@@ -526,9 +528,9 @@ def _delete_ec2(item: Item, now: dt.datetime) -> list[str]:
             return []
         raise
     instances = [i for r in desc.get("Reservations", []) for i in r.get("Instances", [])]
-    if not instances or instances[0].get("State", {}).get("Name") in ("terminated", "shutting-down"):
+    if not instances or _going(instances[0]):
         return []
-    _recheck(_tag_dict(instances[0].get("Tags")), now)
+    _recheck(_tags.tag_dict(instances[0].get("Tags")), now)
     try:
         _with_backoff(lambda: ec2.terminate_instances(InstanceIds=[item.id]))
     except Exception as exc:
@@ -550,7 +552,7 @@ def _delete_eip(item: Item, now: dt.datetime) -> list[str]:
     if not addresses:
         return []
     addr = addresses[0]
-    _recheck(_tag_dict(addr.get("Tags")), now)
+    _recheck(_tags.tag_dict(addr.get("Tags")), now)
     if addr.get("AssociationId"):
         iid = addr.get("InstanceId")
         block = _attachment_block(addr, _instances_by_id(ec2, [iid]).get(iid) if iid else None, now)
@@ -561,14 +563,15 @@ def _delete_eip(item: Item, now: dt.datetime) -> list[str]:
     return [f"elastic IP {item.id} ({addr.get('PublicIp', '?')})"]
 
 
-def _delete_if_managed(sm, now: dt.datetime, arn: str, delete: Callable[[], object], label: str, notes: list[str], *, orphan: bool = False) -> str:
+def _delete_if_managed(sm, now: dt.datetime, arn: str, delete: Callable[[], object], label: str, notes: list[str], *,
+                       orphan: bool = False) -> str:
     """Delete a SageMaker config or model only when it is itself managed, unprotected and not live.
 
     "deleted", "gone" or "kept". An endpoint's child may lack expires-at (it goes with the
     endpoint); an orphan must be expired itself (else StillProtected).
     """
     try:
-        tag_map = _tag_dict(_with_backoff(lambda: sm.list_tags(ResourceArn=arn)).get("Tags"))
+        tag_map = _tags.tag_dict(_with_backoff(lambda: sm.list_tags(ResourceArn=arn)).get("Tags"))
     except Exception as exc:
         if _is_gone(exc):
             return "gone"
@@ -603,10 +606,12 @@ def _delete_unused(
             raise StillProtected(reason)
         notes.append(f"kept {label} ({reason})")
         return "kept"
-    if kind == CONFIG:
-        delete = lambda: sm.delete_endpoint_config(EndpointConfigName=name)  # noqa: E731
-    else:
-        delete = lambda: sm.delete_model(ModelName=name)  # noqa: E731
+    def delete() -> None:
+        if kind == CONFIG:
+            sm.delete_endpoint_config(EndpointConfigName=name)
+        else:
+            sm.delete_model(ModelName=name)
+
     return _delete_if_managed(sm, now, arn, delete, label, notes, orphan=orphan)
 
 
@@ -616,7 +621,7 @@ def _delete_endpoint(item: Item, now: dt.datetime, usage: Usage) -> tuple[list[s
     notes: list[str] = []
     try:
         desc = _with_backoff(lambda: sm.describe_endpoint(EndpointName=item.id))
-        tag_map = _tag_dict(_with_backoff(lambda: sm.list_tags(ResourceArn=desc["EndpointArn"])).get("Tags"))
+        tag_map = _tags.tag_dict(_with_backoff(lambda: sm.list_tags(ResourceArn=desc["EndpointArn"])).get("Tags"))
     except Exception as exc:
         if _is_gone(exc):
             return deleted, notes

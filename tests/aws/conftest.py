@@ -48,7 +48,7 @@ def start_moto_server() -> tuple[subprocess.Popen, str]:
         except OSError:
             if time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError("moto server did not answer within 60 s")
+                raise RuntimeError("moto server did not answer within 60 s") from None
             time.sleep(0.1)
     return proc, url
 

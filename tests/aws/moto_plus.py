@@ -61,7 +61,7 @@ def list_cost_allocation_tags(self) -> str:
 
 def update_cost_allocation_tags_status(self) -> str:
     params = json.loads(self.body or "{}")
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     errors = []
     for item in params.get("CostAllocationTagsStatus", []):
         if item.get("Status") not in ("Active", "Inactive"):

@@ -170,7 +170,7 @@ def _reserved_terms(sku: str, itype: str, ri: Mapping[str, float | None]) -> dic
     convertible terms - the shape of a type AWS sells no standard RI for."""
     genuine = by_sku(RESERVED_FILE, "9NSP3EV3G593P35X")["terms"]["Reserved"]
     out = {}
-    for key, term in genuine.items():
+    for term in genuine.values():
         ta = term["termAttributes"]
         lease = {"1yr": "ri_1y", "3yr": "ri_3y"}[ta["LeaseContractLength"]]
         base = ri.get(lease)

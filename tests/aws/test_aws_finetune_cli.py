@@ -7,10 +7,10 @@ import json
 import sys
 import types
 
+import aws_scenario as sc
 import pytest
 from click.testing import CliRunner
 
-import aws_scenario as sc
 from llmdeploy.cli.main import cli
 from llmdeploy.infra import automation
 
@@ -148,7 +148,7 @@ def test_status_reads_ec2_by_tags(aws, boto):
     assert row["accrued_usd"] == pytest.approx(2 * 32.7726, abs=0.05), "accrued = running time x on-demand price"
     assert doc["accrued_usd"] == pytest.approx(4 * 32.7726, abs=0.1)
     assert doc["usd_per_hour"] == pytest.approx(2 * 32.7726)
-    expected_left = (dt.datetime(2026, 11, 22, 20, tzinfo=dt.timezone.utc) - now).total_seconds()
+    expected_left = (dt.datetime(2026, 11, 22, 20, tzinfo=dt.UTC) - now).total_seconds()
     assert row["time_left_s"] == pytest.approx(expected_left, abs=2)
 
     table = run_cli("finetune", "status", "--stack", "ft1", "--now", now.strftime("%Y-%m-%dT%H:%M:%SZ"))
@@ -316,3 +316,23 @@ def test_down_reports_an_elastic_ip_it_could_not_release(aws, boto, pulumi_stub,
     assert result.exit_code == 1, "an Elastic IP left allocated is a failure: it is still billed"
     assert f"Could not release Elastic IP {ours}: UnauthorizedOperation: not allowed" in result.stderr
     assert ours in _allocated(boto("ec2"))
+
+
+# -- the user config file reaches the subcommands (issue 12) -----------------------------------------------
+
+
+def test_up_plans_and_deploys_in_the_user_config_files_region(aws, pulumi_stub, captured_args, tmp_path, monkeypatch):
+    """A top-level `region` reaches `finetune up` as it reaches `plan` (it used to plan in us-east-1); an owner from
+    LLMDEPLOY_OWNER still beats the file's (it used to be read inside the built-in default, below the file)."""
+    config = tmp_path / "config.toml"
+    config.write_text('region = "us-west-2"\nowner = "from-file"\n[finetune]\nstack = "ft-file"\n'
+                      '[finetune.up]\ninstance_type = "g4dn.xlarge"\n')
+    monkeypatch.setenv("LLMDEPLOY_CONFIG", str(config))
+    monkeypatch.delenv("AWS_DEFAULT_REGION")  # the moto fixture's: an environment variable ranks above the file
+    monkeypatch.setenv("LLMDEPLOY_OWNER", "from-env")
+    result = run_cli("finetune", "up", "--instances", "1", "--ttl", "2h", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "Stack ft-file in us-west-2: 1 x g4dn.xlarge" in result.stdout
+    _, name, _, _, config_values = pulumi_stub.calls[0]
+    assert (name, config_values["aws:region"]) == ("ft-file", "us-west-2")
+    assert captured_args[0].owner == "from-env" and captured_args[0].stack == "ft-file"

@@ -12,10 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import pricelist_api as api
 import pytest
 from click.testing import CliRunner
 
-import pricelist_api as api
 from llmdeploy import catalog as c
 from llmdeploy import prices as p
 from llmdeploy.cli.main import cli

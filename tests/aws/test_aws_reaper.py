@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import threading
 
+import aws_scenario as sc
 import pytest
 from click.testing import CliRunner
 
-import aws_scenario as sc
 from llmdeploy.cli.main import cli
 
 

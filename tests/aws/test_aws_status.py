@@ -14,16 +14,16 @@ import json
 import re
 import urllib.request
 
+import aws_scenario as scn
 import pytest
 from click.testing import CliRunner
 
 from llmdeploy import monitoring as mon
-from llmdeploy.aws import cost_explorer, monitoring as aws_mon
+from llmdeploy.aws import cost_explorer
+from llmdeploy.aws import monitoring as aws_mon
 from llmdeploy.cli.main import cli
 from llmdeploy.stackconfig import StackConfig, write_stack_file
 from llmdeploy.tags import base_tags
-
-import aws_scenario as scn
 
 STACK = "prod"
 ENDPOINT = "prod-endpoint"
@@ -68,7 +68,7 @@ def calls(monkeypatch):
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0)
+    return dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
 
 
 def put_alarms(boto, config: StackConfig, bindings: dict[str, str], *, stack: str = STACK) -> list[str]:
@@ -169,7 +169,7 @@ def test_status_reports_endpoint_last_hour_alarms_and_cost_against_the_plan(real
     assert cost["month_to_date"]["usd"] == pytest.approx(301.23) and cost["month_to_date"]["estimated"] is True
     # The plan for this stack, by hand from the test catalog: 2 x ml.g4dn.xlarge always on, 6 alarm metrics, 1 dashboard.
     assert cost["plan_monthly_usd"] == pytest.approx(2 * 0.7364 * 730 + 6 * 0.10 + 3.00, abs=0.005)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     hours = (now - now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)).total_seconds() / 3600
     assert cost["plan_to_date_usd"] == pytest.approx(cost["plan_monthly_usd"] * hours / 730, abs=0.05)
     assert doc["dashboard_url"].endswith("#dashboards/dashboard/llmdeploy-prod")

@@ -19,10 +19,10 @@ import json
 import threading
 from pathlib import Path
 
+import aws_scenario as sc
 import pytest
 from click.testing import CliRunner
 
-import aws_scenario as sc
 from llmdeploy.cli.main import cli
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "reaper-cron.yml"

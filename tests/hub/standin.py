@@ -180,7 +180,7 @@ class HubStandIn(ThreadingHTTPServer):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
 
-    def start(self) -> "HubStandIn":
+    def start(self) -> HubStandIn:
         self._thread.start()
         return self
 

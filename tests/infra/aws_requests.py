@@ -443,6 +443,6 @@ def _facets(value, shape, path: str, problems: list[str]) -> None:
             # AWS matches the whole value (Java's Matcher.matches).
             if regex.fullmatch(java, value) is None:
                 problems.append(f"{path}: {value[:80]!r} does not match {meta['pattern']}")
-    elif shape.type_name in ("integer", "long", "float", "double") and isinstance(value, (int, float)):
-        if "max" in meta and value > meta["max"]:
-            problems.append(f"{path}: {value} is above the maximum {meta['max']}")
+    elif shape.type_name in ("integer", "long", "float", "double") and isinstance(value, (int, float)) \
+            and "max" in meta and value > meta["max"]:
+        problems.append(f"{path}: {value} is above the maximum {meta['max']}")

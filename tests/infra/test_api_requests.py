@@ -79,7 +79,7 @@ def _finetune_resources(**overrides):
     from llmdeploy.infra import offline_preview
     from llmdeploy.infra.finetune_cluster import FinetuneCluster, FinetuneClusterArgs
 
-    args = dict(expires_at=dt.datetime(2026, 11, 22, 18, tzinfo=dt.timezone.utc), instance_type="p4d.24xlarge",
+    args = dict(expires_at=dt.datetime(2026, 11, 22, 18, tzinfo=dt.UTC), instance_type="p4d.24xlarge",
                 instance_count=2, ssh_cidr="203.0.113.0/24", idle_minutes=30, owner="ana", cost_center="ml-42",
                 stack="ft", checkpoint_uri="s3://art-bucket/checkpoints/ft/")
     args.update(overrides)

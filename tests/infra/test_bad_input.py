@@ -3,7 +3,6 @@
 import pytest
 
 from llmdeploy.catalog import load_catalog
-
 from llmdeploy.errors import ConfigError, LlmdeployError, UnknownChoiceError
 from llmdeploy.infra.offline_preview import config_values, make_mocks, run_program
 

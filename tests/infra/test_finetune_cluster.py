@@ -70,7 +70,7 @@ _spec = importlib.util.spec_from_file_location("fakecat_infra", Path(__file__).p
 fakecat = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fakecat)
 
-EXPIRES = dt.datetime(2026, 11, 22, 18, 0, tzinfo=dt.timezone.utc)
+EXPIRES = dt.datetime(2026, 11, 22, 18, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture(autouse=True)
@@ -297,7 +297,7 @@ def test_multi_interface_nodes_get_an_elastic_ip_in_a_public_subnet(bundled):
         nodes = sorted(of_type("aws:ec2/instance:Instance"), key=lambda r: r.name)
         addresses = sorted(eips(), key=lambda r: r.name)  # registered as each node's interface id resolves
         assert len(addresses) == len(nodes) == 2, f"{rule}: one Elastic IP per p4d node (4 interfaces), not per interface"
-        for i, (node, eip) in enumerate(zip(nodes, addresses)):
+        for i, (node, eip) in enumerate(zip(nodes, addresses, strict=False)):
             assert eip.name == f"ft-node{i}-eip", f"{rule}: each node's Elastic IP is named after it"
             assert eip.inputs["domain"] == "vpc", f"{rule}: a VPC Elastic IP"
             assert eip.inputs["networkInterface"] == f"eni-{node.name}-primary", (

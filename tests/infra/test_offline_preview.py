@@ -6,10 +6,10 @@ import pytest
 from click.testing import CliRunner
 
 from llmdeploy import costs
-from llmdeploy.plan import planned_line_items
 from llmdeploy.catalog import load_catalog
 from llmdeploy.cli.main import cli
 from llmdeploy.infra.offline_preview import offline_preview
+from llmdeploy.plan import planned_line_items
 from llmdeploy.stackconfig import write_stack_file
 
 from .mocks import stack_config

@@ -314,8 +314,9 @@ def test_values_only_known_after_the_update_never_crash_a_policy(monkeypatch):
     """In a preview every property may be unknown: no policy may raise (the SDK would report it as an error)."""
     props = {key: UNKNOWN for key in ("metadataOptions", "blockDeviceMappings", "rootBlockDevice", "kmsKeyArn",
                                       "asyncInferenceConfig", "ingress", "tags", "cidrIpv4", "port", "protocol")}
-    from llmdeploy.policy.guardrails import POLICIES
     from pulumi_policy import ResourceValidationPolicy
+
+    from llmdeploy.policy.guardrails import POLICIES
 
     for token in (LT, INSTANCE, EPC, SG, LISTENER, "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"):
         for policy in POLICIES:

@@ -88,7 +88,7 @@ def test_the_fine_tune_cluster_passes_every_policy(monkeypatch):
     from llmdeploy.catalog import load_catalog
     from llmdeploy.infra import finetune_cluster as fc
 
-    args = fc.FinetuneClusterArgs(expires_at=dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc), instance_count=2,
+    args = fc.FinetuneClusterArgs(expires_at=dt.datetime(2030, 1, 1, tzinfo=dt.UTC), instance_count=2,
                                   ssh_cidr="203.0.113.7/32", idle_minutes=30, owner="ana", cost_center="ml-42",
                                   stack="ft-test", catalog=load_catalog())
     mocks = make_mocks()

@@ -150,7 +150,7 @@ class FakeEngine:
                 self.stopped.append(list(texts))
                 break
             time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
-        return [f"echo:{t}:{p.get('max_new_tokens')}" for t, p in zip(texts, rows)]
+        return [f"echo:{t}:{p.get('max_new_tokens')}" for t, p in zip(texts, rows, strict=True)]
 
 
 @pytest.fixture

@@ -73,7 +73,7 @@ class PairList:
         return self.size() == 0
 
     def get(self, key):
-        for k, v in zip(self.keys, self.values):
+        for k, v in zip(self.keys, self.values, strict=False):
             if k == key:
                 return v
         return None
@@ -100,7 +100,7 @@ class Input:
     def get_batch_size(self) -> int:
         return int(self.properties.get("batch_size", "1"))
 
-    def get_batches(self) -> list["Input"]:
+    def get_batches(self) -> list[Input]:
         if not self.is_batch():
             return [self]
         batch = [Input() for _ in range(self.get_batch_size())]
@@ -145,7 +145,7 @@ class Input:
         return self.content.is_empty()
 
     @classmethod
-    def decode(cls, buf: bytes) -> "Input":
+    def decode(cls, buf: bytes) -> Input:
         """``Input.read`` over a byte string (what the socket carries)."""
         reader = _Reader(buf)
         inputs = cls()
@@ -313,7 +313,7 @@ class HttpRequest:
     headers: dict = field(default_factory=lambda: {"Content-Type": "application/json"})
 
     @classmethod
-    def json(cls, body) -> "HttpRequest":
+    def json(cls, body) -> HttpRequest:
         return cls(body if isinstance(body, (bytes, bytearray)) else json.dumps(body).encode())
 
 
@@ -406,9 +406,9 @@ def _read_binary_map(buf: bytes) -> dict:
 class _RollingRequest:
     """RollingBatch.java's Request: the HTTP request, and its answer once ``last`` came."""
 
-    http: "HttpRequest"
+    http: HttpRequest
     started: bool = False  # nextToken != null: later steps send it empty
-    response: "HttpResponse | None" = None
+    response: HttpResponse | None = None
     properties: dict = field(default_factory=dict)
     steps: int = 0
 

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from llmdeploy.containers.package import PackageSettings, adapted_weight_files, build_model_tarball
-from llmdeploy.handlers.compat import (dtype_keyword, major_version, model_config_for_v4,
-                                       tokenizer_config_for_v4)
+from llmdeploy.handlers.compat import dtype_keyword, major_version, model_config_for_v4, tokenizer_config_for_v4
 
 T5_TOKENIZER_V5 = Path(__file__).parent / "data" / "t5-tokenizer-saved-by-transformers-5"
 PROBE = "w1 w2 <extra_id_3> w39 w7"

@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from llmdeploy.handlers.precision import A10G, A100, CPU, T4, DeviceInfo, apply_precision, choose_precision
-from llmdeploy.handlers.serving_config import (MissingBackendError, RequestError, ServingConfigError,
-                                               parse_properties, parse_request)
+from llmdeploy.handlers.serving_config import (
+    MissingBackendError,
+    RequestError,
+    ServingConfigError,
+    parse_properties,
+    parse_request,
+)
 
 
 def test_properties_parsed_with_and_without_option_prefix():
@@ -15,7 +22,7 @@ def test_properties_parsed_with_and_without_option_prefix():
         ("/m", "bf16", 4, 20, 128)
     assert cfg.tensor_parallel_degree == 1
     assert parse_properties({"dtype": "fp16"}).dtype == "fp16"
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.dtype = "fp32"  # frozen
 
 

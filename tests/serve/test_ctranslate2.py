@@ -126,13 +126,13 @@ def test_rows_of_their_own_lengths_share_one_translate_batch(engine_name, reques
     try:
         together = engine.generate_ids(texts, params)
         calls = list(recording.calls)
-        alone = [engine.generate_ids([t], p)[0] for t, p in zip(texts, params)]
+        alone = [engine.generate_ids([t], p)[0] for t, p in zip(texts, params, strict=True)]
     finally:
         engine.translator = recording.translator
     assert together == alone
     first = calls[0]
     assert first == (len(texts), 0, max(p["max_new_tokens"] for p in params)), "the whole batch, once, to the longest"
-    for row, p in zip(together, params):
+    for row, p in zip(together, params, strict=True):
         assert p.get("min_new_tokens", 0) <= len(row) <= p["max_new_tokens"]
     if engine_name == "eos_prone_ct2":
         assert len(calls) > 1 and all(n < len(texts) for n, _, _ in calls[1:]), \
@@ -162,7 +162,7 @@ def test_sampled_rows_keep_their_own_max_new_tokens(ct2_engine):
     assert ct2_engine.batch_key({**params[0], "min_new_tokens": 3}) != ct2_engine.batch_key(params[0]), \
         "sampled rows share their min_new_tokens (one min_decoding_length per call)"
     rows = ct2_engine.generate_ids(["w1 w2", "w3", "w4 w5 w6"], params)
-    assert [len(r) <= n for r, n in zip(rows, (2, 7, 4))] == [True] * 3 and all(len(r) >= 2 for r in rows)
+    assert [len(r) <= n for r, n in zip(rows, (2, 7, 4), strict=True)] == [True] * 3 and all(len(r) >= 2 for r in rows)
 
 
 def test_mixed_lengths_behind_the_service_are_one_call(tiny_model_dir, tiny_ct2_dir):

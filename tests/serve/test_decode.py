@@ -46,7 +46,7 @@ def test_greedy_equals_generate_when_sequences_join_mid_decode(tiny_engine, ids)
 
 def test_each_sequence_stops_at_its_own_length_and_frees_its_slot(tiny_engine, ids):
     lengths = [1, 7, 3, 12, 5, 2]
-    seqs = [Sequence(row, {"max_new_tokens": n}) for row, n in zip(ids, lengths)]
+    seqs = [Sequence(row, {"max_new_tokens": n}) for row, n in zip(ids, lengths, strict=False)]
     loop = T5DecodeLoop(tiny_engine.model)
     loop.admit(seqs)
     sizes = []
@@ -55,7 +55,7 @@ def test_each_sequence_stops_at_its_own_length_and_frees_its_slot(tiny_engine, i
         loop.step()
     assert [len(s.generated) for s in seqs] == lengths
     assert sizes == [sum(n >= k for n in lengths) for k in range(1, 13)]  # rows leave as they finish
-    for s, row, n in zip(seqs, ids, lengths):  # leaving (and the cache compaction) changes no one's tokens
+    for s, row, n in zip(seqs, ids, lengths, strict=False):  # leaving (and the cache compaction) changes no one's tokens
         assert s.generated == reference(tiny_engine, row, max_new_tokens=n)
 
 

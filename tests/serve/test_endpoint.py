@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -114,6 +115,7 @@ def test_wrong_method_and_path(tiny_server):
 
 def test_slow_generation_answers_504_then_recovers():
     from conftest import FakeEngine
+
     from llmdeploy.handlers.serving_config import parse_properties
 
     engine = FakeEngine(delay_s=0.6)
@@ -129,6 +131,7 @@ def test_slow_generation_answers_504_then_recovers():
 
 def test_one_at_a_time_batcher_runs_batches_of_one():
     from conftest import FakeEngine
+
     from llmdeploy.handlers.serving_config import parse_properties
 
     service = Seq2SeqService(engine=FakeEngine(delay_s=0.02),
@@ -232,10 +235,9 @@ def test_sigterm_finishes_in_flight_then_exits(tmp_path):
             time.sleep(0.3)
             proc.send_signal(signal.SIGTERM)
             time.sleep(0.2)
-            try:  # draining: new work is refused (503) or the listener is already closed
+            # draining: new work is refused (503) or the listener is already closed
+            with contextlib.suppress(urllib.error.URLError, ConnectionError):
                 assert call(url, {"inputs": "late"}, timeout=5)[0] == 503
-            except (urllib.error.URLError, ConnectionError):
-                pass
             assert in_flight.result() == (200, {"generated_text": "echo:last:64"})
         assert proc.wait(20) == 0
         assert "exited" in proc.stdout.read()

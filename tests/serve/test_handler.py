@@ -161,7 +161,7 @@ def test_oom_on_a_single_input_fails_only_that_input():
 
     results = run_with_oom_split(["a", "huge", "b", "c"], run)
     assert results[0] == "A" and results[2:] == ["B", "C"]
-    assert isinstance(results[1], Exception) and getattr(results[1], "code") == 507
+    assert isinstance(results[1], Exception) and results[1].code == 507
 
 
 def test_torch_oom_type_recognised_and_other_errors_propagate():
@@ -217,7 +217,7 @@ def test_the_double_mirrors_the_pinned_lmi_engine():
     from llmdeploy.lmi import load_lmi_table
 
     table = load_lmi_table()
-    assert djl_double.DJL_SERVING_BRANCH == table.versions[table.default].branch, \
+    assert table.versions[table.default].branch == djl_double.DJL_SERVING_BRANCH, \
         "re-read djl_python at the new pin's branch and update the double (then its branch name)"
     assert table.versions[table.tested_lmi_version].branch in djl_double.ALSO_READ
 
@@ -252,7 +252,7 @@ def early_ends(engine, texts, params, eos: int | None) -> list[int | None]:
     """Tokens before EOS of each text given only its max_new_tokens, None when it runs to its max (``eos``: the id
     the engine returns at the end, None for CTranslate2, which leaves it out)."""
     ends = []
-    for text, p in zip(texts, params):
+    for text, p in zip(texts, params, strict=True):
         row = engine.generate_ids([text], {"max_new_tokens": p["max_new_tokens"]})[0]
         made = len(row) - (eos is not None and row[-1:] == [eos])
         ended = row[-1:] == [eos] if eos is not None else made < p["max_new_tokens"]
@@ -282,14 +282,14 @@ def test_rows_of_their_own_lengths_share_one_generate_and_get_what_they_would_al
     calls = engine.generate_calls
     together = engine.generate_ids(texts, params)
     assert engine.generate_calls == calls + 1 and engine.batch_sizes[-1] == len(texts)
-    alone = [engine.generate_ids([t], p)[0] for t, p in zip(texts, params)]
+    alone = [engine.generate_ids([t], p)[0] for t, p in zip(texts, params, strict=True)]
     assert together == alone
-    for row, p in zip(together, params):
+    for row, p in zip(together, params, strict=True):
         made = len(row) - (row[-1:] == [eos])
         assert made <= p["max_new_tokens"] and (row[-1:] == [eos] or made == p["max_new_tokens"])
         assert eos not in row[:-1] and made >= p.get("min_new_tokens", 0)
     if engine_name == "eos_prone_engine":  # some rows still end early: EOS is the model's choice where it may be
-        assert any(row[-1:] == [eos] for row, p in zip(together, params) if not p.get("min_new_tokens"))
+        assert any(row[-1:] == [eos] for row, p in zip(together, params, strict=True) if not p.get("min_new_tokens"))
 
 
 def test_sampled_rows_keep_their_own_lengths(tiny_engine):

@@ -18,8 +18,13 @@ import pytest
 from click.testing import CliRunner
 
 from llmdeploy.cli.main import cli
-from llmdeploy.containers.package import (HANDLER_FILES, PackageSettings, build_model_tarball,
-                                          render_serving_properties, sha256_file)
+from llmdeploy.containers.package import (
+    HANDLER_FILES,
+    PackageSettings,
+    build_model_tarball,
+    render_serving_properties,
+    sha256_file,
+)
 from llmdeploy.errors import UsageError
 from llmdeploy.handlers import serving_config as sc
 
@@ -193,7 +198,7 @@ def test_requirements_apply_only_to_the_cpu_image_python(tmp_path):
 def test_progress_callback_reaches_total(tiny_model_dir, tmp_path):
     seen = []
     build_model_tarball(tmp_path / "p.tar.gz", weights_dir=tiny_model_dir, progress=lambda d, t, n: seen.append((d, t)))
-    assert seen and seen[-1][0] == seen[-1][1] and all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
+    assert seen and seen[-1][0] == seen[-1][1] and all(a[0] <= b[0] for a, b in zip(seen, seen[1:], strict=False))
 
 
 def test_bad_inputs_raise_usage_errors(tmp_path):

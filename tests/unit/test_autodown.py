@@ -20,7 +20,7 @@ _spec = importlib.util.spec_from_file_location("autodown_script", SCRIPT)
 autodown = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(autodown)
 
-T0 = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 MIN = dt.timedelta(minutes=1)
 EXPIRES = T0 + dt.timedelta(hours=6)
 

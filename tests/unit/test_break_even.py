@@ -20,6 +20,7 @@ from llmdeploy import catalog as c
 from llmdeploy import plan as p
 from llmdeploy.assumptions import load_assumptions
 from llmdeploy.cli.main import cli
+from llmdeploy.enums import Mode
 from llmdeploy.models import load_model_config
 
 PROFILES = {
@@ -51,7 +52,7 @@ def _cheapest_the_slow_way(ctx, traffic, term, rpd, keys=None):
         options = [o for o in options if o.label in keys]
     if not options:
         return ""
-    return min(options, key=lambda o: (o.monthly_usd, p.MODES.index(o.mode))).label
+    return min(options, key=lambda o: (o.monthly_usd, list(Mode).index(o.mode))).label
 
 
 def _label_at(intervals, rpd):
@@ -77,8 +78,8 @@ def test_the_cheapest_option_stated_for_each_stretch_is_the_cheapest_at_every_po
     plan, ctx = _setup(cat, name, traffic)
     intervals = plan.cheapest
     assert intervals[0].low == p.BREAK_EVEN_RANGE[0] and intervals[-1].high == p.BREAK_EVEN_RANGE[1]
-    assert all(a.high == b.low for a, b in zip(intervals, intervals[1:])), "the stretches tile the range"
-    assert all(a.option != b.option for a, b in zip(intervals, intervals[1:])), "neighbours differ (merged)"
+    assert all(a.high == b.low for a, b in zip(intervals, intervals[1:], strict=False)), "the stretches tile the range"
+    assert all(a.option != b.option for a, b in zip(intervals, intervals[1:], strict=False)), "neighbours differ (merged)"
     assert plan.cheapest_exact_to == p.BREAK_EVEN_RANGE[1]
     for rpd in _probe_points(intervals, seed=sum(map(ord, profile))):
         assert _label_at(intervals, rpd) == _cheapest_the_slow_way(ctx, traffic, "1y", rpd), (profile, rpd)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import struct
 
-import pytest
 from click.testing import CliRunner
 
 from llmdeploy.cli.main import cli
-
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

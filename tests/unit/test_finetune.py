@@ -17,7 +17,7 @@ _spec = importlib.util.spec_from_file_location("fakecat_unit", Path(__file__).pa
 fakecat = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fakecat)
 
-NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_format_duration_round_trips():
 def test_expiry_is_utc_whole_seconds():
     now = dt.datetime(2026, 11, 22, 12, 0, 0, 123456, tzinfo=dt.timezone(dt.timedelta(hours=2)))
     exp = ft.expiry(now, dt.timedelta(hours=6))
-    assert exp == dt.datetime(2026, 11, 22, 16, 0, tzinfo=dt.timezone.utc)
+    assert exp == dt.datetime(2026, 11, 22, 16, 0, tzinfo=dt.UTC)
     assert exp.microsecond == 0 and exp.utcoffset() == dt.timedelta(0)
 
 

@@ -10,8 +10,15 @@ import pytest
 from packaging.specifiers import SpecifierSet
 
 from llmdeploy.errors import ConfigError
-from llmdeploy.lmi import (PATH, cpu_image_tag, cuda_of_tag, inference_ami_for_cuda, load_lmi_table, parse_table,
-                           unknown_requirements_note)
+from llmdeploy.lmi import (
+    PATH,
+    cpu_image_tag,
+    cuda_of_tag,
+    inference_ami_for_cuda,
+    load_lmi_table,
+    parse_table,
+    unknown_requirements_note,
+)
 from llmdeploy.stackconfig import DEFAULT_LMI_VERSION, StackConfig
 
 ROOT = Path(__file__).resolve().parents[2]

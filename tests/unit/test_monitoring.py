@@ -155,9 +155,9 @@ def test_plan_says_when_cloudwatch_is_not_priced(tmp_path):
 
 def test_planned_to_date_is_the_hourly_rate_times_the_hours_elapsed():
     monthly = 730.0  # $1 an hour
-    spent, hours = costs.planned_to_date(monthly, dt.datetime(2026, 11, 16, 0, 0, tzinfo=dt.timezone.utc))
+    spent, hours = costs.planned_to_date(monthly, dt.datetime(2026, 11, 16, 0, 0, tzinfo=dt.UTC))
     assert (spent, hours) == (pytest.approx(360.0), pytest.approx(360.0))
-    end_of_january = dt.datetime(2027, 1, 31, 23, 59, 59, tzinfo=dt.timezone.utc)
+    end_of_january = dt.datetime(2027, 1, 31, 23, 59, 59, tzinfo=dt.UTC)
     assert costs.planned_to_date(monthly, end_of_january)[0] == pytest.approx(744, abs=0.01), "a 31-day month is 744 hours"
 
 

@@ -582,3 +582,39 @@ def test_bundled_prices_env_ignores_the_cache(cache, price_api, monkeypatch):
     assert "bundled snapshot; the oldest price" in out and "LLMDEPLOY_BUNDLED_PRICES=1 ignores it" in out
     c.load_catalog.cache_clear()
     assert c.load_catalog().origin == "bundled snapshot"
+
+
+# -- which AWS errors mean "fix your credentials" (llmdeploy.aws.clients, shared by every AWS command) ----------
+
+
+@pytest.mark.parametrize("code", ["ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId", "AuthFailure",
+                                  "UnrecognizedClientException", "SignatureDoesNotMatch", "InvalidSignatureException",
+                                  "MissingAuthenticationToken", "IncompleteSignature", "RequestExpired", "InvalidAccessKeyId"])
+def test_rejected_or_expired_credentials_get_the_credentials_hint_everywhere(code):
+    from botocore.exceptions import ClientError
+
+    from llmdeploy.aws import clients
+
+    exc = ClientError({"Error": {"Code": code, "Message": "nope"}}, "DescribeInstances")
+    assert clients.is_credentials_problem(exc)
+    assert clients.cloud_error(exc, "listing instances").hint == "Check your AWS credentials (aws sts get-caller-identity)."
+    assert "credentials were rejected" in str(p._cloud_error(exc, dt.date(2026, 1, 1)))
+
+
+@pytest.mark.parametrize("code", ["AccessDenied", "AccessDeniedException", "UnauthorizedOperation"])
+def test_a_missing_permission_is_not_a_credentials_problem(code):
+    from botocore.exceptions import ClientError
+
+    from llmdeploy.aws import clients
+
+    exc = ClientError({"Error": {"Code": code, "Message": "not authorized"}}, "GetProducts")
+    assert not clients.is_credentials_problem(exc) and clients.cloud_error(exc, "reading prices").hint is None
+    assert "access denied (the credentials need pricing:GetProducts)" in str(p._cloud_error(exc, dt.date(2026, 1, 1)))
+
+
+def test_no_credentials_at_all_is_a_credentials_problem():
+    from botocore.exceptions import NoCredentialsError
+
+    from llmdeploy.aws import clients
+
+    assert clients.is_credentials_problem(NoCredentialsError())

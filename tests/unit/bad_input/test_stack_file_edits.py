@@ -16,8 +16,9 @@ import pytest
 import yaml
 
 from llmdeploy.catalog import load_catalog
+from llmdeploy.enums import Mode
 from llmdeploy.models import HubRecord, load_model_config
-from llmdeploy.plan import MODES, make_plan, stack_config_for
+from llmdeploy.plan import make_plan, stack_config_for
 from llmdeploy.stackconfig import DEFAULT_LMI_VERSION, PLANNED, SETTINGS, StackConfig, prepare_stack_file
 
 from . import assert_refused, invoke
@@ -152,7 +153,7 @@ def test_a_mistyped_key_in_the_file_is_named_and_the_file_kept(tmp_path):
     assert path.read_bytes() == before
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", [m.value for m in Mode])
 def test_plan_sets_no_setting_outside_planned(mode):
     """PLANNED (what plan owns in an existing file) covers every setting stack_config_for decides, for a model
     sized from the Hub too (plan records the commit it read: modelRevision)."""
