@@ -30,12 +30,14 @@ batch is the batch's time (all its requests wait for it). Asserts nothing about 
 
     python benchmarks/bench_serve.py                      # ~4 minutes on 2 shared CPU cores
     python benchmarks/bench_serve.py --requests 32 --skip ct2
+    python benchmarks/bench_serve.py --device cuda --shape flan-t5-xl   # on a GPU host (tools/device_check.sh)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import shutil
@@ -52,11 +54,23 @@ VOCAB = 32128
 BATCH = DEFAULT_MAX_BATCH_SIZE  # 32: the endpoint's default batch, and the in-process batches compared with it
 
 
-def build_model(path: Path) -> Path:
-    """FLAN-T5-small's shape, random weights, tokenizer trained offline with `tokenizers`."""
+SHAPES = ("flan-t5-small", "flan-t5-base", "flan-t5-large", "flan-t5-xl")  # bundled configs (llmdeploy/data/models)
+
+
+def build_model(path: Path, shape: str = "flan-t5-small", device: str = "cpu") -> Path:
+    """A published FLAN-T5 checkpoint's shape (its bundled config.json) with random weights and an lm_head of its own,
+    plus a word-level tokenizer trained offline with `tokenizers`.
+
+    On ``device="cuda"`` the weights are made on the GPU and saved in bf16 (flan-t5-xl in fp32 would be 11 GB of
+    host RAM and minutes of CPU initialisation); the handler loads them as it would any checkpoint.
+    """
+    import json as json_mod
+
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+
+    from llmdeploy.models import MODELS_DIR
 
     if (path / "config.json").is_file():
         return path
@@ -70,11 +84,18 @@ def build_model(path: Path) -> Path:
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
                                         unk_token="<unk>", model_max_length=512)
-    config = T5Config(vocab_size=VOCAB, d_model=512, d_ff=1024, d_kv=64, num_heads=6, num_layers=8,
-                      num_decoder_layers=8, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
-                      decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, n_positions=512)
+    published = json_mod.loads((MODELS_DIR / f"{shape}.json").read_text(encoding="utf-8"))
+    published = {k: v for k, v in published.items() if k not in ("architectures", "torch_dtype", "dtype")}
+    config = T5Config(**published)
+    assert config.vocab_size == VOCAB  # the tokenizer below is built to it
     torch.manual_seed(0)
-    model = T5ForConditionalGeneration(config)
+    with torch.device(device):
+        model = T5ForConditionalGeneration(config)
+    if model.lm_head.weight.data_ptr() == model.shared.weight.data_ptr():  # transformers 5 ties T5's head regardless
+        model.lm_head.weight = torch.nn.Parameter(torch.randn_like(model.shared.weight) * config.initializer_factor)
+        model.config.tie_word_embeddings = False
+    if device != "cpu":
+        model.to(torch.bfloat16)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
@@ -125,9 +146,9 @@ def percentile(values: list[float], q: float) -> float:
 
 class Server:
     def __init__(self, model: Path, *, backend: str, max_batch_size: int, delay_ms: int, ct2_dir: Path | None,
-                 threads: int, omp_wait_policy: str, extra: list[str] = ()):
+                 threads: int, omp_wait_policy: str, device: str = "cpu", extra: list[str] = ()):
         self.args = [sys.executable, "-m", "llmdeploy.handlers.endpoint", "--model", str(model),
-                     "--host", "127.0.0.1", "--port", "0", "--backend", backend, "--device", "cpu",
+                     "--host", "127.0.0.1", "--port", "0", "--backend", backend, "--device", device,
                      "--max-batch-size", str(max_batch_size), "--max-batch-delay-ms", str(delay_ms),
                      "--max-new-tokens", "512", "--log-level", "WARNING", "--request-timeout", "600",
                      *(["--ct2-dir", str(ct2_dir)] if ct2_dir else []), *extra]
@@ -181,7 +202,7 @@ def row(name: str, kind: str, n: int, elapsed: float, latencies: list[float], er
 def bench_endpoint(model: Path, ct2_dir: Path, name: str, kind: str, bodies: list[dict], args, *,
                    backend: str = "transformers", batching: str = "continuous", max_batch_size: int = BATCH) -> dict:
     with Server(model, backend=backend, max_batch_size=max_batch_size, delay_ms=args.max_batch_delay_ms,
-                ct2_dir=ct2_dir, threads=args.threads, omp_wait_policy=args.omp_wait_policy,
+                ct2_dir=ct2_dir, threads=args.threads, omp_wait_policy=args.omp_wait_policy, device=args.device,
                 extra=["--batching", batching]) as server:
         url = server.url + "/invocations"
         asyncio.run(drive(url, bodies[:4], 4))  # warm-up
@@ -196,13 +217,13 @@ def bench_generate(model: Path, kind: str, bodies: list[dict], args) -> dict:
     """TransformersEngine.generate (transformers' generate) on batches of 32, one process, no HTTP."""
     import torch
 
-    from llmdeploy.handlers.precision import CPU
+    from llmdeploy.handlers.precision import detect_device
     from llmdeploy.handlers.seq2seq import TransformersEngine
     from llmdeploy.handlers.serving_config import parse_properties
 
     torch.set_num_threads(args.threads)
     config = parse_properties({"option.model_id": str(model), "option.max_new_tokens": "512"})
-    engine = TransformersEngine.load(str(model), config, device=CPU)
+    engine = TransformersEngine.load(str(model), config, device=detect_device(args.device))
     engine.generate([b["inputs"] for b in bodies[:4]], {"max_new_tokens": 4})
     lat = []
     start = time.perf_counter()
@@ -247,6 +268,14 @@ def bench_ct2_inprocess(model: Path, ct2_dir: Path, kind: str, bodies: list[dict
     return result
 
 
+def _gpu_name() -> str:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no GPU here")
+    return torch.cuda.get_device_name(0)
+
+
 def isolated(function, *args):
     """``function(*args)`` in a fresh interpreter (spawned): nothing loaded by earlier measurements runs beside it."""
     import concurrent.futures
@@ -269,6 +298,10 @@ def main(argv=None) -> int:
                         help="OpenMP idle threads sleep (passive) or spin (active) in the servers; spinning is "
                              "faster on an idle machine and many times slower when other processes share the cores")
     parser.add_argument("--model-dir", type=Path, help="reuse/build the random model here (default: a temp dir)")
+    parser.add_argument("--shape", choices=SHAPES, default="flan-t5-small",
+                        help="the published checkpoint whose shape the random model has")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="where the handler runs (cuda: the first GPU, bf16 where it supports it, as served)")
     parser.add_argument("--json", action="store_true", help="also print the rows as JSON")
     args = parser.parse_args(argv)
 
@@ -283,15 +316,20 @@ def main(argv=None) -> int:
 
 
 def _run(args, work: Path, t_start: float) -> int:
-    model = build_model(args.model_dir or work / "flan-t5-small-random")
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    model = build_model(args.model_dir or work / f"{args.shape}-random", args.shape, args.device)
     ct2_dir = None
-    if "ct2" not in args.skip:
+    if "ct2" not in args.skip and importlib.util.find_spec("ctranslate2") is None:
+        print("ct2: ctranslate2 is not installed here (pip install -e '.[ctranslate2]'); its rows are left out", flush=True)
+    elif "ct2" not in args.skip and args.device != "cpu":
+        print("ct2: measured on CPU only (int8, as the CPU endpoint serves it); its rows are left out", flush=True)
+    elif "ct2" not in args.skip:
         from llmdeploy.handlers.seq2seq import convert_to_ctranslate2
 
         ct2_dir = convert_to_ctranslate2(str(model), work / "ct2")
-    print(f"model: FLAN-T5-small shape, random weights; {args.requests} requests of {args.prompt_words} words, "
-          f"{args.clients} clients; {args.threads} CPU threads, OMP_WAIT_POLICY={args.omp_wait_policy}", flush=True)
+    where = (f"{args.threads} CPU threads" if args.device == "cpu"
+             else f"{_gpu_name()} (bf16 where supported), {args.threads} CPU threads")
+    print(f"model: {args.shape} shape, random weights; {args.requests} requests of {args.prompt_words} words, "
+          f"{args.clients} clients; {where}, OMP_WAIT_POLICY={args.omp_wait_policy}", flush=True)
 
     rows = []
     for kind in args.workloads:

@@ -286,10 +286,11 @@ class DynamicBatcher:
 class _Job:
     """One request in the continuous batcher: its sequences, and how to hand back its answer."""
 
-    __slots__ = ("request", "deadline", "deliver", "seqs", "texts", "cancelled", "admitted", "error")
+    __slots__ = ("request", "deadline", "deliver", "seqs", "texts", "cancelled", "admitted", "error", "arrived")
 
-    def __init__(self, request, deadline: float | None, deliver: Callable[[Any], None]):
+    def __init__(self, request, deadline: float | None, deliver: Callable[[Any], None], arrived: int = 0):
         self.request = request
+        self.arrived = arrived  # the loop's step count when it arrived (decode.admission_due)
         self.texts = list(request.texts)
         self.deadline = deadline
         self.deliver = deliver  # called once, from the decode thread, with the result or an exception
@@ -381,7 +382,7 @@ class ContinuousBatcher:
                 fut.set_result(result)
 
         deadline = time.monotonic() + self.request_timeout_s if self.request_timeout_s else None
-        job = _Job(request, deadline, lambda result: aloop.call_soon_threadsafe(settle, result))
+        job = _Job(request, deadline, lambda result: aloop.call_soon_threadsafe(settle, result), self.loop.steps)
         with self._cv:
             if self._closed:
                 raise BatcherClosed("server is shutting down")
@@ -415,8 +416,20 @@ class ContinuousBatcher:
                 self._fail_all(RuntimeError("generation failed (see the server log)"))
 
     def _take_new(self) -> list:
-        """(job, text index) pairs for the free slots, in arrival order; cancelled jobs are answered and dropped."""
-        free = self.max_slots - len(self.loop)
+        """(job, text index) pairs for the free slots, in arrival order; cancelled jobs are answered and dropped.
+
+        None while newcomers should gather for one encoder call (decode.admission_due)."""
+        try:
+            from .decode import admission_due
+        except ImportError:
+            from decode import admission_due
+        waiting = sum(len(job.texts) - job.admitted for job in self._waiting if not job.cancelled)
+        running = len(self.loop)
+        waited = self.loop.steps - self._waiting[0].arrived if self._waiting else 0
+        cancelled = any(job.cancelled for job in self._waiting)
+        if not cancelled and not admission_due(waiting, running, self.max_slots, waited):
+            return []
+        free = self.max_slots - running
         picked = []
         while self._waiting and free > 0:
             job = self._waiting[0]

@@ -367,6 +367,29 @@ def _pad_to(t: torch.Tensor, width: int, dim: int, value: float = 0.0) -> torch.
     return F.pad(t, pad, value=value)
 
 
+# Admission: every admit() is one encoder pass plus a re-layout of the caches. On a GPU both cost about what a decode
+# step costs whatever their size (a fixed host-side cost per layer), so letting one newcomer in at every step, as a
+# busy server with mixed lengths would, halves its throughput: benchmarks/bench_serve.py --device cuda on an H200,
+# 2026-11-30, FLAN-T5-xl shape, mixed lengths: 4.3 req/s against 8.6 for static batches. Newcomers to a busy batch
+# therefore gather until a quarter of the slots can be filled in one call, or until they have waited this many steps.
+ADMIT_GATHER_FRACTION = 4  # gather until slots // 4 can join together
+ADMIT_MAX_WAIT_STEPS = 8   # ...or at most this many decode steps
+
+
+def admission_due(waiting: int, running: int, slots: int, waited_steps: int) -> bool:
+    """Whether ``waiting`` sequences should join a loop running ``running`` of ``slots`` now (one encoder call).
+
+    Now when the loop is idle or less than half full (latency first: nothing to amortise against), when a
+    quarter of the slots can be filled together, or when the oldest has waited ADMIT_MAX_WAIT_STEPS steps.
+    """
+    free = slots - running
+    if waiting <= 0 or free <= 0:
+        return False
+    if running * 2 < slots:
+        return True
+    return min(waiting, free) >= max(1, slots // ADMIT_GATHER_FRACTION) or waited_steps >= ADMIT_MAX_WAIT_STEPS
+
+
 def decode_to_end(loop: T5DecodeLoop, seqs: SequenceType[Sequence]) -> list[Sequence]:
     """Run ``seqs`` (alone in ``loop``) until each finishes: a static batch through the iteration-level loop."""
     loop.admit(seqs)

@@ -268,20 +268,31 @@ class _RollingBatch:
             raise HandlerError(f"option.rolling_batch needs an engine with a decode loop (a T5 model on the "
                                f"transformers backend); {service.engine.name} runs with option.rolling_batch=disable")
         self.order: list[_RollingRequest] = []  # the requests in DJL's order (RollingBatch.java's list)
+        self.queued: list[tuple[int, _RollingRequest]] = []  # (arrival step, request) not yet admitted
 
     def handle(self, inputs, output_cls):
         if inputs.get_property("reset_rollingbatch"):
             log.warning("DJL reset the rolling batch: dropping %d running requests", len(self.order))
             self.loop.reset()
-            self.order = []
+            self.order, self.queued = [], []
         items = inputs.get_batches()
         if len(items) < len(self.order):  # never happens with RollingBatch.java; start again rather than misroute
             log.error("DJL sent %d requests while %d are running: resetting", len(items), len(self.order))
             self.loop.reset()
-            self.order = []
+            self.order, self.queued = [], []
         new = [self._start(item) for item in items[len(self.order):]]
         self.order += new
-        self._admit([r for r in new if r.seqs])
+        try:
+            from .decode import admission_due
+        except ImportError:
+            from decode import admission_due
+        self.queued += [(self.loop.steps, r) for r in new if r.seqs]
+        waiting = sum(len(r.seqs) for _, r in self.queued)
+        waited = self.loop.steps - self.queued[0][0] if self.queued else 0
+        slots = max(self.service.config.max_batch_size, len(self.loop) + waiting)  # DJL caps what it sends
+        if admission_due(waiting, len(self.loop), slots, waited):
+            self._admit([r for _, r in self.queued])
+            self.queued = []
         if len(self.loop):
             self._step()
         for request in self.order:

@@ -43,7 +43,7 @@ CPU = "cpu"
 # torch.cuda.get_device_name() -> the catalog's GPU name. A100 and V100 come in two memory sizes: the
 # reported total memory decides (see gpu_from_device).
 _DEVICE_NAMES = (
-    ("T4", "T4"), ("A10G", "A10G"), ("L40S", "L40S"), ("L4", "L4"), ("H100", "H100"),
+    ("T4", "T4"), ("A10G", "A10G"), ("L40S", "L40S"), ("L4", "L4"), ("H100", "H100"), ("H200", "H200"),
     ("A100", "A100"), ("V100", "V100"),
 )
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -92,10 +93,17 @@ def extract_engine(repo: str, branch: str, into: Path) -> Path:
     The image installs djl_python with its setup.py, which appends ``__version__`` (the ``serving``
     version of gradle/libs.versions.toml) to djl_python/__init__.py when it is missing there (0.33).
     """
-    archive = subprocess.run(["git", "-C", repo, "archive", branch, "engines/python/setup", "gradle/libs.versions.toml"],
-                             check=True, capture_output=True).stdout
-    into.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    if (Path(repo) / "engines" / "python" / "setup").is_dir() and not (Path(repo) / ".git").exists():
+        # already extracted (`git archive BRANCH engines/python/setup gradle/libs.versions.toml | tar -x`), e.g.
+        # carried to a GPU host that has neither git nor the mirror
+        shutil.copytree(Path(repo) / "engines" / "python" / "setup", into / "engines" / "python" / "setup")
+        (into / "gradle").mkdir(parents=True, exist_ok=True)
+        shutil.copy(Path(repo) / "gradle" / "libs.versions.toml", into / "gradle" / "libs.versions.toml")
+    else:
+        archive = subprocess.run(["git", "-C", repo, "archive", branch, "engines/python/setup",
+                                  "gradle/libs.versions.toml"], check=True, capture_output=True).stdout
+        into.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     setup = into / "engines" / "python" / "setup"
     init = setup / "djl_python" / "__init__.py"
     if "__version__" not in init.read_text():
@@ -171,7 +179,8 @@ def main(argv=None) -> int:
 
     table = load_lmi_table()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--djl-serving", required=True, help="djl-serving git directory (a checkout or a bare mirror)")
+    parser.add_argument("--djl-serving", required=True, help="djl-serving git directory (a checkout or a bare mirror), or a folder holding "
+                        "`git archive BRANCH engines/python/setup gradle/libs.versions.toml` extracted")
     parser.add_argument("--branch", default=table.versions[table.default].branch,
                         help="branch holding the LMI version's recipe (default: the pinned %(default)s)")
     parser.add_argument("--model", type=Path, help="model folder to package (default: a tiny random FLAN-T5)")
@@ -182,7 +191,6 @@ def main(argv=None) -> int:
 
     from llmdeploy.containers.package import PackageSettings, build_model_tarball
     from llmdeploy.handlers.serving_config import batch_properties
-
 
     with tempfile.TemporaryDirectory(prefix="djl-check-") as tmp_name:
         tmp = Path(tmp_name)

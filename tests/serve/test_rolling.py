@@ -7,6 +7,7 @@ import torch
 from conftest import djl_for, serving_properties
 from djl_double import HttpRequest
 
+from llmdeploy.handlers.decode import ADMIT_MAX_WAIT_STEPS, admission_due
 from llmdeploy.handlers.lmi_service import Seq2SeqService
 
 
@@ -97,3 +98,50 @@ def test_static_engines_refuse_rolling_batch_at_init():
     djl = djl_for(Seq2SeqService(engine_loader=lambda cfg: FakeEngine()))
     with pytest.raises(RuntimeError, match="Failed to initialize model"):  # the worker fails at start, clearly
         djl.initialize(serving_properties(rolling=True))
+
+
+def _record_admissions(service, monkeypatch) -> list[tuple[int, int]]:
+    """(decode step, sequences) of every admit() of the service's rolling batch."""
+    loop = service._rolling.loop
+    calls, admit = [], loop.admit
+    monkeypatch.setattr(loop, "admit", lambda seqs: (calls.append((loop.steps, len(seqs))), admit(seqs))[1])
+    return calls
+
+
+@pytest.fixture
+def djl8(tiny_model_dir, tiny_engine):
+    service = Seq2SeqService(engine=tiny_engine)
+    djl = djl_for(service)
+    init = djl.initialize(serving_properties(rolling=True, model_id=str(tiny_model_dir), max_new_tokens=16,
+                                             max_rolling_batch_size=8, max_request_tokens=256))
+    assert init.code == 204
+    return djl, service
+
+
+@pytest.mark.parametrize(("late", "joins_at"), [(1, 2 + ADMIT_MAX_WAIT_STEPS), (2, 2)])
+def test_newcomers_to_a_busy_batch_gather_for_one_encoder_call(djl8, tiny_engine, monkeypatch, late, joins_at):
+    """6 of 8 slots busy: one newcomer waits (at most ADMIT_MAX_WAIT_STEPS steps) for others to share its encoder
+    call; two (a quarter of the slots) join at once. Either way every answer is what generate gives alone."""
+    djl, service = djl8
+    admissions = _record_admissions(service, monkeypatch)
+    first = [(f"w{i} w{i + 1}", 16) for i in range(6)]
+    then = [(f"w{40 + i}", 4) for i in range(late)]
+    answers = djl.rolling({0: [body(t, max_new_tokens=n) for t, n in first],
+                           2: [body(t, max_new_tokens=n) for t, n in then]})
+    assert admissions == [(0, 6), (joins_at, late)]
+    assert [a.json() for a in answers] == [{"generated_text": generate(tiny_engine, t, n)} for t, n in first + then]
+
+
+@pytest.mark.parametrize(("waiting", "running", "slots", "waited", "due"), [
+    (1, 0, 32, 0, True),     # idle: at once
+    (1, 15, 32, 0, True),    # under half full: latency first
+    (1, 24, 32, 0, False),   # busy: gather...
+    (1, 24, 32, ADMIT_MAX_WAIT_STEPS, True),  # ...for a bounded number of steps
+    (8, 24, 32, 0, True),    # a quarter of the slots fills in one encoder call
+    (3, 29, 32, 0, False),   # all that is free, but too few to be worth a call yet
+    (5, 32, 32, 99, False),  # no free slot
+    (0, 10, 32, 99, False),  # nobody waiting
+    (1, 3, 4, 0, True),      # tiny batches: a quarter is one
+])
+def test_admission_policy(waiting, running, slots, waited, due):
+    assert admission_due(waiting, running, slots, waited) is due

@@ -157,7 +157,7 @@ def test_bad_calibration_files_are_one_line_errors(tmp_path, cat):
 @pytest.mark.parametrize(("name", "gib", "expected"), [
     ("Tesla T4", 15, "T4"), ("NVIDIA A10G", 22.5, "A10G"), ("NVIDIA L4", 22.5, "L4"), ("NVIDIA L40S", 45, "L40S"),
     ("NVIDIA A100-SXM4-40GB", 40, "A100-40GB"), ("NVIDIA A100-SXM4-80GB", 80, "A100-80GB"),
-    ("NVIDIA H100 80GB HBM3", 79.6, "H100"), ("Tesla V100-SXM2-16GB", 15.8, "V100"), ("Tesla V100-SXM2-32GB", 31.7, "V100-32GB"),
+    ("NVIDIA H100 80GB HBM3", 79.6, "H100"), ("NVIDIA H200", 140.4, "H200"), ("Tesla V100-SXM2-16GB", 15.8, "V100"), ("Tesla V100-SXM2-32GB", 31.7, "V100-32GB"),
 ])
 def test_cuda_device_names_map_to_catalog_gpus(cat, name, gib, expected):
     assert cal.gpu_from_device(name, int(gib * 1024**3), cat.gpus) == expected

@@ -200,7 +200,7 @@ def test_p3_rows_have_no_reserved_prices(cat):
 def test_bf16_support_flags(cat):
     for name in ("T4", "V100", "V100-32GB"):
         assert not cat.gpus[name].supports_bf16, name
-    for name in ("A10G", "L4", "L40S", "A100-40GB", "A100-80GB", "H100"):
+    for name in ("A10G", "L4", "L40S", "A100-40GB", "A100-80GB", "H100", "H200"):
         assert cat.gpus[name].supports_bf16, name
 
 
@@ -219,7 +219,7 @@ def test_gpu_figures_are_dense_and_consistent(cat):
 
 
 def test_compute_capabilities(cat):
-    expected = {"T4": "7.5", "V100": "7.0", "A10G": "8.6", "L4": "8.9", "L40S": "8.9", "A100-40GB": "8.0", "H100": "9.0"}
+    expected = {"T4": "7.5", "V100": "7.0", "A10G": "8.6", "L4": "8.9", "L40S": "8.9", "A100-40GB": "8.0", "H100": "9.0", "H200": "9.0"}
     for name, cc in expected.items():
         assert cat.gpus[name].compute_capability == cc, name
 
@@ -297,7 +297,7 @@ def test_p5_has_no_uncited_one_year_rate(cat):
 def test_gpu_memory_as_the_driver_reports_it(cat):
     reported = {name: g.memory_reported_mib for name, g in cat.gpus.items()}
     assert reported == {"T4": 15360, "A10G": 23028, "L4": 23034, "L40S": 46068, "V100": 16160, "V100-32GB": 32510,
-                        "A100-40GB": 40960, "A100-80GB": 81920, "H100": 81559}
+                        "A100-40GB": 40960, "A100-80GB": 81920, "H100": 81559, "H200": 143771}
     for g in cat.gpus.values():
         assert g.reported_bytes <= g.memory_gib * 1024**3, "the driver never reports more than the datasheet's GB as GiB"
         assert g.memory_reported_source.key == "nvidia-smi-reported-memory"
