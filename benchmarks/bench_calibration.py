@@ -1,9 +1,9 @@
 """Predicted ÷ measured: the speed and memory model against the real handler on this machine.
 
 1. Builds a FLAN-T5-small-shaped model with random weights and a word-level tokenizer (bench_serve.build_model;
-   the published config's shape, so the same code path as google/flan-t5-small: safetensors + tokenizer files;
-   transformers 5 saves T5 with lm_head tied to the embedding, so its weights are 242 MB, not 308: the
-   prediction reads the saved config.json, as `llmdeploy estimate DIR` would).
+   the published config's shape, so the same code path as google/flan-t5-small: safetensors + tokenizer files,
+   308 MB with an lm_head of its own as the checkpoint has; the prediction reads the saved config.json, as
+   `llmdeploy estimate DIR` would). On a GPU host, tools/device_check.sh runs calibrate --device cuda instead.
 2. Runs `llmdeploy calibrate` on it (one torch thread, timed by CPU time: this machine's 2 vCPUs are shared
    with other jobs, and CPU time is what those jobs cannot inflate), unless --calibration FILE is given.
 3. In a fresh process, drives the handler (Seq2SeqService.predict_json, as DJL would) at batch 1 and 8 with

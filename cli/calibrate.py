@@ -383,6 +383,13 @@ def _fitted(m, probe, points: list, *, target: str, destination: Path, bandwidth
 
     decode_flops, overhead, prefill_flops, prefill_overhead = cal_mod.fit(
         m, probe.dtype, points, input_tokens=probe.input_tokens, bandwidth_gbs=bandwidth, output_position=1 + new_tokens / 2)
+    note = ""
+    if probe.is_cuda:
+        from llmdeploy.assumptions import load_assumptions
+        from llmdeploy.catalog import load_catalog
+
+        decode_flops, prefill_flops, note = cal_mod.fill_unidentified(
+            decode_flops, prefill_flops, load_catalog().gpus[target], probe.dtype, load_assumptions())
     today = dt.date.today().isoformat()
     host = host_description(probe)
     return cal_mod.Calibration(
@@ -391,7 +398,7 @@ def _fitted(m, probe, points: list, *, target: str, destination: Path, bandwidth
         source=str(destination), date=today,
         bandwidth_gbs=bandwidth, decode_flops=decode_flops, prefill_flops=prefill_flops,
         step_overhead_s_per_layer=overhead, prefill_overhead_s=prefill_overhead, dtype=probe.dtype, model=m.name,
-        host=host, input_tokens=probe.input_tokens, points=tuple(points),
+        host=host, input_tokens=probe.input_tokens, points=tuple(points), note=note,
     )
 
 

@@ -319,6 +319,26 @@ def _nnls2(rows: Sequence[tuple[float, float, float]]) -> tuple[float, float]:
     return min(only0, only1, key=lambda c: loss(*c))
 
 
+UNIDENTIFIED_FLOPS = checks.MAX_FLOPS  # fit()'s FLOP/s when the points put no weight on compute at all
+
+
+def fill_unidentified(decode_flops: float, prefill_flops: float, gpu: Gpu, dtype: str,
+                      a: Assumptions) -> tuple[float, float, str]:
+    """(decode, prefill FLOP/s, a note): a term the points could not pin down takes the roofline's figure.
+
+    On a GPU at the batches calibrate measures, every step is mostly fixed host-side cost, so the fit may put no
+    weight on compute (UNIDENTIFIED_FLOPS, i.e. "infinitely fast"). Kept as is, that would make a large model's
+    prefill free on that GPU; the datasheet × compute_efficiency (what roofline() uses) is the honest stand-in.
+    """
+    fallback = roofline(gpu, dtype, a, None).decode_flops
+    filled = [name for name, value in (("decode", decode_flops), ("prefill", prefill_flops)) if value >= UNIDENTIFIED_FLOPS]
+    note = "" if not filled else (
+        f"{' and '.join(filled)} FLOP/s: not identifiable from these points (fixed per-layer cost dominates every "
+        f"step), so the datasheet × {a.compute_efficiency:.0%} stands in ({fallback / 1e12:g} TFLOP/s, as the roofline).")
+    return (fallback if decode_flops >= UNIDENTIFIED_FLOPS else decode_flops,
+            fallback if prefill_flops >= UNIDENTIFIED_FLOPS else prefill_flops, note)
+
+
 def fit(m, dtype: str, points: Sequence[Point], *, input_tokens: int, bandwidth_gbs: float,
         output_position: int) -> tuple[float, float, float, float]:
     """(decode FLOP/s, per-layer overhead s, prefill FLOP/s, prefill overhead s) that best explain ``points``.
@@ -338,7 +358,7 @@ def fit(m, dtype: str, points: Sequence[Point], *, input_tokens: int, bandwidth_
         work = sizing.decode_step_work(m, dtype, p.batch, input_tokens, output_position)
         rows.append((float(layers), work.flops, max(p.step_s - work.bytes / bw, 1e-9)))
     overhead, inv_flops = _nnls2(rows)
-    decode_flops = 1 / inv_flops if inv_flops > 0 else 1e18
+    decode_flops = 1 / inv_flops if inv_flops > 0 else UNIDENTIFIED_FLOPS
     prefill_layers = m.n_encoder_layers if m.encoder_decoder else m.n_layers
     prows = []
     for p in points:
@@ -347,5 +367,5 @@ def fit(m, dtype: str, points: Sequence[Point], *, input_tokens: int, bandwidth_
         flops = sizing.prefill_flops(m, p.batch, input_tokens)
         prows.append((1.0, flops, max(p.prefill_s - first_s - prefill_layers * overhead, 1e-9)))
     p0, inv_pflops = _nnls2(prows)
-    prefill_flops = 1 / inv_pflops if inv_pflops > 0 else 1e18
+    prefill_flops = 1 / inv_pflops if inv_pflops > 0 else UNIDENTIFIED_FLOPS
     return decode_flops, overhead, prefill_flops, p0

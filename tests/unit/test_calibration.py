@@ -63,7 +63,8 @@ def test_published_per_layer_overhead_follows_from_nvidias_throughput(cat):
 
 
 def flan_t5_small_as_saved():
-    """flan-t5-small's shape as transformers 5 saves it (bench_serve.build_model): lm_head tied to the embedding."""
+    """flan-t5-small's shape as bench_serve.build_model saved it when the bundled CPU calibration was measured
+    (transformers 5 had tied lm_head to the embedding; build_model has untied it since, as the checkpoint has it)."""
     raw = json.loads((c.BUNDLED_DIR.parent / "models" / "flan-t5-small.json").read_text())
     return from_dict({**raw, "tie_word_embeddings": True}, name="flan-t5-small-shape")
 
@@ -78,6 +79,34 @@ def test_the_bundled_cpu_calibration_reproduces_its_own_measurements():
         assert lat.prefill_s == pytest.approx(p.prefill_s, rel=0.2), p
         mem = sizing.inference_memory(m, "fp32", batch=p.batch, input_tokens=256, output_tokens=17, device="cpu")
         assert mem.before_buffer == pytest.approx(p.peak_bytes, rel=0.25), p
+
+
+def test_the_bundled_h200_calibration_reproduces_its_own_measurements_and_agrees_with_the_published_a100(cat):
+    h200 = cal.bundled()["H200"]
+    assert h200.origin == "measured" and h200.dtype == "bf16" and len(h200.points) == 6 and h200.input_tokens == 256
+    m = load_model_config("flan-t5-xl")  # measured on its shape, with its own lm_head as the checkpoint has
+    for p in h200.points:
+        lat = sizing.latency(m, "bf16", h200, batch=p.batch, input_tokens=256, output_tokens=17)
+        assert lat.total_s == pytest.approx(p.prefill_s + 16 * p.step_s, rel=0.3), p
+        mem = sizing.inference_memory(m, "bf16", batch=p.batch, input_tokens=256, output_tokens=17, device="gpu")
+        assert mem.before_buffer == pytest.approx(p.peak_bytes, rel=0.25), p
+    # FLOP/s could not be fitted (every step is fixed cost): the roofline's figure, as calibrate fills it in
+    assert h200.decode_flops == h200.prefill_flops == pytest.approx(cat.gpus["H200"].bf16_tflops * 1e12 * 0.5)
+    # the fallback's per-layer overhead (NVIDIA's 2022 A100 figure) is what a 2026 stack measures too, within 25 %
+    a100 = cal.bundled()[load_assumptions().roofline_overhead_from]
+    assert h200.step_overhead_s_per_layer == pytest.approx(a100.step_overhead_s_per_layer, rel=0.25)
+
+
+def test_unidentified_flops_take_the_roofline_figure_and_say_so(cat):
+    a, gpu = load_assumptions(), cat.gpus["H200"]
+    roof = cal.roofline(gpu, "bf16", a, None).decode_flops
+    decode, prefill, note = cal.fill_unidentified(cal.UNIDENTIFIED_FLOPS, 3e14, gpu, "bf16", a)
+    assert (decode, prefill) == (roof, 3e14) and note.startswith("decode FLOP/s: not identifiable")
+    assert cal.fill_unidentified(2e14, 3e14, gpu, "bf16", a) == (2e14, 3e14, "")
+    m = load_model_config("flan-t5-small")
+    flat = [cal.Point(b, 0.05, 0.01) for b in (1, 2, 4, 8)]  # the same time at every batch: no compute term
+    flops, _, pflops, _ = cal.fit(m, "bf16", flat, input_tokens=64, bandwidth_gbs=3000, output_position=5)
+    assert flops == pflops == cal.UNIDENTIFIED_FLOPS
 
 
 def test_fit_recovers_the_parameters_that_made_the_points():
