@@ -15,7 +15,7 @@ measures, in this one run:
                         the batch, padded, so that is its cost either way);
   one-at-a-time         the endpoint with static batches of 1;
   static batching       the endpoint with static batches of up to 32 (DynamicBatcher, 20 ms wait);
-  iteration-level       the endpoint's default: requests join the running decode at every step (32 slots);
+  iteration-level       the endpoint's default on CPU (--batching continuous): requests join the running decode at every step (32 slots);
   ct2 in-process        CTranslate2 translate_batch on batches of 32 (int8 on CPU, as served), text in and text out
                         like the others, each row stopped at its own length (the callback; CTranslate2 drops
                         finished rows from the batch);

@@ -245,7 +245,7 @@ def serving_option(flag: str, name: str, help_text: str):
 
 
 def serving_options(command):
-    """--dtype, --backend, --max-batch-size, --max-batch-delay-ms and the per-request caps, in that order."""
+    """--dtype, --backend, --batching, --max-batch-size, --max-batch-delay-ms and the per-request caps, in that order."""
     from llmdeploy.handlers import serving_config as sc
 
     for decorator in reversed((
@@ -253,10 +253,19 @@ def serving_options(command):
                      show_default=True,
                      help="Weights dtype; auto = bf16 on compute capability >= 8.0, fp16 (wo in fp32) below, fp32 on CPU."),
         click.option("--backend", type=click.Choice(sc.BACKENDS), default=sc.DEFAULT_BACKEND, show_default=True,
-                     help="transformers (iteration-level batching for T5) or ctranslate2 (static batches)."),
+                     help="transformers (batched as --batching says) or ctranslate2 (static batches always)."),
+        # auto is resolved by handlers/serving_config.resolve_batching; its docstring has the H200 measurement.
+        click.option("--batching", type=click.Choice(sc.BATCHING_CHOICES), default=sc.DEFAULT_BATCHING,
+                     show_default=True,
+                     help="transformers: continuous (iteration-level: requests join the running decode at every "
+                          "step) or static (whole batches). auto = static on a GPU, continuous on CPU (measured "
+                          "2026-11-30 on an H200: iteration-level served about half the requests/s of static "
+                          "batches; on CPU it served more). serve: the device the model loads on. package: the "
+                          "tarball is taken to run on a GPU (LMI's GPU images); give continuous for a CPU target "
+                          "such as a serverless endpoint. ctranslate2 always runs static batches."),
         serving_option("--max-batch-size", "max_batch_size",
                         "Requests decoded together: the iteration-level decode's slots (DJL option.max_rolling_batch_size) "
-                        "or a static batch's size (ctranslate2, --batching static; DJL batch_size). "
+                        "or a static batch's size (static batches; DJL batch_size). "
                         "'llmdeploy plan --stack' records the batch it sized capacity with (maxBatchSize)."),
         serving_option("--max-batch-delay-ms", "max_batch_delay_ms",
                         "Longest wait for a static batch to fill after its first request."),

@@ -17,6 +17,7 @@ Examples:
   llmdeploy package --model-id google/flan-t5-xl --out code-only.tar.gz
   llmdeploy package --model-id s3://my-bucket/flan-t5-xl/ --out code-only.tar.gz
   llmdeploy package --model ./flan-t5-xl --out model.tar.gz --backend ctranslate2
+  llmdeploy package --model ./flan-t5-small --out serverless.tar.gz --batching continuous
 """,
 )
 @click.option("--model", "model_dir", metavar="DIR", help="Model folder (save_pretrained output) to put under weights/.")
@@ -26,7 +27,7 @@ Examples:
 @serving_options
 @serving_option("--tensor-parallel-degree", "tensor_parallel_degree", "GPUs one model copy is split across.")
 @json_option
-def package(model_dir, model_id, out, dtype, backend, max_batch_size, max_batch_delay_ms, max_new_tokens, max_num_beams,
+def package(model_dir, model_id, out, dtype, backend, batching, max_batch_size, max_batch_delay_ms, max_new_tokens, max_num_beams,
             max_request_tokens, tensor_parallel_degree, as_json):
     """Build a reproducible model.tar.gz (serving.properties + handler + optional weights)."""
     from llmdeploy.containers.package import PackageSettings, build_model_tarball
@@ -36,7 +37,7 @@ def package(model_dir, model_id, out, dtype, backend, max_batch_size, max_batch_
         raise UsageError("give --model DIR (weights to package) or --model-id ID (weights loaded by LMI).")
     if model_dir and model_id:
         raise UsageError("give either --model or --model-id, not both.")
-    settings = PackageSettings(dtype=dtype, backend=backend, max_batch_size=max_batch_size,
+    settings = PackageSettings(dtype=dtype, backend=backend, batching=batching, max_batch_size=max_batch_size,
                                max_batch_delay_ms=max_batch_delay_ms, tensor_parallel_degree=tensor_parallel_degree,
                                max_new_tokens=max_new_tokens, max_num_beams=max_num_beams,
                                max_request_tokens=max_request_tokens, model_id=model_id)

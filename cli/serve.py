@@ -23,10 +23,6 @@ Examples:
 @click.option("--model", "model_dir", required=True, metavar="DIR", help="Model folder (config.json, weights, tokenizer).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=Whole(0, 65535), default=8080, show_default=True)
-@click.option("--batching", type=click.Choice(defaults.BATCHING_MODES), default=defaults.BATCHING_MODES[0],
-              show_default=True,
-              help="continuous: requests join the running decode at every step (T5 on transformers); "
-                   "static: whole batches (always for ctranslate2).")
 @serving_options
 @click.option("--max-body-bytes", type=Whole(1, 1 << 30), default=defaults.DEFAULT_MAX_BODY_BYTES, show_default=True,
               help="Larger request bodies are answered 413.")
@@ -54,7 +50,7 @@ def serve(model_dir, host, port, batching, dtype, backend, max_batch_size, max_b
     if not (path / "config.json").is_file():
         raise ConfigError(f"--model {model_dir!r} has no config.json; expected a transformers model folder.")
     try:
-        from llmdeploy.handlers.endpoint import EndpointSettings, build_service, serve_forever
+        from llmdeploy.handlers.endpoint import EndpointSettings, build_service, serve_forever, served_batching
         from llmdeploy.handlers.serving_config import HandlerError, MissingBackendError
     except ImportError as exc:
         raise MissingDependencyError(f"serving needs the 'serve' extra ({exc.name} is missing): "
@@ -70,6 +66,9 @@ def serve(model_dir, host, port, batching, dtype, backend, max_batch_size, max_b
         raise MissingDependencyError(str(exc)) from None
     except (HandlerError, ValueError, OSError) as exc:
         raise ConfigError(f"could not load {model_dir!r}: {exc}") from None
+    resolved = served_batching(service.engine, batching)
+    click.echo(f"batching: {resolved}" + (" (auto: static on a GPU, continuous on CPU)" if batching == "auto" else ""),
+               err=True)
     settings = EndpointSettings(max_body_bytes=max_body_bytes, request_timeout_s=request_timeout,
                                 grace_s=grace_period, header_timeout_s=header_timeout, body_timeout_s=body_timeout,
                                 batching=batching)

@@ -15,11 +15,18 @@ path), so no setting can add a line of its own. ``option.rolling_batch`` is alwa
 written (never left to LMI's config recommender, which would pick vLLM (0.33) or async
 mode (0.35+) for a T5 with ``batch_size`` <= 1, neither of which calls this handler):
 
-- transformers backend: ``option.rolling_batch=llmdeploy`` with ``max_batch_size`` as
-  ``option.max_rolling_batch_size`` slots and ``batch_size=1``: DJL's Java RollingBatch drives
-  the handler's own iteration-level decode loop one step per call (handlers/lmi_service.py says how);
-- ctranslate2 backend: ``option.rolling_batch=disable`` with DJL's dynamic batching
-  (``max_batch_size`` as ``batch_size``, ``max_batch_delay``): CTranslate2 decodes whole batches.
+- transformers backend with continuous (iteration-level) batching: ``option.rolling_batch=llmdeploy``
+  with ``max_batch_size`` as ``option.max_rolling_batch_size`` slots and ``batch_size=1``: DJL's Java
+  RollingBatch drives the handler's own decode loop one step per call (handlers/lmi_service.py says how);
+- static batches (ctranslate2 always; transformers with static batching, what ``auto`` gives on a GPU):
+  ``option.rolling_batch=disable`` with DJL's dynamic batching (``max_batch_size`` as ``batch_size``,
+  ``max_batch_delay``): the engine decodes whole batches.
+
+``batching`` is resolved before it is written (serving_config.resolve_batching: auto = static on a GPU,
+continuous on CPU, for the H200 measurement its docstring cites). The Pulumi program resolves it for the
+stack's target (llmdeploy.stackconfig.stack_batching); ``llmdeploy package`` does not know where the tarball
+will run, so its auto means a GPU (LMI's GPU images, the containers this tarball is mainly for): give
+``--batching continuous`` for a CPU target such as a serverless endpoint.
 
 (serving_config.batch_properties writes those keys; the handler reads them back with parse_properties.)
 
@@ -48,7 +55,7 @@ from pathlib import Path
 
 from llmdeploy.errors import ConfigError, MissingDependencyError, UsageError
 from llmdeploy.handlers import serving_config as defaults
-from llmdeploy.handlers.serving_config import BACKENDS, DTYPES, RANGES, batch_properties
+from llmdeploy.handlers.serving_config import BACKENDS, BATCHING_CHOICES, DTYPES, RANGES, batch_properties
 
 # What model.py imports, flat. (endpoint.py, the aiohttp server of `llmdeploy serve`, is not needed in DJL.)
 HANDLER_FILES = ("model.py", "lmi_service.py", "seq2seq.py", "decode.py", "precision.py", "batching.py",
@@ -68,8 +75,17 @@ _SKIP_DIRS = {".git", "__pycache__", ".cache", ".ipynb_checkpoints"}
 ProgressCallback = Callable[[int, int, str], None]  # (bytes done, bytes total, current member)
 
 
-# The backends DJL drives one decode step at a time (option.rolling_batch); the others get static batches.
+# The backends that can run iteration-level (DJL drives them one decode step at a time, option.rolling_batch) when
+# batching resolves to continuous; the others always get static batches.
 ROLLING_BACKENDS = ("transformers",)
+# `llmdeploy package` does not know the device the tarball will be served on; auto is resolved as for a GPU (see the
+# module docstring).
+PACKAGE_AUTO_ON_GPU = True
+
+
+def package_batching(batching: str) -> str:
+    """``continuous`` or ``static``: what ``llmdeploy package``'s ``--batching`` means (auto = a GPU target's)."""
+    return defaults.resolve_batching(batching, on_gpu=PACKAGE_AUTO_ON_GPU)
 
 
 @dataclass(frozen=True)
@@ -78,7 +94,9 @@ class PackageSettings:
 
     dtype: str = defaults.DEFAULT_DTYPE
     backend: str = defaults.DEFAULT_BACKEND
-    # Requests decoded together: option.max_rolling_batch_size (transformers) or batch_size (ctranslate2).
+    # continuous | static, or auto (package_batching: static). The Pulumi program passes the stack's resolved value.
+    batching: str = defaults.DEFAULT_BATCHING
+    # Requests decoded together: option.max_rolling_batch_size (iteration-level) or batch_size (static batches).
     max_batch_size: int = defaults.DEFAULT_MAX_BATCH_SIZE
     max_batch_delay_ms: int = defaults.DEFAULT_MAX_BATCH_DELAY_MS  # static batches only
     tensor_parallel_degree: int = defaults.DEFAULT_TENSOR_PARALLEL_DEGREE
@@ -89,7 +107,8 @@ class PackageSettings:
 
     @property
     def rolling(self) -> bool:
-        return self.backend in ROLLING_BACKENDS
+        """Iteration-level batching under DJL: a backend that has a decode loop, with batching continuous."""
+        return self.backend in ROLLING_BACKENDS and package_batching(self.batching) == "continuous"
 
     def validate(self) -> PackageSettings:
         from llmdeploy.errors import UnknownChoiceError
@@ -100,6 +119,8 @@ class PackageSettings:
             raise UnknownChoiceError("dtype", self.dtype, DTYPES)
         if self.backend not in BACKENDS:
             raise UnknownChoiceError("backend", self.backend, BACKENDS)
+        if self.batching not in BATCHING_CHOICES:
+            raise UnknownChoiceError("batching", self.batching, BATCHING_CHOICES)
         for name in RANGES:
             why = defaults.out_of_range(name, getattr(self, name))
             if why:
@@ -153,8 +174,9 @@ def render_serving_properties(settings: PackageSettings, *, with_weights: bool, 
     ]
     if model_id:
         lines.append(_property("option.model_id", model_id))
-    # transformers: DJL's Java RollingBatch calls handle() once per decode step; the handler runs its own T5 loop.
-    # ctranslate2 decodes whole batches: DJL's dynamic batching, no rolling batch or async mode.
+    # Iteration-level (transformers, batching continuous): DJL's Java RollingBatch calls handle() once per decode
+    # step; the handler runs its own T5 loop. Static batches (ctranslate2, or batching static): DJL's dynamic
+    # batching, no rolling batch or async mode.
     lines += [_property(key, value) for key, value in batch_properties(
         int(settings.max_batch_size), rolling=settings.rolling, max_batch_delay_ms=int(settings.max_batch_delay_ms))]
     if with_ct2:

@@ -1,8 +1,10 @@
 """A SageMaker-compatible HTTP endpoint (``GET /ping``, ``POST /invocations``) on aiohttp.
 
 The batcher sits in front of the same service the DJL handler uses: iteration-level
-(``ContinuousBatcher``, the default for engines with a decode loop) or static
-(``DynamicBatcher``: CTranslate2, or ``--batching static``). Runs without the rest of
+(``ContinuousBatcher``, for engines with a decode loop) or static (``DynamicBatcher``:
+CTranslate2, or ``--batching static``). ``--batching auto`` (the default) picks static when
+the model is on a CUDA device and iteration-level on CPU (serving_config.resolve_batching
+says why: measured on an H200, iteration-level served about half the requests/s). Runs without the rest of
 llmdeploy (stdlib + aiohttp + torch + transformers), e.g. on a self-hosted instance:
 ``python endpoint.py --model /opt/ml/model --port 8080``.
 
@@ -37,11 +39,27 @@ from aiohttp import web
 try:
     from . import serving_config as defaults
     from .batching import BatcherClosed, ContinuousBatcher, DynamicBatcher
-    from .serving_config import BACKENDS, BATCHING_MODES, RequestError, batch_properties, format_result, parse_request
+    from .serving_config import (
+        BACKENDS,
+        BATCHING_CHOICES,
+        RequestError,
+        batch_properties,
+        format_result,
+        parse_request,
+        resolve_batching,
+    )
 except ImportError:  # run as a flat file on a self-hosted instance
     import serving_config as defaults
     from batching import BatcherClosed, ContinuousBatcher, DynamicBatcher
-    from serving_config import BACKENDS, BATCHING_MODES, RequestError, batch_properties, format_result, parse_request
+    from serving_config import (
+        BACKENDS,
+        BATCHING_CHOICES,
+        RequestError,
+        batch_properties,
+        format_result,
+        parse_request,
+        resolve_batching,
+    )
 
 log = logging.getLogger("llmdeploy.handlers.endpoint")
 
@@ -61,7 +79,7 @@ class EndpointSettings:
     grace_s: float = defaults.DEFAULT_GRACE_S  # SIGTERM: how long running requests may take before they are answered 503
     header_timeout_s: float = defaults.DEFAULT_HEADER_TIMEOUT_S
     body_timeout_s: float = defaults.DEFAULT_BODY_TIMEOUT_S
-    batching: str = BATCHING_MODES[0]
+    batching: str = defaults.DEFAULT_BATCHING  # auto | continuous | static (served_batching resolves auto)
 
     @property
     def shutdown_timeout_s(self) -> float:  # the name EndpointServer.stop() callers used
@@ -81,11 +99,21 @@ def _run_batch(service, requests, cancelled=None):
     return [r if isinstance(r, BaseException) else format_result(req, r) for req, r in zip(requests, results, strict=True)]
 
 
+def served_batching(engine, batching: str) -> str:
+    """``continuous`` or ``static``: ``batching`` resolved for the device ``engine`` loaded the model on (auto =
+    static on CUDA, continuous on CPU; an engine that names no device counts as CPU)."""
+    kind = getattr(getattr(engine, "device", None), "kind", "cpu")
+    return resolve_batching(batching, on_gpu=kind == "cuda")
+
+
 def make_batcher(service, settings: EndpointSettings):
-    """The iteration-level batcher when the engine has a decode loop and settings ask for it, else static; either
-    way ``service.config.max_batch_size`` requests at most are decoded together."""
+    """The iteration-level batcher when the engine has a decode loop and settings ask for it (auto: on CPU), else
+    static; either way ``service.config.max_batch_size`` requests at most are decoded together."""
     engine, config = service.engine, service.config
-    if settings.batching == "continuous" and getattr(engine, "decode_loop", None) is not None:
+    batching = served_batching(engine, settings.batching)
+    if settings.batching == defaults.BATCHING_AUTO:
+        log.info("batching auto: %s (model on %s)", batching, getattr(getattr(engine, "device", None), "kind", "cpu"))
+    if batching == "continuous" and getattr(engine, "decode_loop", None) is not None:
         try:
             return ContinuousBatcher(engine, max_slots=config.max_batch_size,
                                      format_result=format_result, request_timeout_s=settings.request_timeout_s)
@@ -351,7 +379,8 @@ def main(argv=None) -> None:  # pragma: no cover - thin wrapper for self-hosted 
     parser.add_argument("--model", required=True)
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--batching", choices=BATCHING_MODES, default=BATCHING_MODES[0])
+    parser.add_argument("--batching", choices=BATCHING_CHOICES, default=defaults.DEFAULT_BATCHING,
+                        help="auto = static on CUDA, continuous (iteration-level) on CPU")
     parser.add_argument("--max-batch-size", type=int, default=defaults.DEFAULT_MAX_BATCH_SIZE,
                         help="requests decoded together (continuous: decode slots; static: batch size)")
     parser.add_argument("--max-batch-delay-ms", type=int, default=defaults.DEFAULT_MAX_BATCH_DELAY_MS)

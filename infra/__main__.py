@@ -83,7 +83,7 @@ def main(*, artifact_dir: str | os.PathLike | None = None) -> dict[str, pulumi.O
     else:
         image = lmi_image.lmi_image(config.region, config.lmi_version, config.lmi_image)
         inference_ami = lmi_image.inference_ami_version(config.lmi_version, image)
-    tarball, sha256 = build_tarball(config, artifact_dir or build_dir(stack))
+    tarball, sha256 = build_tarball(config, artifact_dir or build_dir(stack), load_catalog())
     if note := lmi_image.requirements_warning(config.lmi_version, image):
         pulumi.log.warn(note)
     tags = base_tags(stack=stack, mode=config.mode, owner=config.owner, cost_center=config.cost_center)

@@ -3,7 +3,7 @@
 The tarball (serving.properties + the handler files, see containers/package.py)
 is built before the program registers anything and uploaded as one object whose
 key carries its sha256 (``model/<sha256>/model.tar.gz``, content addressed). A
-changed handler, dtype, TP degree, batch size, token cap or weights URI is a new key, so everything
+changed handler, dtype, TP degree, batch size or batching, token cap or weights URI is a new key, so everything
 that names the artifact changes with it: the SageMaker Model (replaced, hence a
 new endpoint config and SageMaker's blue/green endpoint update) and the reserved
 launch template's user data (a new version, rolled out by the ASG's instance
@@ -132,17 +132,22 @@ def lifecycle_rules() -> list[dict]:
     return rules
 
 
-def build_tarball(config, out_dir: str | Path) -> tuple[str, str]:
+def build_tarball(config, out_dir: str | Path, catalog=None) -> tuple[str, str]:
     """Build model.tar.gz for ``config`` with containers/package.py; (path, sha256).
 
     The weights are not packaged: serving.properties names ``weightsUri`` (LMI
-    downloads s3:// prefixes itself) or the Hugging Face Hub id.
+    downloads s3:// prefixes itself) or the Hugging Face Hub id. The stack's ``batching``
+    is resolved for where the server runs (StackConfig.served_batching: auto = static on
+    a GPU instance type, continuous on serverless or a CPU type), with ``catalog``'s
+    gpu_count (the bundled catalog when None).
     """
+    from llmdeploy.catalog import load_catalog
     from llmdeploy.containers.package import PackageSettings, build_model_tarball
 
     settings = PackageSettings(
         dtype=config.dtype,
         backend=config.backend,
+        batching=config.served_batching(catalog if catalog is not None else load_catalog()),
         tensor_parallel_degree=config.tensor_parallel_degree,
         # plan's batch and caps (maxBatchSize, maxNewTokens, maxRequestTokens) and the user's serving settings
         max_batch_size=config.max_batch_size,

@@ -30,6 +30,7 @@ from llmdeploy.sizing import DTYPE_BYTES
 NAMESPACE = "llmdeploy"
 DTYPES = tuple(d for d in serving.DTYPES if d in DTYPE_BYTES)  # the handler's dtypes that sizing knows the size of
 BACKENDS = serving.BACKENDS
+BATCHING_CHOICES = serving.BATCHING_CHOICES
 # Pinned LMI (DJL Serving) version for sagemaker.core.image_uris.retrieve("djl-lmi", region, version):
 # chosen, with its sources, in llmdeploy/data/lmi.toml.
 DEFAULT_LMI_VERSION = default_lmi_version()
@@ -58,17 +59,25 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("term", "term", "string", "Pricing term the plan assumed for reserved mode.", tuple(Term)),
     Setting("dtype", "dtype", "string", "Weights dtype the handler loads.", DTYPES),
     Setting("backend", "backend", "string",
-            "Inference engine in the container: transformers (iteration-level batching) or ctranslate2 "
-            "(installed from model.tar.gz's requirements.txt, model converted at start-up).", BACKENDS),
+            "Inference engine in the container: transformers (its batching is the batching setting) or ctranslate2 "
+            "(static batches; installed from model.tar.gz's requirements.txt, model converted at start-up).", BACKENDS),
+    Setting("batching", "batching", "string",
+            "How the transformers backend batches: continuous (iteration-level: requests join the running decode "
+            "at every step), static (whole batches, DJL's dynamic batching) or auto = static when the model server "
+            "runs on GPUs (realtime, async, reserved on a GPU instance type), continuous on CPU (serverless, CPU "
+            "instance types). Why: on an NVIDIA H200 (bench_serve --device cuda, 2026-11-30) iteration-level "
+            "served about half the requests/s of static batches (flan-t5-xl, mixed lengths: 4.3-4.6 vs 8.4-8.6), "
+            "while on CPU it won (4.66 vs 3.27); plan's speed model is calibrated on static batches. "
+            "ctranslate2 always runs static batches.", BATCHING_CHOICES),
     Setting("tensorParallelDegree", "tensor_parallel_degree", "integer", "GPUs one model copy is split across."),
     # What the model server runs, written into model.tar.gz's serving.properties (containers/package.py); defaults
     # and ranges from handlers/serving_config.py, which the handler reads too.
     Setting("maxBatchSize", "max_batch_size", "integer",
             "Requests one model copy decodes together: the batch plan sized each instance's capacity with. "
-            "serving.properties option.max_rolling_batch_size (transformers, iteration-level) or batch_size "
-            "(ctranslate2, static batches)."),
+            "serving.properties option.max_rolling_batch_size (iteration-level batching) or batch_size "
+            "(static batches)."),
     Setting("maxBatchDelayMs", "max_batch_delay_ms", "integer",
-            "Static batches (ctranslate2): longest wait, in ms, for a batch to fill (serving.properties max_batch_delay)."),
+            "Static batches: longest wait, in ms, for a batch to fill (serving.properties max_batch_delay)."),
     Setting("maxNewTokens", "max_new_tokens", "integer",
             "Cap on a request's max_new_tokens (at least the output tokens plan assumed)."),
     Setting("maxNumBeams", "max_num_beams", "integer", "Cap on a request's num_beams."),
@@ -135,6 +144,7 @@ class StackConfig:
     term: Term = Term.ONE_YEAR
     dtype: str = "fp16"
     backend: str = serving.DEFAULT_BACKEND
+    batching: str = serving.DEFAULT_BATCHING
     tensor_parallel_degree: int = serving.DEFAULT_TENSOR_PARALLEL_DEGREE
     max_batch_size: int = serving.DEFAULT_MAX_BATCH_SIZE
     max_batch_delay_ms: int = serving.DEFAULT_MAX_BATCH_DELAY_MS
@@ -219,6 +229,14 @@ class StackConfig:
     def internet_facing(self) -> bool:
         """Reserved mode: whether the load balancer is internet-facing (so has public IPv4 addresses to pay for)."""
         return alb_internet_facing(self.ingress_cidr, self.certificate_arn)
+
+    def served_batching(self, catalog) -> str:
+        """``continuous`` or ``static``: what the stack's model server runs (stack_batching for this mode and the
+        catalog's gpu_count of instanceType)."""
+        from llmdeploy import catalog as cat_mod
+
+        gpus = cat_mod.instance(catalog, self.instance_type).gpu_count if self.mode.has_instances else 0
+        return stack_batching(self.batching, self.mode, gpus)
 
     # -- rules ----------------------------------------------------------------------------------
 
@@ -323,6 +341,16 @@ class StackConfig:
             cat_mod.ec2_price(catalog, self.region, self.instance_type)
         elif self.mode.ml_instances:
             cat_mod.hosting_price(catalog, self.region, self.instance_type)
+
+
+def stack_batching(batching: str, mode: Mode | str, gpu_count: int) -> str:
+    """``continuous`` or ``static``: the batching the stack's model server runs, ``batching`` (the setting) resolved
+    for where it runs. The server is on GPUs when the mode has instances and the instance type has GPUs
+    (the catalog's gpu_count); serverless endpoints run on CPUs. The rule for auto is
+    handlers/serving_config.resolve_batching's (static on GPUs, continuous on CPUs; its docstring has the
+    measurement)."""
+    on_gpu = Mode(mode).has_instances and gpu_count > 0
+    return serving.resolve_batching(batching, on_gpu=on_gpu)
 
 
 def _plain(value: Any) -> Any:
@@ -496,7 +524,8 @@ def stack_file(project_dir: str | Path, stack: str) -> Path:
 # that let its requests through, the usage it priced, the targets the alarms hold the stack to), plus `aws:region`,
 # kept equal to llmdeploy:region. Every other key of an existing file is the user's and is kept as it is:
 # ingressCidr, certificateArn, alarmEmail / alarmTopicArn, maxMonthlyUsd (the budget), lmiVersion / lmiImage,
-# weightsUri, servicePort, backend, maxBatchDelayMs, maxNumBeams, the autoscaling and concurrency settings plan leaves
+# weightsUri, servicePort, backend, batching (auto resolves per target when deployed, so plan need not write it),
+# maxBatchDelayMs, maxNumBeams, the autoscaling and concurrency settings plan leaves
 # at their defaults, `secure:` values, provider settings (aws:profile),
 # and the top-level keys Pulumi owns (encryptionsalt, secretsprovider, encryptedkey, environment).
 # tests/unit/bad_input/test_stack_file_edits.py checks that plan sets no setting outside this list.

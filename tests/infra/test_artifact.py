@@ -127,3 +127,36 @@ def test_weights_uri_is_readable_by_the_role():
     policy = one(mocks, "aws:iam/rolePolicy:RolePolicy").inputs["policy"]
     assert "arn:aws:s3:::weights-bucket/flan/*" in policy
     assert len(of_type(mocks, "aws:s3/bucket:Bucket")) == 1
+
+
+def _packaged(config, tmp_path) -> dict[str, str]:
+    from llmdeploy.infra.artifact import build_tarball
+
+    path, _ = build_tarball(config, tmp_path)
+    with tarfile.open(path) as tar:
+        text = tar.extractfile("serving.properties").read().decode()
+    return dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_auto_batching_is_static_on_gpu_instances_and_rolling_on_serverless(mode, tmp_path):
+    """batching auto: static batches where the model server has GPUs (the catalog's gpu_count of the stack's
+    g4dn types), iteration-level on serverless (CPUs)."""
+    props = _packaged(stack_config(mode, max_batch_size=12, max_batch_delay_ms=25), tmp_path)
+    if mode == "serverless":
+        assert (props["option.rolling_batch"], props["option.max_rolling_batch_size"], props["batch_size"]) == \
+            ("llmdeploy", "12", "1")
+        assert "max_batch_delay" not in props
+    else:
+        assert (props["option.rolling_batch"], props["batch_size"], props["max_batch_delay"]) == ("disable", "12", "25")
+        assert "option.max_rolling_batch_size" not in props
+
+
+def test_explicit_batching_wins_over_the_device(tmp_path):
+    gpu_continuous = _packaged(stack_config("realtime", batching="continuous", max_batch_size=6), tmp_path / "a")
+    assert (gpu_continuous["option.rolling_batch"], gpu_continuous["option.max_rolling_batch_size"]) == ("llmdeploy", "6")
+    cpu_static = _packaged(stack_config("serverless", batching="static", max_batch_size=6), tmp_path / "b")
+    assert (cpu_static["option.rolling_batch"], cpu_static["batch_size"]) == ("disable", "6")
+    # ctranslate2 has no decode loop to roll: static whatever batching says
+    ct2 = _packaged(stack_config("realtime", backend="ctranslate2", batching="continuous"), tmp_path / "c")
+    assert ct2["option.rolling_batch"] == "disable"

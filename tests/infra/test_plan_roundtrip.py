@@ -102,18 +102,49 @@ def _served(config, stack: str, tmp_path):
 @pytest.mark.parametrize("mode", list(PLAN_ARGS))
 def test_the_packaged_batch_is_the_plan_s(planned, mode, tmp_path):
     """plan --stack -> Pulumi.NAME.yaml -> the program under mocks -> model.tar.gz: the handler reads plan's batch
-    where DJL takes it (the transformers backend's rolling batch: option.max_rolling_batch_size), and caps that let
-    a request of the planned size through."""
+    where DJL takes it, and caps that let a request of the planned size through. batching auto (plan leaves it
+    there): on a GPU instance type static batches (plan's batch is DJL's batch_size, the batches plan's speed model
+    times), on serverless (CPUs) the rolling batch (option.max_rolling_batch_size)."""
+    from llmdeploy.catalog import instance, load_catalog
+
     choice, config, _ = planned[mode]
-    assert config.max_batch_size == choice["batch_size"] >= 1
+    assert config.max_batch_size == choice["batch_size"] >= 1 and config.batching == "auto"
     mocks, served, raw = _served(config, f"t-{mode}", tmp_path)
-    assert served.rolling_batch and raw["option.max_rolling_batch_size"] == str(choice["batch_size"])
+    if mode == "serverless":
+        assert served.rolling_batch and raw["option.max_rolling_batch_size"] == str(choice["batch_size"])
+        assert raw["batch_size"] == "1", "DJL's own batch stays 1 under the rolling batch"
+    else:
+        assert instance(load_catalog(), choice["instance_type"]).gpu_count >= 1, "plan picks GPU types for flan-t5-xl"
+        assert not served.rolling_batch and raw["option.rolling_batch"] == "disable"
+        assert raw["batch_size"] == str(choice["batch_size"]) and "option.max_rolling_batch_size" not in raw
+        assert served.max_batch_delay_ms == config.max_batch_delay_ms
     assert served.max_batch_size == choice["batch_size"], "the server must decode plan's batch together"
-    assert raw["batch_size"] == "1", "DJL's own batch stays 1 under the rolling batch"
     assert served.max_new_tokens_cap >= 64 and served.max_request_tokens >= 64, "plan's requests (64 tokens) pass"
     if mode == "async":  # SageMaker hands each instance as many requests at once as its batch holds
         (cfg,) = [r.inputs["asyncInferenceConfig"] for r in of_type(mocks, "aws:sagemaker/endpointConfiguration:EndpointConfiguration")]
         assert cfg["clientConfig"]["maxConcurrentInvocationsPerInstance"] == choice["batch_size"]
+
+
+def test_batching_continuous_in_the_stack_file_keeps_the_rolling_batch_on_a_gpu(planned, tmp_path):
+    """A user who sets batching: continuous gets iteration-level batching on the GPU, and plan keeps the key."""
+    import yaml
+
+    choice, _, folder = planned["realtime"]
+    path = stack_file(folder, "t-realtime")
+    doc = yaml.safe_load(path.read_text())
+    assert doc["config"]["llmdeploy:batching"] == "auto", "a new stack file holds every setting, batching auto"
+    doc["config"]["llmdeploy:batching"] = "continuous"
+    path.write_text(yaml.safe_dump(doc))
+    again = CliRunner().invoke(cli, ["plan", "--mode", "realtime", "--stack", "t-realtime", "--project-dir",
+                                     str(folder), "--json", "--force"])
+    assert again.exit_code == 0, again.output
+    config = read_stack_file(path)
+    assert config.batching == "continuous", "plan keeps the user's batching"
+    _, served, raw = _served(config, "t-realtime", tmp_path)
+    assert served.rolling_batch and raw["option.rolling_batch"] == "llmdeploy"
+    assert raw["option.max_rolling_batch_size"] == str(choice["batch_size"]) and raw["batch_size"] == "1"
+    doc["config"]["llmdeploy:batching"] = "auto"  # the module's fixture is shared: put it back
+    path.write_text(yaml.safe_dump(doc))
 
 
 def test_busy_traffic_and_static_batches_get_the_plan_s_batch_too(tmp_path):

@@ -35,14 +35,34 @@ def test_serverless_runs_our_artifact_in_the_lmi_cpu_image():
     assert "inferenceAmiVersion" not in variant, "no instances, no host AMI"
 
 
-def test_serverless_artifact_is_the_same_tarball_as_realtime(tmp_path):
+def test_serverless_artifact_is_the_same_tarball_as_realtime_but_for_its_batching(tmp_path):
+    """One model.tar.gz for every mode given the same settings; batching auto differs by target only in the
+    batch lines of serving.properties (serverless: iteration-level on CPUs; realtime on ml.g4dn: static)."""
+    import tarfile
+
     from llmdeploy.infra.offline_preview import run_program
 
-    digests = {}
-    for mode in ("serverless", "realtime"):
-        run_program(stack_config(mode, model="flan-t5-small"), stack=f"same-{mode}", artifact_dir=str(tmp_path / mode))
-        digests[mode] = (tmp_path / mode / "model.tar.gz").read_bytes()
-    assert digests["serverless"] == digests["realtime"], "one model.tar.gz for every mode"
+    def build(mode, folder, **settings):
+        run_program(stack_config(mode, model="flan-t5-small", **settings), stack=f"same-{mode}",
+                    artifact_dir=str(tmp_path / folder))
+        return tmp_path / folder / "model.tar.gz"
+
+    pinned = {mode: build(mode, f"{mode}-pinned", batching="continuous").read_bytes() for mode in ("serverless", "realtime")}
+    assert pinned["serverless"] == pinned["realtime"], "one model.tar.gz for every mode"
+
+    def members(path):
+        with tarfile.open(path) as tar:
+            return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+
+    auto = {mode: members(build(mode, f"{mode}-auto")) for mode in ("serverless", "realtime")}
+    assert auto["serverless"].keys() == auto["realtime"].keys()
+    differing = {name for name in auto["serverless"] if auto["serverless"][name] != auto["realtime"][name]}
+    assert differing == {"serving.properties"}
+    lines = {mode: set(auto[mode]["serving.properties"].decode().splitlines()) for mode in auto}
+    assert lines["serverless"] - lines["realtime"] == {"option.rolling_batch=llmdeploy", "batch_size=1",
+                                                       "option.max_rolling_batch_size=32"}
+    assert lines["realtime"] - lines["serverless"] == {"option.rolling_batch=disable", "batch_size=32",
+                                                       "max_batch_delay=50"}
 
 
 def test_serverless_needs_a_version_with_a_cpu_build():

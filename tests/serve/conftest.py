@@ -168,14 +168,16 @@ def fake_service():
 def serving_properties(rolling: bool = False, **options) -> str:
     """serving.properties text as `llmdeploy package` writes it, with ``option.<key>`` overrides.
 
-    ``rolling=False`` (the static contract: DJL's dynamic batches) sets option.rolling_batch=disable, as
-    package writes for the ctranslate2 backend; ``rolling=True`` keeps the transformers backend's rolling batch.
+    ``rolling=False`` (the static contract: DJL's dynamic batches) is what package writes for static batches
+    (ctranslate2, or transformers with batching static / auto); ``rolling=True`` is the transformers backend with
+    batching continuous (the rolling batch).
     """
     from llmdeploy.containers.package import PackageSettings, render_serving_properties
 
     if not rolling:
         options.setdefault("rolling_batch", "disable")
-    text = render_serving_properties(PackageSettings(), with_weights=False)
+    settings = PackageSettings(batching="continuous" if rolling else "static")
+    text = render_serving_properties(settings, with_weights=False)
     lines = [line for line in text.splitlines() if not any(line.startswith(f"option.{k}=") for k in options)]
     lines += [f"option.{k}={v}" for k, v in options.items()]
     return "\n".join(lines) + "\n"

@@ -320,3 +320,26 @@ def test_serve_refuses_non_finite_and_out_of_range_flags_in_one_line(flag, value
     assert res.exit_code == 2 and "Traceback" not in res.output
     errors = [line for line in res.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and flag in errors[0], res.output
+
+
+def test_auto_batching_follows_the_device_the_model_loaded_on(tiny_model_dir):
+    """--batching auto (the default): iteration-level on CPU, static batches on CUDA (serving_config.resolve_batching).
+    No GPU here: the CUDA case is the same loaded engine with its device reported as an A10G (precision.A10G);
+    the choice reads nothing else of the device."""
+    import copy
+
+    from llmdeploy.handlers.batching import ContinuousBatcher, DynamicBatcher
+    from llmdeploy.handlers.endpoint import build_service, make_batcher, served_batching
+    from llmdeploy.handlers.precision import A10G
+
+    service = build_service(str(tiny_model_dir), max_new_tokens_cap=8, device="cpu", max_batch_size=6)
+    assert EndpointSettings().batching == "auto" and service.engine.device.kind == "cpu"
+    on_gpu = copy.copy(service)
+    on_gpu.engine = copy.copy(service.engine)
+    on_gpu.engine.device = A10G
+    cases = [(service, "auto", ContinuousBatcher), (on_gpu, "auto", DynamicBatcher),
+             (on_gpu, "continuous", ContinuousBatcher), (service, "static", DynamicBatcher)]
+    for svc, batching, kind in cases:  # make_batcher only builds; nothing runs until the server starts it
+        batcher = make_batcher(svc, EndpointSettings(batching=batching))
+        assert type(batcher) is kind, (svc.engine.device.kind, batching, batcher)
+        assert served_batching(svc.engine, batching) == ("continuous" if kind is ContinuousBatcher else "static")

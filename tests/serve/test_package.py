@@ -69,8 +69,9 @@ def test_members_fixed_metadata_and_layout(tiny_model_dir, tmp_path):
         "engine": "Python", "option.entryPoint": "model.py",
         # absolute: a relative model_id makes LMI ask the Hugging Face Hub for it at start-up
         "option.model_id": "/opt/ml/model/weights",
-        # DJL's Java RollingBatch drives the handler's own decode loop; batch_size 1 keeps LMI's recommender off it
-        "option.rolling_batch": "llmdeploy", "option.max_rolling_batch_size": "4", "batch_size": "1",
+        # package's --batching auto is a GPU target's: static batches (DJL's dynamic batching of up to batch_size
+        # requests, waiting max_batch_delay ms), what bench_serve measured fastest on an H200
+        "option.rolling_batch": "disable", "batch_size": "4", "max_batch_delay": str(sc.DEFAULT_MAX_BATCH_DELAY_MS),
         "option.dtype": "fp16", "option.tensor_parallel_degree": "1", "option.backend": "transformers",
         # the handler's defaults (serving_config), which package writes unless told otherwise
         "option.max_new_tokens": str(sc.DEFAULT_MAX_NEW_TOKENS), "option.max_num_beams": str(sc.DEFAULT_MAX_NUM_BEAMS),
@@ -79,34 +80,59 @@ def test_members_fixed_metadata_and_layout(tiny_model_dir, tmp_path):
     }
 
 
-def test_transformers_rolls_and_ctranslate2_batches_statically():
+def test_transformers_rolls_when_continuous_and_everything_else_batches_statically():
     from llmdeploy.handlers.serving_config import parse_properties
 
     for slots in (1, 2, 64):
-        props = _properties(render_serving_properties(PackageSettings(max_batch_size=slots), with_weights=True))
+        props = _properties(render_serving_properties(PackageSettings(batching="continuous", max_batch_size=slots),
+                                                      with_weights=True))
         assert props["option.rolling_batch"] == "llmdeploy" and props["option.max_rolling_batch_size"] == str(slots)
         assert props["batch_size"] == "1" and "max_batch_delay" not in props
         assert parse_properties(props).max_batch_size == slots
+    # static: ctranslate2 whatever batching says; transformers with batching static, or auto (package: a GPU target)
+    statics = [dict(backend="ctranslate2", batching=b) for b in ("auto", "continuous", "static")]
+    statics += [dict(backend="transformers", batching=b) for b in ("auto", "static")]
     for batch_size in (1, 2, 32):
-        props = _properties(render_serving_properties(
-            PackageSettings(backend="ctranslate2", max_batch_size=batch_size, max_batch_delay_ms=7), with_weights=True))
-        assert props["option.rolling_batch"] == "disable" and props["batch_size"] == str(batch_size)
-        assert props["max_batch_delay"] == "7" and "option.max_rolling_batch_size" not in props
-        assert parse_properties(props).max_batch_size == batch_size
+        for kwargs in statics:
+            settings = PackageSettings(**kwargs, max_batch_size=batch_size, max_batch_delay_ms=7)
+            assert not settings.rolling, kwargs
+            props = _properties(render_serving_properties(settings, with_weights=True))
+            assert props["option.rolling_batch"] == "disable" and props["batch_size"] == str(batch_size), kwargs
+            assert props["max_batch_delay"] == "7" and "option.max_rolling_batch_size" not in props
+            assert parse_properties(props).max_batch_size == batch_size
 
 
+def test_package_batching_flag_reaches_serving_properties(tmp_path):
+    """`llmdeploy package --batching`: auto (the default) writes static batches, continuous the rolling batch."""
+    written = {}
+    for flag in ([], ["--batching", "auto"], ["--batching", "static"], ["--batching", "continuous"]):
+        out = tmp_path / f"p{len(written)}.tar.gz"
+        res = CliRunner().invoke(cli, ["package", "--model-id", "google/flan-t5-small", "--out", str(out),
+                                       "--max-batch-size", "8", *flag])
+        assert res.exit_code == 0, res.output
+        with tarfile.open(out) as tar:
+            props = _properties(tar.extractfile("serving.properties").read().decode())
+        written[" ".join(flag) or "default"] = (props["option.rolling_batch"], props["batch_size"],
+                                                props.get("option.max_rolling_batch_size"))
+    assert written == {"default": ("disable", "8", None), "--batching auto": ("disable", "8", None),
+                       "--batching static": ("disable", "8", None), "--batching continuous": ("llmdeploy", "1", "8")}
+
+
+@pytest.mark.parametrize("batching", ["auto", "continuous", "static"])
 @pytest.mark.parametrize("backend", ["transformers", "ctranslate2"])
-def test_the_handler_reads_back_every_setting_package_writes(backend):
+def test_the_handler_reads_back_every_setting_package_writes(backend, batching):
     """What package writes is what the handler runs with (one set of keys: serving_config.batch_properties)."""
     from llmdeploy.handlers.serving_config import parse_properties
 
-    settings = PackageSettings(dtype="bf16", backend=backend, max_batch_size=12, max_batch_delay_ms=30,
-                               max_new_tokens=300, max_num_beams=2, max_request_tokens=900, model_id="google/flan-t5-xl")
+    settings = PackageSettings(dtype="bf16", backend=backend, batching=batching, max_batch_size=12,
+                               max_batch_delay_ms=30, max_new_tokens=300, max_num_beams=2, max_request_tokens=900,
+                               model_id="google/flan-t5-xl")
     config = parse_properties(_properties(render_serving_properties(settings, with_weights=False)))
+    rolling = backend == "transformers" and batching == "continuous"
     assert (config.dtype, config.backend, config.max_batch_size, config.max_new_tokens_cap, config.max_num_beams,
             config.max_request_tokens, config.model_id, config.rolling_batch) == \
-        ("bf16", backend, 12, 300, 2, 900, "google/flan-t5-xl", backend == "transformers")
-    if backend == "ctranslate2":
+        ("bf16", backend, 12, 300, 2, 900, "google/flan-t5-xl", rolling)
+    if not rolling:
         assert config.max_batch_delay_ms == 30
 
 
@@ -122,6 +148,7 @@ def test_defaults_come_from_the_handler_s_serving_config():
     assert handler.max_new_tokens_cap == packaged.max_new_tokens == stack.max_new_tokens
     for name in ("backend", "max_batch_size", "max_batch_delay_ms", "max_num_beams", "max_request_tokens"):
         assert getattr(stack, name) == getattr(handler, name), name
+    assert stack.batching == packaged.batching == sc.DEFAULT_BATCHING == "auto"
     import click
 
     for command in ("serve", "package"):
@@ -130,6 +157,7 @@ def test_defaults_come_from_the_handler_s_serving_config():
                 params["max_new_tokens"], params["max_num_beams"], params["max_request_tokens"]) == \
             (handler.dtype, handler.backend, handler.max_batch_size, handler.max_batch_delay_ms,
              handler.max_new_tokens_cap, handler.max_num_beams, handler.max_request_tokens), command
+        assert params["batching"] == sc.DEFAULT_BATCHING, command
 
 
 def test_lmi_recommender_leaves_the_handler_in_sync_mode():
@@ -137,7 +165,8 @@ def test_lmi_recommender_leaves_the_handler_in_sync_mode():
     from djl_double import lmi_recommended
 
     t5 = ["T5ForConditionalGeneration"]
-    for settings in (PackageSettings(), PackageSettings(backend="ctranslate2", max_batch_size=1),
+    for settings in (PackageSettings(), PackageSettings(batching="continuous"),
+                     PackageSettings(backend="ctranslate2", max_batch_size=1),
                      PackageSettings(backend="ctranslate2", max_batch_size=8)):
         ours = _properties(render_serving_properties(settings, with_weights=True))
         recommended = lmi_recommended(ours, t5)
@@ -209,15 +238,17 @@ def test_bad_inputs_raise_usage_errors(tmp_path):
     assert not (tmp_path / "x.tar.gz").exists()
 
 
+@pytest.mark.parametrize("batching", ["continuous", "static"])
 @pytest.mark.parametrize("loader", ["import model", "load by path"])
-def test_flat_handler_runs_from_the_extracted_tarball(tiny_model_dir, tmp_path, loader):
+def test_flat_handler_runs_from_the_extracted_tarball(tiny_model_dir, tmp_path, loader, batching):
     """What DJL does with model.tar.gz, through the engine double (djl_double.py) in a clean process.
 
     djl_python 0.33 imports the entry point as ``model`` with the model folder on sys.path;
     0.36 loads it by path under a hashed module name with the folder on PYTHONPATH. The model
     folder is not /opt/ml/model here, so the absolute model_id is found under the folder.
     """
-    result = build_model_tarball(tmp_path / "m.tar.gz", PackageSettings(max_new_tokens=8), weights_dir=tiny_model_dir)
+    result = build_model_tarball(tmp_path / "m.tar.gz", PackageSettings(max_new_tokens=8, batching=batching),
+                                 weights_dir=tiny_model_dir)
     model_dir = tmp_path / "opt-ml-model"
     with tarfile.open(result.path) as tar:
         # The "data" filter (safe extraction) exists from Python 3.11.4; older 3.11s extract as before.
@@ -251,9 +282,11 @@ assert not any(m.startswith("llmdeploy") for m in sys.modules), [m for m in sys.
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["init"] == 204
-    # Rolling batch (the transformers backend): every request gets its own status, even inside a batch.
     (good_status, good_headers, good), (bad_status, _, bad) = out["batch"]
-    assert (good_status, bad_status) == (200, 400) and good_headers == {"Content-Type": "application/json"}
+    # Rolling batch: every request gets its own status, even inside a batch. Static batches: DJL gives every request
+    # of a batch the batch's code (PyPredictor.batchPredict, 0.33 and 0.36), so the bad one's 400 is in its body only.
+    want_bad_status = 400 if batching == "continuous" else 200
+    assert (good_status, bad_status) == (200, want_bad_status) and good_headers == {"Content-Type": "application/json"}
     assert set(good) == {"generated_text"} and bad["code"] == 400
     assert out["lone"][0] == 400 and out["lone"][1]["code"] == 400
 

@@ -30,6 +30,7 @@ USER_KEYS = {
     "llmdeploy:certificateArn": ARN,
     "llmdeploy:lmiVersion": "0.33.0",
     "llmdeploy:weightsUri": "s3://models/flan-t5-xl/",
+    "llmdeploy:batching": "continuous",
     "llmdeploy:hfToken": {"secure": "v1:AAABAHsomeciphertext=="},
 }
 
@@ -44,6 +45,7 @@ def _edited(project, *plan_args):
         ("llmdeploy:ingressCidr: ''", "llmdeploy:ingressCidr: 203.0.113.0/24  # office VPN only"),
         ("llmdeploy:certificateArn: ''", f"llmdeploy:certificateArn: {ARN}"),
         ("llmdeploy:weightsUri: ''", "llmdeploy:weightsUri: s3://models/flan-t5-xl/"),
+        ("llmdeploy:batching: auto\n", "llmdeploy:batching: continuous  # iteration-level on the GPU too\n"),
         (f"llmdeploy:lmiVersion: {DEFAULT_LMI_VERSION}\n", "llmdeploy:lmiVersion: 0.33.0  # pinned: an older LMI\n"),
         ("config:\n", "encryptionsalt: v1:Zm9vYmFy:v1:c2FsdA==\nconfig:\n  aws:profile: prod-admin\n"
                       "  llmdeploy:hfToken:\n    secure: v1:AAABAHsomeciphertext==\n"),
@@ -174,3 +176,14 @@ def test_prepare_writes_nothing(tmp_path):
     assert update.changes and path.read_bytes() == before
     update.write()
     assert _config(path)["config"]["llmdeploy:mode"] == "async"
+
+
+def test_a_mistyped_batching_is_one_line_with_a_did_you_mean(tmp_path):
+    """batching is a choice (auto, continuous, static): a typo in the stack file stops preview in one line, exit 2."""
+    assert invoke(["plan", "--mode", "realtime", "--stack", "prod", "--project-dir", tmp_path]).exit_code == 0
+    path = tmp_path / "Pulumi.prod.yaml"
+    text = path.read_text()
+    assert text.count("llmdeploy:batching: auto\n") == 1
+    path.write_text(text.replace("llmdeploy:batching: auto\n", "llmdeploy:batching: contineous\n"))
+    result = invoke(["preview", "--offline", "--stack", "prod", "--project-dir", tmp_path])
+    assert_refused(result, 2, "llmdeploy:batching", "'contineous'", "Did you mean 'continuous'", "auto, continuous, static")
