@@ -215,12 +215,13 @@ def _capacity(m: ModelConfig, dtype: str, inst: Instance, traffic: Traffic, *, l
     # The batch: up to the handler's default (the batches `llmdeploy calibrate` measures); the one chosen goes into
     # the stack as maxBatchSize, which package writes where the deployed server reads it (serving_config).
     # sizing.latency times `batch` requests decoded together, each making the traffic's output_tokens, and
-    # requests_per_s = batch / that time. That is what the default deployment does: iteration-level batching
-    # (the transformers backend's rolling batch: option.max_rolling_batch_size = batch), where a finished request's
-    # slot is refilled at the next step, so each slot turns over one request per latency.total_s whatever the mix of
-    # lengths, and a request joins within one step (its latency is total_s). With static batches (ctranslate2) the
-    # same holds only for uniform lengths: a batch runs to its longest request, and a request may also wait for the
-    # batch ahead of it (up to one more total_s plus max_batch_delay); plan does not model that.
+    # requests_per_s = batch / that time: the speed of transformers' generate() on `batch` requests, which the
+    # calibrations time. On a GPU the deployment's default is static batches (stack setting batching: auto; DJL's
+    # dynamic batching of `batch` requests, one generate() call each), which this describes for the traffic's
+    # uniform output_tokens; with mixed lengths a batch runs to its longest request and a request may also wait
+    # for the batch ahead of it (up to one more total_s plus max_batch_delay), which plan does not model. On a CPU
+    # (serverless) the default is iteration-level batching, where a finished request's slot is refilled at the next
+    # step, so each slot turns over one request per latency.total_s whatever the mix of lengths.
     batch = 1
     while batch <= serving.DEFAULT_MAX_BATCH_SIZE:
         mem = sizing.inference_memory(m, dtype, batch=batch, input_tokens=traffic.input_tokens,
