@@ -208,6 +208,12 @@ def _capacity(m: ModelConfig, dtype: str, inst: Instance, traffic: Traffic, *, l
     fit = sizing.fit_on_instance(mem1, host, inst, a, dtype=dtype)
     if not fit.fits:
         return _Candidate(inst, fit, False, fit.reason)
+    if m.encoder_decoder and fit.tensor_parallel > 1:
+        # What gets deployed is the LMI handler (handlers/), which loads one copy of a T5 model on one GPU: a copy
+        # split over several GPUs would not load there, and the speed model's tensor-parallel scaling is not what
+        # it would run.
+        return _Candidate(inst, fit, False, f"the LMI handler runs one copy of {m.name} per GPU; here it would need "
+                                           f"tensor parallel degree {fit.tensor_parallel}")
     best: sizing.Latency | None = None
     first: sizing.Latency | None = None
     cal = cals.for_gpu(inst.gpu, dtype)

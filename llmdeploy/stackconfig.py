@@ -69,7 +69,8 @@ SETTINGS: tuple[Setting, ...] = (
             "served about half the requests/s of static batches (flan-t5-xl, mixed lengths: 4.3-4.6 vs 8.4-8.6), "
             "while on CPU it won (4.66 vs 3.27); plan's speed model is calibrated on static batches. "
             "ctranslate2 always runs static batches.", BATCHING_CHOICES),
-    Setting("tensorParallelDegree", "tensor_parallel_degree", "integer", "GPUs one model copy is split across."),
+    Setting("tensorParallelDegree", "tensor_parallel_degree", "integer",
+            "GPUs one model copy is split across; the LMI handler runs one copy per GPU, so 1."),
     # What the model server runs, written into model.tar.gz's serving.properties (containers/package.py); defaults
     # and ranges from handlers/serving_config.py, which the handler reads too.
     Setting("maxBatchSize", "max_batch_size", "integer",
@@ -252,6 +253,13 @@ class StackConfig:
             why = serving.out_of_range(name, getattr(self, name))
             if why:
                 raise ConfigError(f"{_key(name)} {why}.", hint=f"Set {_key(name)} within that range.")
+        if self.tensor_parallel_degree != 1:
+            # DJL gives each worker tensorParallelDegree GPUs (CUDA_VISIBLE_DEVICES), but the handler loads one copy
+            # on the first of them: the others would sit idle, and a model too big for one GPU would not load.
+            raise ConfigError(f"{_key('tensor_parallel_degree')} {self.tensor_parallel_degree}: the LMI handler runs one "
+                              "copy of the model per GPU, so only 1 is supported.",
+                              hint=f"Set {_key('tensor_parallel_degree')} to 1 and an instance type whose GPU fits "
+                                   "the model ('llmdeploy plan --stack NAME' picks one).")
         self._validate_api_limits()
         if self.min_instances < 0 or self.min_instances > self.instance_count:
             raise ConfigError(

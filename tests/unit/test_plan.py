@@ -238,3 +238,15 @@ def test_a_total_does_not_depend_on_the_order_of_its_line_items(cat):
     items = make_plan(load_model_config("flan-t5-xl"), cat=cat, mode="reserved", term="1y").choice.line_items
     totals = {costs.total(list(p)) for p in itertools.permutations(items)}
     assert len(totals) == 1  # a plain sum gives 279.755 one way and 279.7549... another: $279.76 vs $279.75
+
+
+def test_a_t5_model_is_never_planned_split_over_gpus(cat):
+    """The LMI handler loads one copy of a T5 model per GPU: an instance where it would need tensor parallelism is
+    refused with that reason, and the plan lands on one whose single GPU holds it (stack tensorParallelDegree 1)."""
+    xxl = load_model_config("flan-t5-xxl")  # 22 GB in bf16: more than one A10G or T4 holds
+    with pytest.raises(InfeasibleError, match="g5.12xlarge: the LMI handler runs one copy of flan-t5-xxl per GPU; "
+                                              "here it would need tensor parallel degree 2"):
+        make_plan(xxl, cat=cat, mode="realtime", dtype="bf16", instance_types=("ml.g5.12xlarge",))
+    plan = make_plan(xxl, cat=cat, mode="realtime", dtype="bf16")
+    assert plan.choice.feasible and plan.choice.tensor_parallel == 1
+    assert stack_config_for(plan).tensor_parallel_degree == 1

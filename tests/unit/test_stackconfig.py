@@ -59,6 +59,9 @@ def test_values_from_pulumi_arrive_as_strings_and_are_coerced(cat):
         ({"mode": "reserved", "instanceType": "g4dn.2xlarge", "maxNewTokens": "100000"}, ConfigError,
          "llmdeploy:maxNewTokens must be 1..65536, got 100000"),
         ({"mode": "reserved", "instanceType": "g4dn.2xlarge", "maxBatchDelayMs": "-1"}, ConfigError, "maxBatchDelayMs"),
+        # the handler runs one copy per GPU: a split copy would not load (plan never writes one)
+        ({"mode": "realtime", "instanceType": "ml.g4dn.12xlarge", "tensorParallelDegree": "4"}, ConfigError,
+         "llmdeploy:tensorParallelDegree 4: the LMI handler runs one copy of the model per GPU, so only 1 is supported"),
         # int4 is sized by plan but not a dtype the handler loads
         ({"mode": "reserved", "instanceType": "g4dn.2xlarge", "dtype": "int4"}, UnknownChoiceError, "llmdeploy:dtype 'int4'"),
     ],
