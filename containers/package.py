@@ -188,7 +188,10 @@ def render_serving_properties(settings: PackageSettings, *, with_weights: bool, 
         _property("option.max_new_tokens", int(settings.max_new_tokens)),
         _property("option.max_num_beams", int(settings.max_num_beams)),
         _property("option.max_request_tokens", int(settings.max_request_tokens)),
-        # One model copy per device. DJL's default on CPU (the serverless image) is up to 2 Python workers,
+        # One model copy per device. DJL loads a model found at start-up on every GPU (ModelInfo.getLoadOnDevices:
+        # GPUs / tensor_parallel_degree devices, as ModelStore registers it with maxWorkers -1; each worker sees only
+        # its own GPU through CUDA_VISIBLE_DEVICES) and caps each device's workers at this property: so one copy per
+        # GPU, which is plan's replicas. DJL's default on CPU (the serverless image) is up to 2 Python workers,
         # each loading the whole model: twice the memory a serverless endpoint has.
         _property("maxWorkers", 1),
     ]
