@@ -91,8 +91,8 @@ class Calibration:
         return {"device": self.device, "origin": self.origin, "name": self.name, "source": self.source, "date": self.date}
 
 
-def _number(raw: Mapping, key: str, where: str, *, positive: bool = True, maximum: float | None = None,
-            whole: bool = False, default: object = None) -> float | int | None:
+def _checked(raw: Mapping, key: str, where: str, *, positive: bool, maximum: float | None, whole: bool,
+             default: object) -> float | int:
     """One field, through the checks every number llmdeploy reads goes through (llmdeploy.checks): a number
     (not text, not a bool), finite, in range; a 4000-digit integer is refused by its size, never converted."""
     value = raw.get(key, default)  # absent and required: None, refused below as "must be a number"
@@ -105,7 +105,18 @@ def _number(raw: Mapping, key: str, where: str, *, positive: bool = True, maximu
         checks.number(name, value, above=0 if positive else None, minimum=None if positive else 0, maximum=maximum)
     except UsageError as exc:
         raise ConfigError(exc.message, hint="Re-run 'llmdeploy calibrate' to write a fresh file.") from None
-    return int(value) if whole else float(value)
+    return value
+
+
+def _number(raw: Mapping, key: str, where: str, *, positive: bool = True, maximum: float | None = None,
+            default: object = None) -> float:
+    """A float field (``_checked``); an integer in the file reads as the same float."""
+    return float(_checked(raw, key, where, positive=positive, maximum=maximum, whole=False, default=default))
+
+
+def _whole(raw: Mapping, key: str, where: str, *, positive: bool = True, maximum: float | None = None) -> int:
+    """A whole-number field (``_checked``): 3.0 reads as 3, 2.5 is refused."""
+    return int(_checked(raw, key, where, positive=positive, maximum=maximum, whole=True, default=None))
 
 
 def from_dict(raw: Mapping, where: str) -> Calibration:
@@ -127,11 +138,11 @@ def from_dict(raw: Mapping, where: str) -> Calibration:
             raise ConfigError(f"calibration {where} has a malformed point #{i + 1}: {checks.shown(p)}.")
         at = f"{where} point #{i + 1}"
         points.append(Point(
-            _number(p, "batch", at, whole=True, maximum=checks.MAX_BATCH),
+            _whole(p, "batch", at, maximum=checks.MAX_BATCH),
             _number(p, "prefill_s", at, maximum=checks.MAX_LATENCY_S),
             _number(p, "step_s", at, maximum=checks.MAX_LATENCY_S),
-            None if p.get("peak_bytes") is None else _number(p, "peak_bytes", at, positive=False, whole=True,
-                                                                 maximum=checks.MAX_MEMORY_BYTES)))
+            None if p.get("peak_bytes") is None else _whole(p, "peak_bytes", at, positive=False,
+                                                               maximum=checks.MAX_MEMORY_BYTES)))
     tokens = raw.get("input_tokens")
     return Calibration(
         device=raw["device"], origin=raw["origin"], name=raw["name"], source=raw["source"], date=raw["date"],
@@ -141,7 +152,7 @@ def from_dict(raw: Mapping, where: str) -> Calibration:
         step_overhead_s_per_layer=_number(raw, "step_overhead_s_per_layer", where, positive=False, maximum=checks.MAX_LATENCY_S),
         prefill_overhead_s=_number(raw, "prefill_overhead_s", where, positive=False, maximum=checks.MAX_LATENCY_S, default=0.0),
         dtype=str(raw.get("dtype", "")), model=str(raw.get("model", "")), host=str(raw.get("host", "")),
-        input_tokens=None if tokens is None else _number(raw, "input_tokens", where, whole=True, maximum=checks.MAX_TOKENS),
+        input_tokens=None if tokens is None else _whole(raw, "input_tokens", where, maximum=checks.MAX_TOKENS),
         points=tuple(points), note=str(raw.get("note", "")),
     )
 

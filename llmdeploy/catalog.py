@@ -105,6 +105,14 @@ class Instance:
     def gpu_memory_gib(self) -> float:
         return self.gpu.memory_gib if self.gpu else 0.0
 
+    def require_gpu(self) -> Gpu:
+        """This type's GPU, for code that only takes GPU types (gpu_instances' rows, a checked --instance-type);
+        a CPU type there gets resolve_gpu_types' one line rather than an AttributeError."""
+        if self.gpu is None:
+            raise UsageError(f"instance type {self.type!r} has no GPU; models are hosted on GPU instances.",
+                             hint="See 'llmdeploy instances' for GPU types.")
+        return self.gpu
+
     @property
     def total_gpu_memory_gib(self) -> float:
         return self.gpu_memory_gib * self.gpu_count

@@ -70,8 +70,8 @@ def render(plan: Plan, cat: Catalog) -> bytes:
             ax.annotate(f"cheapest: {i.option or 'none'}\nfrom {i.low:,.0f}/day", (i.low, ax.get_ylim()[1] * 0.9), fontsize=7,
                         rotation=90, ha="right", va="top", color="dimgrey")
     choice = plan.choice
-    ax.scatter([plan.traffic.requests_per_day], [choice.monthly_usd], s=90, zorder=5, color="black",
-               label=f"choice: {choice.label} ${choice.monthly_usd:,.0f}/mo")
+    ax.scatter([plan.traffic.requests_per_day], [choice.monthly()], s=90, zorder=5, color="black",
+               label=f"choice: {choice.label} ${choice.monthly():,.0f}/mo")
     ax.set_xscale("log")
     ax.set_xlabel("requests per day")
     ax.set_ylabel("USD per month")

@@ -79,9 +79,10 @@ def _fits(cat: Catalog, region: str, mem: sizing.InferenceMemory, host: int, dty
         if only and inst.type not in only:
             continue
         f = sizing.fit_on_instance(mem, host, inst, a, dtype=dtype)
+        gpu = inst.require_gpu()
         fits.append({
-            "instance_type": inst.type, "gpu": inst.gpu.name, "gpu_count": inst.gpu_count, "gpu_memory_gib": inst.gpu.memory_gib,
-            "gpu_memory_reported_mib": inst.gpu.memory_reported_mib, "gpu_usable_bytes": sizing.gpu_usable_bytes(inst.gpu, a),
+            "instance_type": inst.type, "gpu": gpu.name, "gpu_count": inst.gpu_count, "gpu_memory_gib": gpu.memory_gib,
+            "gpu_memory_reported_mib": gpu.memory_reported_mib, "gpu_usable_bytes": sizing.gpu_usable_bytes(gpu, a),
             "ram_gib": inst.ram_gib, "fits": f.fits, "tensor_parallel": f.tensor_parallel, "gpu_bytes_per_gpu": f.gpu_bytes_per_gpu,
             "reason": f.reason,
         })

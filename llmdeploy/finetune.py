@@ -182,7 +182,7 @@ def instances_for_model(model: str, inst: _catalog.Instance, *, precision: str =
 
     config = load_model_config(model)
     ft = finetune_memory(config, precision=precision)
-    gpus = int(gpus_for_finetune(ft, inst.gpu))
+    gpus = gpus_for_finetune(ft, inst.require_gpu())
     return instances_for_gpus(gpus, inst.gpu_count), gpus
 
 

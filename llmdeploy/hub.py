@@ -28,7 +28,7 @@ import contextlib
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from llmdeploy.errors import CloudError, ConfigError, MissingDependencyError, UsageError, did_you_mean
 from llmdeploy.models import HubRecord
@@ -115,6 +115,7 @@ def _resolve(repo_id: str, revision: str | None) -> tuple[dict[str, Any], HubRec
             weights_bytes = int(total) if isinstance(total, (int, float)) and total > 0 else None
 
     facts_path = _facts_path(repo_id, commit)
+    facts: dict[str, Any]  # what the Hub said, or its cached copy from an earlier online run
     if info is not None:
         by_dtype = dict(info.safetensors.parameters) if info.safetensors else {}
         facts = {"repo_id": repo_id, "commit": commit, "parameters": by_dtype,
@@ -136,8 +137,15 @@ def _resolve(repo_id: str, revision: str | None) -> tuple[dict[str, Any], HubRec
     return config, record
 
 
+@overload
+def _download(repo_id: str, filename: str, revision: str | None, *, why_offline: str | None, endpoint: str,
+              required: Literal[True]) -> Path: ...
+@overload
+def _download(repo_id: str, filename: str, revision: str | None, *, why_offline: str | None, endpoint: str,
+              required: bool) -> Path | None: ...
 def _download(repo_id: str, filename: str, revision: str | None, *, why_offline: str | None, endpoint: str,
               required: bool) -> Path | None:
+    """The cached path of one file of the repo; None only when it is absent and not ``required`` (else one line)."""
     import httpx2
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub import errors as hf

@@ -107,8 +107,8 @@ def _count_on_meta(raw: dict[str, Any], version: str) -> CountedParameters:
     except ModuleNotFoundError as exc:
         raise CountUnavailable(f"no closed form for this architecture, and counting it on the meta device needs {exc.name}, "
                                "which is not installed", missing=exc.name) from None
-    model_type = raw.get("model_type")
-    if model_type not in CONFIG_MAPPING:
+    model_type = raw.get("model_type")  # a non-empty name: llmdeploy.models.from_dict refused anything else
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
         raise CountUnavailable(f"transformers {version} has no model_type {model_type!r} (remote code is never run)")
     previous = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # construction warnings are not the user's business here
@@ -143,8 +143,10 @@ def _model_class(transformers, config, raw: dict[str, Any]):
 
 
 def _declared(raw: dict[str, Any], key: str) -> Any:
-    text = raw.get("text_config") if isinstance(raw.get("text_config"), dict) else {}
-    return raw[key] if key in raw else text.get(key)
+    text = raw.get("text_config")
+    if key in raw:
+        return raw[key]
+    return text.get(key) if isinstance(text, dict) else None
 
 
 def _count(model, config, raw: dict[str, Any], method: str) -> CountedParameters:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from llmdeploy import calibration as cal_mod
 from llmdeploy import catalog as cat_mod
@@ -29,6 +30,7 @@ BREAK_EVEN_RANGE = (1.0, 1e8)  # requests per day over which break-even and the 
 # Every option plan prices: reserved once per term, each managed mode once (declaration order: the tie-break).
 OPTION_KEYS: tuple[tuple[Mode, Term | None], ...] = (
     *((Mode.RESERVED, term) for term in Term), *((mode, None) for mode in Mode if mode is not Mode.RESERVED))
+_T = TypeVar("_T")
 SERVERLESS_DTYPE = "fp32"  # the handler runs fp32 on a CPU whatever the checkpoint's dtype (handlers/precision.py)
 
 
@@ -101,6 +103,17 @@ class Option:
     @property
     def monthly_usd(self) -> float | None:
         return round(costs.total(self.line_items), 2) if self.feasible else None
+
+    def monthly(self) -> float:
+        """``monthly_usd`` of an option that can host the model (the choice, the recommendation)."""
+        return self.known(self.monthly_usd, "monthly cost")
+
+    def known(self, value: _T | None, what: str) -> _T:
+        """One of this option's fields that every feasible option has (its instance type, batch, serverless memory,
+        cost...); a one-line InfeasibleError with the option's reason if this option cannot host the model."""
+        if value is None:
+            raise InfeasibleError(f"{self.label} has no {what}: it cannot host the model ({self.reason}).")
+        return value
 
     @property
     def annual_usd(self) -> float | None:
@@ -176,7 +189,7 @@ class Plan:
     break_even: tuple[BreakEven, ...]
     catalog_origin: str
     catalog_date: str  # the oldest date among the prices of this region
-    assumptions: Assumptions | None = field(repr=False, default=None)
+    assumptions: Assumptions = field(repr=False)
     instance_types: tuple[str, ...] = ()  # the candidates the user restricted the plan to, if any
     cheapest: tuple[Interval, ...] = ()  # the cheapest option over BREAK_EVEN_RANGE
     cheapest_exact_to: float = BREAK_EVEN_RANGE[1]  # exact up to here; a fine grid beyond (see _intervals)
@@ -192,13 +205,16 @@ class Plan:
 class _Candidate:
     instance: Instance
     fit: sizing.Fit
-    ok: bool
     reason: str
-    latency: sizing.Latency | None = None
+    latency: sizing.Latency | None = None  # the batch it serves best at; None when it cannot serve (``reason``)
+
+    @property
+    def ok(self) -> bool:
+        return self.latency is not None
 
     @property
     def rps(self) -> float:
-        return self.fit.replicas * self.latency.requests_per_s if self.ok else 0.0
+        return self.fit.replicas * self.latency.requests_per_s if self.latency is not None else 0.0
 
 
 def _capacity(m: ModelConfig, dtype: str, inst: Instance, traffic: Traffic, *, loading: str, buffer: float | None,
@@ -207,17 +223,16 @@ def _capacity(m: ModelConfig, dtype: str, inst: Instance, traffic: Traffic, *, l
     host = sizing.host_ram_to_load(m, dtype, loading, a)
     fit = sizing.fit_on_instance(mem1, host, inst, a, dtype=dtype)
     if not fit.fits:
-        return _Candidate(inst, fit, False, fit.reason)
+        return _Candidate(inst, fit, fit.reason)
     if m.encoder_decoder and fit.tensor_parallel > 1:
         # What gets deployed is the LMI handler (handlers/), which loads one copy of a T5 model on one GPU: a copy
         # split over several GPUs would not load there, and the speed model's tensor-parallel scaling is not what
         # it would run.
-        return _Candidate(inst, fit, False, f"the LMI handler runs one copy of {m.name} per GPU; here it would need "
+        return _Candidate(inst, fit, f"the LMI handler runs one copy of {m.name} per GPU; here it would need "
                                            f"tensor parallel degree {fit.tensor_parallel}")
-    best: sizing.Latency | None = None
-    first: sizing.Latency | None = None
-    cal = cals.for_gpu(inst.gpu, dtype)
-    usable = sizing.gpu_usable_bytes(inst.gpu, a)
+    gpu = inst.require_gpu()  # fit_on_instance refused a type without one above
+    cal = cals.for_gpu(gpu, dtype)
+    usable = sizing.gpu_usable_bytes(gpu, a)
     # The batch: up to the handler's default (the batches `llmdeploy calibrate` measures); the one chosen goes into
     # the stack as maxBatchSize, which package writes where the deployed server reads it (serving_config).
     # sizing.latency times `batch` requests decoded together, each making the traffic's output_tokens, and
@@ -228,7 +243,12 @@ def _capacity(m: ModelConfig, dtype: str, inst: Instance, traffic: Traffic, *, l
     # for the batch ahead of it (up to one more total_s plus max_batch_delay), which plan does not model. On a CPU
     # (serverless) the default is iteration-level batching, where a finished request's slot is refilled at the next
     # step, so each slot turns over one request per latency.total_s whatever the mix of lengths.
-    batch = 1
+    # Batch 1 is mem1, which fit_on_instance found fits: it always runs, and it alone decides the latency target.
+    best = sizing.latency(m, dtype, cal, batch=1, input_tokens=traffic.input_tokens, output_tokens=traffic.output_tokens,
+                          tensor_parallel=fit.tensor_parallel)
+    if latency_target is not None and best.total_s > latency_target:
+        return _Candidate(inst, fit, f"~{best.total_s:.1f} s per request exceeds the {latency_target:g} s latency target")
+    batch = 2
     while batch <= serving.DEFAULT_MAX_BATCH_SIZE:
         mem = sizing.inference_memory(m, dtype, batch=batch, input_tokens=traffic.input_tokens,
                                       output_tokens=traffic.output_tokens, buffer=buffer)
@@ -236,15 +256,12 @@ def _capacity(m: ModelConfig, dtype: str, inst: Instance, traffic: Traffic, *, l
             break
         lat = sizing.latency(m, dtype, cal, batch=batch, input_tokens=traffic.input_tokens, output_tokens=traffic.output_tokens,
                              tensor_parallel=fit.tensor_parallel)
-        first = first or lat
         if latency_target is not None and lat.total_s > latency_target:
             break
-        if best is None or lat.requests_per_s > best.requests_per_s:
+        if lat.requests_per_s > best.requests_per_s:
             best = lat
         batch *= 2
-    if best is None:
-        return _Candidate(inst, fit, False, f"~{first.total_s:.1f} s per request exceeds the {latency_target:g} s latency target")
-    return _Candidate(inst, fit, True, fit.reason, best)
+    return _Candidate(inst, fit, fit.reason, best)
 
 
 def _candidates(m, dtype, cat: Catalog, region: str, traffic: Traffic, instance_types, *, loading, buffer, a, latency_target, cals):
@@ -356,7 +373,7 @@ class _Context:
     ec2: list
     hosting: list
     hosting_async: list
-    cals: cal_mod.CalibrationSet | None = None
+    cals: cal_mod.CalibrationSet
 
     def options(self, traffic: Traffic) -> list[Option]:
         return [self.option(mode, term, traffic) for mode, term in OPTION_KEYS]
@@ -385,7 +402,8 @@ class _Context:
                                  term=term, active_hours=active_hours, root_volume_gb=a.root_volume_gb)
         if mode == Mode.RESERVED:
             # A type without a published price for this term is not a candidate for it.
-            return [c for c in self.ec2 if cat.ec2[(region, c.instance.type)].hourly(term) is not None], price
+            paid = _reserved_term(term)
+            return [c for c in self.ec2 if cat.ec2[(region, c.instance.type)].hourly(paid) is not None], price
         if mode == Mode.REALTIME:
             return self.hosting, price
         return self.hosting_async, price
@@ -405,7 +423,8 @@ def hosting_items(cat: Catalog, region: str, mode: Mode, *, instance_type: str =
     """
     if mode == Mode.RESERVED:
         volume = load_assumptions().root_volume_gb if root_volume_gb is None else root_volume_gb
-        items = costs.reserved_fleet(cat, region, instance_type, count, term, volume, internet_facing=internet_facing)
+        items = costs.reserved_fleet(cat, region, instance_type, count, _reserved_term(term), volume,
+                                     internet_facing=internet_facing)
     elif mode == Mode.REALTIME:
         items = [costs.sagemaker_instances(cat, region, instance_type, count, 24)]
     elif mode == Mode.ASYNC:
@@ -416,6 +435,13 @@ def hosting_items(cat: Catalog, region: str, mode: Mode, *, instance_type: str =
     b = monitored or monitoring.billable(mode, instance_count=count, gpus_per_instance=gpus)
     return items + costs.monitoring(cat, region, alarm_metrics=b.alarm_metrics, dashboards=b.dashboards,
                                     custom_metrics=b.custom_metrics)
+
+
+def _reserved_term(term: Term | None) -> Term:
+    """The term a reserved-mode price needs (the other modes have none: OPTION_KEYS pairs them with None)."""
+    if term is None:
+        raise UsageError(f"the reserved mode is priced per term, and none was given; valid: {', '.join(Term)}.")
+    return term
 
 
 def planned_line_items(config: StackConfig, cat: Catalog) -> list[costs.LineItem]:
@@ -515,17 +541,17 @@ def make_plan(
 
 
 def _reasons(rec: Option, options: list[Option], term: Term) -> list[str]:
-    reasons = [f"{rec.label} is the cheapest feasible option at ${rec.monthly_usd:,.2f}/month"]
+    reasons = [f"{rec.label} is the cheapest feasible option at ${rec.monthly():,.2f}/month"]
     for o in options:
         if o is rec or (o.mode == Mode.RESERVED and o.term != term):
             continue
         if o.feasible:
-            reasons.append(f"{o.label} costs ${o.monthly_usd - rec.monthly_usd:,.2f}/month more")
+            reasons.append(f"{o.label} costs ${o.monthly() - rec.monthly():,.2f}/month more")
         else:
             reasons.append(f"{o.label} is not possible: {o.reason}")
     longer = next((o for o in options if o.mode == Mode.RESERVED and o.term == Term.THREE_YEARS and o.feasible), None)
-    if term != Term.THREE_YEARS and longer and rec.feasible and longer.monthly_usd < rec.monthly_usd:
-        reasons.append(f"a 3-year commitment would cost ${longer.monthly_usd:,.2f}/month")
+    if term != Term.THREE_YEARS and longer and rec.feasible and longer.monthly() < rec.monthly():
+        reasons.append(f"a 3-year commitment would cost ${longer.monthly():,.2f}/month")
     if rec.mode == Mode.ASYNC:
         reasons.append("async answers through S3 and scales to zero: a request after an idle spell waits minutes for an instance")
     return reasons
@@ -604,11 +630,14 @@ def _curves(ctx: _Context, traffic: Traffic, keys) -> list[_Curve]:
             opt = ctx.option(mode, term, traffic)
             if not opt.feasible:
                 continue
-            max_peak = ctx.cat.serverless_limits.max_concurrency / opt.latency_s
+            max_peak = ctx.cat.serverless_limits.max_concurrency / opt.known(opt.latency_s, "latency")
+            memory_mb = opt.known(opt.serverless_memory_mb, "serverless memory size")
+            ms = opt.known(opt.ms_per_request, "milliseconds per request")
 
-            def priced(requests_per_month: float, monitored=None, opt: Option = opt) -> float:
-                return costs.total(hosting_items(ctx.cat, ctx.region, Mode.SERVERLESS, serverless_memory_mb=opt.serverless_memory_mb,
-                                                 requests_per_month=requests_per_month, ms_per_request=opt.ms_per_request,
+            def priced(requests_per_month: float, monitored: monitoring.Billable | None = None, memory_mb: int = memory_mb,
+                       ms: int = ms) -> float:
+                return costs.total(hosting_items(ctx.cat, ctx.region, Mode.SERVERLESS, serverless_memory_mb=memory_mb,
+                                                 requests_per_month=requests_per_month, ms_per_request=ms,
                                                  bytes_per_request=_bytes_per_request(traffic, ctx.a), monitored=monitored))
             # Both parts read off the same line items: with no requests (what does not scale: monitoring), and the
             # usage of one request a day without monitoring. Neither depends on the plan's own traffic level, so a
@@ -767,7 +796,7 @@ def _break_even(ctx: _Context, traffic: Traffic, term: Term) -> list[BreakEven]:
                                  f"{self_label} cannot host this model; {managed} is the only one of the two"))
             continue
         pieces, _ = _intervals(curves, *BREAK_EVEN_RANGE)
-        crossings = tuple(round(p.low) for p in pieces[1:])
+        crossings: tuple[float, ...] = tuple(round(p.low) for p in pieces[1:])
         cheaper = tuple((p.low, p.high) for p in pieces if p.option == managed)
         if not cheaper:
             note = f"{self_label} is cheaper at every traffic level; {managed} buys managed operations, not savings"
@@ -829,8 +858,8 @@ def monthly_costs_over_traffic(plan_: Plan, cat: Catalog, points: list[float]) -
 def stack_config_for(plan_: Plan, *, owner: str = "unknown", cost_center: str = "unassigned") -> StackConfig:
     """The Pulumi stack settings that deploy exactly the plan's choice."""
     c = plan_.choice
-    a = plan_.assumptions or load_assumptions()
-    common = dict(
+    a = plan_.assumptions
+    common = StackConfig(
         mode=c.mode, model=plan_.model.hf_id or plan_.model.name, model_revision=plan_.model.revision,
         region=plan_.region, dtype=plan_.dtype, owner=owner,
         cost_center=cost_center, term=plan_.term,
@@ -848,22 +877,21 @@ def stack_config_for(plan_: Plan, *, owner: str = "unknown", cost_center: str = 
         usage_latency_target_ms=max(1, round(plan_.traffic.latency_target_s * 1000)),
         # What the model server runs (serving.properties): the batch each instance's capacity was sized with, and
         # caps that let a request of the planned size through (1 input, output_tokens new tokens).
-        max_batch_size=c.batch_size,
+        max_batch_size=c.known(c.batch_size, "batch size"),
         max_new_tokens=max(serving.DEFAULT_MAX_NEW_TOKENS, plan_.traffic.output_tokens),
         max_request_tokens=max(serving.DEFAULT_MAX_REQUEST_TOKENS, plan_.traffic.output_tokens),
     )
     if c.mode == Mode.SERVERLESS:
-        return StackConfig(
-            **common, instance_type="", instance_count=1, min_instances=1,
-            serverless_memory_mb=c.serverless_memory_mb, serverless_max_concurrency=c.serverless_max_concurrency,
-            usage_ms_per_request=c.ms_per_request,
+        return replace(
+            common, instance_type="", instance_count=1, min_instances=1,
+            serverless_memory_mb=c.known(c.serverless_memory_mb, "serverless memory size"),
+            serverless_max_concurrency=c.known(c.serverless_max_concurrency, "serverless concurrency"),
+            usage_ms_per_request=c.known(c.ms_per_request, "milliseconds per request"),
         )
     # A reserved fleet is paid for whether busy or not, so it stays at full size; async scales to zero.
     min_instances = {Mode.RESERVED: c.instance_count, Mode.REALTIME: 1, Mode.ASYNC: 0}[c.mode]
     # Async hands each instance as many concurrent invocations as its batch holds (SageMaker's default, 4, would
     # keep the batch from filling).
-    feed = {"async_max_concurrent_invocations": c.batch_size} if c.mode == Mode.ASYNC else {}
-    return StackConfig(
-        **common, instance_type=c.instance_type, instance_count=c.instance_count, min_instances=min_instances,
-        tensor_parallel_degree=c.tensor_parallel, **feed,
-    )
+    hosted = replace(common, instance_type=c.known(c.instance_type, "instance type"), instance_count=c.instance_count,
+                     min_instances=min_instances, tensor_parallel_degree=c.tensor_parallel)
+    return replace(hosted, async_max_concurrent_invocations=common.max_batch_size) if c.mode == Mode.ASYNC else hosted

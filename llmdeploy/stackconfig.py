@@ -650,9 +650,11 @@ def prepare_stack_file(path: str | Path, config: StackConfig, *, header: str = "
     if not changes:
         return StackUpdate(path, old_text, True, (), kept, mode, config=merged_config)
     expected = {**doc, "config": merged}
-    text = _splice(old_text, root, {k: wanted[k] for k, _, _ in changes}, prefix)
-    comments_kept = text is not None and _parses_to(text, expected)
-    if not comments_kept:
+    spliced = _splice(old_text, root, {k: wanted[k] for k, _, _ in changes}, prefix)
+    comments_kept = spliced is not None and _parses_to(spliced, expected)
+    if spliced is not None and comments_kept:
+        text = spliced
+    else:
         text = prefix + yaml.safe_dump(expected, sort_keys=False, default_flow_style=False)
     return StackUpdate(path, text, True, changes, kept, mode, comments_kept, merged_config)
 

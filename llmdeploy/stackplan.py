@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 from llmdeploy import costs
 from llmdeploy.catalog import Catalog
+from llmdeploy.enums import Mode
 from llmdeploy.errors import ConfigError, InfeasibleError
-from llmdeploy.plan import Plan, Traffic, make_plan
+from llmdeploy.plan import AUTO, Plan, Traffic, make_plan
 from llmdeploy.stackconfig import StackConfig
 
 
@@ -49,7 +50,7 @@ def traffic_of(config: StackConfig) -> tuple[Traffic, tuple[str, ...]]:
         latency_target_s=config.usage_latency_target_ms / 1000 if config.usage_latency_target_ms else default.latency_target_s,
         peak_rps=config.usage_peak_requests_per_hour / 3600 if config.usage_peak_requests_per_hour else None,
     )
-    notes = ()
+    notes: tuple[str, ...] = ()
     if missing:
         notes = (f"the stack does not record {', '.join(missing)} (written by an older plan): plan's defaults used "
                  f"({default.input_tokens}→{default.output_tokens} tokens, {default.latency_target_s:g} s target)",)
@@ -67,9 +68,13 @@ def plan_for_stack(config: StackConfig, cat: Catalog) -> StackPlan:
 
     traffic, notes = traffic_of(config)
     model = load_model_config(config.model)
-    kwargs = dict(cat=cat, region=config.region, term=config.term, dtype=config.dtype, traffic=traffic)
+
+    def planned(mode: Mode | str) -> Plan:
+        return make_plan(model, cat=cat, region=config.region, mode=mode, term=config.term, dtype=config.dtype,
+                         traffic=traffic)
+
     try:
-        return StackPlan(make_plan(model, mode=config.mode, **kwargs), notes)
+        return StackPlan(planned(config.mode), notes)
     except InfeasibleError as exc:
-        plan = make_plan(model, mode="auto", **kwargs)  # raises too when no mode can serve it
+        plan = planned(AUTO)  # raises too when no mode can serve it
         return StackPlan(plan, (*notes, f"plan now finds: {exc.message}"))

@@ -197,7 +197,7 @@ def last_hour(mode: Mode, region: str, dimensions: dict[str, str], now: dt.datet
         token = page.get("NextToken")
         if not token:
             break
-    scaled = {q.id: None if values.get(q.id) is None else values[q.id] * q.scale for q in queries}
+    scaled = {q.id: None if (value := values.get(q.id)) is None else value * q.scale for q in queries}
     counts = ("requests", "errors5xx", "errors4xx", "elb5xx")
     # A count metric with no datapoint in the hour means none happened (ALB reports non-zero values only).
     for key in counts:

@@ -37,6 +37,7 @@ what uses what right before it starts.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import random
 import threading
@@ -190,7 +191,7 @@ def _instances_by_id(ec2, ids: Iterable[str]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for start in range(0, len(ids), 100):
         chunk = ids[start:start + 100]
-        desc = _with_backoff(lambda chunk=chunk: ec2.describe_instances(Filters=[{"Name": "instance-id", "Values": chunk}]))
+        desc = _with_backoff(functools.partial(ec2.describe_instances, Filters=[{"Name": "instance-id", "Values": chunk}]))
         for reservation in desc.get("Reservations", []):
             for inst in reservation.get("Instances", []):
                 out[inst["InstanceId"]] = inst
@@ -434,7 +435,7 @@ def scan_stacks(
         status, expiry, detail = classify(tag_map, now)
         if status is None:
             continue
-        hourly = 0.0
+        hourly: float | None = 0.0  # None once an instance's price is unknown
         for res in resources:
             if res.get("type") == "aws:ec2/instance:Instance":
                 itype = (res.get("outputs") or {}).get("instanceType", "")
@@ -459,12 +460,10 @@ def scan(
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool, ThreadPoolExecutor(max_workers=max(1, concurrency)) as inner:
         jobs = {}
         for region in regions:
-            jobs[pool.submit(_with_backoff, lambda r=region: _scan_ec2(r, now, cat))] = (region, EC2)
-            jobs[pool.submit(_with_backoff, lambda r=region: _scan_eips(r, now, cat))] = (region, EIP)
-            jobs[pool.submit(_with_backoff, lambda r=region: _scan_sagemaker(r, now, cat, inner if concurrency > 1 else None, errors))] = (
-                region,
-                ENDPOINT,
-            )
+            jobs[pool.submit(_with_backoff, functools.partial(_scan_ec2, region, now, cat))] = (region, EC2)
+            jobs[pool.submit(_with_backoff, functools.partial(_scan_eips, region, now, cat))] = (region, EIP)
+            scan_endpoints = functools.partial(_scan_sagemaker, region, now, cat, inner if concurrency > 1 else None, errors)
+            jobs[pool.submit(_with_backoff, scan_endpoints)] = (region, ENDPOINT)
         for fut in as_completed(jobs):
             region, kind = jobs[fut]
             try:
@@ -668,16 +667,20 @@ def _delete_stack(item: Item) -> list[str]:
     return [f"stack {item.project}/{item.id}"]
 
 
+def _usage_for(item: Item, usage: Usage | Exception | None) -> Usage:
+    """``usage`` as read for ``item``'s region (read now when None); a failed earlier read is raised here."""
+    read = read_usage(item.region) if usage is None else usage
+    if isinstance(read, Exception):
+        raise read
+    return read
+
+
 def delete_one(item: Item, now: dt.datetime, usage: Usage | Exception | None = None) -> Outcome:
     """Delete one expired item; never raises (the outcome says what happened).
 
     ``usage``: what uses what in the item's region, read right before (read here when None).
     """
     try:
-        if item.kind in (ENDPOINT, CONFIG, MODEL):
-            usage = read_usage(item.region) if usage is None else usage
-            if isinstance(usage, Exception):
-                raise usage
         if item.kind == EC2:
             deleted = _delete_ec2(item, now)
             return Outcome(item, True, "terminated" if deleted else "already gone", deleted)
@@ -685,11 +688,11 @@ def delete_one(item: Item, now: dt.datetime, usage: Usage | Exception | None = N
             deleted = _delete_eip(item, now)
             return Outcome(item, True, "released" if deleted else "already gone", deleted)
         if item.kind == ENDPOINT:
-            deleted, notes = _delete_endpoint(item, now, usage)
+            deleted, notes = _delete_endpoint(item, now, _usage_for(item, usage))
             message = ("deleted" if deleted else "already gone") + (f" ({'; '.join(notes)})" if notes else "")
             return Outcome(item, True, message, deleted)
         if item.kind in (CONFIG, MODEL):
-            deleted = _delete_orphan(item, now, usage)
+            deleted = _delete_orphan(item, now, _usage_for(item, usage))
             return Outcome(item, True, "deleted" if deleted else "already gone", deleted)
         if item.kind == STACK:
             return Outcome(item, True, "destroyed", _delete_stack(item))

@@ -250,3 +250,25 @@ def test_a_t5_model_is_never_planned_split_over_gpus(cat):
     plan = make_plan(xxl, cat=cat, mode="realtime", dtype="bf16")
     assert plan.choice.feasible and plan.choice.tensor_parallel == 1
     assert stack_config_for(plan).tensor_parallel_degree == 1
+
+
+# -- the checks that narrow Optional fields (mypy) give one line, not an AttributeError -------------------------
+
+
+def test_a_cpu_type_has_no_gpu_to_require(cat):
+    # Every GPU-only path (estimate's fit table, plan's capacity, fine-tuning) reads the GPU through require_gpu.
+    assert c.instance(cat, "g4dn.xlarge").require_gpu().name == "T4"
+    with pytest.raises(UsageError, match=r"instance type 'c5\.xlarge' has no GPU"):
+        c.instance(cat, "c5.xlarge").require_gpu()
+
+
+def test_an_infeasible_option_names_its_reason_when_a_field_of_a_feasible_one_is_asked_for(cat):
+    plan = make_plan(load_model_config("flan-t5-xl"), cat=cat, mode="reserved", term="1y")
+    serverless = _option(plan, "serverless")  # XL does not fit serverless memory (test above)
+    assert not serverless.feasible and serverless.monthly_usd is None
+    with pytest.raises(InfeasibleError, match="serverless has no monthly cost: it cannot host the model") as err:
+        serverless.monthly()
+    assert serverless.reason in str(err.value) and "\n" not in str(err.value)
+    assert plan.choice.monthly() == plan.choice.monthly_usd
+    with pytest.raises(InfeasibleError, match="serverless has no batch size: it cannot host the model"):
+        stack_config_for(replace(plan, choice=serverless))
