@@ -256,7 +256,19 @@ def _read_facts(path: Path | None) -> dict[str, Any] | None:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    # Our own cache: anything not shaped as _write_facts writes it (a hand edit, a torn file) counts as absent.
+    if not isinstance(data, dict):
+        return None
+    parameters, total = data.get("parameters") or {}, data.get("total")
+
+    def whole(v: object) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    if not isinstance(parameters, dict) or not all(isinstance(k, str) and whole(v) for k, v in parameters.items()):
+        return None
+    if total is not None and not whole(total):
+        return None
+    return data
 
 
 def _first_line(exc: BaseException) -> str:
