@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -24,6 +25,10 @@ from llmdeploy import checks
 from llmdeploy.cli import options as opt
 from llmdeploy.cli.render import table
 from llmdeploy.handlers.serving_config import DEFAULT_MAX_BATCH_SIZE
+
+if TYPE_CHECKING:  # pragma: no cover - torch and transformers load with these, inside load_probe only
+    from llmdeploy.handlers.lmi_service import Seq2SeqService
+    from llmdeploy.handlers.precision import DeviceInfo
 
 # The batches plan sizes capacity with (llmdeploy.plan._capacity): powers of two up to the handler's batch.
 DEFAULT_BATCHES = tuple(1 << k for k in range(DEFAULT_MAX_BATCH_SIZE.bit_length()))
@@ -70,8 +75,8 @@ def reset_peak_rss() -> bool:
 class Probe:
     """The real handler, loaded on one device, with prompts of an exact token length."""
 
-    service: object
-    device: object  # handlers.precision.DeviceInfo
+    service: Seq2SeqService
+    device: DeviceInfo
     dtype: str  # fp32 | fp16 | bf16 | int8
     input_tokens: int
     prompt: str
@@ -225,7 +230,8 @@ def measure_batch(probe: Probe, batch: int, new_tokens: int, repeats: int) -> tu
     The minimum is taken because other work on the machine only ever adds time.
     """
     spent = time.perf_counter()
-    firsts, fulls = [], []
+    firsts: list[float] = []
+    fulls: list[float] = []
     peak = 0
     # Up to three extra rounds when noise makes the long run look no longer than the 1-token run.
     for round_ in range(repeats + 3):

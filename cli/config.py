@@ -16,17 +16,23 @@ def _command_path(name: str) -> tuple[str, ...]:
     from llmdeploy.errors import UnknownChoiceError
 
     path = tuple(name.replace(".", " ").split()) or ("",)
-    command: click.Command | None = cli
+    command: click.Command = cli
     for depth, part in enumerate(path):
         prefix = path[:depth]
         ctx = click.Context(command)
-        names = command.list_commands(ctx) if isinstance(command, click.Group) else []
-        if part not in names:  # a leaf followed by more words ('plan x'): the leaf is the only valid one
+        sub = _subcommand(command, ctx, part)
+        if sub is None:  # a leaf followed by more words ('plan x'): the leaf is the only valid one
+            names = command.list_commands(ctx) if isinstance(command, click.Group) else []
             raise UnknownChoiceError("command", " ".join(path[:depth + 1]) or name,
                                      [" ".join((*prefix, n)) for n in names] or [" ".join(prefix)],
                                      fix="Pass --command with one of these ('finetune up' or 'finetune.up' for a subcommand).")
-        command = command.get_command(ctx, part)
+        command = sub
     return path
+
+
+def _subcommand(command: click.Command, ctx: click.Context, name: str) -> click.Command | None:
+    """The subcommand ``name`` of ``command`` if it is a group that has one; None otherwise (a leaf has none)."""
+    return command.get_command(ctx, name) if isinstance(command, click.Group) else None
 
 
 def _contexts(parent: click.Context, command: click.Command, path: tuple[str, ...]):
@@ -39,7 +45,8 @@ def _contexts(parent: click.Context, command: click.Command, path: tuple[str, ..
     if isinstance(command, click.Group):
         ctx = click.Context(command, info_name=path[-1], parent=parent)
         for name in command.list_commands(ctx):
-            yield from _contexts(ctx, command.get_command(ctx, name), (*path, name))
+            if (sub := command.get_command(ctx, name)) is not None:  # a listed name always has one
+                yield from _contexts(ctx, sub, (*path, name))
     else:
         yield path, command.make_context(path[-1], [], parent=parent, resilient_parsing=True)
 
@@ -122,10 +129,12 @@ def show(ctx, command_path, as_json):
     root = ctx.find_root()  # the llmdeploy group's context: its callback put the file into default_map
     command: click.Command = cli
     parent = root
-    for name in command_path[:-1]:
-        command = command.get_command(parent, name)
-        parent = click.Context(command, info_name=name, parent=parent)
-    command = command.get_command(parent, command_path[-1])
+    for depth, name in enumerate(command_path):
+        sub = _subcommand(command, parent, name)
+        assert sub is not None, f"--command's callback (_command_path) checked {command_path}"
+        command = sub
+        if depth < len(command_path) - 1:
+            parent = click.Context(command, info_name=name, parent=parent)
     rows = [row for sub_path, sub_ctx in _contexts(parent, command, command_path) for row in _settings(sub_ctx, sub_path, raw)]
     if as_json:
         opt.emit_json({"config_file": str(path), "config_file_exists": path.is_file(), "settings": rows})

@@ -152,13 +152,19 @@ def up(instances, ttl, idle, instance_type, region, model, ssh_cidr, key_name, o
         config={"aws:region": plan.region, "llmdeploy:expires-at": format_expiry(plan.expires_at)},
     )
     outputs = automation.up(handle, on_output=_echo_pulumi)
-    ids = outputs.get("instance_ids") or []
+    ids = _output_list(outputs, "instance_ids")
     click.echo(f"Up: {len(ids)} instance(s) {', '.join(map(str, ids))}; placement group {outputs.get('placement_group_name')}.")
-    public_ips = [ip for ip in outputs.get("public_ips") or [] if ip]
+    public_ips = [ip for ip in _output_list(outputs, "public_ips") if ip]
     if public_ips:
         click.echo(f"Public IPs: {', '.join(map(str, public_ips))}.")
     click.echo(f"They terminate by {format_expiry(plan.expires_at)}. "
                f"Watch: llmdeploy finetune status --stack {plan.stack} --region {plan.region}")
+
+
+def _output_list(outputs: dict[str, object], key: str) -> list[object]:
+    """A list-valued stack output (instance IDs, IPs); empty when the stack has none."""
+    value = outputs.get(key)
+    return value if isinstance(value, list) else []
 
 
 @finetune.command("status")

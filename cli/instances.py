@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from llmdeploy.cli import options as opt
@@ -26,13 +28,15 @@ def instances(region, families, catalog_dir, as_json):
     from llmdeploy.enums import Term
 
     cat = cat_mod.load_catalog(catalog_dir)
-    rows = []
+    rows: list[dict[str, Any]] = []  # the --json rows
     for inst in cat_mod.gpu_instances(cat, region, families or None):
+        gpu = inst.gpu
+        assert gpu is not None, f"gpu_instances lists GPU types only, not {inst.type}"
         price = cat.ec2[(region, inst.type)]
         hosting = cat.hosting.get((region, cat_mod.SAGEMAKER_PREFIX + inst.type))
         rows.append({
-            "instance_type": inst.type, "gpu": inst.gpu.name, "gpu_count": inst.gpu_count, "gpu_memory_gib": inst.gpu.memory_gib,
-            "gpu_memory_reported_mib": inst.gpu.memory_reported_mib,
+            "instance_type": inst.type, "gpu": gpu.name, "gpu_count": inst.gpu_count, "gpu_memory_gib": gpu.memory_gib,
+            "gpu_memory_reported_mib": gpu.memory_reported_mib,
             "vcpus": inst.vcpus, "ram_gib": inst.ram_gib, "efa": inst.efa, "on_demand_hourly": price.on_demand,
             "ri_1y_hourly": price.ri_1y, "ri_3y_hourly": price.ri_3y,
             # Where each price came from: the EC2 row's source, and the SageMaker row's (a different one).

@@ -128,10 +128,15 @@ def option_names(ctx: click.Context) -> dict:
     Imports every command module (click and llmdeploy only: no SDK), so it runs only when a config file exists.
     """
 
-    def walk(command: click.Command):
-        if isinstance(command, click.Group):
-            return {name: walk(command.get_command(ctx, name)) for name in command.list_commands(ctx)}
-        return {p.name for p in command.params if p.name and p.name != "help"}
+    def walk(group: click.Group) -> dict:
+        names: dict = {}
+        for name in group.list_commands(ctx):
+            command = group.get_command(ctx, name)
+            if isinstance(command, click.Group):
+                names[name] = walk(command)
+            elif command is not None:  # a listed name always has one
+                names[name] = {p.name for p in command.params if p.name and p.name != "help"}
+        return names
 
     return walk(cli)
 

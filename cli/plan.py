@@ -102,7 +102,7 @@ def plan(ctx, mode, term, model, revision, dtype, region, requests_per_day, peak
         if stack_path is not None else None
     # Every check passed: write.
     written = update.write() if update is not None and update.changes else (update.path if update else None)
-    chart_path = write_atomic(chart_mod.check_path(chart), png) if chart else None
+    chart_path = write_atomic(chart_mod.check_path(chart), png) if png is not None else None  # png iff --chart
     data = report.plan_to_dict(result)
     data["stack_file"] = None if written is None else str(written)
     data["stack_changes"] = None if update is None else [{"key": k, "old": o, "new": n} for k, o, n in update.changes]

@@ -53,7 +53,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmdeploy.errors import ConfigError, MissingDependencyError, UsageError
+from llmdeploy.errors import ConfigError, FileError, MissingDependencyError, UsageError
 from llmdeploy.handlers import serving_config as defaults
 from llmdeploy.handlers.serving_config import BACKENDS, BATCHING_CHOICES, DTYPES, RANGES, batch_properties
 
@@ -254,7 +254,10 @@ def adapted_weight_files(weights_dir: Path) -> dict[str, bytes]:
 
 
 def handler_dir() -> Path:
-    return Path(importlib.import_module("llmdeploy.handlers").__file__).resolve().parent
+    module_file = importlib.import_module("llmdeploy.handlers").__file__
+    if module_file is None:  # a namespace package: an install that lost handlers/__init__.py
+        raise FileError("llmdeploy.handlers has no files in this install: reinstall llmdeploy (pip install -e .).")
+    return Path(module_file).resolve().parent
 
 
 def _weight_files(weights_dir: Path) -> list[tuple[str, Path]]:

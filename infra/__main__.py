@@ -97,19 +97,20 @@ def main(*, artifact_dir: str | os.PathLike | None = None) -> dict[str, pulumi.O
     if config.mode == Mode.RESERVED:
         from llmdeploy.infra.reserved_endpoint import ReservedEndpoint, ReservedEndpointArgs
 
-        served = ReservedEndpoint("serve", ReservedEndpointArgs(
+        reserved = ReservedEndpoint("serve", ReservedEndpointArgs(
             region=config.region, image=image, model_data_url=artifact.model_data_url, bucket_arn=artifact.bucket_arn,
             instance_type=config.instance_type, instance_count=config.instance_count,
             min_instances=config.min_instances, service_port=config.service_port,
             weights_uri=config.weights_uri, ingress_cidr=config.ingress_cidr, certificate_arn=config.certificate_arn,
             agent_config=json.dumps(mon.agent_config(stack), indent=2), tags=tags))
-        outputs.update(url=served.url, invoke_command=served.invoke_command)
-        dimensions = {mon.LOAD_BALANCER: served.load_balancer_arn_suffix, mon.TARGET_GROUP: served.target_group_arn_suffix,
-                      mon.STACK: stack}
+        outputs.update(url=reserved.url, invoke_command=reserved.invoke_command)
+        dimensions: dict[str, pulumi.Input[str]] = {
+            mon.LOAD_BALANCER: reserved.load_balancer_arn_suffix, mon.TARGET_GROUP: reserved.target_group_arn_suffix,
+            mon.STACK: stack}
     else:
         from llmdeploy.infra.sagemaker_endpoint import VARIANT, SageMakerEndpoint, SageMakerEndpointArgs
 
-        served = SageMakerEndpoint("serve", SageMakerEndpointArgs(
+        endpoint = SageMakerEndpoint("serve", SageMakerEndpointArgs(
             mode=config.mode, region=config.region, image=image,
             bucket_name=artifact.bucket_name, bucket_arn=artifact.bucket_arn,
             model_data_url=artifact.model_data_url, inference_ami_version=inference_ami,
@@ -122,8 +123,8 @@ def main(*, artifact_dir: str | os.PathLike | None = None) -> dict[str, pulumi.O
             serverless_provisioned_concurrency=config.serverless_provisioned_concurrency,
             async_max_concurrent_invocations=config.async_max_concurrent_invocations,
             tags=tags))
-        outputs.update(endpoint_name=served.endpoint_name, invoke_command=served.invoke_command)
-        dimensions = {mon.ENDPOINT: served.endpoint_name, mon.VARIANT: VARIANT}
+        outputs.update(endpoint_name=endpoint.endpoint_name, invoke_command=endpoint.invoke_command)
+        dimensions = {mon.ENDPOINT: endpoint.endpoint_name, mon.VARIANT: VARIANT}
     from llmdeploy.infra.monitoring import Monitoring, MonitoringArgs
 
     monitor = Monitoring("monitor", MonitoringArgs(

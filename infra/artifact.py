@@ -16,6 +16,7 @@ rules expire those, and the noncurrent versions old artifacts leave behind.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,11 +119,12 @@ class ModelArtifact(pulumi.ComponentResource):
         })
 
 
-def lifecycle_rules() -> list[dict]:
+def lifecycle_rules() -> list[aws.s3.BucketLifecycleConfigurationRuleArgsDict]:
     """Expire async requests, results and failures; expire noncurrent versions (an artifact a newer one replaced)
     and the delete markers they leave; abort multipart uploads that never finished."""
-    rules = [{"id": f"expire-{prefix.rstrip('/')}", "status": "Enabled", "filter": {"prefix": prefix},
-              "expiration": {"days": ASYNC_OBJECT_DAYS}} for prefix in ASYNC_PREFIXES]
+    rules: list[aws.s3.BucketLifecycleConfigurationRuleArgsDict] = [
+        {"id": f"expire-{prefix.rstrip('/')}", "status": "Enabled", "filter": {"prefix": prefix},
+         "expiration": {"days": ASYNC_OBJECT_DAYS}} for prefix in ASYNC_PREFIXES]
     rules.append({
         "id": "expire-noncurrent-versions", "status": "Enabled", "filter": {"prefix": ""},
         "noncurrent_version_expiration": {"noncurrent_days": NONCURRENT_VERSION_DAYS},
@@ -132,7 +134,7 @@ def lifecycle_rules() -> list[dict]:
     return rules
 
 
-def build_tarball(config, out_dir: str | Path, catalog=None) -> tuple[str, str]:
+def build_tarball(config, out_dir: str | os.PathLike, catalog=None) -> tuple[str, str]:
     """Build model.tar.gz for ``config`` with containers/package.py; (path, sha256).
 
     The weights are not packaged: serving.properties names ``weightsUri`` (LMI

@@ -15,7 +15,7 @@ import os
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from llmdeploy.errors import CloudError, MissingDependencyError
 
@@ -65,6 +65,30 @@ def _env_vars(url: str) -> dict[str, str]:
         # passphrase secrets provider from prompting. Set either variable to use a real one.
         env["PULUMI_CONFIG_PASSPHRASE"] = ""
     return env
+
+
+@overload
+def select_stack(
+    stack_name: str,
+    *,
+    project_name: str,
+    program: Callable[[], None] | None = None,
+    work_dir: str | os.PathLike | None = None,
+    config: Mapping[str, str] | None = None,
+    create: Literal[True] = True,
+) -> Stack: ...
+
+
+@overload
+def select_stack(
+    stack_name: str,
+    *,
+    project_name: str,
+    program: Callable[[], None] | None = None,
+    work_dir: str | os.PathLike | None = None,
+    config: Mapping[str, str] | None = None,
+    create: bool,
+) -> Stack | None: ...
 
 
 def select_stack(

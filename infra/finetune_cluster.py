@@ -113,20 +113,14 @@ class FinetuneClusterArgs:
             raise UsageError(f"instance_count {self.instance_count!r} is not valid: a cluster needs at least 1 instance.")
         if self.ssh_cidr is not None:
             self.ssh_cidr = _ft.check_ssh_cidr(self.ssh_cidr)
-        expiry = self.expires_at if isinstance(self.expires_at, dt.datetime) else _tags.parse_expiry(str(self.expires_at))
-        if expiry is None or expiry.tzinfo is None:
-            raise UsageError(f"expires_at {self.expires_at!r} is not a UTC time. Use e.g. 2026-11-22T18:00:00Z.")
-        self.expires_at = expiry
+        self.expires_at = self.expiry()
         if self.idle_minutes is not None and self.idle_minutes < 0:
             raise UsageError(f"idle_minutes {self.idle_minutes!r} is not valid: use 0 (off) or more.")
         if not 0 < self.idle_threshold <= 100:
             raise UsageError(f"idle_threshold {self.idle_threshold!r} is not a utilisation percent in (0, 100].")
         if self.root_volume_gib < 8:
             raise UsageError(f"root_volume_gib {self.root_volume_gib!r} is too small: use 8 GiB or more.")
-        if self.efa is None or self.network_cards is None:
-            hardware = _catalog.instance(self.catalog or _catalog.load_catalog(), self.instance_type)
-            self.efa = hardware.efa if self.efa is None else self.efa
-            self.network_cards = hardware.network_cards if self.network_cards is None else self.network_cards
+        self.efa, self.network_cards = self._network()
         if isinstance(self.network_cards, bool) or not isinstance(self.network_cards, int) or self.network_cards < 1:
             raise ConfigError(f"network_cards {self.network_cards!r} is not valid: use 1 or more (the type's network cards).")
         if self.public_ip is not None and not isinstance(self.public_ip, bool):
@@ -138,12 +132,28 @@ class FinetuneClusterArgs:
         if self.checkpoint_uri is not None:
             self.checkpoint_uri = _ft.check_checkpoint_uri(self.checkpoint_uri)
 
+    def expiry(self) -> dt.datetime:
+        """``expires_at`` as an aware datetime (a string is parsed); UsageError when it is not a UTC time."""
+        expiry = self.expires_at if isinstance(self.expires_at, dt.datetime) else _tags.parse_expiry(str(self.expires_at))
+        if expiry is None or expiry.tzinfo is None:
+            raise UsageError(f"expires_at {self.expires_at!r} is not a UTC time. Use e.g. 2026-11-22T18:00:00Z.")
+        return expiry
+
+    def _network(self) -> tuple[bool, int]:
+        """(efa, network_cards): each as given, else the catalog's for the instance type."""
+        if self.efa is not None and self.network_cards is not None:
+            return self.efa, self.network_cards
+        hardware = _catalog.instance(self.catalog or _catalog.load_catalog(), self.instance_type)
+        return (hardware.efa if self.efa is None else self.efa,
+                hardware.network_cards if self.network_cards is None else self.network_cards)
+
     def tags(self) -> dict[str, str]:
-        return _ft.cluster_tags(stack=self.stack, owner=self.owner, cost_center=self.cost_center, expires_at=self.expires_at)
+        return _ft.cluster_tags(stack=self.stack, owner=self.owner, cost_center=self.cost_center, expires_at=self.expiry())
 
     def interfaces(self) -> list[tuple[int, int, str | None]]:
         """The network interfaces each node launches with (``interface_layout``); call after ``validate``."""
-        return interface_layout(self.network_cards, self.efa)
+        efa, network_cards = self._network()
+        return interface_layout(network_cards, efa)
 
 
 @dataclass(frozen=True)
@@ -396,7 +406,7 @@ class FinetuneCluster(pulumi.ComponentResource):
                 "placement_group_name": self.placement_group_name,
                 "security_group_id": self.security_group.id,
                 "instance_profile": self.instance_profile.name,
-                "expires_at": _tags.format_expiry(self._args.expires_at),
+                "expires_at": _tags.format_expiry(self._args.expiry()),
             }
         )
 
@@ -440,6 +450,6 @@ def program(args: FinetuneClusterArgs, name: str = "finetune"):
         pulumi.export("private_ips", cluster.private_ips)
         pulumi.export("public_ips", cluster.public_ips)
         pulumi.export("placement_group_name", cluster.placement_group_name)
-        pulumi.export("expires_at", _tags.format_expiry(args.expires_at))
+        pulumi.export("expires_at", _tags.format_expiry(args.expiry()))
 
     return run

@@ -89,7 +89,7 @@ def weights_read(weights_uri: str, partition: str = "aws") -> list[dict]:
         return []
     bucket, prefix = s3_uri_parts(weights_uri)
     bucket_arn = f"arn:{partition}:s3:::{bucket}"
-    listing = {"Sid": "ListWeights", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [bucket_arn]}
+    listing: dict[str, object] = {"Sid": "ListWeights", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [bucket_arn]}
     if prefix:
         listing["Condition"] = {"StringLike": {"s3:prefix": [f"{prefix}*"]}}
     return s3_read(bucket_arn, [prefix], sid="ReadWeights") + [listing]

@@ -450,8 +450,11 @@ def price_resources(resources: list[RecordedResource], config: StackConfig, cata
     for res in resources:
         if not res.custom:
             continue  # components and the stack are not AWS resources
-        items = line_items(res.type, res.inputs, config, catalog,
-                           launch_template=lambda res=res: by_id[res.inputs["launchTemplate"]["id"]].inputs)
+
+        def launch_template(res: RecordedResource = res) -> Mapping[str, Any]:
+            return by_id[res.inputs["launchTemplate"]["id"]].inputs
+
+        items = line_items(res.type, res.inputs, config, catalog, launch_template=launch_template)
         priced.append(PricedResource(res.type, res.name, _settings(res), items))
     # Registration order depends on when outputs resolve: sort for a stable listing.
     return sorted(priced, key=lambda r: (r.name, r.type))

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -176,8 +177,8 @@ class _Network:
 
     vpc_id: str
     vpc_cidr: str
-    alb_subnets: list[str]
-    instance_subnets: list[str]
+    alb_subnets: Sequence[str]
+    instance_subnets: Sequence[str]
 
 
 class ReservedEndpoint(pulumi.ComponentResource):
@@ -214,7 +215,8 @@ class ReservedEndpoint(pulumi.ComponentResource):
     def _network(self) -> _Network:
         args, invoke = self._args, pulumi.InvokeOptions(parent=self)
         vpc = aws.ec2.get_vpc(default=True, opts=invoke)
-        default_subnets = [{"name": "vpc-id", "values": [vpc.id]}, {"name": "default-for-az", "values": ["true"]}]
+        default_subnets: list[aws.ec2.GetSubnetsFilterArgsDict] = [
+            {"name": "vpc-id", "values": [vpc.id]}, {"name": "default-for-az", "values": ["true"]}]
         subnets = aws.ec2.get_subnets(filters=default_subnets, opts=invoke)  # the ALB: every AZ
         # The instances: only AZs that offer the type (RunInstances fails "Unsupported" in the others).
         zones = offered_zones(args.instance_type, args.region, opts=invoke)
@@ -349,7 +351,10 @@ class ReservedEndpoint(pulumi.ComponentResource):
 
     def _listeners(self, alb: aws.lb.LoadBalancer, target_group: aws.lb.TargetGroup) -> None:
         name, args, child = self._name, self._args, self._child
-        forward = [{"type": "forward", "target_group_arn": target_group.arn}]
+        forward: list[aws.lb.ListenerDefaultActionArgsDict] = [{"type": "forward", "target_group_arn": target_group.arn}]
+        # With a certificate, plain HTTP never reaches the model: prompts and answers only travel over TLS.
+        redirect_to_https: list[aws.lb.ListenerDefaultActionArgsDict] = [
+            {"type": "redirect", "redirect": {"protocol": "HTTPS", "port": str(HTTPS_PORT), "status_code": "HTTP_301"}}]
         if args.certificate_arn:
             aws.lb.Listener(
                 f"{name}-https",
@@ -367,10 +372,7 @@ class ReservedEndpoint(pulumi.ComponentResource):
             load_balancer_arn=alb.arn,
             port=HTTP_PORT,
             protocol="HTTP",
-            # With a certificate, plain HTTP never reaches the model: prompts and answers only travel over TLS.
-            default_actions=[{"type": "redirect", "redirect": {"protocol": "HTTPS", "port": str(HTTPS_PORT),
-                                                               "status_code": "HTTP_301"}}]
-            if args.certificate_arn else forward,
+            default_actions=redirect_to_https if args.certificate_arn else forward,
             tags=args.tags,
             opts=child,
         )

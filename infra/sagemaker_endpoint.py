@@ -94,7 +94,7 @@ class SageMakerEndpoint(pulumi.ComponentResource):
             key, topics = self._async_notifications(child)
 
         role, policy = self._execution_role(key, topics)
-        container = {"image": args.image, "environment": args.environment}
+        container: aws.sagemaker.ModelPrimaryContainerArgsDict = {"image": args.image, "environment": args.environment}
         if args.model_data_url is not None:
             container["model_data_url"] = args.model_data_url
         model = aws.sagemaker.Model(
@@ -165,22 +165,21 @@ class SageMakerEndpoint(pulumi.ComponentResource):
         policy = aws.iam.RolePolicy(f"{name}-policy", role=role.id, policy=policy_doc, opts=pulumi.ResourceOptions(parent=self))
         return role, policy
 
-    def _variant(self, model) -> dict:
+    def _variant(self, model) -> aws.sagemaker.EndpointConfigurationProductionVariantArgsDict:
         args = self._args
-        variant: dict = {"variant_name": VARIANT, "model_name": model.name}
+        variant: aws.sagemaker.EndpointConfigurationProductionVariantArgsDict = {"variant_name": VARIANT, "model_name": model.name}
         if args.mode == Mode.SERVERLESS:
-            serverless = {"memory_size_in_mb": args.serverless_memory_mb, "max_concurrency": args.serverless_max_concurrency}
+            serverless: aws.sagemaker.EndpointConfigurationProductionVariantServerlessConfigArgsDict = {
+                "memory_size_in_mb": args.serverless_memory_mb, "max_concurrency": args.serverless_max_concurrency}
             if args.serverless_provisioned_concurrency > 0:
                 serverless["provisioned_concurrency"] = args.serverless_provisioned_concurrency
             variant["serverless_config"] = serverless
         else:
-            variant.update(
-                instance_type=args.instance_type,
-                # SageMaker needs at least one instance at creation, even for async (min 0 comes from autoscaling).
-                initial_instance_count=args.instance_count,
-                container_startup_health_check_timeout_in_seconds=STARTUP_TIMEOUT_S,
-                model_data_download_timeout_in_seconds=STARTUP_TIMEOUT_S,
-            )
+            variant["instance_type"] = args.instance_type
+            # SageMaker needs at least one instance at creation, even for async (min 0 comes from autoscaling).
+            variant["initial_instance_count"] = args.instance_count
+            variant["container_startup_health_check_timeout_in_seconds"] = STARTUP_TIMEOUT_S
+            variant["model_data_download_timeout_in_seconds"] = STARTUP_TIMEOUT_S
             if args.inference_ami_version:
                 variant["inference_ami_version"] = args.inference_ami_version
         return variant
@@ -199,7 +198,7 @@ class SageMakerEndpoint(pulumi.ComponentResource):
         error = aws.sns.Topic(f"{name}-error", kms_master_key_id=key.arn, tags=args.tags, opts=child)
         return key, (success, error)
 
-    def _async_config(self, key, topics) -> dict:
+    def _async_config(self, key, topics) -> aws.sagemaker.EndpointConfigurationAsyncInferenceConfigArgsDict:
         args = self._args
         success, error = topics
         return {

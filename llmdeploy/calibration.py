@@ -351,7 +351,7 @@ def fill_unidentified(decode_flops: float, prefill_flops: float, gpu: Gpu, dtype
 
 
 def fit(m, dtype: str, points: Sequence[Point], *, input_tokens: int, bandwidth_gbs: float,
-        output_position: int) -> tuple[float, float, float, float]:
+        output_position: float) -> tuple[float, float, float, float]:
     """(decode FLOP/s, per-layer overhead s, prefill FLOP/s, prefill overhead s) that best explain ``points``.
 
     The bandwidth comes from a separate streaming measurement (decode bytes barely change with the batch,

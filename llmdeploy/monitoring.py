@@ -44,7 +44,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from llmdeploy.enums import Mode
 
@@ -53,6 +53,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from llmdeploy.catalog import Catalog
     from llmdeploy.stackconfig import StackConfig
 
+_V = TypeVar("_V")  # a dimension's value: a str, or (infra/) a Pulumi Output of one
 SAGEMAKER = "AWS/SageMaker"
 SAGEMAKER_INSTANCES = "/aws/sagemaker/Endpoints"
 ALB = "AWS/ApplicationELB"
@@ -87,7 +88,8 @@ class Metric:
     def percentile(self) -> bool:
         return bool(re.fullmatch(r"p\d{1,2}(\.\d+)?", self.stat))
 
-    def dimension_list(self, bindings: Mapping[str, str]) -> list[dict[str, str]]:
+    def dimension_list(self, bindings: Mapping[str, _V]) -> list[dict[str, str | _V]]:
+        """CloudWatch's Dimensions list; each value as bound (a str, or in infra/ a Pulumi Output carried through)."""
         return [{"Name": d, "Value": bindings[d]} for d in self.dimensions]
 
 
@@ -248,9 +250,11 @@ def console_url(region: str, dashboard: str) -> str:
     return f"https://{region}.{host}/cloudwatch/home?region={region}#dashboards/dashboard/{dashboard}"
 
 
-def put_metric_alarm_request(spec: AlarmSpec, *, stack: str, bindings: Mapping[str, str], actions: Sequence[str] = (),
+def put_metric_alarm_request(spec: AlarmSpec, *, stack: str, bindings: Mapping[str, object], actions: Sequence[object] = (),
                              tags: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The CloudWatch PutMetricAlarm request for ``spec`` (API member names; botocore validates it in the tests)."""
+    """The CloudWatch PutMetricAlarm request for ``spec`` (API member names; botocore validates it in the tests).
+
+    ``bindings`` values and ``actions`` are str here; infra/monitoring.py passes Pulumi Outputs, carried through."""
     request: dict[str, Any] = {
         "AlarmName": alarm_name(stack, spec.key),
         "AlarmDescription": f"llmdeploy stack {stack}: {spec.description}."[:1024],

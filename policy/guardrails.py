@@ -130,6 +130,9 @@ def referenced(resource: PolicyResource, prop: str, candidates: Iterable[PolicyR
     return [c for c in candidates if wanted & _identities(c)] if wanted else []
 
 
+# report_violation(message, urn): pulumi_policy's ReportViolation type takes the urn as a second positional argument.
+# A resource policy names its own resource (args.urn), a stack policy the offending resource, a stack-wide finding None.
+
 # -- IMDSv2 --------------------------------------------------------------------------------------------
 
 
@@ -139,7 +142,7 @@ def validate_imdsv2(args: ResourceValidationArgs, report_violation: ReportViolat
     tokens = known(args.props, "metadataOptions", "httpTokens", unknown=UNKNOWN)
     if tokens not in ("required", UNKNOWN):  # unknown in a preview: checked again before the update creates it
         report_violation(f"{args.name}: metadataOptions.httpTokens is {tokens!r}; set it to 'required' so only IMDSv2 "
-                         "(session tokens) can read instance credentials.")
+                         "(session tokens) can read instance credentials.", args.urn)
 
 
 # -- encryption at rest ----------------------------------------------------------------------------------
@@ -152,21 +155,21 @@ def validate_ebs_encrypted(args: ResourceValidationArgs, report_violation: Repor
             ebs = known(mapping, "ebs")
             if ebs is not None and not _truthy(known(ebs, "encrypted")):
                 report_violation(f"{name}: blockDeviceMappings[{i}] ({known(mapping, 'deviceName', default='?')}) "
-                                 "is not encrypted; set ebs.encrypted to 'true'.")
+                                 "is not encrypted; set ebs.encrypted to 'true'.", args.urn)
     elif args.resource_type == INSTANCE:
         root = known(props, "rootBlockDevice", unknown=UNKNOWN)
         if root is UNKNOWN:
             pass  # only known once the update runs: checked again then
         elif root is None and known(props, "launchTemplate") is None:
             report_violation(f"{name}: no rootBlockDevice and no launch template: the root volume would follow the AMI "
-                             "and account default; declare rootBlockDevice with encrypted = true.")
+                             "and account default; declare rootBlockDevice with encrypted = true.", args.urn)
         elif root is not None and not _truthy(known(root, "encrypted")):
-            report_violation(f"{name}: rootBlockDevice is not encrypted; set encrypted = true.")
+            report_violation(f"{name}: rootBlockDevice is not encrypted; set encrypted = true.", args.urn)
         for i, device in enumerate(_items(known(props, "ebsBlockDevices", default=[]))):
             if not _truthy(known(device, "encrypted")):
-                report_violation(f"{name}: ebsBlockDevices[{i}] is not encrypted; set encrypted = true.")
+                report_violation(f"{name}: ebsBlockDevices[{i}] is not encrypted; set encrypted = true.", args.urn)
     elif args.resource_type == EBS_VOLUME and not _truthy(known(props, "encrypted")):
-        report_violation(f"{name}: the EBS volume is not encrypted; set encrypted = true.")
+        report_violation(f"{name}: the EBS volume is not encrypted; set encrypted = true.", args.urn)
 
 
 def validate_s3_encrypted(args: StackValidationArgs, report_violation: ReportViolation) -> None:
@@ -189,11 +192,11 @@ def validate_sagemaker_kms(args: ResourceValidationArgs, report_violation: Repor
     if args.resource_type != ENDPOINT_CONFIG:
         return
     if known(args.props, "kmsKeyArn", default="(not set)", unknown="(unknown)") in ("", None):
-        report_violation(f"{args.name}: kmsKeyArn is set but empty; name a KMS key or leave it out.")
+        report_violation(f"{args.name}: kmsKeyArn is set but empty; name a KMS key or leave it out.", args.urn)
     if known(args.props, "asyncInferenceConfig", unknown="(unknown)") is not None and \
             known(args.props, "asyncInferenceConfig", "outputConfig", "kmsKeyId", unknown="(unknown)") in ("", None):
         report_violation(f"{args.name}: async inference writes results to S3 without a KMS key; set "
-                         "asyncInferenceConfig.outputConfig.kmsKeyId.")
+                         "asyncInferenceConfig.outputConfig.kmsKeyId.", args.urn)
 
 
 # -- network ---------------------------------------------------------------------------------------------
@@ -247,7 +250,7 @@ def validate_no_world_ssh(args: ResourceValidationArgs, report_violation: Report
     for where, world, protocol, low, high in world_open_rules(args.resource_type, args.props):
         if _covers(protocol, low, high, SSH_PORT):
             report_violation(f"{args.name}: {where} opens SSH (port 22) to {', '.join(world)}; allow one office or VPN "
-                             "CIDR, or none and use Session Manager.")
+                             "CIDR, or none and use Session Manager.", args.urn)
 
 
 def validate_no_public_plain_http(args: StackValidationArgs, report_violation: ReportViolation) -> None:
@@ -312,12 +315,12 @@ def validate_tags(args: ResourceValidationArgs, report_violation: ReportViolatio
     missing = [k for k in REQUIRED_TAGS if not tags.get(k)]
     if missing:
         report_violation(f"{args.name}: missing llmdeploy tags {', '.join(missing)} (teardown and the reaper act only on "
-                         "tagged resources); pass llmdeploy.tags.base_tags(...) as its tags.")
+                         "tagged resources); pass llmdeploy.tags.base_tags(...) as its tags.", args.urn)
     elif tags[llm_tags.MANAGED_BY] != llm_tags.MANAGED_BY_VALUE:
         report_violation(f"{args.name}: tag {llm_tags.MANAGED_BY} is {tags[llm_tags.MANAGED_BY]!r}, "
-                         f"not {llm_tags.MANAGED_BY_VALUE!r}.")
+                         f"not {llm_tags.MANAGED_BY_VALUE!r}.", args.urn)
     elif (stack := os.environ.get("PULUMI_STACK")) and tags[llm_tags.STACK] != stack:
-        report_violation(f"{args.name}: tag {llm_tags.STACK} is {tags[llm_tags.STACK]!r}, but the stack is {stack!r}.")
+        report_violation(f"{args.name}: tag {llm_tags.STACK} is {tags[llm_tags.STACK]!r}, but the stack is {stack!r}.", args.urn)
 
 
 # -- the budget ------------------------------------------------------------------------------------------
@@ -362,7 +365,7 @@ def validate_budget(args: StackValidationArgs, report_violation: ReportViolation
     try:
         config = stack_config_from_engine()
     except LlmdeployError as exc:
-        report_violation(f"the stack config cannot be read: {exc}")
+        report_violation(f"the stack config cannot be read: {exc}", None)
         return
     if config is None:
         args.not_applicable("not an llmdeploy hosting stack (no llmdeploy:mode in its config)")
@@ -374,14 +377,14 @@ def validate_budget(args: StackValidationArgs, report_violation: ReportViolation
     try:
         monthly = price_stack(args.resources, config, load_catalog())
     except LookupError as exc:
-        report_violation(f"the stack cannot be priced: {exc}")
+        report_violation(f"the stack cannot be priced: {exc}", None)
         return
     except UnknownValueError as exc:  # e.g. a launch template's user data in a preview: priced on the update's outputs
         args.not_applicable(f"the estimate needs a value only the update will know ({exc.message}); checked again then")
     try:
         budget.check(monthly, limits, stack=os.environ.get("PULUMI_STACK", "this stack"))
     except budget.OverBudgetError as exc:
-        report_violation(str(exc))
+        report_violation(str(exc), None)
 
 
 # -- the policies ----------------------------------------------------------------------------------------

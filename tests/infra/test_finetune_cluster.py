@@ -670,3 +670,14 @@ def test_dlami_filter_comes_from_data_with_its_source():
     assert fnmatch.fnmatchcase(published, ami.name), "EC2 name filters use * like fnmatch: the published name matches"
     assert not fnmatch.fnmatchcase("Deep Learning ARM64 AMI OSS Nvidia Driver GPU PyTorch 2.9 (Ubuntu 24.04) 20260317",
                                    ami.name), "ARM64 builds must not match"
+
+
+def test_tags_and_interfaces_need_no_validate_first(cat):
+    """expires_at as a string and the network from the catalog: tags() and interfaces() resolve them the way
+    validate() does, so they agree before and after it."""
+    args = make_args(cat, expires_at="2026-11-22T18:00:00Z", efa=None, network_cards=None)
+    before = (args.tags(), args.interfaces())
+    args.validate()
+    assert args.expires_at == EXPIRES
+    assert (args.tags(), args.interfaces()) == before
+    assert len(before[1]) == cat.instances["p4d.24xlarge"].network_cards

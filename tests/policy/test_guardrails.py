@@ -325,3 +325,14 @@ def test_values_only_known_after_the_update_never_crash_a_policy(monkeypatch):
                 assert violations(policy, resource_args(token, props)) == [], (policy.name, token)
     unknown_listener = policy_resource(LISTENER, {**props, "defaultActions": [{"type": "forward"}]}, name="l")
     assert violations(by_name("no-public-plain-http"), stack_args([*_web()[:2], unknown_listener])) == []
+
+
+def test_a_resource_policy_names_its_resource():
+    """report_violation(message, urn): a resource policy passes its resource's own urn (AnalyzeDiagnostic.urn)."""
+    from .helpers import urn
+
+    found: list[tuple[str, str | None]] = []
+    token = "aws:ec2/launchTemplate:LaunchTemplate"
+    by_name("imdsv2-required").validate(resource_args(token, {"metadataOptions": {"httpTokens": "optional"}}, name="node"),
+                                        lambda message, urn=None: found.append((message, urn)))
+    assert [u for _, u in found] == [urn(token, "node")]
