@@ -161,7 +161,7 @@ class DynamicBatcher:
     ``batch_sizes`` records the size of every batch run (tests and the benchmark read it).
     """
 
-    def __init__(self, run_batch: Callable[[list], list], *, max_batch_size: int,
+    def __init__(self, run_batch: Callable[[list, Callable[[int], bool]], list], *, max_batch_size: int,
                  max_delay_s: float, executor: concurrent.futures.Executor | None = None):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
@@ -170,7 +170,7 @@ class DynamicBatcher:
         self.max_delay_s = max(0.0, max_delay_s)
         self._executor = executor or DaemonExecutor("batcher")
         self._own_executor = executor is None
-        self._queue: asyncio.Queue | None = None
+        self._queue: asyncio.Queue[tuple[Any, asyncio.Future[Any]]] | None = None  # made by start(), on its loop
         self._worker: asyncio.Task | None = None
         self._closed = False
         self._aborted = False  # past the drain deadline: running rows stop at their next step
@@ -214,16 +214,22 @@ class DynamicBatcher:
         if self._worker is None:
             await self.start()
         fut = asyncio.get_running_loop().create_future()
-        await self._queue.put((item, fut))
+        await self._started_queue().put((item, fut))
         return await fut
 
-    async def _collect(self) -> list:
-        first = await self._queue.get()
+    def _started_queue(self) -> asyncio.Queue[tuple[Any, asyncio.Future[Any]]]:
+        if self._queue is None:
+            raise RuntimeError("DynamicBatcher used before start()")
+        return self._queue
+
+    async def _collect(self) -> list[tuple[Any, asyncio.Future[Any]]]:
+        queue = self._started_queue()
+        first = await queue.get()
         batch = [first]
         deadline = time.monotonic() + self.max_delay_s
         while len(batch) < self.max_batch_size:
             try:
-                batch.append(self._queue.get_nowait())
+                batch.append(queue.get_nowait())
                 continue
             except asyncio.QueueEmpty:
                 pass
@@ -231,7 +237,7 @@ class DynamicBatcher:
             if remaining <= 0:
                 break
             try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                batch.append(await asyncio.wait_for(queue.get(), remaining))
             except TimeoutError:
                 break
         return batch
@@ -288,12 +294,13 @@ class _Job:
 
     __slots__ = ("request", "deadline", "deliver", "seqs", "texts", "cancelled", "admitted", "error", "arrived")
 
-    def __init__(self, request, deadline: float | None, deliver: Callable[[Any], None], arrived: int = 0):
+    def __init__(self, request, deadline: float | None, deliver: Callable[[Any], object], arrived: int = 0):
         self.request = request
         self.arrived = arrived  # the loop's step count when it arrived (decode.admission_due)
         self.texts = list(request.texts)
         self.deadline = deadline
-        self.deliver = deliver  # called once, from the decode thread, with the result or an exception
+        # called once, from the decode thread, with the result or an exception (then None)
+        self.deliver: Callable[[Any], object] | None = deliver
         self.seqs: list = []
         self.cancelled = False
         self.admitted = 0  # texts admitted into the loop so far
@@ -422,7 +429,7 @@ class ContinuousBatcher:
         try:
             from .decode import admission_due
         except ImportError:
-            from decode import admission_due
+            from decode import admission_due  # type: ignore[no-redef]
         waiting = sum(len(job.texts) - job.admitted for job in self._waiting if not job.cancelled)
         running = len(self.loop)
         waited = self.loop.steps - self._waiting[0].arrived if self._waiting else 0
@@ -450,7 +457,7 @@ class ContinuousBatcher:
         try:
             from .decode import Sequence as DecodeSequence
         except ImportError:
-            from decode import Sequence as DecodeSequence
+            from decode import Sequence as DecodeSequence  # type: ignore[no-redef]
         ids = self.engine.encode([job.texts[i] for job, i in picked])
         seqs = []
         for (job, index), input_ids in zip(picked, ids, strict=True):

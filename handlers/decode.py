@@ -44,7 +44,7 @@ import torch.nn.functional as F
 try:
     from .compat import major_version
 except ImportError:  # copied flat next to model.py in the container
-    from compat import major_version
+    from compat import major_version  # type: ignore[no-redef]
 
 
 class SequenceCancelled(Exception):
@@ -126,11 +126,13 @@ class T5DecodeLoop:
         self.T = 0  # columns used in the self-attention cache (shared, left-padded)
         self.self_k: list[torch.Tensor] = []
         self.self_v: list[torch.Tensor] = []
-        self.valid = None  # [B, capacity] bool: which cache columns hold a real key
+        # With no sequence these are empty (batch dimension 0); admit() replaces them with the first batch's.
+        self.valid = torch.zeros((0, 0), dtype=torch.bool, device=self.device)  # [B, capacity]: which cache columns hold a real key
         self.cross_k: list[torch.Tensor] = []
         self.cross_v: list[torch.Tensor] = []
-        self.cross_mask = None  # [B, 1, 1, S] additive mask over encoder positions
-        self.last = None  # [B] the token each sequence feeds next
+        # [B, 1, 1, S] additive mask over encoder positions
+        self.cross_mask = torch.zeros((0, 1, 1, 0), dtype=self.dtype, device=self.device)
+        self.last = torch.zeros((0,), dtype=torch.long, device=self.device)  # [B] the token each sequence feeds next
 
     def reset(self) -> list[Sequence]:
         """Drop every running sequence (they are returned, unfinished)."""

@@ -32,13 +32,16 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypedDict
 
 from aiohttp import web
 
 try:
     from . import serving_config as defaults
     from .batching import BatcherClosed, ContinuousBatcher, DynamicBatcher
+    from .lmi_service import Seq2SeqService
     from .serving_config import (
         BACKENDS,
         BATCHING_CHOICES,
@@ -49,9 +52,10 @@ try:
         resolve_batching,
     )
 except ImportError:  # run as a flat file on a self-hosted instance
-    import serving_config as defaults
-    from batching import BatcherClosed, ContinuousBatcher, DynamicBatcher
-    from serving_config import (
+    import serving_config as defaults  # type: ignore[no-redef]
+    from batching import BatcherClosed, ContinuousBatcher, DynamicBatcher  # type: ignore[no-redef]
+    from lmi_service import Seq2SeqService  # type: ignore[no-redef]
+    from serving_config import (  # type: ignore[no-redef]
         BACKENDS,
         BATCHING_CHOICES,
         RequestError,
@@ -63,10 +67,10 @@ except ImportError:  # run as a flat file on a self-hosted instance
 
 log = logging.getLogger("llmdeploy.handlers.endpoint")
 
-SERVICE_KEY = web.AppKey("service", object)
-BATCHER_KEY = web.AppKey("batcher", object)
-SETTINGS_KEY = web.AppKey("settings", object)
-STATE_KEY = web.AppKey("state", dict)
+
+class EndpointState(TypedDict):
+    draining: bool  # SIGTERM seen: new requests are refused
+    in_flight: int  # requests inside invocations()
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,12 @@ class EndpointSettings:
         return self.grace_s
 
 
+SERVICE_KEY = web.AppKey("service", Seq2SeqService)
+BATCHER_KEY = web.AppKey[DynamicBatcher | ContinuousBatcher]("batcher")
+SETTINGS_KEY = web.AppKey("settings", EndpointSettings)
+STATE_KEY = web.AppKey[EndpointState]("state")
+
+
 def _error(status: int, message: str, *, close: bool = False) -> web.Response:
     response = web.json_response({"error": message}, status=status)
     if close:
@@ -93,7 +103,7 @@ def _error(status: int, message: str, *, close: bool = False) -> web.Response:
     return response
 
 
-def _run_batch(service, requests, cancelled=None):
+def _run_batch(service: Seq2SeqService, requests: list, cancelled: Callable[[int], bool] | None = None) -> list:
     """Runs in the static batcher's worker thread: one result (or exception) per parsed request."""
     results = service.predict(requests, cancelled=cancelled)
     return [r if isinstance(r, BaseException) else format_result(req, r) for req, r in zip(requests, results, strict=True)]
@@ -106,10 +116,10 @@ def served_batching(engine, batching: str) -> str:
     return resolve_batching(batching, on_gpu=kind == "cuda")
 
 
-def make_batcher(service, settings: EndpointSettings):
+def make_batcher(service: Seq2SeqService, settings: EndpointSettings) -> DynamicBatcher | ContinuousBatcher:
     """The iteration-level batcher when the engine has a decode loop and settings ask for it (auto: on CPU), else
     static; either way ``service.config.max_batch_size`` requests at most are decoded together."""
-    engine, config = service.engine, service.config
+    engine, config = service.engine, service.initialized_config()
     batching = served_batching(engine, settings.batching)
     if settings.batching == defaults.BATCHING_AUTO:
         log.info("batching auto: %s (model on %s)", batching, getattr(getattr(engine, "device", None), "kind", "cpu"))
@@ -165,7 +175,7 @@ async def invocations(request: web.Request) -> web.Response:
             except json.JSONDecodeError as exc:
                 return _error(400, f"request body is not valid JSON: {exc.msg} at position {exc.pos}")
         try:
-            parsed = parse_request(body, service.config)
+            parsed = parse_request(body, service.initialized_config())
         except RequestError as exc:
             return _error(exc.code, exc.message)
         try:
@@ -186,13 +196,13 @@ async def invocations(request: web.Request) -> web.Response:
         state["in_flight"] -= 1
 
 
-def create_app(service, settings: EndpointSettings | None = None) -> web.Application:
+def create_app(service: Seq2SeqService, settings: EndpointSettings | None = None) -> web.Application:
     settings = settings or EndpointSettings()
     # client_max_size makes aiohttp refuse larger bodies while reading (chunked uploads too).
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SERVICE_KEY] = service
     app[SETTINGS_KEY] = settings
-    app[STATE_KEY] = {"draining": False, "in_flight": 0}
+    app[STATE_KEY] = EndpointState(draining=False, in_flight=0)
     app[BATCHER_KEY] = make_batcher(service, settings)
     app.router.add_get("/ping", ping)
     app.router.add_post("/invocations", invocations)
@@ -233,7 +243,7 @@ class EndpointServer:
     ``start()`` returns once the port is bound; ``stop()`` drains then closes.
     """
 
-    def __init__(self, service, settings: EndpointSettings | None = None, *, host: str = "127.0.0.1",
+    def __init__(self, service: Seq2SeqService, settings: EndpointSettings | None = None, *, host: str = "127.0.0.1",
                  port: int = 0):
         self.service = service
         self.settings = settings or EndpointSettings()
@@ -250,7 +260,9 @@ class EndpointServer:
         return f"http://{self.host}:{self.port}"
 
     @property
-    def batcher(self):
+    def batcher(self) -> DynamicBatcher | ContinuousBatcher:
+        if self.app is None:
+            raise RuntimeError("the endpoint is not started: call start() first")
         return self.app[BATCHER_KEY]
 
     async def _astart(self) -> None:
@@ -262,6 +274,8 @@ class EndpointServer:
         self.port = self._runner.addresses[0][1]
 
     async def _astop(self) -> None:
+        if self.app is None or self._runner is None:  # _astart failed: nothing to drain
+            return
         await drain(self.app, self.settings.grace_s)
         await self._runner.cleanup()
 
@@ -318,8 +332,8 @@ def _hard_exit_after(seconds: float) -> threading.Timer:
     return timer
 
 
-async def serve_forever(service, settings: EndpointSettings, *, host: str, port: int,
-                        on_ready=None) -> None:
+async def serve_forever(service: Seq2SeqService, settings: EndpointSettings, *, host: str, port: int,
+                        on_ready: Callable[[int], object] | None = None) -> None:
     """Serve until SIGTERM/SIGINT; then refuse new requests, finish running ones within ``grace_s``, answer the
     rest 503 and return. The process is ended at ``grace_s + 2`` s after the signal whatever is left running."""
     app = create_app(service, settings)
@@ -352,16 +366,14 @@ def build_service(model: str, *, backend: str = defaults.DEFAULT_BACKEND, dtype:
                   max_new_tokens_cap: int = defaults.DEFAULT_MAX_NEW_TOKENS, device: str = "auto",
                   max_input_tokens: int | None = None, ct2_dir: str | None = None,
                   max_num_beams: int = defaults.DEFAULT_MAX_NUM_BEAMS,
-                  max_request_tokens: int = defaults.DEFAULT_MAX_REQUEST_TOKENS):
+                  max_request_tokens: int = defaults.DEFAULT_MAX_REQUEST_TOKENS) -> Seq2SeqService:
     """A loaded Seq2SeqService for a local model folder (what ``llmdeploy serve`` runs), configured through the
     same serving.properties keys `llmdeploy package` writes for DJL (the static form: the endpoint picks its
     batcher itself, make_batcher)."""
     try:
-        from .lmi_service import Seq2SeqService
         from .seq2seq import load_engine
     except ImportError:
-        from lmi_service import Seq2SeqService
-        from seq2seq import load_engine
+        from seq2seq import load_engine  # type: ignore[no-redef]
 
     props = {"option.model_id": model, "option.backend": backend, "option.dtype": dtype,
              "option.max_new_tokens": str(max_new_tokens_cap), "option.device": device,

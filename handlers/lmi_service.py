@@ -47,8 +47,8 @@ try:
         parse_request,
     )
 except ImportError:  # copied flat next to model.py in the container
-    from batching import GenerationTimeout, OutOfMemoryForItem, _free_cuda_cache, is_out_of_memory, run_with_oom_split
-    from serving_config import (
+    from batching import GenerationTimeout, OutOfMemoryForItem, _free_cuda_cache, is_out_of_memory, run_with_oom_split  # type: ignore[no-redef]
+    from serving_config import (  # type: ignore[no-redef]
         HandlerError,
         ParsedRequest,
         RequestError,
@@ -92,6 +92,12 @@ class Seq2SeqService:
     def ready(self) -> bool:
         return self.engine is not None and self.config is not None
 
+    def initialized_config(self) -> ServingConfig:
+        """The serving settings; a HandlerError (not an AttributeError deep inside) before ``initialize``."""
+        if self.config is None:
+            raise HandlerError("the handler is not initialised: call initialize(properties) before predicting")
+        return self.config
+
     # -- initialisation (once) ----------------------------------------------------------------
     def initialize(self, properties: dict) -> None:
         with self._init_lock:
@@ -107,7 +113,7 @@ class Seq2SeqService:
                     try:
                         from .seq2seq import load_engine
                     except ImportError:
-                        from seq2seq import load_engine
+                        from seq2seq import load_engine  # type: ignore[no-redef]
                     loader = load_engine
                 self.engine = loader(self.config)
             if self.config.rolling_batch and self._rolling is None:
@@ -155,7 +161,7 @@ class Seq2SeqService:
         parsed: list = []
         for body in bodies:
             try:
-                parsed.append(parse_request(body, self.config))
+                parsed.append(parse_request(body, self.initialized_config()))
             except RequestError as exc:
                 parsed.append(exc)
         good = [p for p in parsed if isinstance(p, ParsedRequest)]
@@ -263,6 +269,7 @@ class _RollingBatch:
 
     def __init__(self, service: Seq2SeqService):
         self.service = service
+        self.config = service.initialized_config()
         self.loop = service.engine.decode_loop()
         if self.loop is None:
             raise HandlerError(f"option.rolling_batch needs an engine with a decode loop (a T5 model on the "
@@ -285,11 +292,11 @@ class _RollingBatch:
         try:
             from .decode import admission_due
         except ImportError:
-            from decode import admission_due
+            from decode import admission_due  # type: ignore[no-redef]
         self.queued += [(self.loop.steps, r) for r in new if r.seqs]
         waiting = sum(len(r.seqs) for _, r in self.queued)
         waited = self.loop.steps - self.queued[0][0] if self.queued else 0
-        slots = max(self.service.config.max_batch_size, len(self.loop) + waiting)  # DJL caps what it sends
+        slots = max(self.config.max_batch_size, len(self.loop) + waiting)  # DJL caps what it sends
         if admission_due(waiting, len(self.loop), slots, waited):
             self._admit([r for _, r in self.queued])
             self.queued = []
@@ -311,17 +318,17 @@ class _RollingBatch:
     def _start(self, item) -> _RollingRequest:
         request = _RollingRequest()
         try:
-            request.parsed = parse_request(self.service._decode_item(item), self.service.config)
+            parsed = request.parsed = parse_request(self.service._decode_item(item), self.config)
         except RequestError as exc:
             request.error, request.done = exc, True
             return request
-        params = request.parsed.param_dict
-        deadline = time.monotonic() + self.service.config.request_timeout_s
+        params = parsed.param_dict
+        deadline = time.monotonic() + self.config.request_timeout_s
         if int(params.get("num_beams", 1)) > 1:  # beam search runs alone, now (its cost is within the budget)
             try:
-                ids = self.service.engine.generate_ids(list(request.parsed.texts), params,
+                ids = self.service.engine.generate_ids(list(parsed.texts), params,
                                                        stop=lambda row: time.monotonic() > deadline)
-                request.answer = json.dumps(format_result(request.parsed, self.service.engine.decode(ids)),
+                request.answer = json.dumps(format_result(parsed, self.service.engine.decode(ids)),
                                             ensure_ascii=False)
             except Exception as exc:  # noqa: BLE001 - this request fails alone
                 request.error = OutOfMemoryForItem(f"out of memory generating for this request ({exc})") \
@@ -331,8 +338,8 @@ class _RollingBatch:
         try:
             from .decode import Sequence
         except ImportError:
-            from decode import Sequence
-        ids = self.service.engine.encode(list(request.parsed.texts))
+            from decode import Sequence  # type: ignore[no-redef]
+        ids = self.service.engine.encode(list(parsed.texts))
         request.seqs = [Sequence(row, params, deadline=deadline, owner=request) for row in ids]
         return request
 
@@ -358,7 +365,7 @@ class _RollingBatch:
             if is_out_of_memory(exc):  # the newest half fails with 507; the others go on at the next call
                 _free_cuda_cache()
                 victims = running[len(running) // 2:] if len(running) > 1 else running
-                error = OutOfMemoryForItem(f"out of memory generating for this request ({exc})")
+                error: Exception = OutOfMemoryForItem(f"out of memory generating for this request ({exc})")
             else:
                 log.exception("decode step failed")
                 victims, error = running, GenerationFailed(f"generation failed: {exc}")
@@ -368,10 +375,11 @@ class _RollingBatch:
         for seq in finished:
             if seq.timed_out:
                 seq.owner.fail(GenerationTimeout(
-                    f"no answer within {self.service.config.request_timeout_s:g} s (option.request_timeout)"))
+                    f"no answer within {self.config.request_timeout_s:g} s (option.request_timeout)"))
 
     def _settle(self, request: _RollingRequest) -> None:
-        if request.done or not request.seqs or not all(s.finished for s in request.seqs):
+        # Only a parsed request has sequences (one that did not parse was done in _start).
+        if request.done or request.parsed is None or not request.seqs or not all(s.finished for s in request.seqs):
             return
         request.done = True
         if request.error is None:

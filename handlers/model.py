@@ -17,7 +17,7 @@ import os
 try:
     from .lmi_service import Seq2SeqService
 except ImportError:  # flat, inside the container
-    from lmi_service import Seq2SeqService
+    from lmi_service import Seq2SeqService  # type: ignore[no-redef]
 
 _service = Seq2SeqService(model_dir=os.path.dirname(os.path.abspath(__file__)))
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 try:
     from .serving_config import MissingBackendError, ServingConfigError, normalise_dtype
 except ImportError:  # copied flat next to model.py in the container
-    from serving_config import MissingBackendError, ServingConfigError, normalise_dtype
+    from serving_config import MissingBackendError, ServingConfigError, normalise_dtype  # type: ignore[no-redef]
 
 # T5's feed-forward output projection overflows in fp16 (activations beyond 65504);
 # transformers lists it in T5PreTrainedModel._keep_in_fp32_modules. We apply it ourselves
@@ -100,8 +100,8 @@ def detect_device(preference: str = "auto") -> DeviceInfo:
             raise ServingConfigError(f"device {preference!r} requested but CUDA is not available")
         return CPU
     index = int(preference.split(":", 1)[1]) if ":" in preference else 0
-    return DeviceInfo("cuda", index, tuple(torch.cuda.get_device_capability(index)),
-                      torch.cuda.get_device_name(index))
+    major, minor = torch.cuda.get_device_capability(index)
+    return DeviceInfo("cuda", index, (major, minor), torch.cuda.get_device_name(index))
 
 
 def torch_dtype(precision: Precision):

@@ -16,6 +16,7 @@ Imports: stdlib + torch + transformers; ctranslate2 and bitsandbytes only when a
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
 import shutil
@@ -43,7 +44,7 @@ try:
         ServingConfigError,
     )
 except ImportError:  # copied flat next to model.py in the container
-    from compat import (
+    from compat import (  # type: ignore[no-redef]
         MODEL_CONFIG,
         TOKENIZER_CONFIG,
         dtype_keyword,
@@ -53,8 +54,8 @@ except ImportError:  # copied flat next to model.py in the container
         read_json,
         tokenizer_config_for_v4,
     )
-    from precision import DeviceInfo, Precision, apply_precision, choose_precision, detect_device, torch_dtype
-    from serving_config import (
+    from precision import DeviceInfo, Precision, apply_precision, choose_precision, detect_device, torch_dtype  # type: ignore[no-redef]
+    from serving_config import (  # type: ignore[no-redef]
         DEFAULT_CONTEXT_TOKENS,
         DEFAULT_REQUEST_NEW_TOKENS,
         MissingBackendError,
@@ -290,14 +291,14 @@ class TransformersEngine(_TokenizingEngine):
         try:
             from .decode import _eos_ids
         except ImportError:
-            from decode import _eos_ids
+            from decode import _eos_ids  # type: ignore[no-redef]
         return _eos_ids(self.model)
 
     def decode_loop(self):
         try:
             from .decode import T5DecodeLoop
         except ImportError:
-            from decode import T5DecodeLoop
+            from decode import T5DecodeLoop  # type: ignore[no-redef]
         if getattr(self.model.config, "model_type", "") not in ("t5", "mt5"):
             return None
         return T5DecodeLoop(self.model, pad_token_id=self.tokenizer.pad_token_id)
@@ -362,7 +363,7 @@ def _default_ct2_dir(location: str) -> Path:
     return base / "ct2" / digest
 
 
-def _converter_class(ctranslate2):
+def _converter_class() -> type:
     """TransformersConverter that keeps T5's output scaling consistent with transformers 5.
 
     transformers 5 always sets ``T5Config.tie_word_embeddings = True`` and records the
@@ -372,7 +373,9 @@ def _converter_class(ctranslate2):
     the transformers model. Report the checkpoint's choice to the converter instead.
     """
 
-    class _Converter(ctranslate2.converters.TransformersConverter):
+    from ctranslate2.converters import TransformersConverter
+
+    class _Converter(TransformersConverter):
         def load_model(self, model_class, model_name_or_path, **kwargs):
             # ctranslate2 4.8 passes transformers 5's ``dtype=``; 4.x (the LMI images' 4.51) takes ``torch_dtype``.
             import transformers
@@ -391,11 +394,8 @@ def _converter_class(ctranslate2):
 def convert_to_ctranslate2(location: str, output_dir: str | os.PathLike | None = None, *,
                            quantization: str | None = None, force: bool = False) -> Path:
     """Convert a local transformers T5 folder with ctranslate2's TransformersConverter (offline)."""
-    try:
-        import ctranslate2
-    except ImportError:
-        raise MissingBackendError("the ctranslate2 backend needs ctranslate2: pip install 'llmdeploy[ctranslate2]'") \
-            from None
+    if importlib.util.find_spec("ctranslate2") is None:
+        raise MissingBackendError("the ctranslate2 backend needs ctranslate2: pip install 'llmdeploy[ctranslate2]'")
     if not Path(location).is_dir():
         raise ServingConfigError(f"ctranslate2 conversion needs a local model folder, got {location!r}")
     out = Path(output_dir) if output_dir else _default_ct2_dir(location)
@@ -405,7 +405,7 @@ def convert_to_ctranslate2(location: str, output_dir: str | os.PathLike | None =
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         log.info("converting %s to CTranslate2 in %s", location, out)
-        _converter_class(ctranslate2)(str(location)).convert(str(tmp), quantization=quantization, force=True)
+        _converter_class()(str(location)).convert(str(tmp), quantization=quantization, force=True)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -464,7 +464,7 @@ class CTranslate2Engine(_TokenizingEngine):
     @staticmethod
     def translate_kwargs(params: dict) -> dict:
         low, high = new_tokens(params)
-        kwargs = {
+        kwargs: dict[str, int | float] = {
             "max_decoding_length": high,
             "min_decoding_length": low,
             "beam_size": int(params.get("num_beams", 1)),

@@ -12,6 +12,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeGuard
 
 DTYPES = ("auto", "fp32", "fp16", "bf16", "int8")
 _DTYPE_ALIASES = {
@@ -309,7 +310,7 @@ def replace(config: ServingConfig, **changes) -> ServingConfig:
 # Per-request generation parameters
 # --------------------------------------------------------------------------------------------
 
-def _is_int(v) -> bool:
+def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -364,15 +365,17 @@ def validate_parameters(raw, config: ServingConfig) -> tuple[tuple[str, object],
         params[name] = float(value) if name in ("temperature", "top_p", "repetition_penalty",
                                                  "length_penalty") else value
     params.setdefault("max_new_tokens", config.default_max_new_tokens)
-    if params["max_new_tokens"] > config.max_new_tokens_cap:
+    counts = {name: value for name, value in params.items() if _is_int(value)}  # the integer ones, checked above
+    max_new_tokens, min_new_tokens = counts["max_new_tokens"], counts.get("min_new_tokens", 0)
+    if max_new_tokens > config.max_new_tokens_cap:
         raise RequestError(
-            f"max_new_tokens={params['max_new_tokens']} exceeds this endpoint's cap of {config.max_new_tokens_cap}"
+            f"max_new_tokens={max_new_tokens} exceeds this endpoint's cap of {config.max_new_tokens_cap}"
         )
-    if params.get("min_new_tokens", 0) > params["max_new_tokens"]:
+    if min_new_tokens > max_new_tokens:
         raise RequestError(
-            f"min_new_tokens={params['min_new_tokens']} is larger than max_new_tokens={params['max_new_tokens']}"
+            f"min_new_tokens={min_new_tokens} is larger than max_new_tokens={max_new_tokens}"
         )
-    if params.get("num_beams", 1) > config.max_num_beams:
+    if counts.get("num_beams", 1) > config.max_num_beams:
         raise RequestError(f"num_beams={params['num_beams']} exceeds this endpoint's cap of {config.max_num_beams}")
     return tuple(sorted(params.items()))
 

@@ -48,6 +48,20 @@ def test_bad_serving_properties_fail_the_worker_at_init():
         djl.initialize(serving_properties(dtype="fp8"))
 
 
+def test_predicting_before_initialize_says_so_instead_of_an_attribute_error():
+    # predict_json used to hand config=None to parse_request, which died with "'NoneType' object has no attribute
+    # 'max_inputs'" (found by mypy on handlers/); now it is one HandlerError naming the missing step.
+    from conftest import FakeEngine
+
+    from llmdeploy.handlers.serving_config import HandlerError
+
+    service = Seq2SeqService(engine=FakeEngine())
+    with pytest.raises(HandlerError, match=r"not initialised: call initialize\(properties\) before predicting"):
+        service.predict_json([{"inputs": "a"}])
+    service.initialize({"option.max_new_tokens": "8"})
+    assert service.predict_json([{"inputs": "a"}]) == [{"generated_text": "echo:a:8"}]
+
+
 def test_batch_with_bad_requests_answers_each_with_200_and_its_own_body(tiny_model_dir, tiny_engine):
     service = Seq2SeqService(engine=tiny_engine)
     djl = djl_for(service)
