@@ -212,8 +212,9 @@ def test_stalled_headers_and_bodies_are_cut_off(fake_service):
         assert call(server.url + "/invocations", {"inputs": "still serving"})[0] == 200
 
 
-def test_sigterm_finishes_in_flight_then_exits(tmp_path):
-    """The real `serve_forever` in a subprocess: a request in flight at SIGTERM still gets its answer."""
+def _serve_in_subprocess(tmp_path, *, delay_s: float, settings: str) -> subprocess.Popen:
+    """The real `serve_forever` over a FakeEngine taking ``delay_s`` per batch, in a process of its own (it prints its
+    port when ready and 'exited' when serve_forever returns)."""
     script = tmp_path / "srv.py"
     script.write_text(
         "import asyncio, sys\n"
@@ -222,11 +223,16 @@ def test_sigterm_finishes_in_flight_then_exits(tmp_path):
         "from llmdeploy.handlers.endpoint import EndpointSettings, serve_forever\n"
         "from llmdeploy.handlers.lmi_service import Seq2SeqService\n"
         "from llmdeploy.handlers.serving_config import parse_properties\n"
-        "svc = Seq2SeqService(engine=FakeEngine(delay_s=1.0), config=parse_properties({'max_batch_delay': '1'}))\n"
-        "asyncio.run(serve_forever(svc, EndpointSettings(), host='127.0.0.1', port=0,\n"
+        f"svc = Seq2SeqService(engine=FakeEngine(delay_s={delay_s!r}), config=parse_properties({{'max_batch_delay': '1'}}))\n"
+        f"asyncio.run(serve_forever(svc, {settings}, host='127.0.0.1', port=0,\n"
         "            on_ready=lambda p: print(p, flush=True)))\n"
         "print('exited', flush=True)\n")
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+
+
+def test_sigterm_finishes_in_flight_then_exits(tmp_path):
+    """The real `serve_forever` in a subprocess: a request in flight at SIGTERM still gets its answer."""
+    proc = _serve_in_subprocess(tmp_path, delay_s=1.0, settings="EndpointSettings()")
     try:
         port = int(proc.stdout.readline())
         url = f"http://127.0.0.1:{port}/invocations"
@@ -275,19 +281,7 @@ def test_cli_serve_runs_and_stops_on_sigint(tiny_model_dir):
 
 def test_sigterm_exits_within_the_grace_period_answering_what_is_left_503(tmp_path):
     """A generation longer than the grace period, plus a stalled upload: both answered or cut, exit in time."""
-    script = tmp_path / "srv.py"
-    script.write_text(
-        "import asyncio, sys\n"
-        f"sys.path.insert(0, {os.path.dirname(__file__)!r})\n"
-        "from conftest import FakeEngine\n"
-        "from llmdeploy.handlers.endpoint import EndpointSettings, serve_forever\n"
-        "from llmdeploy.handlers.lmi_service import Seq2SeqService\n"
-        "from llmdeploy.handlers.serving_config import parse_properties\n"
-        "svc = Seq2SeqService(engine=FakeEngine(delay_s=60.0), config=parse_properties({'max_batch_delay': '1'}))\n"
-        "asyncio.run(serve_forever(svc, EndpointSettings(grace_s=1.5, body_timeout_s=60),\n"
-        "            host='127.0.0.1', port=0, on_ready=lambda p: print(p, flush=True)))\n"
-        "print('exited', flush=True)\n")
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    proc = _serve_in_subprocess(tmp_path, delay_s=60.0, settings="EndpointSettings(grace_s=1.5, body_timeout_s=60)")
     try:
         port = int(proc.stdout.readline())
         url = f"http://127.0.0.1:{port}/invocations"

@@ -15,14 +15,19 @@ def body(text, **params):
     return HttpRequest.json({"inputs": text, "parameters": {"max_new_tokens": 6, **params}})
 
 
+def rolling_djl(model_dir, engine, slots: int):
+    """The handler behind the DJL double in rolling batch with ``slots`` slots: (djl, service)."""
+    service = Seq2SeqService(engine=engine)
+    djl = djl_for(service)
+    init = djl.initialize(serving_properties(rolling=True, model_id=str(model_dir), max_new_tokens=16,
+                                             max_rolling_batch_size=slots, max_request_tokens=256))
+    assert init.code == 204 and service.config.rolling_batch and service.config.max_batch_size == slots
+    return djl, service
+
+
 @pytest.fixture
 def djl(tiny_model_dir, tiny_engine):
-    service = Seq2SeqService(engine=tiny_engine)
-    djl = djl_for(service)
-    init = djl.initialize(serving_properties(rolling=True, model_id=str(tiny_model_dir), max_new_tokens=16,
-                                             max_rolling_batch_size=4, max_request_tokens=256))
-    assert init.code == 204 and service.config.rolling_batch and service.config.max_batch_size == 4
-    return djl
+    return rolling_djl(tiny_model_dir, tiny_engine, 4)[0]
 
 
 def generate(engine, text, n):
@@ -110,12 +115,7 @@ def _record_admissions(service, monkeypatch) -> list[tuple[int, int]]:
 
 @pytest.fixture
 def djl8(tiny_model_dir, tiny_engine):
-    service = Seq2SeqService(engine=tiny_engine)
-    djl = djl_for(service)
-    init = djl.initialize(serving_properties(rolling=True, model_id=str(tiny_model_dir), max_new_tokens=16,
-                                             max_rolling_batch_size=8, max_request_tokens=256))
-    assert init.code == 204
-    return djl, service
+    return rolling_djl(tiny_model_dir, tiny_engine, 8)
 
 
 @pytest.mark.parametrize(("late", "joins_at"), [(1, 2 + ADMIT_MAX_WAIT_STEPS), (2, 2)])
