@@ -281,7 +281,7 @@ Examples:
 )
 @click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="Folder written by save_pretrained(): config.json, safetensors weights, tokenizer files.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+@click.option("--device", type=opt.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where to run the handler (cuda: the first GPU).")
 @click.option("--batch", "batches", type=opt.Whole(1, 256), multiple=True,
               help=f"Batch size to measure; repeatable [default: {', '.join(map(str, DEFAULT_BATCHES))}].")
@@ -292,7 +292,7 @@ Examples:
               help="Runs per batch size; the fastest counts.")
 @click.option("--threads", type=opt.Whole(1, 512), default=None,
               help="torch threads on CPU [default: torch's choice, one per core].")
-@click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
+@click.option("--clock", type=opt.Choice(["wall", "cpu"]), default="wall", show_default=True,
               help="wall: elapsed time. cpu: this process's CPU time, for a CPU shared with other jobs (needs --threads 1).")
 @click.option("--out", type=click.Path(path_type=Path),
               help="Write the calibration here instead of the user cache (checked before anything is measured).")

@@ -164,7 +164,7 @@ Examples:
   eval "$(llmdeploy config completion bash)"       # add to ~/.bashrc
   llmdeploy config completion fish > ~/.config/fish/completions/llmdeploy.fish
 """)
-@click.argument("shell", type=click.Choice(SHELLS))
+@click.argument("shell", type=opt.Choice(SHELLS))
 def completion(shell):
     """Print the shell code that enables tab completion for SHELL."""
     from click.shell_completion import get_completion_class

@@ -121,6 +121,21 @@ class Whole(click.ParamType):
         return f"Whole({self.minimum}, {self.maximum})"
 
 
+class Choice(click.Choice):
+    """click's Choice, whose refusal also names the closest valid value ("did you mean 'reserved'?")."""
+
+    def convert(self, value, param, ctx):
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as exc:
+            from llmdeploy.errors import did_you_mean
+
+            guess = did_you_mean(str(value), [str(c) for c in self.choices])
+            if guess is None:
+                raise
+            raise click.BadParameter(f"{exc.message.rstrip('.')}. Did you mean {guess!r}?", ctx=ctx, param=param) from None
+
+
 TOKENS = Whole(1, checks.MAX_TOKENS)
 BATCH = Whole(1, checks.MAX_BATCH)
 
@@ -178,7 +193,7 @@ def echo_hub_notice(notice: str | None) -> None:
 
 dtype_option = click.option(
     "--dtype",
-    type=click.Choice(list(DTYPE_BYTES)),
+    type=Choice(list(DTYPE_BYTES)),
     envvar="LLMDEPLOY_DTYPE",
     help="Weights dtype (default: the model's own, fp32 for FLAN-T5).",
 )
@@ -192,7 +207,7 @@ buffer_option = click.option(
 
 loading_option = click.option(
     "--loading",
-    type=click.Choice(LOADING_STRATEGIES),
+    type=Choice(LOADING_STRATEGIES),
     default=LOADING_STRATEGIES[0],
     show_default=True,
     help="How weights reach the GPU: safetensors then .to(device) (the handler's path: one copy in host RAM), a .bin "
@@ -249,13 +264,13 @@ def serving_options(command):
     from llmdeploy.handlers import serving_config as sc
 
     for decorator in reversed((
-        click.option("--dtype", "dtype", type=click.Choice(sc.DTYPES), default=sc.DEFAULT_DTYPE,
+        click.option("--dtype", "dtype", type=Choice(sc.DTYPES), default=sc.DEFAULT_DTYPE,
                      show_default=True,
                      help="Weights dtype; auto = bf16 on compute capability >= 8.0, fp16 (wo in fp32) below, fp32 on CPU."),
-        click.option("--backend", type=click.Choice(sc.BACKENDS), default=sc.DEFAULT_BACKEND, show_default=True,
+        click.option("--backend", type=Choice(sc.BACKENDS), default=sc.DEFAULT_BACKEND, show_default=True,
                      help="transformers (batched as --batching says) or ctranslate2 (static batches always)."),
         # auto is resolved by handlers/serving_config.resolve_batching; its docstring has the H200 measurement.
-        click.option("--batching", type=click.Choice(sc.BATCHING_CHOICES), default=sc.DEFAULT_BATCHING,
+        click.option("--batching", type=Choice(sc.BATCHING_CHOICES), default=sc.DEFAULT_BATCHING,
                      show_default=True,
                      help="transformers: continuous (iteration-level: requests join the running decode at every "
                           "step) or static (whole batches). auto = static on a GPU, continuous on CPU (measured "

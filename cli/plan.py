@@ -24,9 +24,9 @@ Examples:
   llmdeploy plan --markdown >> $GITHUB_STEP_SUMMARY
 """
 )
-@click.option("--mode", type=click.Choice(PLAN_MODES), default=AUTO, show_default=True, envvar="LLMDEPLOY_MODE",
+@click.option("--mode", type=opt.Choice(PLAN_MODES), default=AUTO, show_default=True, envvar="LLMDEPLOY_MODE",
               help="Hosting mode to plan for; auto picks the cheapest feasible one.")
-@click.option("--term", type=click.Choice([t.value for t in Term]), default=Term.ONE_YEAR.value, show_default=True,
+@click.option("--term", type=opt.Choice([t.value for t in Term]), default=Term.ONE_YEAR.value, show_default=True,
               help="EC2 pricing term for reserved mode (self-hosted).")
 @opt.model_option
 @opt.revision_option

@@ -58,6 +58,26 @@ def test_a_value_outside_a_choice_is_one_line(path, flag):
     assert_refused(invoke(args), 2, "bogus-value")
 
 
+def _misspelled_choices():
+    for path, command in leaf_commands():
+        for param in command.params:
+            if isinstance(param.type, click.Choice):
+                longest = max((str(c) for c in param.type.choices), key=len)
+                if len(longest) >= 4:
+                    flag = max(param.opts, key=len) if isinstance(param, click.Option) else None
+                    yield path, flag, longest
+
+
+MISSPELLED = list(_misspelled_choices())
+
+
+@pytest.mark.parametrize("path, flag, choice", MISSPELLED, ids=[f"{' '.join(p)} {f} {c}" for p, f, c in MISSPELLED])
+def test_a_misspelled_choice_gets_a_did_you_mean(path, flag, choice):
+    typo = choice[:2] + choice[3:]  # one letter dropped
+    args = [*path, *REQUIRED.get(path, []), *([flag] if flag else []), typo]
+    assert_refused(invoke(args), 2, f"Did you mean {choice!r}?")
+
+
 @pytest.mark.parametrize("args, needle", [
     (["plna"], "Did you mean 'plan'"), (["finetune", "upp"], "Did you mean 'up'"), (["prices", "shw"], "Did you mean 'show'"),
     (["config", "show", "--command", "bogus"], "unknown command 'bogus'"),
