@@ -425,7 +425,7 @@ class ContinuousBatcher:
     def _take_new(self) -> list:
         """(job, text index) pairs for the free slots, in arrival order; cancelled jobs are answered and dropped.
 
-        None while newcomers should gather for one encoder call (decode.admission_due)."""
+        Empty while newcomers should gather for one encoder call (decode.admission_due)."""
         try:
             from .decode import admission_due
         except ImportError:
