@@ -200,7 +200,8 @@ def main(argv=None) -> int:
             from conftest import build_tiny_t5
 
             model = build_tiny_t5(tmp / "tiny-flan-t5")
-        settings = PackageSettings(max_new_tokens=16, max_request_tokens=512)
+        # iteration-level first (what auto gives on CPU; DJL drives it step by step), the static contract after
+        settings = PackageSettings(max_new_tokens=16, max_request_tokens=512, batching="continuous")
         result = build_model_tarball(tmp / "model.tar.gz", settings, weights_dir=model)
         model_dir = tmp / "opt-ml-model"
         with tarfile.open(result.path) as tar:
