@@ -502,7 +502,7 @@ class ContinuousBatcher:
     def _shed(self, exc: BaseException) -> None:
         """Out of memory in a step: the newest half of the requests fail with 507 (alone, one is failed too)."""
         jobs = []
-        for seq in reversed(self.loop.seqs):
+        for seq in sorted(self.loop.seqs, key=lambda s: s.serial, reverse=True):  # rows are not in admission order
             job = seq.owner[0]
             if job not in jobs:
                 jobs.append(job)

@@ -67,3 +67,48 @@ def test_close_drains_then_refuses():
         return done
 
     assert run(main()) == [0, 1, 2, 3]
+
+
+def test_continuous_batcher_out_of_memory_fails_the_newest_request_not_the_last_row(tiny_engine, monkeypatch):
+    """Rows move when a sequence leaves (the last row fills the hole), so 'newest' is the admission order:
+    after b (one token) leaves, d sits in b's row; the step that runs out of memory fails d alone (507)."""
+    import types
+
+    import torch
+
+    from llmdeploy.handlers.batching import ContinuousBatcher, OutOfMemoryForItem
+
+    real_loop = tiny_engine.decode_loop
+    rows_at_failure = []
+
+    def oom_at_third_step():
+        loop = real_loop()
+        forward = loop._forward
+
+        def flaky():
+            if loop.steps == 2 and not rows_at_failure:
+                rows_at_failure.append([s.owner[0].request.name for s in loop.seqs])
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+            return forward()
+
+        loop._forward = flaky
+        return loop
+
+    monkeypatch.setattr(tiny_engine, "decode_loop", oom_at_third_step)
+
+    def request(name, tokens):
+        return types.SimpleNamespace(name=name, texts=[f"w{len(name)} w7"],
+                                     param_dict={"max_new_tokens": tokens, "min_new_tokens": tokens})
+
+    async def main():
+        batcher = ContinuousBatcher(tiny_engine, max_slots=8)
+        await batcher.start()
+        answers = await asyncio.gather(*(batcher.submit(request(n, t)) for n, t in
+                                         (("a", 6), ("b", 1), ("c", 6), ("dd", 6))), return_exceptions=True)
+        await batcher.close()
+        return answers
+
+    a, b, c, d = run(main())
+    assert rows_at_failure == [["a", "dd", "c"]]  # d moved into b's row
+    assert isinstance(d, OutOfMemoryForItem) and d.code == 507
+    assert all(isinstance(x, list) and len(x) == 1 for x in (a, b, c))

@@ -134,3 +134,88 @@ def test_reset_drops_every_running_sequence(tiny_engine, ids):
     fresh = Sequence(ids[3], {"max_new_tokens": 5})
     run(loop, {0: [fresh]})
     assert fresh.generated == reference(tiny_engine, ids[3], max_new_tokens=5)
+
+
+def test_many_joins_and_leaves_keep_every_sequence_exact_and_the_buffers_bounded(tiny_engine, ids):
+    """Sequences of many lengths join a loop of at most 5 as others leave (rows move into the holes they leave):
+    each one's tokens are still generate's, and the key/value tensors grow to what the busiest step needs, no more."""
+    lengths = [3, 11, 1, 7, 14, 2, 9, 5, 12, 4, 1, 8, 6, 13]
+    pending = [Sequence(ids[k % len(ids)], {"max_new_tokens": n}) for k, n in enumerate(lengths)]
+    seqs = list(pending)
+    loop = T5DecodeLoop(tiny_engine.model)
+    most_rows = 0
+    while pending or len(loop):
+        if pending and len(loop) < 5:
+            joining = pending[: min(2, 5 - len(loop))]
+            pending = pending[len(joining):]
+            loop.admit(joining)
+        most_rows = max(most_rows, len(loop))
+        loop.step()
+    for s, n in zip(seqs, lengths, strict=True):
+        assert s.generated == reference(tiny_engine, s.input_ids, max_new_tokens=n), n
+    assert most_rows == 5 and loop._rows == 0  # released when the last one left
+    assert loop.steps < sum(lengths)  # they shared steps
+
+
+def test_capacity_grows_by_doubling_and_only_as_needed(tiny_engine, ids):
+    loop = T5DecodeLoop(tiny_engine.model)
+    loop.admit([Sequence(row, {"max_new_tokens": 40}) for row in ids[:3]])
+    rows, width = loop._rows, loop._width
+    assert rows == 8 and width == 16 and loop._cols == 16
+    for _ in range(20):
+        loop.step()
+    assert loop._cols == 32 and loop._rows == rows  # 21 positions: doubled once
+    loop.admit([Sequence(row, {"max_new_tokens": 40}) for row in ids * 2])  # 3 + 12 rows
+    assert loop._rows == 16 and loop._cols == 32 and loop._width == width
+
+
+def test_fused_projections_change_nothing_generate_computes(tiny_config):
+    """The loop runs q/k/v, cross k/v and wi_0/wi_1 as one matmul each over views of one weight: generate's ids are
+    the same before and after, no weight is copied twice, and a second loop reuses the same tensors."""
+    from transformers import T5ForConditionalGeneration
+
+    from llmdeploy.handlers.decode import fuse_linears
+
+    model = T5ForConditionalGeneration.from_pretrained(tiny_config.model_location()).eval()
+    inputs = torch.tensor([[5, 6, 7, 8, 1]])
+    with torch.inference_mode():
+        before = model.generate(input_ids=inputs, max_new_tokens=12, min_new_tokens=12, do_sample=False)
+    weights = sum(p.numel() for p in model.parameters())
+    loop = T5DecodeLoop(model)
+    attn = model.get_decoder().block[0].layer[0].SelfAttention
+    fused = loop.qkv[0]
+    assert fused is not None and fused.shape[0] == 3 * attn.q.weight.shape[0]
+    assert attn.k.weight.data_ptr() == fused[attn.q.weight.shape[0]:].data_ptr()
+    assert sum(p.numel() for p in model.parameters()) == weights
+    assert fuse_linears(attn, ("q", "k", "v")) is fused and T5DecodeLoop(model).qkv[0] is fused
+    with torch.inference_mode():
+        after = model.generate(input_ids=inputs, max_new_tokens=12, min_new_tokens=12, do_sample=False)
+    assert torch.equal(before, after)
+    seq = Sequence(inputs[0].tolist(), {"max_new_tokens": 12, "min_new_tokens": 12})
+    run(loop, {0: [seq]})
+    assert seq.generated == before[0, 1:].tolist()
+
+
+def test_layers_that_cannot_be_fused_run_apart(tiny_config):
+    """A projection that is not a plain nn.Linear (bitsandbytes' int8 layers subclass it) is called as it is."""
+    from transformers import T5ForConditionalGeneration
+
+    class Wrapped(torch.nn.Linear):
+        pass
+
+    model = T5ForConditionalGeneration.from_pretrained(tiny_config.model_location()).eval()
+    for block in model.get_decoder().block:
+        for module, name in ((block.layer[0].SelfAttention, "v"), (block.layer[2].DenseReluDense, "wi_1"),
+                             (block.layer[1].EncDecAttention, "k")):
+            old = getattr(module, name)
+            new = Wrapped(old.in_features, old.out_features, bias=False)
+            new.weight = old.weight
+            setattr(module, name, new)
+    loop = T5DecodeLoop(model)
+    assert loop.qkv == loop.wi == loop.cross_kv == [None] * len(loop.blocks)
+    inputs = [5, 6, 7, 8, 1]
+    with torch.inference_mode():
+        want = model.generate(input_ids=torch.tensor([inputs]), max_new_tokens=10, min_new_tokens=10)[0, 1:].tolist()
+    seq = Sequence(inputs, {"max_new_tokens": 10, "min_new_tokens": 10})
+    run(loop, {0: [seq]})
+    assert seq.generated == want
