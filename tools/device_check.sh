@@ -5,7 +5,9 @@
 #   2. llmdeploy calibrate        --device cuda on FLAN-T5-xl's and -small's shapes (random weights, bf16): the
 #                                 numbers for llmdeploy/data/calibrations.toml;
 #   3. tools/check_djl_engine.py  the packaged handler inside DJL's real Python engine, on the GPU;
-#   4. benchmarks/bench_serve.py  --device cuda: iteration-level vs static batching vs in-process generate
+#   4. tools/profile_decode.py    the iteration-level loop's step against generate's token at batch 1/8/32: wall
+#                                 time, kernel launches, top operators, and the loop with matmul+softmax attention;
+#   5. benchmarks/bench_serve.py  --device cuda: iteration-level vs static batching vs in-process generate
 #                                 (one-at-a-time is left out: on a GPU it is all waiting, minutes for nothing).
 # Each step has its own time limit and the next one runs whatever the last one did; results land in $OUT.
 #
@@ -79,6 +81,8 @@ if [ -d "$DJL_SERVING" ]; then
 else
     echo "=== djl-engine: skipped, no $DJL_SERVING"
 fi
+step profile-decode 120 sh -c "python3 '$ROOT/tools/profile_decode.py' '$WORK/$BIG' --device '$DEVICE' \
+    $([ "$QUICK" = 1 ] && echo '--batches 1 4 --steps 4') --json '$OUT/profile-decode-$BIG.json' > '$OUT/profile-decode-$BIG.txt' 2>&1"
 if [ "$QUICK" = 1 ]; then
     quick=(--requests 8 --clients 4 --workloads uniform --skip one-at-a-time static ct2)
 else
