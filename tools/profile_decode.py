@@ -71,7 +71,8 @@ def main(argv=None) -> int:
         return (time.perf_counter() - start) / steps
 
     def generate_tokens(batch: int, tokens: int, profile=None) -> float:
-        enc = engine.tokenizer(texts[:batch], return_tensors="pt", padding=True).to(model.device)
+        enc = engine.tokenizer(texts[:batch], return_tensors="pt", padding=True,
+                               return_token_type_ids=False).to(model.device)
 
         def run(n):
             with torch.inference_mode():
