@@ -146,13 +146,17 @@ def test_status_reads_ec2_by_tags(aws, boto):
     row = doc["instances"][0]
     assert row["state"] == "running" and row["age_s"] == pytest.approx(7200, abs=2)
     assert row["accrued_usd"] == pytest.approx(2 * 32.7726, abs=0.05), "accrued = running time x on-demand price"
+    # moto stamps each instance's launch time itself: the two can be a second apart
+    running_s = sum((now - _launch_time(ec2, i)).total_seconds() for i in ours)
+    assert doc["accrued_usd"] == pytest.approx(running_s / 3600 * 32.7726, abs=0.005)
     assert doc["accrued_usd"] == pytest.approx(4 * 32.7726, abs=0.1)
     assert doc["usd_per_hour"] == pytest.approx(2 * 32.7726)
     expected_left = (dt.datetime(2026, 11, 22, 20, tzinfo=dt.UTC) - now).total_seconds()
     assert row["time_left_s"] == pytest.approx(expected_left, abs=2)
 
     table = run_cli("finetune", "status", "--stack", "ft1", "--now", now.strftime("%Y-%m-%dT%H:%M:%SZ"))
-    assert table.exit_code == 0 and "2 instance(s)" in table.stdout and "$131.09" in table.stdout
+    assert table.exit_code == 0 and "2 instance(s)" in table.stdout
+    assert f"${doc['accrued_usd']:,.2f}" in table.stdout  # $131.09, or $131.08 when they were a second apart
 
 
 def test_status_empty(aws):
