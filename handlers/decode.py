@@ -20,7 +20,7 @@ weight names have not. The math is T5's (transformers' T5Attention, T5Block):
   how far a key is behind the query, so it is gathered per row from one table; positions past a
   row's own are masked. Rows are kept packed: a finished sequence's row is taken by the last
   running one (one row copied, not the batch), a joining one writes rows at the end, and the
-  tensors grow by doubling, so a join or a leave costs what it touches, not the whole cache;
+  tensors are kept while the loop is busy, so a join or a leave costs what it touches, not the whole cache;
 - cross-attention keys/values are computed once per sequence from its encoder output
   (right-padded, masked); T5 adds no position bias there;
 - no scaling of q·k (T5 folds it into the weights); softmax of the scores plus bias plus mask;
@@ -133,7 +133,7 @@ class T5DecodeLoop:
 
     # -- state -----------------------------------------------------------------------------------
     # Row i of every buffer belongs to self.seqs[i]; rows len(self.seqs).. are free (stale values, never read
-    # unmasked). Buffers grow by doubling and are kept while the loop is busy, so a step, a join and a leave
+    # unmasked). Buffers grow as _ensure says and are kept while the loop is busy, so a step, a join and a leave
     # copy only what they must: a join writes its rows, a leave moves the last rows into the holes.
     def _reset_state(self) -> None:
         self.seqs = []
@@ -172,12 +172,20 @@ class T5DecodeLoop:
         return self._bias_table[:, distance].permute(1, 0, 2)[:, :, None, :]
 
     def _ensure(self, rows: int, cols: int, width: int, dtype: torch.dtype | None = None) -> None:
-        """Grow the buffers (doubling) to hold ``rows`` sequences, ``cols`` decoder and ``width`` encoder positions;
-        the running sequences' rows are carried over. Zeros, so that a masked stale value is never NaN."""
+        """Grow the buffers to hold ``rows`` sequences, ``cols`` decoder and ``width`` encoder positions; the running
+        sequences' rows are carried over. Zeros, so that a masked stale value is never NaN.
+
+        Rows and encoder positions grow to what is needed, no more (a row of a large model's caches is large; they
+        grow only when a join brings more rows or a longer input). Decoder positions grow at every step, so they
+        double, but never past the longest ``max_new_tokens`` running (a sequence at that length has left)."""
         if rows <= self._rows and cols <= self._cols and width <= self._width:
             return
         b, layers = len(self.seqs), len(self.blocks)
-        r, c, w = _grown(self._rows, rows, 8), _grown(self._cols, cols, 16), _grown(self._width, width, 16)
+        r, w = max(self._rows, rows), max(self._width, width)
+        c = self._cols
+        if cols > c:
+            longest = max((s.max_new_tokens for s in self.seqs), default=cols)
+            c = max(cols, min(max(16, 2 * c), longest))
         like = {"dtype": dtype if dtype is not None else self.self_k.dtype, "device": self.device}
         self_k, self_v = (torch.zeros((layers, r, self.heads, c, self.d_kv), **like) for _ in range(2))
         cross_k, cross_v = (torch.zeros((layers, r, self.heads, w, self.d_kv), **like) for _ in range(2))
@@ -214,8 +222,8 @@ class T5DecodeLoop:
             else:
                 k = attn.k(hidden).view(n, longest, self.heads, self.d_kv)
                 v = attn.v(hidden).view(n, longest, self.heads, self.d_kv)
-            if i == 0:
-                self._ensure(first + n, 1, longest, k.dtype)
+            if i == 0:  # room for the first positions too (up to 16: the same growth as every step's)
+                self._ensure(first + n, min(16, max(s.max_new_tokens for s in seqs)), longest, k.dtype)
             self.cross_k[i, rows, :, :longest] = k.transpose(1, 2)
             self.cross_v[i, rows, :, :longest] = v.transpose(1, 2)
         self.cross_mask[rows] = self._neg
@@ -424,11 +432,6 @@ def fuse_linears(module, names: tuple[str, ...]) -> torch.Tensor | None:
         start += w.shape[0]
     module.__dict__.setdefault("_llmdeploy_fused", {})[names] = fused
     return fused
-
-
-def _grown(capacity: int, needed: int, floor: int) -> int:
-    """``capacity`` if it holds ``needed``, else doubled (at least ``floor``, at least ``needed``)."""
-    return capacity if needed <= capacity else max(floor, 2 * capacity, needed)
 
 
 # Admission: every admit() is one encoder pass plus a re-layout of the caches. On a GPU both cost about what a decode

@@ -157,16 +157,24 @@ def test_many_joins_and_leaves_keep_every_sequence_exact_and_the_buffers_bounded
     assert loop.steps < sum(lengths)  # they shared steps
 
 
-def test_capacity_grows_by_doubling_and_only_as_needed(tiny_engine, ids):
+def test_buffers_grow_only_as_far_as_the_running_sequences_can_need(tiny_engine, ids):
+    """Rows and encoder positions: what the joins need. Decoder positions: doubling, capped at the longest
+    max_new_tokens running (a row never holds more keys than that)."""
     loop = T5DecodeLoop(tiny_engine.model)
     loop.admit([Sequence(row, {"max_new_tokens": 40}) for row in ids[:3]])
-    rows, width = loop._rows, loop._width
-    assert rows == 8 and width == 16 and loop._cols == 16
+    longest_input = max(len(row) for row in ids[:3])
+    assert (loop._rows, loop._width, loop._cols) == (3, longest_input, 16)
     for _ in range(20):
         loop.step()
-    assert loop._cols == 32 and loop._rows == rows  # 21 positions: doubled once
+    assert loop._cols == 32 and loop._rows == 3  # 21 positions: doubled once
+    for _ in range(13):
+        loop.step()
+    assert loop._cols == 40  # 33 positions: doubling would give 64, but none of them runs past 40
     loop.admit([Sequence(row, {"max_new_tokens": 40}) for row in ids * 2])  # 3 + 12 rows
-    assert loop._rows == 16 and loop._cols == 32 and loop._width == width
+    assert loop._rows == 15 and loop._width == max(len(row) for row in ids) and loop._cols == 40
+    while len(loop):
+        loop.step()
+    assert loop._rows == 0  # released when the last one left
 
 
 def test_fused_projections_change_nothing_generate_computes(tiny_config):
