@@ -18,9 +18,13 @@ Prints one line per measurement; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TOP = 12
 
@@ -49,7 +53,10 @@ def main(argv=None) -> int:
                                      device=device)
     model = engine.model
     cuda = device.kind == "cuda"
-    texts = [" ".join(f"w{(i * 131 + j * 17) % 30000}" for j in range(48)) for i in range(max(args.batches))]
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_serve import prompts  # the requests bench_serve sends, so the two measure the same inputs
+
+    texts = prompts(max(args.batches), 48)
     ids = engine.encode(texts)
     results: dict = {"device": device.name, "dtype": str(model.dtype), "torch": torch.__version__, "rows": []}
 
@@ -64,7 +71,7 @@ def main(argv=None) -> int:
             loop.step()
         sync()
         start = time.perf_counter()
-        with profile or _nothing():
+        with profile or contextlib.nullcontext():
             for _ in range(steps):
                 loop.step()
             sync()
@@ -84,7 +91,7 @@ def main(argv=None) -> int:
         run(8)
         short = time.perf_counter() - start
         start = time.perf_counter()
-        with profile or _nothing():
+        with profile or contextlib.nullcontext():
             run(8 + tokens)
         return (time.perf_counter() - start - short) / tokens
 
@@ -123,14 +130,6 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
     return 0
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _math_attention(q, k, v, bias):
